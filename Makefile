@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install prometheus test lint unit demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) prometheus
+
+# Real Prometheus from Debian's package; the tests and the demo start their own instances on loopback.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing prometheus (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check controller forecasting policies tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# pytest's exit code 5 (no tests collected) is a failure here, as every non-zero code is.
+test: install lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
+
+demo: install
+	$(VENV)/bin/infercast demo
+
+bench: install
+	$(PY) benchmarks/forecast.py
+	$(PY) benchmarks/nab.py --data ../shared/data/nab/data --out results/nab
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""infercast controller: the only package that does I/O or knows Kopf."""

@@ -1,0 +1,1 @@
+"""infercast forecasting: pure ML on series (forecasters, model selection, failure-pattern detectors)."""

@@ -1,0 +1,1 @@
+"""infercast policies: pure decision logic. Frozen inputs + explicit `now` -> decision + new state."""

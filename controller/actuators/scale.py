@@ -1,0 +1,78 @@
+"""Replica counts, written through the target's ``scale`` subresource and nothing else.
+
+Going through ``/scale`` (as the HPA does) rather than patching ``spec.replicas`` makes any
+workload kind work that declares the subresource, and needs RBAC on ``<plural>/scale`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.actuators.base import TargetError
+from controller.kube import Kube, KubeError, ObjectRef, Resource
+from controller.spec import TargetRef
+
+
+@dataclass(frozen=True)
+class ScaleObservation:
+    target: ObjectRef
+    spec_replicas: int
+    status_replicas: int
+    ready_replicas: int
+    selector: str
+
+
+@dataclass
+class ScaleActuator:
+    kube: Kube
+    namespace: str
+    target: TargetRef
+
+    async def _resource(self) -> Resource:
+        try:
+            resource = await self.kube.resource(self.target.api_version, self.target.kind)
+        except KubeError as exc:
+            if exc.not_found:
+                raise TargetError("UnknownKind", f"{self.target.api_version} has no kind {self.target.kind}") from exc
+            raise
+        if "scale" not in resource.subresources:
+            raise TargetError("NoScaleSubresource", f"{self.target.kind} ({resource.plural}) has no scale subresource")
+        return resource
+
+    async def observe(self) -> ScaleObservation:
+        resource = await self._resource()
+        try:
+            scale = await self.kube.get(resource, self.namespace, self.target.name, "scale")
+            workload = await self.kube.get(resource, self.namespace, self.target.name)
+        except KubeError as exc:
+            if exc.not_found:
+                raise TargetError(
+                    "TargetNotFound", f"{self.target.describe()} not found in namespace {self.namespace}"
+                ) from exc
+            raise
+        status = workload.get("status") or {}
+        meta = workload.get("metadata") or {}
+        return ScaleObservation(
+            target=ObjectRef(
+                api_version=self.target.api_version,
+                kind=self.target.kind,
+                namespace=self.namespace,
+                name=self.target.name,
+                uid=meta.get("uid"),
+            ),
+            spec_replicas=int((scale.get("spec") or {}).get("replicas") or 0),
+            status_replicas=int((scale.get("status") or {}).get("replicas") or 0),
+            # Workloads omit readyReplicas when it is 0; a workload without the field is treated the
+            # same way, which is the cautious reading (unready replicas count as idle on scale-up).
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            selector=str((scale.get("status") or {}).get("selector") or ""),
+        )
+
+    async def apply(self, desired: int, observed: ScaleObservation) -> bool:
+        if desired == observed.spec_replicas:
+            return False
+        resource = await self._resource()
+        await self.kube.merge_patch(
+            resource, self.namespace, self.target.name, {"spec": {"replicas": desired}}, subresource="scale"
+        )
+        return True

@@ -1,0 +1,68 @@
+"""The ``infercast`` command.
+
+``infercast run`` starts the operator with our handlers and settings (Kopf underneath, but the
+user never needs to know which file to point ``kopf run`` at). Decision records go to stdout,
+one JSON object per line; the operator's own log goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import controller.handlers  # noqa: F401  # registers the handlers in Kopf's default registry
+
+    kopf.configure(
+        verbose=args.verbose,
+        quiet=args.quiet,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    kopf.run(
+        standalone=args.standalone,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from controller.demo import run_demo
+
+    return run_demo(duration_s=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infercast", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument(
+        "-n", "--namespace", action="append", help="watch only this namespace (repeatable); default: all namespaces"
+    )
+    run.add_argument("--standalone", action="store_true", help="no Kopf peering (a single operator replica)")
+    run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the operator log")
+    verbosity = run.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true")
+    verbosity.add_argument("-q", "--quiet", action="store_true")
+    run.set_defaults(func=_run)
+
+    demo = commands.add_parser("demo", help="the operator driving a simulated GPU fleet on this machine")
+    demo.add_argument("--duration", type=float, default=180.0, help="seconds of simulated traffic (default 180)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

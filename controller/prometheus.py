@@ -1,0 +1,205 @@
+"""Reading single numbers from Prometheus, safely, for many policies at once.
+
+Three concerns live here and nowhere else:
+
+* **Never read nothing as zero.** A query that returns no series, several series where one is
+  expected, NaN or Inf raises :class:`MetricError`. A policy that sees an error holds its
+  replicas; reading "no data" as 0 would scale a loaded service down.
+* **Identical PromQL is sent once per cycle.** Policies that evaluate the same expression against
+  the same Prometheus within ``coalesce_s`` share one HTTP request (a single-flight map plus a
+  short-lived result cache). 1,000 policies on one shared query cost one request, not 1,000.
+* **A failing Prometheus is not hammered.** Connection failures and timeouts put that URL into
+  exponential backoff shared by every policy using it; during backoff queries fail at once with
+  ``BackingOff``, and the first query after the backoff probes the server again, so the
+  controller recovers by itself.
+
+The HTTP client (``prometheus-api-client``, built on ``requests``) is synchronous; every call runs
+in a worker thread so the operator's event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import tempfile
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from controller.spec import PrometheusSpec
+
+
+class MetricError(Exception):
+    """A metric could not be read. ``reason`` is a stable CamelCase code for conditions and logs.
+
+    ``rejected`` marks errors of the query itself (Prometheus answered 400/422): the spec is
+    wrong and retrying will not help, unlike an outage.
+    """
+
+    def __init__(self, reason: str, message: str, *, rejected: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.rejected = rejected
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a policy's Secrets resolved to; part of the client cache key."""
+
+    bearer_token: str | None = None
+    ca_pem: str | None = None
+
+
+def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
+    """The one finite value of an instant-query vector result, or a :class:`MetricError`."""
+    if not result:
+        raise MetricError("NoData", f"query returned no series: {query}")
+    if len(result) > 1:
+        labels = [r.get("metric", {}) for r in result[:3]]
+        raise MetricError(
+            "AmbiguousResult", f"query returned {len(result)} series where one is expected (e.g. {labels}): {query}"
+        )
+    try:
+        value = float(result[0]["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise MetricError("BadResponse", f"unexpected result shape {result[0]!r}") from exc
+    if not math.isfinite(value):
+        raise MetricError("InvalidValue", f"query returned {value}: {query}")
+    return value
+
+
+_STATUS_RE = re.compile(r"HTTP Status Code (\d+)")
+
+
+class _Client:
+    """One Prometheus endpoint with its credentials; synchronous."""
+
+    def __init__(self, spec: PrometheusSpec, credentials: Credentials) -> None:
+        headers = {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else None
+        session = requests.Session()
+        session.verify = not spec.insecure_skip_verify
+        if credentials.ca_pem and not spec.insecure_skip_verify:
+            # requests wants a path; the file lives as long as the process (clients are cached).
+            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+                handle.write(credentials.ca_pem)
+            session.verify = handle.name
+        # Our own backoff decides when to retry; the library's retries would stretch every call
+        # to several timeouts while Prometheus is down.
+        self._connect = PrometheusConnect(
+            url=spec.url, headers=headers, session=session, retry=Retry(total=0), timeout=spec.timeout_s
+        )
+
+    def instant(self, query: str) -> list[dict[str, Any]]:
+        try:
+            return self._connect.custom_query(query)  # type: ignore[no-any-return]
+        except PrometheusApiClientException as exc:
+            match = _STATUS_RE.search(str(exc))
+            status = int(match.group(1)) if match else 0
+            if status in (400, 422):
+                raise MetricError("QueryRejected", f"Prometheus rejected the query: {exc}", rejected=True) from exc
+            raise MetricError("PrometheusError", f"Prometheus answered HTTP {status or '?'}") from exc
+        except requests.Timeout as exc:
+            raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
+        except requests.RequestException as exc:
+            raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
+        except ValueError as exc:  # the body was not JSON: something else answers on that URL
+            raise MetricError("BadResponse", f"not a Prometheus API response: {exc}") from exc
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass
+class _Cached:
+    expires_at: float
+    outcome: float | MetricError
+
+
+@dataclass
+class PrometheusPool:
+    """Clients per endpoint, shared backoff per URL, single-flight + cache per query.
+
+    ``clock`` is injectable so that the coalescing and backoff timing can be tested without sleeps.
+    """
+
+    executor: Executor | None = None
+    coalesce_s: float = 4.0
+    backoff_base_s: float = 2.0
+    backoff_cap_s: float = 60.0
+    clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
+    _clients: dict[tuple[PrometheusSpec, Credentials], _Client] = field(default_factory=dict)
+    _backoff: dict[str, _Backoff] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
+    _inflight: dict[tuple[str, str], asyncio.Future[float]] = field(default_factory=dict)
+    requests_sent: int = 0
+
+    async def query(self, spec: PrometheusSpec, credentials: Credentials, promql: str) -> float:
+        """The single value of ``promql``; raises :class:`MetricError`."""
+        key = (spec.url, promql)
+        now = self.clock()
+        cached = self._cache.get(key)
+        if cached and cached.expires_at > now:
+            if isinstance(cached.outcome, MetricError):
+                raise cached.outcome
+            return cached.outcome
+        if key in self._inflight:
+            return await asyncio.shield(self._inflight[key])
+        backoff = self._backoff.get(spec.url)
+        if backoff and backoff.retry_at > now:
+            raise MetricError(
+                "BackingOff",
+                f"Prometheus at {spec.url} failed {backoff.failures} time(s);"
+                f" next try in {backoff.retry_at - now:.0f}s",
+            )
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await self._fetch(spec, credentials, promql)
+        except MetricError as exc:
+            self._record(key, exc)
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters may be absent
+            raise
+        else:
+            self._record(key, value)
+            future.set_result(value)
+            return value
+        finally:
+            del self._inflight[key]
+
+    async def _fetch(self, spec: PrometheusSpec, credentials: Credentials, promql: str) -> float:
+        client = self._clients.get((spec, credentials))
+        if client is None:
+            client = self._clients[(spec, credentials)] = _Client(spec, credentials)
+        self.requests_sent += 1
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self.executor, client.instant, promql)
+        return parse_single_value(result, promql)
+
+    def _record(self, key: tuple[str, str], outcome: float | MetricError) -> None:
+        url = key[0]
+        now = self.clock()
+        outage = isinstance(outcome, MetricError) and outcome.reason in ("Unreachable", "Timeout", "PrometheusError")
+        if outage:
+            state = self._backoff.setdefault(url, _Backoff())
+            state.failures += 1
+            state.retry_at = now + min(self.backoff_cap_s, self.backoff_base_s * 2 ** (state.failures - 1))
+        else:
+            self._backoff.pop(url, None)
+            self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
+        if len(self._cache) > 10_000:  # bounded: drop expired entries when the map grows
+            self._cache = {k: v for k, v in self._cache.items() if v.expires_at > now}
+
+
+QueryFn = Callable[[str], Awaitable[float]]

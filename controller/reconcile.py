@@ -1,0 +1,418 @@
+"""One reconcile cycle of a ScalingPolicy: observe -> decide -> act -> report. No Kopf here.
+
+The Kopf handlers call :func:`reconcile_scaling` once per interval with a snapshot of the policy
+and what the operator's indexes know about other writers; everything else (the target, the
+metrics, Secrets) is read here through the adapters, the decision itself is the pure function
+of :mod:`policies`, and the outcome is reported three ways from one :class:`DecisionRecord`: a
+JSON log line, an Event, and the policy's ``status``.
+
+Failure handling follows one rule: *a cycle that cannot see clearly does not scale down*.
+Invalid specs and conflicts stop the policy with a condition and one Event; missing metrics let
+the policy hold (or scale up on the metrics it still has); API errors end the cycle and the
+next one tries again. Nothing here raises to Kopf for an expected problem, so a bad policy never
+becomes a crash loop and never delays the other policies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from controller.actuators import ScaleActuator, ScaleObservation, TargetError
+from controller.conditions import Condition, find, iso, merge_conditions
+from controller.decisions import DecisionLog, DecisionRecord, new_decision_id
+from controller.kube import Kube, KubeError, ObjectRef
+from controller.presets import render_preset
+from controller.prometheus import Credentials, MetricError, PrometheusPool
+from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
+from policies import (
+    MetricObservation,
+    ReactiveInputs,
+    ScalingDecision,
+    ScalingState,
+    decide_reactive,
+)
+
+logger = logging.getLogger(__name__)
+
+KIND = "ScalingPolicy"
+API_VERSION = "infercast.io/v1alpha1"
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """The parts of a ScalingPolicy object a cycle needs, copied out of Kopf's body."""
+
+    namespace: str
+    name: str
+    uid: str | None
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(API_VERSION, KIND, self.namespace, self.name, self.uid)
+
+
+@dataclass(frozen=True)
+class OtherWriters:
+    """Who else claims the same workload, as found by the operator's indexes."""
+
+    hpas: tuple[str, ...] = ()
+    older_policies: tuple[str, ...] = ()
+
+
+@dataclass
+class Deps:
+    kube: Kube
+    prometheus: PrometheusPool
+    decision_log: DecisionLog = field(default_factory=DecisionLog)
+
+
+@dataclass(frozen=True)
+class MetricReading:
+    spec: MetricSpec
+    query: str
+    value: float | None
+    error: MetricError | None
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """What a cycle did, for the caller (the Kopf daemon) and for tests."""
+
+    ready: bool
+    decision: DecisionRecord | None = None
+    reason: str = ""
+    status: Mapping[str, Any] | None = None  # the whole status as written, None when nothing was
+
+
+def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
+    """The identity of a policy's workload for the one-writer rule (group, kind, ns, name)."""
+    ref = spec.get("targetRef") or {}
+    if not ref.get("kind") or not ref.get("name"):
+        return None
+    group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+    return (group, str(ref["kind"]), namespace, str(ref["name"]))
+
+
+async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: Deps, now: float) -> CycleOutcome:
+    report = _Reporter(policy, deps, now)
+    try:
+        spec = parse_scaling_policy(policy.spec)
+    except SpecError as exc:
+        return await report.not_ready(exc.reason, exc.message)
+
+    if spec.mode == "Off":
+        await report.status_only([Condition("Ready", "True", "Off", "mode is Off: the policy observes nothing")])
+        return CycleOutcome(ready=True, reason="Off", status=report.written)
+
+    if others.hpas or others.older_policies:
+        who = [f"HorizontalPodAutoscaler {h}" for h in others.hpas] + [
+            f"ScalingPolicy {p}" for p in others.older_policies
+        ]
+        reason = "HPAConflict" if others.hpas else "PolicyConflict"
+        message = f"{spec.target.describe()} is already scaled by {', '.join(who)}: one writer per workload"
+        return await report.not_ready(reason, message, conflict=Condition("Conflict", "True", reason, message))
+
+    actuator = ScaleActuator(deps.kube, policy.namespace, spec.target)
+    try:
+        observed = await actuator.observe()
+        credentials = await _credentials(deps.kube, policy.namespace, spec)
+    except (TargetError, SpecError) as exc:
+        return await report.not_ready(exc.reason, exc.message)
+
+    readings = await _read_metrics(deps.prometheus, policy.namespace, spec, credentials)
+    rejected = [r for r in readings if r.error and r.error.rejected]
+    if rejected:
+        detail = "; ".join(f"{r.spec.name}: {r.error.message if r.error else ''}" for r in rejected)
+        return await report.not_ready("QueryRejected", detail)
+
+    state = ScalingState.from_dict((policy.status or {}).get("history"))
+    inputs = ReactiveInputs(
+        spec_replicas=observed.spec_replicas,
+        ready_replicas=observed.ready_replicas,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        metrics=tuple(
+            MetricObservation(name=r.spec.name, value=r.value, target_type=r.spec.target_type, target=r.spec.target)
+            for r in readings
+        ),
+        behavior=spec.behavior,
+    )
+    decision = decide_reactive(inputs, state, now)
+    desired = _apply_fallback(decision, spec, observed, readings)
+
+    applied = False
+    apply_error: KubeError | None = None
+    if spec.mode == "Auto" and desired != observed.spec_replicas:
+        try:
+            applied = await actuator.apply(desired, observed)
+        except KubeError as exc:
+            apply_error = exc
+    # Rate limits count only changes that really happened: a recommendation or a failed write
+    # must not use up the scale-up budget of the next cycles.
+    new_state = (
+        decision.state
+        if applied
+        else replace(decision.state, scale_up_events=state.scale_up_events, scale_down_events=state.scale_down_events)
+    )
+    record = _record(policy, spec, observed, readings, decision, desired, applied, now)
+    await report.decision(record, decision, readings, observed, new_state, apply_error)
+    return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
+
+
+async def _credentials(kube: Kube, namespace: str, spec: ScalingPolicySpec) -> Credentials:
+    refs = spec.prometheus
+    if not refs.bearer_token and not refs.ca:
+        return Credentials()
+    try:
+        token = (
+            await kube.read_secret_key(namespace, refs.bearer_token.name, refs.bearer_token.key)
+            if refs.bearer_token
+            else None
+        )
+        ca = await kube.read_secret_key(namespace, refs.ca.name, refs.ca.key) if refs.ca else None
+    except KubeError as exc:
+        if exc.status in (403, 404):
+            raise SpecError("SecretNotFound", f"cannot read Prometheus credentials: {exc.message}") from exc
+        raise
+    return Credentials(bearer_token=token.strip() if token else None, ca_pem=ca)
+
+
+def _query_of(metric: MetricSpec, namespace: str, spec: ScalingPolicySpec) -> str:
+    if metric.query:
+        return metric.query
+    assert metric.preset is not None  # guaranteed by the spec parser
+    return render_preset(
+        metric.preset,
+        namespace=namespace,
+        kind=spec.target.kind,
+        name=spec.target.name,
+        model_name=metric.model_name,
+        label_selector=metric.label_selector,
+    )
+
+
+async def _read_metrics(
+    pool: PrometheusPool, namespace: str, spec: ScalingPolicySpec, credentials: Credentials
+) -> list[MetricReading]:
+    async def read(metric: MetricSpec) -> MetricReading:
+        query = _query_of(metric, namespace, spec)
+        try:
+            value = await pool.query(spec.prometheus, credentials, query)
+        except MetricError as exc:
+            return MetricReading(metric, query, None, exc)
+        return MetricReading(metric, query, value, None)
+
+    return list(await asyncio.gather(*(read(m) for m in spec.metrics)))
+
+
+def _apply_fallback(
+    decision: ScalingDecision, spec: ScalingPolicySpec, observed: ScaleObservation, readings: list[MetricReading]
+) -> int:
+    """With every metric gone and ``onMetricsUnavailable: Fallback``, go up to the fallback count.
+
+    Never down: the fallback is a floor for an outage, not a target, so a service that was
+    scaled past it for real load keeps its replicas while infercast is blind.
+    """
+    blind = all(r.value is None for r in readings)
+    fallback = spec.fallback
+    if not blind or fallback.on_metrics_unavailable != "Fallback" or fallback.replicas is None:
+        return decision.desired_replicas
+    floor = min(max(fallback.replicas, spec.min_replicas), spec.max_replicas)
+    return max(decision.desired_replicas, observed.spec_replicas, floor)
+
+
+def _action(from_: int, to: int) -> str:
+    return "ScaleUp" if to > from_ else "ScaleDown" if to < from_ else "Hold"
+
+
+def _record(
+    policy: PolicySnapshot,
+    spec: ScalingPolicySpec,
+    observed: ScaleObservation,
+    readings: list[MetricReading],
+    decision: ScalingDecision,
+    desired: int,
+    applied: bool,
+    now: float,
+) -> DecisionRecord:
+    reasons = tuple(str(r) for r in decision.reasons)
+    message = decision.message
+    if desired != decision.desired_replicas:
+        reasons = ("FallbackReplicas", *reasons)
+        message = f"every metric is unavailable: fallback to {desired} replicas (never down); {message}"
+    return DecisionRecord(
+        id=new_decision_id(),
+        time=iso(now),
+        kind=KIND,
+        namespace=policy.namespace,
+        name=policy.name,
+        target=spec.target.describe(),
+        mode=spec.mode,
+        action=_action(observed.spec_replicas, desired),
+        from_=observed.spec_replicas,
+        to=desired,
+        applied=applied,
+        reason=reasons[0] if reasons else "Hold",
+        reasons=reasons,
+        message=message,
+        inputs={
+            "specReplicas": observed.spec_replicas,
+            "readyReplicas": observed.ready_replicas,
+            "minReplicas": spec.min_replicas,
+            "maxReplicas": spec.max_replicas,
+            "metrics": [
+                {
+                    "name": r.spec.name,
+                    "value": r.value,
+                    "target": r.spec.target,
+                    "type": r.spec.target_type,
+                    **({"error": r.error.reason, "detail": r.error.message} if r.error else {}),
+                }
+                for r in readings
+            ],
+        },
+        output={
+            "desiredReplicas": desired,
+            "recommendedReplicas": decision.recommended_replicas,
+            "proposals": [
+                {"metric": p.name, "usageRatio": p.usage_ratio, "replicas": p.replicas, "reason": str(p.reason)}
+                for p in decision.proposals
+            ],
+        },
+    )
+
+
+@dataclass
+class _Reporter:
+    """Writes what a cycle found: status, Events (on changes only) and the decision log line."""
+
+    policy: PolicySnapshot
+    deps: Deps
+    now: float
+    written: dict[str, Any] | None = None
+
+    @property
+    def _conditions(self) -> list[Mapping[str, Any]]:
+        return list((self.policy.status or {}).get("conditions") or [])
+
+    async def _patch_status(self, status: dict[str, Any]) -> None:
+        resource = await self.deps.kube.resource(API_VERSION, KIND)
+        try:
+            await self.deps.kube.merge_patch(
+                resource, self.policy.namespace, self.policy.name, {"status": status}, subresource="status"
+            )
+        except KubeError as exc:
+            if not exc.not_found:  # deleted meanwhile: nothing to report on
+                raise
+            return
+        self.written = {**(self.policy.status or {}), **status}
+
+    async def _event(self, about: ObjectRef, type_: str, reason: str, message: str) -> None:
+        try:
+            await self.deps.kube.post_event(about, type_=type_, reason=reason, message=message, now_iso=iso(self.now))
+        except KubeError as exc:  # an Event is best effort: never fail a cycle for it
+            logger.warning("could not post Event %s on %s/%s: %s", reason, about.namespace, about.name, exc)
+
+    async def status_only(self, conditions: list[Condition]) -> None:
+        await self._patch_status(
+            {
+                "observedGeneration": self.policy.generation,
+                "conditions": merge_conditions(
+                    self._conditions, conditions, now=self.now, generation=self.policy.generation
+                ),
+            }
+        )
+
+    async def not_ready(self, reason: str, message: str, conflict: Condition | None = None) -> CycleOutcome:
+        previous = find(self._conditions, "Ready")
+        if not previous or previous.get("reason") != reason or previous.get("message") != message:
+            logger.warning("policy %s/%s not ready: %s: %s", self.policy.namespace, self.policy.name, reason, message)
+            await self._event(self.policy.ref, "Warning", reason, message)
+        await self.status_only(
+            [
+                Condition("Ready", "False", reason, message),
+                conflict or Condition("Conflict", "False", "NoConflict", "no other writer targets the workload"),
+            ]
+        )
+        return CycleOutcome(ready=False, reason=reason, status=self.written)
+
+    async def decision(
+        self,
+        record: DecisionRecord,
+        decision: ScalingDecision,
+        readings: list[MetricReading],
+        observed: ScaleObservation,
+        state: ScalingState,
+        apply_error: KubeError | None,
+    ) -> None:
+        self.deps.decision_log.emit(record)
+        previous = (self.policy.status or {}).get("lastDecision") or {}
+        missing = [r for r in readings if r.error]
+        if record.applied:
+            await self._event(self.policy.ref, "Normal", record.action, f"{record.message} (decision {record.id})")
+            await self._event(
+                observed.target,
+                "Normal",
+                "InfercastRescale",
+                f"New size: {record.to}; reason: {record.reason}; by ScalingPolicy {self.policy.name} "
+                f"(decision {record.id})",
+            )
+        elif apply_error is not None:
+            await self._event(
+                self.policy.ref, "Warning", "FailedRescale", f"{record.from_} -> {record.to}: {apply_error}"
+            )
+        elif record.action != "Hold" or previous.get("reason") != record.reason:
+            # Recommendations and changes of the reason for holding; a steady hold is not news.
+            type_ = "Warning" if missing else "Normal"
+            verb = "Recommend" if record.action != "Hold" else "Hold"
+            await self._event(self.policy.ref, type_, f"{verb}{record.reason}", record.message)
+
+        limited = decision.recommended_replicas != record.to
+        conditions = [
+            Condition(
+                "Ready",
+                "True",
+                "Recommending" if record.mode == "Recommend" else "Scaling",
+                "decisions are reported, never applied" if record.mode == "Recommend" else "the policy is active",
+            ),
+            Condition("Conflict", "False", "NoConflict", "no other writer targets the workload"),
+            Condition(
+                "MetricsAvailable",
+                "False" if missing else "True",
+                missing[0].error.reason if missing and missing[0].error else "AllMetricsRead",
+                "; ".join(f"{r.spec.name}: {r.error.message}" for r in missing if r.error)
+                or f"{len(readings)} metric(s) read",
+            ),
+            Condition(
+                "ScalingLimited",
+                "True" if limited else "False",
+                record.reasons[-1] if limited and record.reasons else "DesiredWithinRange",
+                f"recommended {decision.recommended_replicas}, decided {record.to}" if limited else "not limited",
+            ),
+        ]
+        status: dict[str, Any] = {
+            "observedGeneration": self.policy.generation,
+            "currentReplicas": observed.spec_replicas,
+            "readyReplicas": observed.ready_replicas,
+            "desiredReplicas": record.to,
+            "lastDecision": record.to_status(),
+            "history": state.to_dict(),
+            "metrics": [
+                {"name": r.spec.name, "value": r.value, "target": r.spec.target, "type": r.spec.target_type}
+                for r in readings
+            ],
+            "conditions": merge_conditions(
+                self._conditions, conditions, now=self.now, generation=self.policy.generation
+            ),
+        }
+        if record.applied:
+            status["lastScaleTime"] = record.time
+            status["currentReplicas"] = record.to
+        await self._patch_status(status)

@@ -1,0 +1,257 @@
+"""Parse a ScalingPolicy's ``spec`` into frozen, validated values.
+
+The CRD's OpenAPI schema already rejects wrong types and out-of-range numbers at admission.
+What it cannot see is checked here: rules that span fields (``minReplicas <= maxReplicas``),
+references to things only the operator knows (preset names, the labels a preset supports), and
+objects written before a schema change. A :class:`SpecError` carries a stable ``reason`` that
+ends up in the ``Ready`` condition and in an Event, so a person sees why a policy is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from controller.presets import PRESETS
+from policies import Behavior, ScalingPolicyRule, ScalingRules
+
+Mode = Literal["Auto", "Recommend", "Off"]
+TargetType = Literal["AverageValue", "Value"]
+OnMetricsUnavailable = Literal["Hold", "Fallback"]
+
+MIN_INTERVAL_S = 5
+MAX_INTERVAL_S = 3600
+
+
+class SpecError(ValueError):
+    """The policy cannot be acted on as written; ``reason`` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    api_version: str
+    kind: str
+    name: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    def describe(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class PrometheusSpec:
+    url: str
+    timeout_s: float = 5.0
+    max_staleness_s: float = 60.0
+    insecure_skip_verify: bool = False
+    bearer_token: SecretKeyRef | None = None
+    ca: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    target_type: TargetType
+    target: float
+    preset: str | None = None
+    query: str | None = None
+    model_name: str | None = None
+    label_selector: str | None = None
+
+
+@dataclass(frozen=True)
+class FallbackSpec:
+    replicas: int | None = None
+    on_metrics_unavailable: OnMetricsUnavailable = "Hold"
+
+
+@dataclass(frozen=True)
+class ScalingPolicySpec:
+    target: TargetRef
+    min_replicas: int
+    max_replicas: int
+    mode: Mode
+    interval_s: int
+    prometheus: PrometheusSpec
+    metrics: tuple[MetricSpec, ...]
+    behavior: Behavior = field(default_factory=Behavior)
+    fallback: FallbackSpec = field(default_factory=FallbackSpec)
+
+
+def parse_scaling_policy(spec: Mapping[str, Any]) -> ScalingPolicySpec:
+    """Turn a raw spec (as stored in the cluster) into a :class:`ScalingPolicySpec`, or raise."""
+    try:
+        return _parse(spec)
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        # Objects stored before a schema change, or written with validation off, land here.
+        raise SpecError("InvalidSpec", f"malformed spec: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
+    ref = spec.get("targetRef") or {}
+    missing = [k for k in ("apiVersion", "kind", "name") if not ref.get(k)]
+    if missing:
+        raise SpecError("InvalidTargetRef", f"targetRef lacks {', '.join(missing)}")
+    target = TargetRef(api_version=str(ref["apiVersion"]), kind=str(ref["kind"]), name=str(ref["name"]))
+
+    min_replicas = int(spec.get("minReplicas", 1))
+    max_replicas = int(spec["maxReplicas"]) if "maxReplicas" in spec else 0
+    if max_replicas < 1:
+        raise SpecError("InvalidReplicaBounds", "maxReplicas must be set and at least 1")
+    if min_replicas < 0 or min_replicas > max_replicas:
+        raise SpecError(
+            "InvalidReplicaBounds", f"minReplicas ({min_replicas}) must be within 0..maxReplicas ({max_replicas})"
+        )
+
+    mode = str(spec.get("mode", "Auto"))
+    if mode not in ("Auto", "Recommend", "Off"):
+        raise SpecError("InvalidMode", f"mode {mode!r} is not one of Auto, Recommend, Off")
+
+    interval = int(spec.get("interval", 15))
+    if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
+        raise SpecError("InvalidInterval", f"interval {interval}s is outside {MIN_INTERVAL_S}..{MAX_INTERVAL_S}s")
+
+    metrics_raw = spec.get("metrics") or []
+    if not metrics_raw:
+        raise SpecError("NoMetrics", "at least one metric is required")
+    metrics = tuple(_parse_metric(m) for m in metrics_raw)
+    names = [m.name for m in metrics]
+    if len(set(names)) != len(names):
+        raise SpecError("DuplicateMetric", f"metric names must be unique, got {names}")
+
+    return ScalingPolicySpec(
+        target=target,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        mode=mode,  # type: ignore[arg-type]  # checked above
+        interval_s=interval,
+        prometheus=_parse_prometheus(spec.get("prometheus")),
+        metrics=metrics,
+        behavior=_parse_behavior(spec.get("behavior") or {}),
+        fallback=_parse_fallback(spec.get("fallback") or {}),
+    )
+
+
+def _parse_prometheus(raw: Mapping[str, Any] | None) -> PrometheusSpec:
+    if not raw or not raw.get("url"):
+        raise SpecError("InvalidPrometheus", "prometheus.url is required")
+    url = str(raw["url"]).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise SpecError("InvalidPrometheus", f"prometheus.url {url!r} must start with http:// or https://")
+    return PrometheusSpec(
+        url=url,
+        timeout_s=float(raw.get("timeout", 5.0)),
+        max_staleness_s=float(raw.get("maxStaleness", 60.0)),
+        insecure_skip_verify=bool(raw.get("insecureSkipVerify", False)),
+        bearer_token=_secret_ref(raw.get("bearerTokenSecretRef")),
+        ca=_secret_ref(raw.get("caSecretRef")),
+    )
+
+
+def _secret_ref(raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
+    if not raw:
+        return None
+    if not raw.get("name") or not raw.get("key"):
+        raise SpecError("InvalidPrometheus", "a Secret reference needs both name and key")
+    return SecretKeyRef(name=str(raw["name"]), key=str(raw["key"]))
+
+
+def _parse_metric(raw: Mapping[str, Any]) -> MetricSpec:
+    name = str(raw.get("name") or "")
+    if not name:
+        raise SpecError("InvalidMetric", "every metric needs a name")
+    preset, query = raw.get("preset"), raw.get("query")
+    if bool(preset) == bool(query):
+        raise SpecError("InvalidMetric", f"metric {name!r}: set exactly one of preset or query")
+    if preset and preset not in PRESETS:
+        raise SpecError(
+            "UnknownPreset", f"metric {name!r}: unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}"
+        )
+    model_name = raw.get("modelName")
+    if query and (model_name or raw.get("labelSelector")):
+        raise SpecError("InvalidMetric", f"metric {name!r}: modelName and labelSelector apply to presets only")
+    if preset and model_name and PRESETS[preset].model_label is None:
+        raise SpecError("InvalidMetric", f"metric {name!r}: preset {preset!r} has no model label to filter on")
+    target = raw.get("target") or {}
+    target_type = str(target.get("type", ""))
+    if target_type not in ("AverageValue", "Value"):
+        raise SpecError("InvalidMetric", f"metric {name!r}: target.type must be AverageValue or Value")
+    value = float(target["value"])
+    if not value > 0:
+        raise SpecError("InvalidMetric", f"metric {name!r}: target.value must be > 0")
+    return MetricSpec(
+        name=name,
+        target_type=target_type,  # type: ignore[arg-type]  # checked above
+        target=value,
+        preset=str(preset) if preset else None,
+        query=str(query) if query else None,
+        model_name=str(model_name) if model_name else None,
+        label_selector=str(raw["labelSelector"]) if raw.get("labelSelector") else None,
+    )
+
+
+def _parse_rules(raw: Mapping[str, Any], default: ScalingRules) -> ScalingRules:
+    if not raw:
+        return default
+    policies_raw = raw.get("policies")
+    policies = (
+        default.policies
+        if policies_raw is None
+        else tuple(
+            ScalingPolicyRule(type=str(p["type"]), value=int(p["value"]), period_seconds=int(p["periodSeconds"]))  # type: ignore[arg-type]
+            for p in policies_raw
+        )
+    )
+    for p in policies:
+        if p.type not in ("Pods", "Percent") or p.value < 1 or p.period_seconds < 1:
+            raise SpecError("InvalidBehavior", f"invalid scaling policy {p}")
+    select = str(raw.get("selectPolicy", default.select_policy))
+    if select not in ("Max", "Min", "Disabled"):
+        raise SpecError("InvalidBehavior", f"selectPolicy {select!r} is not one of Max, Min, Disabled")
+    return ScalingRules(
+        stabilization_window_seconds=int(raw.get("stabilizationWindowSeconds", default.stabilization_window_seconds)),
+        select_policy=select,  # type: ignore[arg-type]  # checked above
+        policies=policies,
+    )
+
+
+def _parse_behavior(raw: Mapping[str, Any]) -> Behavior:
+    default = Behavior()
+    return Behavior(
+        scale_up=_parse_rules(raw.get("scaleUp") or {}, default.scale_up),
+        scale_down=_parse_rules(raw.get("scaleDown") or {}, default.scale_down),
+    )
+
+
+def _parse_fallback(raw: Mapping[str, Any]) -> FallbackSpec:
+    on_unavailable = str(raw.get("onMetricsUnavailable", "Hold"))
+    if on_unavailable not in ("Hold", "Fallback"):
+        raise SpecError("InvalidFallback", f"onMetricsUnavailable {on_unavailable!r} is not Hold or Fallback")
+    replicas = raw.get("replicas")
+    if on_unavailable == "Fallback" and replicas is None:
+        raise SpecError("InvalidFallback", "onMetricsUnavailable: Fallback needs fallback.replicas")
+    return FallbackSpec(
+        replicas=None if replicas is None else int(replicas),
+        on_metrics_unavailable=on_unavailable,  # type: ignore[arg-type]  # checked above
+    )

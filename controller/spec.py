@@ -214,26 +214,25 @@ def _parse_metric(raw: Mapping[str, Any]) -> MetricSpec:
 def _parse_rules(raw: Mapping[str, Any], default: ScalingRules) -> ScalingRules:
     if not raw:
         return default
-    policies_raw = raw.get("policies")
-    policies = (
-        default.policies
-        if policies_raw is None
-        else tuple(
-            ScalingPolicyRule(type=str(p["type"]), value=int(p["value"]), period_seconds=int(p["periodSeconds"]))  # type: ignore[arg-type]
-            for p in policies_raw
+    try:
+        policies_raw = raw.get("policies")
+        policies = (
+            default.policies
+            if policies_raw is None
+            else tuple(
+                ScalingPolicyRule(type=str(p["type"]), value=int(p["value"]), period_seconds=int(p["periodSeconds"]))  # type: ignore[arg-type]  # checked by ScalingPolicyRule
+                for p in policies_raw
+            )
         )
-    )
-    for p in policies:
-        if p.type not in ("Pods", "Percent") or p.value < 1 or p.period_seconds < 1:
-            raise SpecError("InvalidBehavior", f"invalid scaling policy {p}")
-    select = str(raw.get("selectPolicy", default.select_policy))
-    if select not in ("Max", "Min", "Disabled"):
-        raise SpecError("InvalidBehavior", f"selectPolicy {select!r} is not one of Max, Min, Disabled")
-    return ScalingRules(
-        stabilization_window_seconds=int(raw.get("stabilizationWindowSeconds", default.stabilization_window_seconds)),
-        select_policy=select,  # type: ignore[arg-type]  # checked above
-        policies=policies,
-    )
+        return ScalingRules(
+            stabilization_window_seconds=int(
+                raw.get("stabilizationWindowSeconds", default.stabilization_window_seconds)
+            ),
+            select_policy=str(raw.get("selectPolicy", default.select_policy)),  # type: ignore[arg-type]  # checked by ScalingRules
+            policies=policies,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError("InvalidBehavior", f"invalid behavior: {exc}") from exc
 
 
 def _parse_behavior(raw: Mapping[str, Any]) -> Behavior:

@@ -1,0 +1,84 @@
+"""Metric presets: every template renders to PromQL that real Prometheus parses, selecting the right pods."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from controller.presets import PRESETS, render_preset
+
+
+def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:
+    """``promtool check rules`` runs Prometheus' own PromQL parser over each rendered preset."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    rules = [
+        {
+            "record": f"infercast:preset_{i}",
+            "expr": render_preset(
+                name,
+                namespace="prod",
+                kind=kind,
+                name="vllm.llama-8b",
+                model_name="meta-llama/Llama-3.1-8B" if PRESETS[name].model_label else None,
+            ),
+        }
+        for i, name in enumerate(sorted(PRESETS))
+        for kind in ("Deployment", "StatefulSet", "Rollout", "SomethingElse")
+    ]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "presets", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "pod", "matches"),
+    [
+        ("Deployment", "vllm-7d4b9c6f5d-x2k9q", True),
+        ("Deployment", "vllm-canary-7d4b9c6f5d-x2k9q", False),
+        ("Deployment", "vllm-0", False),
+        ("StatefulSet", "vllm-3", True),
+        ("StatefulSet", "vllm-canary-3", False),
+    ],
+)
+def test_default_selection_matches_only_the_workloads_pods(kind: str, pod: str, matches: bool) -> None:
+    query = render_preset("vllm-requests-waiting", namespace="prod", kind=kind, name="vllm")
+    pattern = re.search(r'pod=~"([^"]+)"', query)
+    assert pattern is not None
+    # PromQL regex matchers are fully anchored.
+    assert bool(re.fullmatch(pattern.group(1), pod)) is matches
+
+
+def test_vllm_presets_match_colon_and_underscore_spellings() -> None:
+    query = render_preset("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm")
+    names = re.findall(r'__name__=~"([^"]+)"', query)
+    assert names, query
+    assert any(re.fullmatch(n, "vllm:kv_cache_usage_perc") for n in names)
+    assert any(re.fullmatch(n, "vllm_kv_cache_usage_perc") for n in names)
+    assert any(re.fullmatch(n, "vllm:gpu_cache_usage_perc") for n in names), "deprecated name as fallback"
+
+
+def test_label_selector_and_model_name_shape_the_selection() -> None:
+    query = render_preset(
+        "vllm-requests-running",
+        namespace="prod",
+        kind="Deployment",
+        name="vllm",
+        model_name='we"ird',
+        label_selector='app="vllm",namespace="prod"',
+    )
+    assert 'app="vllm",namespace="prod",model_name="we\\"ird"' in query
+    assert "pod=~" not in query
+
+
+def test_istio_preset_selects_by_destination_workload() -> None:
+    query = render_preset("istio-request-rate", namespace="prod", kind="Deployment", name="vllm")
+    assert 'destination_workload="vllm"' in query and 'destination_workload_namespace="prod"' in query

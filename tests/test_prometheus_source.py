@@ -1,0 +1,100 @@
+"""Reading metrics from real Prometheus: one value or a clear error, shared queries, backoff and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+
+from controller.devcluster.prometheus import Prometheus, free_port
+from controller.prometheus import Credentials, MetricError, PrometheusPool
+from controller.spec import PrometheusSpec
+from tests.harness.exporter import Exporter
+
+
+class FakeClock:
+    """Time for the pool's cache and backoff, moved by the test instead of slept through."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def series(exporter: Exporter, prometheus: Prometheus) -> str:
+    """A gauge name unique to the test, exposed for two pods and already scraped."""
+    name = f"infercast_test_{secrets.token_hex(4)}"
+    exporter.set_gauge(name, 3.0, pod="a")
+    exporter.set_gauge(name, 4.5, pod="b")
+    prometheus.wait_for_series(f"count({name}) == 2", timeout=20)
+    return name
+
+
+def spec_for(prometheus: Prometheus) -> PrometheusSpec:
+    return PrometheusSpec(url=prometheus.url, timeout_s=2.0)
+
+
+async def test_reads_a_single_value(series: str, prometheus: Prometheus) -> None:
+    pool = PrometheusPool()
+    assert await pool.query(spec_for(prometheus), Credentials(), f"sum({series})") == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize(
+    ("template", "reason", "rejected"),
+    [
+        pytest.param("sum({name}{{pod='nobody'}})", "NoData", False, id="empty"),
+        pytest.param("{name}", "AmbiguousResult", False, id="two-series"),
+        pytest.param("sum({name}) / 0 - sum({name}) / 0", "InvalidValue", False, id="nan"),
+        pytest.param("sum({name}) / 0", "InvalidValue", False, id="inf"),
+        pytest.param("sum(rate({name}[1m])", "QueryRejected", True, id="syntax-error"),
+    ],
+)
+async def test_nothing_is_read_as_zero(
+    series: str, prometheus: Prometheus, template: str, reason: str, rejected: bool
+) -> None:
+    pool = PrometheusPool()
+    with pytest.raises(MetricError) as caught:
+        await pool.query(spec_for(prometheus), Credentials(), template.format(name=series))
+    assert caught.value.reason == reason
+    assert caught.value.rejected is rejected
+
+
+async def test_identical_queries_are_sent_once_per_cycle(series: str, prometheus: Prometheus) -> None:
+    clock = FakeClock()
+    pool = PrometheusPool(coalesce_s=4.0, clock=clock)
+    spec = spec_for(prometheus)
+    values = await asyncio.gather(*(pool.query(spec, Credentials(), f"sum({series})") for _ in range(50)))
+    assert set(values) == {7.5}
+    assert pool.requests_sent == 1, "50 concurrent identical queries share one request"
+    await pool.query(spec, Credentials(), f"max({series})")
+    assert pool.requests_sent == 2, "a different expression is its own request"
+    clock.now += 5.0
+    await pool.query(spec, Credentials(), f"sum({series})")
+    assert pool.requests_sent == 3, "after the coalescing window the value is read again"
+
+
+async def test_an_unreachable_prometheus_backs_off_and_recovers(series: str, prometheus: Prometheus) -> None:
+    clock = FakeClock()
+    pool = PrometheusPool(backoff_base_s=2.0, backoff_cap_s=8.0, clock=clock)
+    dead = PrometheusSpec(url=f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
+    with pytest.raises(MetricError) as caught:
+        await pool.query(dead, Credentials(), f"sum({series})")
+    assert caught.value.reason == "Unreachable"
+    with pytest.raises(MetricError) as caught:
+        await pool.query(dead, Credentials(), f"max({series})")
+    assert caught.value.reason == "BackingOff", "other queries to the same URL fail fast during the backoff"
+    assert pool.requests_sent == 1
+    delays = []
+    for _ in range(4):
+        retry_at = pool._backoff[dead.url].retry_at
+        delays.append(retry_at - clock.now)
+        clock.now = retry_at
+        with pytest.raises(MetricError, match="cannot reach"):
+            await pool.query(dead, Credentials(), f"sum({series})")
+    assert delays == [2.0, 4.0, 8.0, 8.0], "exponential, capped"
+    # The same pool recovers as soon as the URL answers again (here: the real server's URL).
+    healthy = await pool.query(spec_for(prometheus), Credentials(), f"sum({series})")
+    assert healthy == pytest.approx(7.5)

@@ -72,8 +72,8 @@ def rate_limit(
         return RateLimit(current, None)
     bounds = []
     for rule in rules.policies:
-        # Both directions' events count: a scale-down then a scale-up within one period must not
-        # let the second move start from the dip.
+        # The bound is relative to the count when the period started: undo every move made
+        # since, in both directions.
         period_start = (
             current
             - replicas_changed_within(state.scale_up_events, rule.period_seconds, now)

@@ -1,1 +1,30 @@
 """infercast forecasting: pure ML on series (forecasters, model selection, failure-pattern detectors)."""
+
+from forecasting.base import Forecast, Forecaster, ForecastInputError, NotFittedError, clone
+from forecasting.gbm import GradientBoostingForecaster
+from forecasting.hygiene import RegularSeries, regularize
+from forecasting.level import DampedTrend
+from forecasting.prophet_model import ProphetForecaster
+from forecasting.regression import LinearForecaster
+from forecasting.seasonal import SeasonalNaive
+from forecasting.selection import AutoForecaster, Backtest, CalibratedForecaster, Calibration, default_candidates
+
+__all__ = [
+    "AutoForecaster",
+    "Backtest",
+    "CalibratedForecaster",
+    "Calibration",
+    "DampedTrend",
+    "Forecast",
+    "ForecastInputError",
+    "Forecaster",
+    "GradientBoostingForecaster",
+    "LinearForecaster",
+    "NotFittedError",
+    "ProphetForecaster",
+    "RegularSeries",
+    "SeasonalNaive",
+    "clone",
+    "default_candidates",
+    "regularize",
+]

@@ -13,6 +13,7 @@ the model selector and the benchmarks can treat them alike:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
@@ -76,3 +77,53 @@ class Forecaster(Protocol):
     def fit(self, y: pd.Series) -> Self: ...
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast: ...
+
+
+def clone(forecaster: Forecaster) -> Forecaster:
+    """A new, unfitted forecaster with the same hyperparameters (scikit-learn's ``clone``).
+
+    It works because hyperparameters are exactly the ``__init__`` arguments, stored under their
+    own names; learned (underscore) attributes are not carried over, so a clone never shares
+    state with the original.
+    """
+    names = [name for name in inspect.signature(type(forecaster).__init__).parameters if name != "self"]
+    return type(forecaster)(**{name: getattr(forecaster, name) for name in names})
+
+
+def check_request(horizon: int, quantiles: Sequence[float]) -> tuple[float, ...]:
+    """Validate a ``predict`` request once for every model; returns the levels, sorted and unique."""
+    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
+        raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+    levels = tuple(sorted({float(q) for q in quantiles}))
+    for level in levels:
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"quantile level {level} is outside (0, 1)")
+    return levels
+
+
+def future_index(last: pd.Timestamp, step: pd.Timedelta, horizon: int) -> pd.DatetimeIndex:
+    """The ``horizon`` timestamps after ``last``, one ``step`` apart."""
+    return pd.date_range(last + step, periods=horizon, freq=step)
+
+
+def make_forecast(
+    index: pd.DatetimeIndex,
+    mean: np.ndarray,
+    quantiles: Mapping[float, np.ndarray],
+    model: str,
+    fallback: bool = False,
+) -> Forecast:
+    """Build a :class:`Forecast`, making the quantiles monotone across levels.
+
+    Quantiles estimated separately per level (quantile regression, residual quantiles) can cross
+    by a hair; a forecast whose 0.9 is below its 0.5 is nonsense to a consumer, so each level is
+    raised to at least the level below it (the cumulative maximum, which leaves already ordered
+    values untouched).
+    """
+    levels = sorted(quantiles)
+    ordered: dict[float, np.ndarray] = {}
+    floor = np.full(len(index), -np.inf)
+    for level in levels:
+        floor = np.maximum(floor, np.asarray(quantiles[level], dtype=float))
+        ordered[level] = floor
+    return Forecast(index=index, mean=np.asarray(mean, dtype=float), quantiles=ordered, model=model, fallback=fallback)

@@ -1,0 +1,152 @@
+"""Turn a scraped metric series into the regular, finite series every forecaster assumes.
+
+Prometheus data is rarely clean: scrapes jitter and go missing, targets restart (counters drop
+to zero), exporters emit NaN, two queries get concatenated out of order. Each defect below has
+exactly one documented handling, and everything that cannot be repaired honestly raises
+:class:`ForecastInputError` instead of returning garbage:
+
+==========================  ===================================================================
+defect                      handling
+==========================  ===================================================================
+not a Series / no time      ``ForecastInputError``
+index, non-numeric values
+unsorted timestamps         sorted (stable)
+NaN, +Inf, -Inf             dropped, then the slot is treated as a gap
+duplicate timestamps        values landing on one grid slot are averaged (jittered scrapes
+                            land there too)
+counter resets              only with ``counter=True``: a decrease is a restart, the increase
+                            across it is the value after the restart (Prometheus ``rate()``
+                            semantics); the result is the per-second rate
+irregular / jittered times  snapped to the nearest slot of a grid anchored at the first sample,
+                            with ``step`` = median spacing unless given
+gap <= ``max_gap_steps``    filled by linear interpolation (counted in ``n_filled``)
+longer gap                  history before it is dropped: a long outage means the service
+                            restarted, and interpolating hours is fabrication
+                            (counted in ``n_dropped``)
+fewer than ``min_points``   ``ForecastInputError``
+constant series             kept; ``constant`` is true so callers can skip pointless work
+==========================  ===================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecasting.base import ForecastInputError
+
+
+@dataclass(frozen=True)
+class RegularSeries:
+    """A series on a regular grid with only finite values, and a record of what was repaired."""
+
+    values: pd.Series
+    step: pd.Timedelta
+    n_nonfinite: int = 0
+    n_duplicates: int = 0
+    n_resets: int = 0
+    n_filled: int = 0
+    n_dropped: int = 0
+
+    @property
+    def constant(self) -> bool:
+        array = self.values.to_numpy()
+        return bool(np.all(array == array[0]))
+
+    @property
+    def span(self) -> pd.Timedelta:
+        """Time covered by the history, counting the last step (``n`` points cover ``n`` steps)."""
+        return self.step * len(self.values)
+
+
+def regularize(
+    y: pd.Series,
+    *,
+    counter: bool = False,
+    step: pd.Timedelta | None = None,
+    max_gap_steps: int = 60,
+    min_points: int = 3,
+) -> RegularSeries:
+    """Apply the table of the module docstring to ``y``; see there for each rule."""
+    if not isinstance(y, pd.Series) or not isinstance(y.index, pd.DatetimeIndex):
+        raise ForecastInputError("expected a pandas Series with a DatetimeIndex")
+    try:
+        raw = y.astype(float)
+    except (TypeError, ValueError) as error:
+        raise ForecastInputError(f"values are not numeric: {error}") from error
+    # pandas keeps the resolution it was given (s, ms, us, ns); integer arithmetic below needs one.
+    raw.index = pd.DatetimeIndex(y.index).as_unit("ns")
+    raw = raw.sort_index(kind="stable")
+    finite = np.isfinite(raw.to_numpy())
+    n_nonfinite = int((~finite).sum())
+    raw = raw[finite]
+    if len(raw) < 2:
+        raise ForecastInputError(f"only {len(raw)} finite value(s); need at least {max(min_points, 2)}")
+
+    n_resets = 0
+    if counter:
+        raw, n_resets = _counter_rate(raw)
+
+    times = pd.DatetimeIndex(raw.index)
+    spacing = np.diff(times.asi8)
+    if step is None:
+        positive = spacing[spacing > 0]
+        if len(positive) == 0:
+            raise ForecastInputError("all samples share one timestamp; the step cannot be inferred")
+        step = pd.Timedelta(int(np.median(positive)), unit="ns")
+    if step <= pd.Timedelta(0):
+        raise ForecastInputError(f"step must be positive, got {step}")
+
+    origin = times[0]
+    slots = np.rint((times.asi8 - origin.value) / step.value).astype(np.int64)
+    grouped = pd.Series(raw.to_numpy(), index=slots).groupby(level=0).mean()
+    n_duplicates = len(raw) - len(grouped)
+
+    grid = np.arange(int(grouped.index[-1]) + 1)
+    present = np.zeros(len(grid), dtype=bool)
+    present[grouped.index.to_numpy()] = True
+    n_dropped = 0
+    gap_ends = _long_gap_ends(grouped.index.to_numpy(), max_gap_steps)
+    if len(gap_ends):
+        first_kept = int(gap_ends[-1])
+        n_dropped = int(present[:first_kept].sum())
+        grid = grid[first_kept:]
+        grouped = grouped.loc[first_kept:]
+    filled = grouped.reindex(grid).interpolate(method="index", limit_area="inside")
+    n_filled = len(filled) - len(grouped)
+
+    if len(filled) < min_points:
+        raise ForecastInputError(
+            f"{len(filled)} usable points after cleaning; need at least {min_points}"
+            + (f" ({n_dropped} dropped before a gap longer than {max_gap_steps} steps)" if n_dropped else "")
+        )
+    index = pd.date_range(origin + step * int(grid[0]), periods=len(grid), freq=step, name=y.index.name)
+    return RegularSeries(
+        values=pd.Series(filled.to_numpy(), index=index, name=y.name),
+        step=step,
+        n_nonfinite=n_nonfinite,
+        n_duplicates=n_duplicates,
+        n_resets=n_resets,
+        n_filled=n_filled,
+        n_dropped=n_dropped,
+    )
+
+
+def _counter_rate(counter: pd.Series) -> tuple[pd.Series, int]:
+    """Per-second rate of a cumulative counter, stamped at the later sample of each pair."""
+    values = counter.to_numpy()
+    seconds = np.diff(pd.DatetimeIndex(counter.index).asi8) / 1e9
+    increase = np.diff(values)
+    resets = increase < 0
+    increase[resets] = values[1:][resets]
+    keep = seconds > 0  # a duplicate timestamp carries no time, so no rate
+    rate = pd.Series(increase[keep] / seconds[keep], index=counter.index[1:][keep])
+    return rate, int(resets.sum())
+
+
+def _long_gap_ends(slots: np.ndarray, max_gap_steps: int) -> np.ndarray:
+    """Slots that start a new segment after more than ``max_gap_steps`` missing slots."""
+    missing = np.diff(slots) - 1
+    return slots[1:][missing > max_gap_steps]

@@ -1,0 +1,269 @@
+"""Automatic model selection by rolling-origin backtest, and conformal calibration of quantiles.
+
+How a series is forecast is decided by how the candidates would have done on its own recent past:
+
+1. **Fallback chain by history length.** Fewer than ``min_selection_points`` points (minutes of
+   history) leave nothing to backtest: the damped trend answers and says ``fallback``. Past that,
+   seasonality is allowed only when the history covers two cycles (hours: none; two days:
+   daily; two weeks: weekly), a rule every model applies through
+   :func:`forecasting.seasonality.supported_periods`.
+2. **Rolling-origin backtest.** Each candidate is refitted at ``n_origins`` origins in the recent
+   half of the history and forecasts ``horizon`` steps from each. A candidate's score is the mean
+   of its MASE and its 0.9 pinball loss, each relative to seasonal naive's, so 1.0 is "as good as
+   the baseline". Candidates are listed simplest first and a later one must beat the best so far
+   by ``min_improvement``: a complex model that only ties the baseline in backtest is the one that
+   loses to it out of sample.
+3. **Conformal calibration.** The chosen model's backtest errors fix how far its quantiles must be
+   stretched so that, on its own recent past, the 0.9 quantile was exceeded 10% of the time.
+
+Selection costs ``n_origins`` fits per candidate; :meth:`AutoForecaster.reusable` hands back the
+chosen model and its calibration as one cheap forecaster, to refit every cycle between
+selections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from forecasting.base import Forecast, Forecaster, NotFittedError, check_request, clone, make_forecast
+from forecasting.hygiene import regularize
+from forecasting.level import DampedTrend
+from forecasting.metrics import mae, naive_scale, pinball_loss, scaled
+from forecasting.regression import LinearForecaster
+from forecasting.seasonal import SeasonalNaive
+
+#: Quantile levels calibrated by default: the controller's (0.5, 0.9) and their neighbours.
+CALIBRATED_LEVELS = (0.1, 0.5, 0.9, 0.95)
+#: The level whose pinball loss enters the selection score.
+SCORED_LEVEL = 0.9
+#: Levels this close to the median are shifted, not stretched: the model's band there is a hair
+#: wide and dividing errors by it gives wild factors (a median is corrected for bias instead).
+MIN_STRETCHED_DISTANCE = 0.25
+#: Backtests with fewer origins than this are too noisy to choose by.
+MIN_ORIGINS = 3
+
+
+def default_candidates() -> tuple[Forecaster, ...]:
+    """The cheap candidates, simplest first; the baseline (seasonal naive) must come first."""
+    return (SeasonalNaive(), DampedTrend(), LinearForecaster())
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """Forecasts of one model from several origins, with what actually happened.
+
+    Arrays are (origins, horizon); ``scales`` holds each origin's naive scale (see
+    :mod:`forecasting.metrics`), so every measure is averaged over scale-free origins.
+    """
+
+    model: str
+    actual: np.ndarray
+    mean: np.ndarray
+    quantiles: Mapping[float, np.ndarray]
+    scales: np.ndarray
+
+    def mase(self) -> float:
+        return float(
+            np.mean([scaled(mae(a, m), s) for a, m, s in zip(self.actual, self.mean, self.scales, strict=True)])
+        )
+
+    def pinball(self, level: float) -> float:
+        forecasts = self.quantiles[level]
+        return float(
+            np.mean(
+                [
+                    scaled(pinball_loss(a, q, level), s)
+                    for a, q, s in zip(self.actual, forecasts, self.scales, strict=True)
+                ]
+            )
+        )
+
+
+def rolling_origins(n: int, horizon: int, n_origins: int) -> np.ndarray:
+    """Training lengths for a backtest: ``n_origins`` origins in the recent half of ``n`` points,
+    ``horizon`` apart (closer when the history is short), the last one leaving ``horizon`` points
+    to forecast."""
+    last = n - horizon
+    room = last - n // 2
+    if room < 0:
+        return np.empty(0, dtype=int)
+    stride = max(1, min(horizon, room // max(1, n_origins - 1)))
+    count = min(n_origins, room // stride + 1)
+    return np.asarray(last - stride * np.arange(count)[::-1], dtype=int)
+
+
+def backtest(
+    candidate: Forecaster, y: pd.Series, origins: np.ndarray, horizon: int, levels: Sequence[float]
+) -> Backtest:
+    """Refit a clone of ``candidate`` on ``y[:origin]`` for each origin and forecast ``horizon``."""
+    values = y.to_numpy()
+    forecasts = [clone(candidate).fit(y.iloc[:origin]).predict(horizon, levels) for origin in origins]
+    return Backtest(
+        model=forecasts[-1].model,
+        actual=np.array([values[origin : origin + horizon] for origin in origins]),
+        mean=np.array([forecast.mean for forecast in forecasts]),
+        quantiles={level: np.array([forecast.quantile(level) for forecast in forecasts]) for level in levels},
+        scales=np.array([naive_scale(values[:origin]) for origin in origins]),
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-level affine correction: ``q' = mean + factor * (q - mean) + offset``.
+
+    Normally ``offset`` is 0 and ``factor`` stretches the model's own band (split conformal with a
+    normalised score), which keeps the band's shape across horizons and times of day. When the
+    model's band has zero width somewhere (a constant history), or for levels near the median
+    (see ``MIN_STRETCHED_DISTANCE``), stretching cannot work and the band is replaced by a fixed
+    offset from the mean (``factor`` 0).
+    """
+
+    factors: Mapping[float, float] = field(default_factory=dict)
+    offsets: Mapping[float, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_backtest(cls, result: Backtest, levels: Sequence[float]) -> Calibration:
+        factors: dict[float, float] = {}
+        offsets: dict[float, float] = {}
+        errors = (result.actual - result.mean).ravel()
+        for level in levels:
+            width = (result.quantiles[level] - result.mean).ravel()
+            upper = level > 0.5
+            in_tail = abs(level - 0.5) >= MIN_STRETCHED_DISTANCE
+            if in_tail and (np.all(width > 0) if upper else np.all(width < 0)):
+                # Normalised scores; for a lower quantile the band points down, so its order flips.
+                factors[level] = _conformal_quantile(errors / width, level if upper else 1 - level)
+                offsets[level] = 0.0
+            else:
+                factors[level] = 0.0
+                offsets[level] = _conformal_quantile(errors, level)
+        return cls(factors=factors, offsets=offsets)
+
+    def apply(self, forecast: Forecast) -> Forecast:
+        corrected = {
+            level: forecast.mean + self.factors[level] * (values - forecast.mean) + self.offsets[level]
+            if level in self.factors
+            else values
+            for level, values in forecast.quantiles.items()
+        }
+        return make_forecast(forecast.index, forecast.mean, corrected, forecast.model, forecast.fallback)
+
+
+def _conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The score quantile that guarantees ``level`` coverage on exchangeable data: the
+    ``ceil((n + 1) level)``-th smallest of ``n`` (split conformal's finite-sample correction)."""
+    rank = min(len(scores), math.ceil((len(scores) + 1) * level))
+    return float(np.sort(scores)[max(rank, 1) - 1])
+
+
+class CalibratedForecaster:
+    """A model plus a fixed calibration: what the controller refits every cycle between selections."""
+
+    name: ClassVar[str] = "calibrated"
+
+    def __init__(self, base: Forecaster, calibration: Calibration | None = None) -> None:
+        self.base = base
+        self.calibration = calibration
+
+    def fit(self, y: pd.Series) -> Self:
+        self.model_ = clone(self.base).fit(y)
+        return self
+
+    def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
+        levels = check_request(horizon, quantiles)
+        if not hasattr(self, "model_"):
+            raise NotFittedError("CalibratedForecaster.predict called before fit")
+        forecast = self.model_.predict(horizon, levels)
+        return forecast if self.calibration is None else self.calibration.apply(forecast)
+
+
+class AutoForecaster:
+    """Chooses among ``candidates`` per series by backtest and calibrates the winner's quantiles.
+
+    ``candidates`` default to :func:`default_candidates`; the first is the baseline the others are
+    scored against. Learned: ``scores_`` (candidate name -> relative score), ``backtests_``,
+    ``chosen_`` (the winning prototype, unfitted), ``calibration_`` and ``model_`` (the winner
+    refitted on the whole history).
+    """
+
+    name: ClassVar[str] = "auto"
+
+    def __init__(
+        self,
+        candidates: Sequence[Forecaster] | None = None,
+        horizon: int = 6,
+        n_origins: int = 10,
+        calibrated_levels: tuple[float, ...] = CALIBRATED_LEVELS,
+        min_selection_points: int = 40,
+        min_improvement: float = 0.02,
+    ) -> None:
+        self.candidates = candidates
+        self.horizon = horizon
+        self.n_origins = n_origins
+        self.calibrated_levels = calibrated_levels
+        self.min_selection_points = min_selection_points
+        self.min_improvement = min_improvement
+
+    def fit(self, y: pd.Series) -> Self:
+        clean = regularize(y, min_points=2).values
+        candidates = tuple(self.candidates) if self.candidates else default_candidates()
+        levels = tuple(sorted({*self.calibrated_levels, SCORED_LEVEL}))
+        origins = rolling_origins(len(clean), self.horizon, self.n_origins)
+        self.scores_: dict[str, float] = {}
+        self.backtests_: dict[str, Backtest] = {}
+        if len(clean) < self.min_selection_points or len(origins) < MIN_ORIGINS:
+            self.fallback_ = True
+            self.chosen_: Forecaster = DampedTrend()
+            self.calibration_: Calibration | None = None
+        else:
+            self.fallback_ = False
+            self.chosen_, self.calibration_ = self._select(candidates, clean, origins, levels)
+        self.model_ = CalibratedForecaster(self.chosen_, self.calibration_).fit(clean)
+        return self
+
+    def _select(
+        self, candidates: tuple[Forecaster, ...], y: pd.Series, origins: np.ndarray, levels: tuple[float, ...]
+    ) -> tuple[Forecaster, Calibration]:
+        baseline: Backtest | None = None
+        best: tuple[float, Forecaster, Backtest] | None = None
+        for candidate in candidates:
+            result = backtest(candidate, y, origins, self.horizon, levels)
+            if baseline is None:
+                baseline = result
+            score = 0.5 * (
+                _ratio(result.mase(), baseline.mase())
+                + _ratio(result.pinball(SCORED_LEVEL), baseline.pinball(SCORED_LEVEL))
+            )
+            key = f"{type(candidate).__name__}:{result.model}"
+            self.scores_[key] = score
+            self.backtests_[key] = result
+            if best is None or score < best[0] * (1 - self.min_improvement):
+                best = (score, candidate, result)
+        assert best is not None
+        _, chosen, result = best
+        return chosen, Calibration.from_backtest(result, self.calibrated_levels)
+
+    def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
+        levels = check_request(horizon, quantiles)
+        if not hasattr(self, "model_"):
+            raise NotFittedError("AutoForecaster.predict called before fit")
+        forecast = self.model_.predict(horizon, levels)
+        return make_forecast(forecast.index, forecast.mean, forecast.quantiles, forecast.model, self.fallback_)
+
+    def reusable(self) -> CalibratedForecaster:
+        """The chosen model with its calibration, unfitted: cheap to refit until the next selection."""
+        if not hasattr(self, "chosen_"):
+            raise NotFittedError("AutoForecaster.reusable called before fit")
+        return CalibratedForecaster(self.chosen_, self.calibration_)
+
+
+def _ratio(value: float, baseline: float) -> float:
+    if baseline > 0 and math.isfinite(baseline):
+        return value / baseline
+    return 1.0 if value == baseline else math.inf

@@ -1,0 +1,679 @@
+"""Offline checks of everything a user applies: the CRD, deploy/, examples/ and the image.
+
+Built-in kinds are validated with kubernetes-validate's bundled OpenAPI schemas. Our own
+ScalingPolicy objects are validated with jsonschema against the CRD's ``openAPIV3Schema``,
+translated the way the API server reads it: ``nullable``, boolean ``exclusiveMinimum``,
+list-type maps, and unknown fields rejected as ``kubectl``'s strict field validation does.
+The CEL rules (``x-kubernetes-validations``) need a CEL engine and are not evaluated here;
+``controller/spec.py`` checks the same cross-field rules at run time.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+# The oldest Kubernetes release we claim (CEL validation rules are GA since 1.29), and the newest one bundled.
+KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
+
+Document = dict[str, Any]
+Schema = dict[str, Any]
+
+
+def documents(*patterns: str) -> list[tuple[str, Document]]:
+    """Every YAML document matching the glob patterns, with a readable id."""
+    found = []
+    for pattern in patterns:
+        for path in sorted(REPO.glob(pattern)):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc:
+                    found.append((f"{path.relative_to(REPO)}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return found
+
+
+def only(kind: str, docs: list[tuple[str, Document]]) -> Document:
+    matches = [doc for _, doc in docs if doc["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
+    return matches[0]
+
+
+@cache
+def crd() -> Document:
+    return only("CustomResourceDefinition", documents("crds/scalingpolicies.yaml"))
+
+
+def openapi_schema() -> Schema:
+    version = only_served_version()
+    return copy.deepcopy(version["schema"]["openAPIV3Schema"])
+
+
+def only_served_version() -> Document:
+    versions = crd()["spec"]["versions"]
+    assert len(versions) == 1
+    return dict(versions[0])
+
+
+# --- OpenAPI v3 (structural, Kubernetes dialect) -> JSON Schema 2020-12 ---------------------------------------
+
+JUNCTORS = ("oneOf", "anyOf", "allOf")
+
+
+def to_json_schema(node: Schema) -> Schema:
+    """Translate one structural-schema node and its children."""
+    out: Schema = {k: v for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if node.get("nullable") and "type" in node:
+        out["type"] = [node["type"], "null"]
+    for bound in ("Minimum", "Maximum"):
+        if node.get(f"exclusive{bound}") is True:
+            out[f"exclusive{bound}"] = out.pop(bound.lower())
+    if node.get("x-kubernetes-list-type") in ("map", "set"):
+        out["listType"] = node["x-kubernetes-list-type"]
+        out["listMapKeys"] = node.get("x-kubernetes-list-map-keys", [])
+    if "properties" in node:
+        out["properties"] = {name: to_json_schema(child) for name, child in node["properties"].items()}
+        # Outside a junctor an unknown field is a typo the API server would prune, and kubectl rejects.
+        if not node.get("x-kubernetes-preserve-unknown-fields") and "type" in node:
+            out["additionalProperties"] = False
+    for key in ("items", "not"):
+        if key in node:
+            out[key] = to_json_schema(node[key])
+    for key in JUNCTORS:
+        if key in node:
+            out[key] = [to_json_schema(child) for child in node[key]]
+    return out
+
+
+def _unique_list_entries(validator: Any, list_type: str, instance: Any, schema: Schema) -> Iterator[Any]:
+    """``x-kubernetes-list-type``: a set holds no duplicate, a map no two entries with the same keys."""
+    if not isinstance(instance, list):
+        return
+    keys = schema.get("listMapKeys", [])
+    seen: list[Any] = []
+    for entry in instance:
+        identity = tuple(entry.get(k) for k in keys) if list_type == "map" else entry
+        if identity in seen:
+            yield jsonschema.ValidationError(f"duplicate entry {identity!r} in a list of type {list_type}")
+        seen.append(identity)
+
+
+KubernetesValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"listType": _unique_list_entries})
+
+
+def policy_validator() -> Any:
+    return KubernetesValidator(to_json_schema(openapi_schema()))
+
+
+def schema_errors(obj: Document) -> list[jsonschema.ValidationError]:
+    return list(policy_validator().iter_errors(obj))
+
+
+def walk(node: Schema, path: str) -> Iterator[tuple[str, Schema]]:
+    """Every field of the schema with its documented path, e.g. ``spec.metrics[].target.value``."""
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from walk(child, f"{path}.{name}" if path else name)
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[]")
+
+
+def fields() -> dict[str, Schema]:
+    return {
+        path: node
+        for path, node in walk(openapi_schema(), "")
+        if path.startswith(("spec.", "status.")) and not path.endswith("[]")
+    }
+
+
+# --- Kubernetes' own schemas ----------------------------------------------------------------------------------
+
+BUILT_IN_OBJECTS = documents("crds/*.yaml", "deploy/*.yaml", "examples/vllm-deployment.yaml")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(("name", "obj"), BUILT_IN_OBJECTS, ids=[name for name, _ in BUILT_IN_OBJECTS])
+def test_manifest_is_valid_for_kubernetes(name: str, obj: Document, version: str) -> None:
+    kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_kubernetes_validate_rejects_a_misspelt_field() -> None:
+    """The control for the test above: strict mode really sees unknown fields in our manifests."""
+    deployment = copy.deepcopy(only("Deployment", documents("deploy/*.yaml")))
+    deployment["spec"]["replica"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+
+
+# --- The CRD itself -------------------------------------------------------------------------------------------
+
+
+def test_crd_identity() -> None:
+    spec = crd()["spec"]
+    assert crd()["metadata"]["name"] == "scalingpolicies.infercast.io"
+    assert (spec["group"], spec["scope"]) == ("infercast.io", "Namespaced")
+    assert spec["names"] == {
+        "kind": "ScalingPolicy",
+        "listKind": "ScalingPolicyList",
+        "plural": "scalingpolicies",
+        "singular": "scalingpolicy",
+        "shortNames": ["sp"],
+        "categories": ["infercast"],
+    }
+    version = only_served_version()
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    # status only: a ScalingPolicy must not look scalable to an HPA.
+    assert version["subresources"] == {"status": {}}
+
+
+def _structural_violations(node: Schema, path: str, in_junctor: bool) -> Iterator[str]:
+    if in_junctor:
+        for key in ("type", "default", "description", "nullable", "additionalProperties"):
+            if key in node:
+                yield f"{path}: {key} is not allowed inside oneOf/anyOf/allOf/not"
+        if any(key.startswith("x-kubernetes-") for key in node):
+            yield f"{path}: x-kubernetes-* is not allowed inside oneOf/anyOf/allOf/not"
+    elif "type" not in node and not node.get("x-kubernetes-int-or-string"):
+        yield f"{path}: no type"
+    if "properties" in node and "additionalProperties" in node:
+        yield f"{path}: properties and additionalProperties exclude each other"
+    for bound in ("Minimum", "Maximum"):
+        flag = node.get(f"exclusive{bound}")
+        if flag is not None and (not isinstance(flag, bool) or bound.lower() not in node):
+            yield f"{path}: exclusive{bound} must be a boolean next to {bound.lower()}"
+    if node.get("x-kubernetes-list-type") == "map":
+        item = node["items"]
+        if not node.get("x-kubernetes-list-map-keys"):
+            yield f"{path}: a list of type map needs x-kubernetes-list-map-keys"
+        for key in node.get("x-kubernetes-list-map-keys", []):
+            if key not in item.get("required", []) and "default" not in item["properties"].get(key, {}):
+                yield f"{path}: list-map key {key} must be required or defaulted"
+    for name, child in node.get("properties", {}).items():
+        yield from _structural_violations(child, f"{path}.{name}", in_junctor)
+    if "items" in node:
+        yield from _structural_violations(node["items"], f"{path}[]", in_junctor)
+    if "not" in node:
+        yield from _structural_violations(node["not"], f"{path}(not)", True)
+    for key in JUNCTORS:
+        for i, child in enumerate(node.get(key, [])):
+            yield from _structural_violations(child, f"{path}({key}[{i}])", True)
+
+
+def test_crd_schema_is_structural() -> None:
+    """What the API server demands of a CRD schema beyond kubernetes-validate's shape check."""
+    assert list(_structural_violations(openapi_schema(), "", in_junctor=False)) == []
+
+
+def test_every_default_is_valid_and_reachable() -> None:
+    """A default must pass its own schema, and must not sit under an optional object that has none.
+
+    The API server applies a field's default only inside an object that exists, so a default under
+    an optional, undefaulted object would silently never apply to policies that omit the object.
+    """
+    nodes = dict(walk(openapi_schema(), ""))
+    problems = []
+    for path, node in nodes.items():
+        if "default" not in node:
+            continue
+        errors = KubernetesValidator(to_json_schema(node)).iter_errors(node["default"])
+        problems += [f"{path}: default {node['default']!r}: {e.message}" for e in errors]
+        # Entries of a list exist only when written, so only the objects above the first list matter.
+        ancestor = path.split("[]")[0].rpartition(".")[0] if "[]" in path else path.rpartition(".")[0]
+        while ancestor:
+            parent, _, name = ancestor.rpartition(".")
+            if "default" not in nodes[ancestor] and name not in nodes[parent].get("required", []):
+                problems.append(f"{path}: {ancestor} is optional and has no default")
+            ancestor = parent
+    assert problems == []
+
+
+def test_every_spec_field_is_typed_and_bounded() -> None:
+    unbounded = []
+    for path, node in fields().items():
+        if not path.startswith("spec"):
+            continue
+        kind = node.get("type")
+        if kind == "string" and "enum" not in node and "maxLength" not in node:
+            unbounded.append(f"{path}: string without maxLength or enum")
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(f"{path}: array without maxItems")
+        if kind in ("integer", "number") and not {"minimum", "maximum"} <= node.keys():
+            unbounded.append(f"{path}: {kind} without minimum and maximum")
+    assert unbounded == []
+
+
+def _field_at(json_path: str) -> Schema:
+    """The schema node a printer column's JSONPath reads; a filter such as ``[?(@.type=="Ready")]`` picks items."""
+    node = openapi_schema()
+    for step in re.sub(r"\[[^\]]*\]", "[]", json_path).lstrip(".").split("."):
+        node = node["properties"][step.removesuffix("[]")]
+        if step.endswith("[]"):
+            node = node["items"]
+    return node
+
+
+def test_printer_columns_read_existing_fields_of_their_type() -> None:
+    columns = only_served_version()["additionalPrinterColumns"]
+    default_columns = [c["name"] for c in columns if c.get("priority", 0) == 0]
+    assert default_columns == ["Target", "Mode", "Current", "Desired", "Reason", "Age"]
+    for column in columns:
+        if column["jsonPath"] == ".metadata.creationTimestamp":
+            assert column["type"] == "date"
+        else:
+            assert _field_at(column["jsonPath"])["type"] == column["type"], column["name"]
+
+
+# --- ScalingPolicy objects against the CRD schema -------------------------------------------------------------
+
+EXAMPLE_POLICIES = [(name, doc) for name, doc in documents("examples/*.yaml") if doc["kind"] == "ScalingPolicy"]
+
+
+def test_there_are_example_policies() -> None:
+    assert EXAMPLE_POLICIES
+
+
+@pytest.mark.parametrize(("name", "policy"), EXAMPLE_POLICIES, ids=[name for name, _ in EXAMPLE_POLICIES])
+def test_example_policy_is_valid(name: str, policy: Document) -> None:
+    assert policy["apiVersion"] == f"{crd()['spec']['group']}/{only_served_version()['name']}"
+    assert [e.message for e in schema_errors(policy)] == []
+
+
+def test_example_policy_targets_the_example_deployment() -> None:
+    policy = only("ScalingPolicy", documents("examples/vllm-scalingpolicy.yaml"))
+    deployment = only("Deployment", documents("examples/vllm-deployment.yaml"))
+    ref = policy["spec"]["targetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", deployment["metadata"]["name"])
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    served = {arg.split("=", 1)[1] for arg in server["args"] if arg.startswith("--served-model-name=")}
+    assert {m["modelName"] for m in policy["spec"]["metrics"] if "modelName" in m} == served
+
+
+def test_example_deployment_runs_vllm_on_a_gpu() -> None:
+    deployment = only("Deployment", documents("examples/vllm-deployment.yaml"))
+    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert server["image"].startswith("vllm/vllm-openai:")
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert server["readinessProbe"]["httpGet"]["path"] == "/health"
+    # The policy owns the count: a replicas field here would undo its decisions on every apply.
+    assert "replicas" not in deployment["spec"]
+
+
+def minimal_policy() -> Document:
+    return {
+        "apiVersion": "infercast.io/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "vllm"},
+            "maxReplicas": 4,
+            "prometheus": {"url": "http://prometheus:9090"},
+            "metrics": [
+                {"name": "waiting", "preset": "vllm-requests-waiting", "target": {"type": "AverageValue", "value": 4}}
+            ],
+        },
+    }
+
+
+DELETE = object()
+Changes = dict[str, Any]
+
+
+def edited_policy(changes: Changes) -> Document:
+    """The minimal policy with spec changes applied: ``{"metrics.0.query": "up"}`` sets, ``DELETE`` removes."""
+    policy = minimal_policy()
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        node: Any = policy["spec"]
+        for step in parents:
+            node = node[int(step)] if step.isdigit() else node.setdefault(step, {})
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return policy
+
+
+def metric(**fields: Any) -> dict[str, Any]:
+    return {"name": "m", "target": {"type": "Value", "value": 1}, **fields}
+
+
+def scaling_rule(**fields: Any) -> dict[str, Any]:
+    return {"type": "Pods", "value": 1, "periodSeconds": 15, **fields}
+
+
+ACCEPTED: dict[str, Changes] = {
+    "the minimal policy": {},
+    "a raw query": {"metrics": [metric(query='sum(vllm:num_requests_waiting{namespace="a"})')]},
+    "a preset with model and selector": {
+        "metrics": [
+            metric(
+                preset="vllm-kv-cache-usage",
+                modelName="meta-llama/Llama-3.1-8B-Instruct",
+                labelSelector='namespace="prod", pod=~"vllm-.*",app!="canary"',
+            )
+        ]
+    },
+    "scale to zero": {"minReplicas": 0},
+    "fractional target and timeout": {"metrics.0.target.value": 0.75, "prometheus.timeout": 0.5},
+    "every option": {
+        "mode": "Recommend",
+        "interval": 3600,
+        "prometheus": {
+            "url": "https://prometheus.example:9091",
+            "timeout": 60,
+            "maxStaleness": 5,
+            "bearerTokenSecretRef": {"name": "prom", "key": "token"},
+            "caSecretRef": {"name": "prom-ca", "key": "ca.crt"},
+        },
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 3600,
+                "selectPolicy": "Disabled",
+                "policies": [scaling_rule(periodSeconds=1800)],
+            },
+            "scaleDown": {"selectPolicy": "Min"},
+        },
+        "fallback": {"replicas": 2, "onMetricsUnavailable": "Fallback"},
+    },
+}
+
+
+@pytest.mark.parametrize("changes", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_schema_accepts(changes: Changes) -> None:
+    assert [e.message for e in schema_errors(edited_policy(changes))] == []
+
+
+# what is wrong: (the changes, where the schema must report it)
+REJECTED: dict[str, tuple[Changes, str]] = {
+    "mode Sometimes": ({"mode": "Sometimes"}, "spec.mode"),
+    "maxReplicas 0": ({"maxReplicas": 0}, "spec.maxReplicas"),
+    "maxReplicas above 10000": ({"maxReplicas": 10001}, "spec.maxReplicas"),
+    "no maxReplicas": ({"maxReplicas": DELETE}, "spec"),
+    "negative minReplicas": ({"minReplicas": -1}, "spec.minReplicas"),
+    "fractional minReplicas": ({"minReplicas": 1.5}, "spec.minReplicas"),
+    "interval 1": ({"interval": 1}, "spec.interval"),
+    "interval above an hour": ({"interval": 3601}, "spec.interval"),
+    "a misspelt field": ({"minReplica": 1}, "spec"),
+    "targetRef without name": ({"targetRef.name": DELETE}, "spec.targetRef"),
+    "targetRef name not a DNS name": ({"targetRef.name": "Vllm_Llama"}, "spec.targetRef.name"),
+    "no prometheus": ({"prometheus": DELETE}, "spec"),
+    "prometheus url without scheme": ({"prometheus.url": "prometheus:9090"}, "spec.prometheus.url"),
+    "prometheus url not http": ({"prometheus.url": "ftp://prometheus:9090"}, "spec.prometheus.url"),
+    "timeout below 0.5 s": ({"prometheus.timeout": 0.1}, "spec.prometheus.timeout"),
+    "maxStaleness below 5 s": ({"prometheus.maxStaleness": 4}, "spec.prometheus.maxStaleness"),
+    "secret ref without key": ({"prometheus.caSecretRef": {"name": "ca"}}, "spec.prometheus.caSecretRef"),
+    "no metrics": ({"metrics": []}, "spec.metrics"),
+    "eleven metrics": ({"metrics": [metric(name=f"m{i}", preset="tgi-queue-size") for i in range(11)]}, "spec.metrics"),
+    "two metrics with one name": ({"metrics": [metric(preset="tgi-queue-size"), metric(query="up")]}, "spec.metrics"),
+    "both preset and query": ({"metrics": [metric(preset="tgi-queue-size", query="up")]}, "spec.metrics.0"),
+    "neither preset nor query": ({"metrics": [metric()]}, "spec.metrics.0"),
+    "modelName with a query": ({"metrics": [metric(query="up", modelName="m")]}, "spec.metrics.0"),
+    "labelSelector with a query": ({"metrics": [metric(query="up", labelSelector='a="b"')]}, "spec.metrics.0"),
+    "an unknown preset": ({"metrics.0.preset": "vllm-magic"}, "spec.metrics.0.preset"),
+    "an empty query": ({"metrics": [metric(query="")]}, "spec.metrics.0.query"),
+    "a query over 4096 characters": ({"metrics": [metric(query="x" * 4097)]}, "spec.metrics.0.query"),
+    "a metric name with capitals": ({"metrics.0.name": "Waiting"}, "spec.metrics.0.name"),
+    "a metric name over 63 characters": ({"metrics.0.name": "w" * 64}, "spec.metrics.0.name"),
+    "a metric without target": ({"metrics.0.target": DELETE}, "spec.metrics.0"),
+    "target value 0": ({"metrics.0.target.value": 0}, "spec.metrics.0.target.value"),
+    "target type Total": ({"metrics.0.target.type": "Total"}, "spec.metrics.0.target.type"),
+    "a label selector that closes the selector": (
+        {"metrics.0.labelSelector": 'a="b"} or vector(1) #'},
+        "spec.metrics.0.labelSelector",
+    ),
+    "a label selector without quotes": ({"metrics.0.labelSelector": "namespace=prod"}, "spec.metrics.0.labelSelector"),
+    "a model name with a quote": ({"metrics.0.modelName": 'm"}'}, "spec.metrics.0.modelName"),
+    "selectPolicy Sometimes": ({"behavior.scaleUp.selectPolicy": "Sometimes"}, "spec.behavior.scaleUp.selectPolicy"),
+    "a stabilization window over an hour": (
+        {"behavior.scaleDown.stabilizationWindowSeconds": 3601},
+        "spec.behavior.scaleDown.stabilizationWindowSeconds",
+    ),
+    "an empty policy list": ({"behavior.scaleDown.policies": []}, "spec.behavior.scaleDown.policies"),
+    "a policy of type Replicas": (
+        {"behavior.scaleUp.policies": [scaling_rule(type="Replicas")]},
+        "spec.behavior.scaleUp.policies.0.type",
+    ),
+    "a policy value 0": (
+        {"behavior.scaleUp.policies": [scaling_rule(value=0)]},
+        "spec.behavior.scaleUp.policies.0.value",
+    ),
+    "a period over 30 minutes": (
+        {"behavior.scaleDown.policies": [scaling_rule(periodSeconds=1801)]},
+        "spec.behavior.scaleDown.policies.0.periodSeconds",
+    ),
+    "onMetricsUnavailable Panic": ({"fallback.onMetricsUnavailable": "Panic"}, "spec.fallback.onMetricsUnavailable"),
+    "negative fallback replicas": ({"fallback.replicas": -1}, "spec.fallback.replicas"),
+}
+
+
+@pytest.mark.parametrize(("changes", "where"), REJECTED.values(), ids=REJECTED.keys())
+def test_schema_rejects(changes: Changes, where: str) -> None:
+    errors = schema_errors(edited_policy(changes))
+    assert where in {".".join(str(step) for step in e.absolute_path) for e in errors}
+
+
+# --- Defaults and the field reference -------------------------------------------------------------------------
+
+# The defaults the issue specifies: HPA v2 behaviour unless said otherwise.
+SPECIFIED_DEFAULTS = {
+    "spec.minReplicas": 1,
+    "spec.mode": "Auto",
+    "spec.interval": 15,
+    "spec.prometheus.insecureSkipVerify": False,
+    "spec.prometheus.timeout": 5,
+    "spec.prometheus.maxStaleness": 60,
+    "spec.behavior.scaleUp.stabilizationWindowSeconds": 0,
+    "spec.behavior.scaleUp.selectPolicy": "Max",
+    "spec.behavior.scaleUp.policies": [
+        {"type": "Pods", "value": 4, "periodSeconds": 15},
+        {"type": "Percent", "value": 100, "periodSeconds": 15},
+    ],
+    "spec.behavior.scaleDown.stabilizationWindowSeconds": 300,
+    "spec.behavior.scaleDown.selectPolicy": "Max",
+    "spec.behavior.scaleDown.policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+    "spec.fallback.onMetricsUnavailable": "Hold",
+}
+
+
+def test_schema_defaults_are_the_specified_ones() -> None:
+    # An empty-object default only makes the API server descend and apply the defaults inside it.
+    defaults = {path: node["default"] for path, node in fields().items() if node.get("default", {}) != {}}
+    assert defaults == SPECIFIED_DEFAULTS
+
+
+def documented_fields() -> dict[str, str]:
+    """``docs/scalingpolicy.md``'s field tables: path -> the text of its Default column."""
+    rows = re.findall(
+        r"^\| `((?:spec|status)[^`]*)` \|[^|]*\| ([^|]*) \|",
+        (REPO / "docs/scalingpolicy.md").read_text(),
+        flags=re.MULTILINE,
+    )
+    return {path: default.strip() for path, default in rows}
+
+
+def test_reference_documents_every_field() -> None:
+    assert sorted(documented_fields()) == sorted(fields())
+
+
+@pytest.mark.parametrize("path", sorted(p for p, node in fields().items() if "default" in node))
+def test_reference_states_the_schema_default(path: str) -> None:
+    documented = documented_fields()[path]
+    assert documented.startswith("`") and documented.endswith("`"), f"{path}: default column {documented!r}"
+    assert yaml.safe_load(documented.strip("`")) == fields()[path]["default"]
+
+
+def test_reference_states_no_default_the_schema_lacks() -> None:
+    claimed = {path for path, default in documented_fields().items() if default.startswith("`")}
+    assert claimed == {path for path, node in fields().items() if "default" in node}
+
+
+def test_reference_lists_the_condition_types() -> None:
+    text = (REPO / "docs/scalingpolicy.md").read_text()
+    for condition in ("Ready", "MetricsAvailable", "ScalingLimited", "Conflict"):
+        assert re.search(rf"^\| `{condition}` \|", text, flags=re.MULTILINE), condition
+
+
+# --- deploy/: RBAC, the operator Deployment, the Service ------------------------------------------------------
+
+DEPLOY = documents("deploy/*.yaml")
+NAMESPACE = only("Namespace", DEPLOY)["metadata"]["name"]
+SERVICE_ACCOUNT = only("ServiceAccount", DEPLOY)
+
+# What the operator calls (issue 2): (API group, resource, verb).
+OPERATOR_CALLS = {
+    *(("infercast.io", "scalingpolicies", v) for v in ("get", "list", "watch", "patch")),
+    *(("infercast.io", "scalingpolicies/status", v) for v in ("get", "patch")),
+    *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
+    *(("", "namespaces", v) for v in ("list", "watch")),
+    *(
+        (g, r, v)
+        for g, r in (("apps", "deployments"), ("apps", "statefulsets"), ("argoproj.io", "rollouts"))
+        for v in ("get", "list", "watch")
+    ),
+    *(
+        (g, f"{r}/scale", v)
+        for g, r in (("apps", "deployments"), ("apps", "statefulsets"), ("argoproj.io", "rollouts"))
+        for v in ("get", "patch", "update")
+    ),
+    *(("", "pods", v) for v in ("get", "list", "watch")),
+    *(("autoscaling", "horizontalpodautoscalers", v) for v in ("get", "list", "watch")),
+    *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
+    ("", "secrets", "get"),
+    *(("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")),
+}
+
+
+def granted_to_operator() -> set[tuple[str, str, str]]:
+    roles = {doc["metadata"]["name"]: doc for _, doc in DEPLOY if doc["kind"] in ("ClusterRole", "Role")}
+    granted = set()
+    for _, binding in DEPLOY:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        assert {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT["metadata"]["name"], "namespace": NAMESPACE} in (
+            binding["subjects"]
+        )
+        for rule in roles[binding["roleRef"]["name"]]["rules"]:
+            granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return granted
+
+
+def test_rbac_grants_exactly_what_the_operator_calls() -> None:
+    granted = granted_to_operator()
+    assert not any("*" in grant for grant in granted)
+    assert granted - OPERATOR_CALLS == set(), "granted but never called"
+    assert OPERATOR_CALLS - granted == set(), "called but not granted"
+
+
+def operator_deployment() -> Document:
+    return only("Deployment", DEPLOY)
+
+
+def operator_container() -> Document:
+    (container,) = operator_deployment()["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_namespaced_objects_live_in_the_operator_namespace() -> None:
+    for name, doc in DEPLOY:
+        if doc["kind"] in ("ServiceAccount", "Deployment", "Service", "Role", "RoleBinding"):
+            assert doc["metadata"].get("namespace") == NAMESPACE, name
+
+
+def test_operator_runs_once_with_the_service_account() -> None:
+    spec = operator_deployment()["spec"]
+    assert spec["replicas"] == 1
+    # Recreate: never two operators writing the same targets during a rollout.
+    assert spec["strategy"]["type"] == "Recreate"
+    assert spec["template"]["spec"]["serviceAccountName"] == SERVICE_ACCOUNT["metadata"]["name"]
+    assert operator_container()["image"] == "ghcr.io/infercast/infercast:0.1.0"
+
+
+def test_operator_is_locked_down() -> None:
+    pod = operator_deployment()["spec"]["template"]["spec"]["securityContext"]
+    container = operator_container()["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= operator_container()["resources"]["requests"].keys()
+
+
+def test_liveness_probe_asks_the_endpoint_kopf_is_told_to_serve() -> None:
+    container = operator_container()
+    args = container["args"]
+    url = urlsplit(args[args.index("--liveness") + 1])
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (probe["path"], ports[probe["port"]]) == (url.path, url.port)
+
+
+def test_metrics_service_reaches_the_metrics_port() -> None:
+    service = only("Service", DEPLOY)
+    pod_labels = operator_deployment()["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("http-metrics", 8080)
+    assert {"name": "http-metrics", "containerPort": 8080, "protocol": "TCP"} in operator_container()["ports"]
+    assert port["targetPort"] == "http-metrics"
+
+
+# --- The image ------------------------------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) pairs, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def instruction(name: str) -> str:
+    values = [args for instr, args in dockerfile() if instr == name]
+    assert values, f"no {name} in the Dockerfile"
+    return values[-1]
+
+
+def test_image_entrypoint_is_the_console_script_the_deployment_runs() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    entrypoint = yaml.safe_load(instruction("ENTRYPOINT"))
+    assert len(entrypoint) == 1 and entrypoint[0] in scripts
+    assert entrypoint == operator_container()["command"]
+    assert yaml.safe_load(instruction("CMD")) == ["run"] == operator_container()["args"][:1]
+
+
+def test_image_runs_as_the_user_the_deployment_expects() -> None:
+    assert instruction("FROM").startswith("python:3.11-slim")
+    user = instruction("USER").split(":")[0]
+    assert (
+        user.isdigit()
+        and int(user) == operator_deployment()["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    )
+
+
+def test_image_installs_the_package_without_dev_extras() -> None:
+    installs = [args for instr, args in dockerfile() if instr == "RUN" and "pip install" in args]
+    assert installs and all("[dev]" not in args for args in installs)
+    assert any(re.search(r"pip install\b.*\s\.(\s|$)", args) for args in installs)
+
+
+def test_image_copies_only_files_that_exist_and_are_not_ignored() -> None:
+    allowed = {
+        line[1:].strip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
+    for args in (args for instr, args in dockerfile() if instr == "COPY" and "--from" not in args):
+        *sources, _ = args.split()
+        for source in sources:
+            assert (REPO / source).exists(), source
+            assert source.strip("/") in allowed, f"{source} is excluded by .dockerignore"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -36,7 +37,7 @@ import signal
 import string
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp.web
@@ -45,6 +46,8 @@ import jsonpatch
 import kmock
 import yaml
 
+from controller.devcluster import processes
+
 logger = logging.getLogger(__name__)
 
 CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -52,9 +55,10 @@ NAMESPACE_RESOURCE = kmock.resource("", "v1", "namespaces")
 
 # Subresources of a namespace itself; anything else after /namespaces/NAME/ is a namespaced resource.
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
-_API_PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))(?:/(?P<rest>.*))?$")
+_API_PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?)(?:/(?P<rest>.*))?$")
 _GENERATED_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _JSON_PATCH = "application/json-patch+json"
+_HISTORY_LENGTH = 5000
 _MERGE_PATCHES = frozenset({"application/merge-patch+json", "application/strategic-merge-patch+json"})
 
 
@@ -107,11 +111,18 @@ class ApiError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    resource_version: int
+    resource: kmock.resource
+    event: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class ApiPath:
     """A parsed Kubernetes API path; ``plural is None`` for discovery paths."""
 
     group: str
-    version: str
+    version: str | None
     plural: str | None = None
     namespace: str | None = None
     name: str | None = None
@@ -130,6 +141,8 @@ def parse_api_path(path: str) -> ApiPath | None:
     group = "" if match["core"] else match["group"]
     version = match["core"] or match["version"]
     parts = [part for part in (match["rest"] or "").split("/") if part]
+    if version is None:  # /apis/GROUP: group discovery
+        return ApiPath(group, version)
     namespace: str | None = None
     is_namespaced_path = (
         len(parts) >= 3 and parts[0] == "namespaces" and parts[2] not in _NAMESPACE_SUBRESOURCES
@@ -179,7 +192,8 @@ async def parse_request(raw: aiohttp.web.BaseRequest) -> kmock.Request:
         text=body.decode("utf-8", errors="replace"),
         data=data,
         action=None if path is None else _guess_action(raw.method, path, query),
-        resource=None if path is None else kmock.resource(path.group, path.version, path.plural),
+        # Keywords: kmock.resource("a.b.c") with positional arguments guesses a plural from dots.
+        resource=None if path is None else kmock.resource(group=path.group, version=path.version, plural=path.plural),
         namespace=None if path is None else path.namespace,
         name=None if path is None else path.name,
         subresource=None if path is None else path.subresource,
@@ -262,6 +276,31 @@ def _labels_match(labels: Mapping[str, str], selector: str) -> bool:
     return True
 
 
+def _object_matches(request: kmock.Request, obj: Mapping[str, Any]) -> bool:
+    """The namespace of the URL, ``labelSelector`` and the ``metadata.name`` field selector."""
+    meta = obj.get("metadata") or {}
+    if request.namespace is not None and meta.get("namespace") != request.namespace:
+        return False
+    if not _labels_match(meta.get("labels") or {}, request.params.get("labelSelector", "")):
+        return False
+    for term in filter(None, request.params.get("fieldSelector", "").split(",")):
+        field, _, value = term.partition("=")
+        if field.strip() == "metadata.name" and meta.get("name") != value.strip("= "):
+            return False
+    return True
+
+
+def _event_matches(request: kmock.Request, event: Mapping[str, Any]) -> bool:
+    return _object_matches(request, event["object"])
+
+
+def _expired(since: str) -> dict[str, Any]:
+    # What the API server sends when a watch resumes from a version it no longer has: clients relist.
+    message = f"too old resource version: {since}"
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired"}
+    return {"type": "ERROR", "object": {**status, "message": message, "metadata": {}}}
+
+
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -276,6 +315,11 @@ class DevApiServer(kmock.KubernetesEmulator):
 
     _last_resource_version: int = attrs.field(default=0, init=False)
     _scalable: dict[kmock.resource, ScaleSubresource] = attrs.field(factory=dict, init=False)
+    # Recent changes, for watches that resume from a resourceVersion (older ones get 410 Gone).
+    _history: collections.deque[WatchEvent] = attrs.field(
+        factory=lambda: collections.deque(maxlen=_HISTORY_LENGTH), init=False
+    )
+    _watchers: set[tuple[kmock.resource, asyncio.Queue[WatchEvent]]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -294,6 +338,8 @@ class DevApiServer(kmock.KubernetesEmulator):
         try:
             return await self._handle(request)
         except ApiError as exc:
+            # Clients only show the status code; the reason is what one needs when debugging a test.
+            logger.info("%s %s: %d %s", raw_request.method, raw_request.path_qs, exc.code, exc.message)
             return exc.response()
         except kmock.KubernetesError as exc:
             return ApiError(exc.status, exc.reason or "InternalError", exc.message or "").response()
@@ -390,7 +436,11 @@ class DevApiServer(kmock.KubernetesEmulator):
         else:
             # A fresh single-version record: kmock's history would otherwise grow with every write.
             self._objects[key] = obj
-        await self._buses[resource].put({"type": event, "object": copy.deepcopy(obj)})
+        change = WatchEvent(int(meta["resourceVersion"]), resource, {"type": event, "object": copy.deepcopy(obj)})
+        self._history.append(change)
+        for watched, queue in self._watchers:
+            if watched == resource:
+                queue.put_nowait(change)
 
     def _has_status_subresource(self, resource: kmock.resource) -> bool:
         return "status" in self._info(resource).subresources
@@ -585,19 +635,63 @@ class DevApiServer(kmock.KubernetesEmulator):
             },
         }
 
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
+        # Replaces kmock's watch, which subscribes to changes only after sending the current objects
+        # (changes in between are lost: an operator then waits forever for its own patch) and
+        # ignores resourceVersion and timeoutSeconds. Here, the snapshot and the subscription happen
+        # under one lock, and a watch from a resourceVersion replays the changes since then.
+        resource = request.resource
+        assert resource is not None
+        yield b""  # send the headers now: clients wait for them before reading events
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        subscription = (resource, queue)
+        since = request.params.get("resourceVersion", "")
+        async with self._lock:
+            if not since.isdigit() or since == "0":  # no version, or "any": the current state
+                backlog = [
+                    {"type": "ADDED", "object": copy.deepcopy(obj.raw)}
+                    for (obj_resource, _, _), obj in self._objects.items()
+                    if obj_resource == resource and not obj.deleted
+                ]
+            elif self._history and int(since) < self._history[0].resource_version - 1:
+                backlog = [_expired(since)]
+            else:
+                backlog = [
+                    change.event
+                    for change in self._history
+                    if change.resource == resource and change.resource_version > int(since)
+                ]
+            self._watchers.add(subscription)
+        try:
+            for event in backlog:
+                if event["type"] == "ERROR":
+                    yield event
+                    return
+                if _event_matches(request, event):
+                    yield event
+            timeout = float(request.params.get("timeoutSeconds") or 0) or None
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            while True:
+                remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                try:
+                    change = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return
+                if _event_matches(request, change.event):
+                    yield change.event
+        finally:
+            self._watchers.discard(subscription)
+
     async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
         # Overrides kmock's list: a real list resourceVersion and label selectors.
         resource = request.resource
         assert resource is not None
         info = self._info(resource)
-        selector = request.params.get("labelSelector", "")
         async with self._lock:
             items = [
                 obj.raw
-                for (obj_resource, namespace, _), obj in self._objects.items()
-                if obj_resource == resource and not obj.deleted
-                if request.namespace is None or namespace == request.namespace
-                if _labels_match(obj.raw.get("metadata", {}).get("labels") or {}, selector)
+                for (obj_resource, _, _), obj in self._objects.items()
+                if obj_resource == resource and not obj.deleted and _object_matches(request, obj.raw)
             ]
             resource_version = str(self._last_resource_version)
         return {
@@ -656,6 +750,57 @@ async def serve(
             await stop.wait()
         finally:
             await runner.cleanup()
+
+
+@dataclasses.dataclass
+class ApiServerProcess:
+    """A running ``python -m controller.devcluster.apiserver`` and its URL."""
+
+    url: str
+    process: processes.ManagedProcess
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+def start_apiserver(
+    workdir: pathlib.Path, *, crds: Sequence[pathlib.Path] = (), timeout: float = 15.0
+) -> ApiServerProcess:
+    """Start the API server as a child process on a free loopback port and wait until it listens."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready_file = workdir / "apiserver.url"
+    ready_file.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "controller.devcluster.apiserver", "--host", "127.0.0.1", "--port", "0"]
+    argv += ["--ready-file", str(ready_file)]
+    for crd in crds:
+        argv += ["--crd", str(crd)]
+    process = processes.start_process(argv, log_path=workdir / "apiserver.log")
+    try:
+        processes.wait_for(
+            lambda: ready_file.exists() and ready_file.read_text().endswith("\n"),
+            timeout=timeout,
+            process=process,
+            what="the API server to listen",
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return ApiServerProcess(url=ready_file.read_text().strip(), process=process)
+
+
+def write_kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
+    """A kubeconfig for the emulator; the token is a placeholder (the emulator does no auth)."""
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "devcluster", "cluster": {"server": url}}],
+        "users": [{"name": "developer", "user": {"token": "devcluster"}}],
+        "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "developer"}}],
+        "current-context": "devcluster",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,134 @@
+"""Session-wide dev cluster for the tests: API server, Prometheus and a test exporter, all on loopback.
+
+Each of them is one process (or thread) for the whole session; tests isolate themselves by working in
+their own namespace (the ``namespace`` fixture) and by labelling their metrics with it. Operators are
+started per test with the ``operator`` factory. See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import secrets
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+
+import pytest
+from kubernetes import client
+
+from controller.devcluster.apiserver import start_apiserver, write_kubeconfig
+from controller.devcluster.processes import ManagedProcess, start_process
+from controller.devcluster.prometheus import Prometheus
+from tests.harness.exporter import Exporter
+from tests.harness.kube import api_client
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXPORTER_JOB = "exporter"
+
+
+@pytest.fixture(scope="session")
+def devcluster_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Where the session's servers keep their logs and data (kept after the run for debugging)."""
+    return tmp_path_factory.mktemp("devcluster")
+
+
+@pytest.fixture(scope="session")
+def apiserver(devcluster_dir: pathlib.Path) -> Iterator[str]:
+    """The URL of the emulated API server, with the project's CRDs (crds/) already registered."""
+    server = start_apiserver(devcluster_dir / "apiserver", crds=[REPO_ROOT / "crds"])
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(apiserver: str, devcluster_dir: pathlib.Path) -> pathlib.Path:
+    """A kubeconfig file for the API server; operators get it as $KUBECONFIG."""
+    return write_kubeconfig(apiserver, devcluster_dir / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig: pathlib.Path) -> Iterator[client.ApiClient]:
+    """A ``kubernetes`` ApiClient for the tests' own reads and writes."""
+    with api_client(kubeconfig) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def exporter() -> Iterator[Exporter]:
+    """A test-controlled exporter scraped by the session's Prometheus as job ``exporter``."""
+    server = Exporter().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(exporter: Exporter, devcluster_dir: pathlib.Path) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the exporter every second, already past its first scrape."""
+    server = Prometheus({EXPORTER_JOB: [exporter.address]}, workdir=devcluster_dir / "prometheus")
+    with server:
+        # Pay the ~6 s until the first sample is queryable once per session, not once per test.
+        server.wait_for_series(f'up{{job="{EXPORTER_JOB}"}} == 1', timeout=20)
+        yield server
+
+
+@pytest.fixture
+def namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"{slug}-{secrets.token_hex(3)}"
+    core = client.CoreV1Api(kube)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+class OperatorFactory:
+    """Starts operator commands with $KUBECONFIG set; stops them all when the test ends.
+
+    ``argv`` is any command, e.g. ``["infercast", "run", "--namespace", ns]`` or
+    ``[sys.executable, "-m", "kopf", "run", "tests/harness/echo_operator.py", "--standalone", "-n", ns]``;
+    it runs from the repository root, its output goes to ``<tmp_path>/<name>-<n>.log``.
+    """
+
+    def __init__(self, kubeconfig: pathlib.Path, log_dir: pathlib.Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.started: list[ManagedProcess] = []
+
+    def __call__(
+        self, argv: Sequence[str], *, name: str = "operator", env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        log_path = self.log_dir / f"{name}-{len(self.started)}.log"
+        process = start_process(
+            argv, log_path=log_path, env={"KUBECONFIG": str(self.kubeconfig), **(env or {})}, cwd=REPO_ROOT
+        )
+        self.started.append(process)
+        return process
+
+    def kopf(self, path: str, namespace: str, *extra: str) -> ManagedProcess:
+        """A Kopf operator module or file, standalone (no peering), limited to one namespace."""
+        argv = [sys.executable, "-m", "kopf", "run", path, "--standalone", "--namespace", namespace, *extra]
+        return self(argv, name=pathlib.Path(path).stem)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()
+
+
+@pytest.fixture
+def operator(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[OperatorFactory]:
+    """A factory of operator subprocesses; every process it started is stopped at teardown.
+
+    On failure, the tail of each operator log is printed (pytest shows it with the failure).
+    """
+    factory = OperatorFactory(kubeconfig, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+        for process in factory.started:
+            print(f"--- {process.log_path} (exit {process.popen.returncode}) ---\n{process.log_tail(60)}")

@@ -1,0 +1,36 @@
+"""Kubernetes client helpers bound to an explicit kubeconfig (the client reads $KUBECONFIG only once)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from kubernetes import client, config
+
+
+def api_client(kubeconfig: pathlib.Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def deployment_manifest(name: str, *, replicas: int, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A minimal valid Deployment; its pods are never run (there are no controllers or nodes)."""
+    pod_labels = labels or {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": pod_labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:latest"}]},
+            },
+        },
+    }
+
+
+def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
+    """Events whose involvedObject is ``name`` in ``namespace``, oldest first."""
+    events = core.list_namespaced_event(namespace).items
+    return [event for event in events if event.involved_object.name == name]

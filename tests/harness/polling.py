@@ -1,0 +1,25 @@
+"""Poll instead of sleeping: every wait in the tests is bounded and returns as soon as it can."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.1) -> T:
+    """Call ``predicate`` until it returns something truthy and return that value.
+
+    Exceptions from ``predicate`` propagate: a 404 or a KeyError while waiting is a bug to see, not
+    a condition to wait out; write the predicate so that "not yet" is a falsy value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"not true after {timeout:.1f}s; last value: {value!r}")
+        time.sleep(interval)

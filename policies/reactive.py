@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from policies.behavior import rate_limit, remember, stabilize, with_initial_recommendation
+from policies.behavior import Direction, rate_limit, remember, stabilize, with_initial_recommendation
 from policies.reasons import Reason
 from policies.scaling_types import (
     Action,
@@ -36,9 +36,7 @@ _EPSILON = 1e-9
 _MAX_PROPOSAL = 2**31 - 1
 
 
-def propose(
-    metric: MetricObservation, spec_replicas: int, ready_replicas: int, tolerance: float
-) -> MetricProposal:
+def propose(metric: MetricObservation, spec_replicas: int, ready_replicas: int, tolerance: float) -> MetricProposal:
     """The count ``metric`` asks for, by the HPA's usage-ratio rules.
 
     The ratio is taken on the ready replicas, which produced the total. When it asks for more
@@ -106,9 +104,8 @@ def decide_reactive(inputs: ReactiveInputs, state: ScalingState, now: float) -> 
         )
 
     proposals = tuple(propose(m, spec, inputs.ready_replicas, inputs.tolerance) for m in inputs.metrics)
-    readable = [p for p in proposals if p.replicas is not None]
-    decisive = max(readable, key=_proposed_replicas, default=None)
-    recommended = spec if decisive is None else _proposed_replicas(decisive)
+    readable = {i: p.replicas for i, p in enumerate(proposals) if p.replicas is not None}
+    recommended = max(readable.values(), default=spec)  # the highest proposal wins
 
     if spec > inputs.max_replicas or spec < inputs.min_replicas:
         bound = min(max(spec, inputs.min_replicas), inputs.max_replicas)
@@ -124,7 +121,7 @@ def decide_reactive(inputs: ReactiveInputs, state: ScalingState, now: float) -> 
             proposals=proposals,
             recommended=recommended,
         )
-    if decisive is None:
+    if not readable:
         what = "no metric configured" if not proposals else "every metric is missing or stale"
         return _decide(
             inputs,
@@ -137,7 +134,10 @@ def decide_reactive(inputs: ReactiveInputs, state: ScalingState, now: float) -> 
             recommended=recommended,
         )
 
-    parts = [_explain(decisive, inputs)]
+    # On a tie, the first metric explains the decision.
+    decisive_index = next(i for i, replicas in readable.items() if replicas == recommended)
+    decisive = proposals[decisive_index]
+    parts = [_explain(inputs.metrics[decisive_index], decisive, inputs)]
     reasons = [decisive.reason]
     missing = [p.name for p in proposals if p.replicas is None]
     if missing:
@@ -164,34 +164,12 @@ def decide_reactive(inputs: ReactiveInputs, state: ScalingState, now: float) -> 
         reasons.append(Reason.ScaleUpStabilized if scaling_up else Reason.ScaleDownStabilized)
         parts.append(f"stabilized at {desired} by the recommendations of the last {window}s")
 
-    if desired > spec:
-        limit = rate_limit("up", spec, history, behavior.scale_up, now)
-        allowed = min(limit.replicas, inputs.max_replicas)
-        if desired > allowed:
-            desired = allowed
-            if limit.replicas >= inputs.max_replicas:
-                reasons.append(Reason.ClampedToMax)
-                parts.append(f"clamped to maxReplicas {allowed}")
-            elif limit.rule is None:
-                reasons.append(Reason.ScaleUpDisabled)
-                parts.append("scaleUp is disabled")
-            else:
-                reasons.append(Reason.ScaleUpRateLimited)
-                parts.append(f"limited by scaleUp policy {limit.rule}")
-    elif desired < spec:
-        limit = rate_limit("down", spec, history, behavior.scale_down, now)
-        allowed = max(limit.replicas, inputs.min_replicas)
-        if desired < allowed:
-            desired = allowed
-            if limit.replicas <= inputs.min_replicas:
-                reasons.append(Reason.ClampedToMin)
-                parts.append(f"clamped to minReplicas {allowed}")
-            elif limit.rule is None:
-                reasons.append(Reason.ScaleDownDisabled)
-                parts.append("scaleDown is disabled")
-            else:
-                reasons.append(Reason.ScaleDownRateLimited)
-                parts.append(f"limited by scaleDown policy {limit.rule}")
+    if desired != spec:
+        limited = _limit_rate(desired, inputs, history, now)
+        if limited is not None:
+            desired, reason, why = limited
+            reasons.append(reason)
+            parts.append(why)
 
     return _decide(
         inputs,
@@ -206,12 +184,43 @@ def decide_reactive(inputs: ReactiveInputs, state: ScalingState, now: float) -> 
     )
 
 
-def _proposed_replicas(proposal: MetricProposal) -> int:
-    return -1 if proposal.replicas is None else proposal.replicas
+# Per direction: the rules' name, the bound and the codes for what stopped the move.
+_LIMIT_NAMES: dict[Direction, tuple[str, str, Reason, Reason, Reason]] = {
+    "up": ("scaleUp", "maxReplicas", Reason.ClampedToMax, Reason.ScaleUpDisabled, Reason.ScaleUpRateLimited),
+    "down": ("scaleDown", "minReplicas", Reason.ClampedToMin, Reason.ScaleDownDisabled, Reason.ScaleDownRateLimited),
+}
 
 
-def _explain(proposal: MetricProposal, inputs: ReactiveInputs) -> str:
-    metric = next(m for m in inputs.metrics if m.name == proposal.name)
+def _limit_rate(
+    desired: int, inputs: ReactiveInputs, history: ScalingState, now: float
+) -> tuple[int, Reason, str] | None:
+    """Cap the move from the current count to ``desired`` by its direction's policies and bound.
+
+    Returns the capped count, the code and the words for what capped it, or ``None`` when the
+    move is allowed as is.
+    """
+    spec = inputs.spec_replicas
+    direction: Direction = "up" if desired > spec else "down"
+    rules, bound = (
+        (inputs.behavior.scale_up, inputs.max_replicas)
+        if direction == "up"
+        else (inputs.behavior.scale_down, inputs.min_replicas)
+    )
+    limit = rate_limit(direction, spec, history, rules, now)
+    sign = 1 if direction == "up" else -1  # compare both directions as if moving up
+    allowed = sign * min(sign * limit.replicas, sign * bound)
+    if sign * desired <= sign * allowed:
+        return None
+    rules_name, bound_name, clamped, disabled, rate_limited = _LIMIT_NAMES[direction]
+    # As the HPA does, name the bound when it is at least as tight as the policies.
+    if sign * limit.replicas >= sign * bound:
+        return allowed, clamped, f"clamped to {bound_name} {allowed}"
+    if limit.rule is None:
+        return allowed, disabled, f"{rules_name} is disabled"
+    return allowed, rate_limited, f"limited by {rules_name} policy {limit.rule}"
+
+
+def _explain(metric: MetricObservation, proposal: MetricProposal, inputs: ReactiveInputs) -> str:
     if proposal.usage_ratio is None:
         return f"{metric.name}={metric.value:g} with no ready replica (target {metric.target:g}/replica)"
     per = f"/replica over {inputs.ready_replicas} ready" if metric.target_type == "AverageValue" else ""

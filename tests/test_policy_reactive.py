@@ -337,3 +337,13 @@ def test_invalid_inputs_are_rejected(kwargs, message):
 def test_a_metric_needs_a_positive_target(target):
     with pytest.raises(ValueError, match="target"):
         MetricObservation("waiting", 1.0, "AverageValue", target)
+
+
+def test_on_a_tie_the_first_metric_explains():
+    decision = decide_reactive(
+        workload(for_total(0.4, 0.2, name="p95"), per_replica(32, 4, name="waiting")), ScalingState(), NOW
+    )
+
+    assert decision.desired_replicas == 8
+    assert "p95=0.4 is 2.00x the target 0.2" in decision.message
+    assert "waiting" not in decision.message

@@ -3,6 +3,7 @@
 from policies.reactive import decide_reactive, propose
 from policies.reasons import Reason
 from policies.scaling_types import (
+    Action,
     Behavior,
     MetricObservation,
     MetricProposal,
@@ -11,9 +12,12 @@ from policies.scaling_types import (
     ScalingPolicyRule,
     ScalingRules,
     ScalingState,
+    SelectPolicy,
+    TargetType,
 )
 
 __all__ = [
+    "Action",
     "Behavior",
     "MetricObservation",
     "MetricProposal",
@@ -23,6 +27,8 @@ __all__ = [
     "ScalingPolicyRule",
     "ScalingRules",
     "ScalingState",
+    "SelectPolicy",
+    "TargetType",
     "decide_reactive",
     "propose",
 ]

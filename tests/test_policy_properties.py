@@ -30,6 +30,7 @@ from policies import (
     ScalingPolicyRule,
     ScalingRules,
     ScalingState,
+    SelectPolicy,
     decide_reactive,
 )
 
@@ -45,7 +46,7 @@ policy_rules = st.builds(
 
 @st.composite
 def scaling_rules(draw: st.DrawFn) -> ScalingRules:
-    select = draw(st.sampled_from(["Max", "Min", "Disabled"]))
+    select: SelectPolicy = draw(st.sampled_from(["Max", "Min", "Disabled"]))
     policies = draw(st.lists(policy_rules, min_size=0 if select == "Disabled" else 1, max_size=3))
     return ScalingRules(draw(st.integers(0, 600)), select, tuple(policies))
 
@@ -194,7 +195,8 @@ def test_rate_limits_hold_over_any_sequence(up, down, windows, start, steps):
         scale_up=ScalingRules(windows[0], "Max", (up,)),
         scale_down=ScalingRules(windows[1], "Max", (down,)),
     )
-    spec, state, now, moves = start, ScalingState(), NOW, []
+    spec, state, now = start, ScalingState(), NOW
+    moves: list[Move] = []
     for dt, total, metric_missing in steps:
         now += dt
         metric = MetricObservation("waiting", None if metric_missing else float(total), "AverageValue", 10.0)

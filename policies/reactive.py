@@ -29,8 +29,8 @@ from policies.scaling_types import (
     ScalingState,
 )
 
-# Slack for float noise so that 1.1 counts as within a 0.1 tolerance and 12.000000000000002
-# replicas rounds up to 12, as the documented decimal arithmetic says.
+# Slack for float noise, so that a ratio of 1.1 counts as within a 0.1 tolerance and
+# 12.000000000000002 replicas as 12, not 13, as the decimal arithmetic of the docs says.
 _EPSILON = 1e-9
 # The HPA counts replicas in int32; anything beyond is clamped to max_replicas anyway.
 _MAX_PROPOSAL = 2**31 - 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
+import urllib.error
+import urllib.request
 from typing import Any
 
 from kubernetes import client, config
@@ -34,3 +37,18 @@ def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client
     """Events whose involvedObject is ``name`` in ``namespace``, oldest first."""
     events = core.list_namespaced_event(namespace).items
     return [event for event in events if event.involved_object.name == name]
+
+
+def raw_request(
+    server: str, method: str, path: str, body: Any = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    """One HTTP call outside the typed client: for patch types and paths the client has no method for."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        server + path, data=data, method=method, headers={"Content-Type": content_type, "Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)

@@ -1,0 +1,487 @@
+"""The dev cluster itself: the emulator's API-server semantics (through the real ``kubernetes`` client),
+CRD registration, the Prometheus class, and the process helpers."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import sys
+import time
+import urllib.request
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from controller.devcluster.apiserver import merge_patch, parse_api_path, selector_to_string, start_apiserver
+from controller.devcluster.processes import start_process
+from controller.devcluster.prometheus import Prometheus, PrometheusError
+from tests.harness.exporter import Exporter
+from tests.harness.kube import deployment_manifest, raw_request
+from tests.harness.polling import wait_until
+
+# -- pure helpers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/api/v1/namespaces", ("", "v1", "namespaces", None, None, None)),
+        ("/api/v1/namespaces/ns1", ("", "v1", "namespaces", None, "ns1", None)),
+        ("/api/v1/namespaces/ns1/status", ("", "v1", "namespaces", None, "ns1", "status")),
+        ("/api/v1/namespaces/ns1/events", ("", "v1", "events", "ns1", None, None)),
+        ("/apis/apps/v1/namespaces/ns1/deployments/d/scale", ("apps", "v1", "deployments", "ns1", "d", "scale")),
+        ("/apis/infercast.io/v1alpha1/sps", ("infercast.io", "v1alpha1", "sps", None, None, None)),
+        ("/apis/harness.infercast.io", ("harness.infercast.io", None, None, None, None, None)),
+    ],
+)
+def test_api_paths_are_parsed_like_the_api_server_does(path, expected):
+    parsed = parse_api_path(path)
+    assert parsed is not None
+    assert (parsed.group, parsed.version, parsed.plural, parsed.namespace, parsed.name, parsed.subresource) == expected
+
+
+def test_non_api_paths_are_not_parsed():
+    assert parse_api_path("/version") is None
+    assert parse_api_path("/metrics") is None
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        (None, ""),
+        ("app=x", "app=x"),
+        ({"matchLabels": {"tier": "gpu", "app": "vllm"}}, "app=vllm,tier=gpu"),
+        (
+            {
+                "matchLabels": {"app": "vllm"},
+                "matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": ["b", "a"]},
+                    {"key": "canary", "operator": "DoesNotExist"},
+                    {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                    {"key": "gpu", "operator": "Exists"},
+                ],
+            },
+            "app=vllm,!canary,env notin (dev),gpu,zone in (a,b)",
+        ),
+    ],
+)
+def test_label_selectors_have_the_string_form_of_scale_status(selector, expected):
+    assert selector_to_string(selector) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [
+        ({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": None, "e": 4}}, {"a": 1, "b": {"d": 3, "e": 4}}),
+        ({"a": [1, 2]}, {"a": [3]}, {"a": [3]}),
+        ({"a": 1}, {"a": {"b": 2}}, {"a": {"b": 2}}),
+        ({"a": {"b": 2}}, {"a": 1}, {"a": 1}),
+    ],
+)
+def test_merge_patch_follows_rfc_7386(target, patch, expected):
+    assert merge_patch(target, patch) == expected
+
+
+# -- the emulator through the kubernetes client --------------------------------------------------
+
+
+@pytest.fixture
+def core(kube):
+    return client.CoreV1Api(kube)
+
+
+@pytest.fixture
+def apps(kube):
+    return client.AppsV1Api(kube)
+
+
+@pytest.fixture
+def custom(kube):
+    return client.CustomObjectsApi(kube)
+
+
+def test_create_answers_201_with_server_assigned_metadata(apps, namespace):
+    created, status, _ = apps.create_namespaced_deployment_with_http_info(
+        namespace, deployment_manifest("llm", replicas=2)
+    )
+    assert status == 201
+    assert created.metadata.uid and created.metadata.resource_version and created.metadata.creation_timestamp
+    assert created.metadata.generation == 1
+    assert created.metadata.namespace == namespace
+
+
+def test_a_second_create_of_the_same_name_is_a_conflict(apps, namespace):
+    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+    with pytest.raises(ApiException) as error:
+        apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+    assert error.value.status == 409
+
+
+def test_generate_name_gives_distinct_names(core, namespace):
+    event = {"metadata": {"generateName": "scaled-"}, "involvedObject": {"name": "llm"}, "reason": "Scaled"}
+    names = {core.create_namespaced_event(namespace, event).metadata.name for _ in range(3)}
+    assert len(names) == 3
+    assert all(name.startswith("scaled-") and len(name) > len("scaled-") for name in names)
+
+
+def test_custom_object_create_returns_the_object(custom, namespace):
+    policy = {
+        "apiVersion": "infercast.io/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "p"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"}, "maxReplicas": 3},
+    }
+    created = custom.create_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies", policy)
+    assert created["metadata"]["name"] == "p"
+    assert created["metadata"]["uid"]
+
+
+def test_generation_follows_spec_changes_only(apps, namespace):
+    created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+
+    after_status = apps.patch_namespaced_deployment_status("llm", namespace, {"status": {"replicas": 1}})
+    after_labels = apps.patch_namespaced_deployment("llm", namespace, {"metadata": {"labels": {"x": "y"}}})
+    after_spec = apps.patch_namespaced_deployment("llm", namespace, {"spec": {"replicas": 4}})
+
+    assert [after_status.metadata.generation, after_labels.metadata.generation] == [1, 1]
+    assert after_spec.metadata.generation == 2
+    versions = [int(o.metadata.resource_version) for o in (created, after_status, after_labels, after_spec)]
+    assert versions == sorted(set(versions))
+
+
+def test_a_no_op_patch_keeps_the_resource_version(apps, namespace):
+    created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+    patched = apps.patch_namespaced_deployment("llm", namespace, {"spec": {"replicas": 1}})
+    assert patched.metadata.resource_version == created.metadata.resource_version
+
+
+def test_a_stale_resource_version_is_a_conflict(apps, namespace):
+    created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+    apps.patch_namespaced_deployment("llm", namespace, {"spec": {"replicas": 2}})
+
+    stale = {"metadata": {"resourceVersion": created.metadata.resource_version}, "spec": {"replicas": 3}}
+    with pytest.raises(ApiException) as patch_error:
+        apps.patch_namespaced_deployment("llm", namespace, stale)
+    created.spec.replicas = 3
+    with pytest.raises(ApiException) as update_error:
+        apps.replace_namespaced_deployment("llm", namespace, created)
+
+    assert (patch_error.value.status, update_error.value.status) == (409, 409)
+    assert apps.read_namespaced_deployment("llm", namespace).spec.replicas == 2
+
+
+def test_a_failing_json_patch_test_is_unprocessable(custom, namespace, apiserver):
+    policy = {
+        "apiVersion": "infercast.io/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": "p"},
+        "spec": {"maxReplicas": 3},
+    }
+    custom.create_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies", policy)
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "0"},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["x"]},
+    ]
+    path = f"/apis/infercast.io/v1alpha1/namespaces/{namespace}/scalingpolicies/p"
+    status, body = raw_request(apiserver, "PATCH", path, ops, content_type="application/json-patch+json")
+    assert (status, body["reason"]) == (422, "Invalid")
+    got = custom.get_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies", "p")
+    assert "finalizers" not in got["metadata"]
+
+
+def test_status_is_written_only_through_the_status_subresource(apps, namespace):
+    manifest = {**deployment_manifest("llm", replicas=1), "status": {"replicas": 9}}
+    created = apps.create_namespaced_deployment(namespace, manifest)
+    assert created.status is None or created.status.replicas is None
+
+    apps.patch_namespaced_deployment("llm", namespace, {"status": {"replicas": 5}})
+    apps.patch_namespaced_deployment_status("llm", namespace, {"status": {"replicas": 1}, "spec": {"replicas": 7}})
+
+    got = apps.read_namespaced_deployment("llm", namespace)
+    assert (got.spec.replicas, got.status.replicas) == (1, 1)
+
+
+def test_scale_is_a_real_scale_object(apps, namespace):
+    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=2, labels={"app": "vllm"}))
+    apps.patch_namespaced_deployment_status("llm", namespace, {"status": {"replicas": 2}})
+
+    scale = apps.read_namespaced_deployment_scale("llm", namespace)
+
+    assert (scale.api_version, scale.kind) == ("autoscaling/v1", "Scale")
+    assert scale.metadata.name == "llm"
+    assert (scale.spec.replicas, scale.status.replicas, scale.status.selector) == (2, 2, "app=vllm")
+
+
+def test_scale_writes_change_the_replicas_of_the_target(apps, namespace):
+    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=2))
+
+    patched = apps.patch_namespaced_deployment_scale("llm", namespace, {"spec": {"replicas": 5}})
+    assert patched.spec.replicas == 5
+    patched.spec.replicas = 6
+    replaced = apps.replace_namespaced_deployment_scale("llm", namespace, patched)
+
+    assert replaced.spec.replicas == 6
+    deployment = apps.read_namespaced_deployment("llm", namespace)
+    assert (deployment.spec.replicas, deployment.metadata.generation) == (6, 3)
+
+
+def test_a_resource_without_scale_subresource_has_no_scale(core, namespace, apiserver):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {}})
+    status, _ = raw_request(apiserver, "GET", f"/api/v1/namespaces/{namespace}/configmaps/c/scale")
+    assert status == 404
+
+
+ROLLOUT_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "rollouts.test.infercast.io"},
+    "spec": {
+        "group": "test.infercast.io",
+        "scope": "Namespaced",
+        "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout", "shortNames": ["ro"]},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                "subresources": {
+                    "status": {},
+                    "scale": {
+                        "specReplicasPath": ".spec.replicas",
+                        "statusReplicasPath": ".status.replicas",
+                        "labelSelectorPath": ".status.selector",
+                    },
+                },
+            }
+        ],
+    },
+}
+
+
+def test_a_crd_created_through_the_api_serves_its_resource_and_scale(kube, custom, namespace):
+    extensions = client.ApiextensionsV1Api(kube)
+    created = extensions.create_custom_resource_definition(ROLLOUT_CRD)
+    try:
+        conditions = {c.type: c.status for c in created.status.conditions}
+        assert conditions == {"NamesAccepted": "True", "Established": "True"}
+        resources = client.CustomObjectsApi(kube).get_api_resources("test.infercast.io", "v1").resources
+        assert {r.name for r in resources} == {"rollouts", "rollouts/status", "rollouts/scale"}
+
+        rollout = {"apiVersion": "test.infercast.io/v1", "kind": "Rollout", "metadata": {"name": "r"}}
+        group = ("test.infercast.io", "v1", namespace, "rollouts")
+        custom.create_namespaced_custom_object(*group, {**rollout, "spec": {"replicas": 1}})
+        custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 1, "selector": "app=r"}})
+        custom.patch_namespaced_custom_object_scale(*group, "r", {"spec": {"replicas": 3}})
+
+        scale = custom.get_namespaced_custom_object_scale(*group, "r")
+        assert (scale["spec"]["replicas"], scale["status"]["replicas"], scale["status"]["selector"]) == (3, 1, "app=r")
+        assert custom.get_namespaced_custom_object(*group, "r")["spec"]["replicas"] == 3
+    finally:
+        extensions.delete_custom_resource_definition(ROLLOUT_CRD["metadata"]["name"])
+    with pytest.raises(ApiException) as error:
+        custom.list_namespaced_custom_object("test.infercast.io", "v1", namespace, "rollouts")
+    assert error.value.status == 404
+
+
+def test_the_preloaded_crds_are_served(custom, namespace):
+    listing = custom.list_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies")
+    assert listing["items"] == []
+
+
+def test_finalizers_hold_the_deletion_until_removed(core, namespace):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c", "finalizers": ["test/hold"]}})
+
+    core.delete_namespaced_config_map("c", namespace)
+    held = core.read_namespaced_config_map("c", namespace)
+    assert held.metadata.deletion_timestamp is not None
+
+    core.patch_namespaced_config_map("c", namespace, {"metadata": {"finalizers": None}})
+    with pytest.raises(ApiException) as error:
+        core.read_namespaced_config_map("c", namespace)
+    assert error.value.status == 404
+
+
+def test_lists_filter_by_label_selector(core, namespace):
+    for name, tier in (("a", "gpu"), ("b", "cpu"), ("c", "gpu")):
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": {"tier": tier}}})
+    names = [cm.metadata.name for cm in core.list_namespaced_config_map(namespace, label_selector="tier=gpu").items]
+    assert sorted(names) == ["a", "c"]
+
+
+def test_a_watch_resumes_from_a_resource_version_and_honours_its_timeout(core, namespace):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before"}})
+    since = core.list_namespaced_config_map(namespace).metadata.resource_version
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "after"}})
+    core.patch_namespaced_config_map("after", namespace, {"data": {"k": "v"}})
+
+    started = time.monotonic()
+    stream = watch.Watch().stream(
+        core.list_namespaced_config_map, namespace, resource_version=since, timeout_seconds=1
+    )
+    events = [(event["type"], event["object"].metadata.name) for event in stream]
+
+    assert events == [("ADDED", "after"), ("MODIFIED", "after")]
+    assert time.monotonic() - started < 5
+
+
+def test_server_side_apply_is_refused_rather_than_ignored(apps, namespace, apiserver):
+    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments/llm"
+    status, _ = raw_request(apiserver, "PATCH", path, {"spec": {"replicas": 3}}, "application/apply-patch+yaml")
+    assert status == 415
+    assert apps.read_namespaced_deployment("llm", namespace).spec.replicas == 1
+
+
+def test_the_api_server_process_exits_cleanly_on_sigterm(tmp_path):
+    server = start_apiserver(tmp_path)
+    with urllib.request.urlopen(f"{server.url}/version", timeout=5) as response:
+        assert response.status == 200
+    assert server.stop() == 0
+
+
+# -- Prometheus ----------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_colon_named_metrics_of_the_exporter(prometheus, exporter, namespace):
+    exporter.set_gauge("vllm:num_requests_waiting", 7, namespace=namespace, model_name="llama")
+    exporter.inc_counter("vllm:prompt_tokens_total", 100, namespace=namespace, model_name="llama")
+
+    series = prometheus.wait_for_series(f'vllm:num_requests_waiting{{namespace="{namespace}"}}', timeout=10)
+
+    assert [s["value"][1] for s in series] == ["7"]
+    assert series[0]["metric"]["job"] == "exporter"
+    assert series[0]["metric"]["instance"] == exporter.address
+    counter = prometheus.wait_for_series(f'vllm:prompt_tokens_total{{namespace="{namespace}"}}', timeout=10)
+    assert counter[0]["value"][1] == "100"
+
+
+def test_prometheus_sees_new_values_within_a_few_scrapes(prometheus, exporter, namespace):
+    selector = f'tgi_queue_size{{namespace="{namespace}"}}'
+    exporter.set_gauge("tgi_queue_size", 1, namespace=namespace)
+    prometheus.wait_for_series(f"{selector} == 1", timeout=10)
+
+    exporter.set_gauge("tgi_queue_size", 12, namespace=namespace)
+
+    wait_until(lambda: prometheus.query(f"{selector} == 12"), timeout=5, interval=0.2)
+
+
+def test_the_exporter_serves_plain_text_even_when_openmetrics_is_asked_for(exporter, namespace):
+    exporter.set_gauge("vllm:num_requests_running", 3, namespace=namespace)
+    request = urllib.request.Request(exporter.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        content_type = response.headers["Content-Type"]
+        body = response.read().decode()
+    assert content_type.startswith("text/plain")
+    assert f'vllm:num_requests_running{{namespace="{namespace}"}} 3.0' in body
+
+
+def test_an_unavailable_exporter_shows_as_down(prometheus, exporter):
+    exporter.set_available(False)
+    try:
+        wait_until(lambda: prometheus.query('up{job="exporter"} == 0'), timeout=5, interval=0.2)
+    finally:
+        exporter.set_available(True)
+    wait_until(lambda: prometheus.query('up{job="exporter"} == 1'), timeout=5, interval=0.2)
+
+
+def test_a_rejected_query_raises(prometheus):
+    with pytest.raises(PrometheusError, match="bad_data"):
+        prometheus.query("sum(")
+
+
+def openmetrics_history(name: str, labels: dict[str, str], values: list[float], end: float, step: int) -> str:
+    label_text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    start = int(end) - step * len(values)
+    lines = [f"# TYPE {name} gauge"]
+    lines += [f"{name}{{{label_text}}} {value} {start + i * step}" for i, value in enumerate(values)]
+    return "\n".join([*lines, "# EOF"])
+
+
+def test_backfilled_history_is_queryable_before_and_after_a_start(tmp_path):
+    address = "127.0.0.1:1"  # never scraped successfully: only history exists
+    labels = Prometheus.instance_labels("fleet", address)
+    now = time.time()
+    server = Prometheus({"fleet": [address]}, workdir=tmp_path / "prometheus")
+    server.backfill(openmetrics_history("load", labels, [1.0, 2.0, 3.0, 4.0], end=now - 3600, step=60))
+    with server:
+        result = server.query_range(
+            f'load{{job="fleet",instance="{address}"}}', start=now - 7200, end=now - 3600, step=60
+        )
+        assert [float(v) for _, v in result[0]["values"]][:4] == [1.0, 2.0, 3.0, 4.0]
+
+        port = server.port
+        server.backfill(openmetrics_history("load2", labels, [5.0, 6.0], end=now - 600, step=60))
+        assert server.port == port and server.running()
+        assert server.query(f"count_over_time(load2[1h] @ {now - 600:.0f})")[0]["value"][1] == "2"
+
+
+def test_a_stopped_prometheus_leaves_no_process_and_no_temp_dir():
+    server = Prometheus({}).start()
+    url, workdir = server.url, server.workdir
+    server.stop()
+    assert not server.running()
+    assert not workdir.exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/-/ready", timeout=1)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def test_stop_reaches_grandchildren(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; wait"
+    process = start_process(["sh", "-c", script], log_path=tmp_path / "sh.log")
+    grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=5))
+
+    process.stop(timeout=2)
+
+    wait_until(lambda: not pathlib.Path(f"/proc/{grandchild}").exists() or _is_zombie(grandchild), timeout=5)
+
+
+def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    process = start_process([sys.executable, "-c", code], log_path=tmp_path / "stubborn.log")
+    wait_until(lambda: "ready" in process.log_text(), timeout=5)
+
+    assert process.stop(timeout=0.3) == -signal.SIGKILL
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_children_get_the_parent_death_signal(tmp_path):
+    # The safety net for a parent killed with SIGKILL (no cleanup runs): the kernel kills the child.
+    code = (
+        "import sys; sys.path.insert(0, {root!r});"
+        "from controller.devcluster.processes import start_process; import pathlib, time;"
+        "p = start_process(['sleep', '60'], log_path=pathlib.Path({log!r}));"
+        "print(p.pid, flush=True); time.sleep(60)"
+    ).format(root=str(pathlib.Path(__file__).resolve().parent.parent), log=str(tmp_path / "sleep.log"))
+    parent = start_process([sys.executable, "-c", code], log_path=tmp_path / "parent.log")
+    child = int(wait_until(lambda: parent.log_text().strip(), timeout=10))
+
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.popen.wait(5)
+
+    wait_until(lambda: not pathlib.Path(f"/proc/{child}").exists() or _is_zombie(child), timeout=5)
+
+
+def test_exporter_rejects_a_metric_reused_with_other_labels():
+    exporter = Exporter()
+    try:
+        exporter.set_gauge("g", 1, namespace="a")
+        with pytest.raises(ValueError, match="labels"):
+            exporter.set_gauge("g", 1, namespace="a", pod="p")
+    finally:
+        exporter.stop()

@@ -40,9 +40,7 @@ def finishes(events: list[EngineEvent]) -> dict[Request, float]:
     return {e.request: e.e2e_s for e in events if isinstance(e, Finished)}
 
 
-def burst(
-    count: int, spacing_s: float, prompt: int = 1000, output: int = 200, start_s: float = 0.0
-) -> list[Request]:
+def burst(count: int, spacing_s: float, prompt: int = 1000, output: int = 200, start_s: float = 0.0) -> list[Request]:
     return [Request(start_s + i * spacing_s, prompt, output) for i in range(count)]
 
 

@@ -256,6 +256,8 @@ class VllmMetrics:
             if pod is None or replica.phase is ReplicaPhase.STARTING:
                 continue
             labels = self._labels(pod)
+            if pod not in self._published_tokens:
+                self._start_series(pod)
             held = replica.running + replica.awaiting_prefill
             self._running.labels(*labels).set(replica.running)
             waiting = replica.awaiting_prefill + router_share.get(replica.replica_id, 0)
@@ -267,6 +269,13 @@ class VllmMetrics:
             self._prompt_tokens.labels(*labels).inc(tokens[0] - prompt_before)
             self._generation_tokens.labels(*labels).inc(tokens[1] - generation_before)
             self._published_tokens[pod] = tokens
+
+    def _start_series(self, pod: str) -> None:
+        # vLLM binds its label sets at start-up: a serving pod shows zeros before its first request.
+        labels = self._labels(pod)
+        for family in (self._ttft, self._e2e, self._prompt_tokens, self._generation_tokens):
+            family.labels(*labels)
+        self._success.labels(*labels, "stop")
 
     def _forget(self, pod: str) -> None:
         for family in (

@@ -126,18 +126,6 @@ def test_generate_name_gives_distinct_names(core, namespace):
     assert all(name.startswith("scaled-") and len(name) > len("scaled-") for name in names)
 
 
-def test_custom_object_create_returns_the_object(custom, namespace):
-    policy = {
-        "apiVersion": "infercast.io/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": {"name": "p"},
-        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"}, "maxReplicas": 3},
-    }
-    created = custom.create_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies", policy)
-    assert created["metadata"]["name"] == "p"
-    assert created["metadata"]["uid"]
-
-
 def test_generation_follows_spec_changes_only(apps, namespace):
     created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
 
@@ -172,23 +160,16 @@ def test_a_stale_resource_version_is_a_conflict(apps, namespace):
     assert apps.read_namespaced_deployment("llm", namespace).spec.replicas == 2
 
 
-def test_a_failing_json_patch_test_is_unprocessable(custom, namespace, apiserver):
-    policy = {
-        "apiVersion": "infercast.io/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": {"name": "p"},
-        "spec": {"maxReplicas": 3},
-    }
-    custom.create_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies", policy)
+def test_a_failing_json_patch_test_is_unprocessable(core, namespace, apiserver):
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
     ops = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": "0"},
         {"op": "add", "path": "/metadata/finalizers", "value": ["x"]},
     ]
-    path = f"/apis/infercast.io/v1alpha1/namespaces/{namespace}/scalingpolicies/p"
+    path = f"/api/v1/namespaces/{namespace}/configmaps/c"
     status, body = raw_request(apiserver, "PATCH", path, ops, content_type="application/json-patch+json")
     assert (status, body["reason"]) == (422, "Invalid")
-    got = custom.get_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies", "p")
-    assert "finalizers" not in got["metadata"]
+    assert core.read_namespaced_config_map("c", namespace).metadata.finalizers is None
 
 
 def test_status_is_written_only_through_the_status_subresource(apps, namespace):
@@ -233,56 +214,113 @@ def test_a_resource_without_scale_subresource_has_no_scale(core, namespace, apis
     assert status == 404
 
 
-ROLLOUT_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "rollouts.test.infercast.io"},
-    "spec": {
-        "group": "test.infercast.io",
-        "scope": "Namespaced",
-        "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout", "shortNames": ["ro"]},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                "subresources": {
-                    "status": {},
-                    "scale": {
-                        "specReplicasPath": ".spec.replicas",
-                        "statusReplicasPath": ".status.replicas",
-                        "labelSelectorPath": ".status.selector",
-                    },
-                },
-            }
-        ],
-    },
-}
+def rollout_crd(group: str) -> dict:
+    """A CRD like Argo's Rollout: status and scale subresources, a schema with defaults and bounds."""
+    integer = {"type": "integer", "minimum": 0}
+    spec = {
+        "type": "object",
+        "properties": {
+            "replicas": {**integer, "default": 1},
+            "strategy": {"type": "string", "enum": ["Canary", "BlueGreen"], "default": "Canary"},
+        },
+    }
+    status = {"type": "object", "properties": {"replicas": integer, "selector": {"type": "string"}}}
+    schema = {"type": "object", "properties": {"spec": spec, "status": status}}
+    scale = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"rollouts.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout", "shortNames": ["ro"]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}, "scale": scale},
+                }
+            ],
+        },
+    }
 
 
-def test_a_crd_created_through_the_api_serves_its_resource_and_scale(kube, custom, namespace):
+ROLLOUTS_GROUP = "rollouts.test.infercast.io"
+
+
+@pytest.fixture(scope="module")
+def rollouts(kube):
+    """The Rollout CRD, registered through the API for this module's tests."""
     extensions = client.ApiextensionsV1Api(kube)
-    created = extensions.create_custom_resource_definition(ROLLOUT_CRD)
-    try:
-        conditions = {c.type: c.status for c in created.status.conditions}
-        assert conditions == {"NamesAccepted": "True", "Established": "True"}
-        resources = client.CustomObjectsApi(kube).get_api_resources("test.infercast.io", "v1").resources
-        assert {r.name for r in resources} == {"rollouts", "rollouts/status", "rollouts/scale"}
+    created = extensions.create_custom_resource_definition(rollout_crd(ROLLOUTS_GROUP))
+    yield created
+    extensions.delete_custom_resource_definition(created.metadata.name)
 
-        rollout = {"apiVersion": "test.infercast.io/v1", "kind": "Rollout", "metadata": {"name": "r"}}
-        group = ("test.infercast.io", "v1", namespace, "rollouts")
-        custom.create_namespaced_custom_object(*group, {**rollout, "spec": {"replicas": 1}})
-        custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 1, "selector": "app=r"}})
-        custom.patch_namespaced_custom_object_scale(*group, "r", {"spec": {"replicas": 3}})
 
-        scale = custom.get_namespaced_custom_object_scale(*group, "r")
-        assert (scale["spec"]["replicas"], scale["status"]["replicas"], scale["status"]["selector"]) == (3, 1, "app=r")
-        assert custom.get_namespaced_custom_object(*group, "r")["spec"]["replicas"] == 3
-    finally:
-        extensions.delete_custom_resource_definition(ROLLOUT_CRD["metadata"]["name"])
+def rollout(name: str, **spec) -> dict:
+    return {"apiVersion": f"{ROLLOUTS_GROUP}/v1", "kind": "Rollout", "metadata": {"name": name}, "spec": spec}
+
+
+def test_a_crd_created_through_the_api_is_established_and_discoverable(rollouts, kube):
+    assert {c.type: c.status for c in rollouts.status.conditions} == {"NamesAccepted": "True", "Established": "True"}
+    resources = client.CustomObjectsApi(kube).get_api_resources(ROLLOUTS_GROUP, "v1").resources
+    assert {r.name for r in resources} == {"rollouts", "rollouts/status", "rollouts/scale"}
+
+
+@pytest.mark.usefixtures("rollouts")
+def test_custom_object_create_returns_the_object_with_schema_defaults(custom, namespace):
+    created = custom.create_namespaced_custom_object(ROLLOUTS_GROUP, "v1", namespace, "rollouts", rollout("r"))
+    assert created["metadata"]["uid"]
+    assert created["spec"] == {"replicas": 1, "strategy": "Canary"}
+
+
+@pytest.mark.usefixtures("rollouts")
+@pytest.mark.parametrize("spec", [{"replicas": -1}, {"strategy": "Linear"}, {"replicas": "two"}])
+def test_objects_violating_the_crd_schema_are_rejected(custom, namespace, spec):
     with pytest.raises(ApiException) as error:
-        custom.list_namespaced_custom_object("test.infercast.io", "v1", namespace, "rollouts")
+        custom.create_namespaced_custom_object(ROLLOUTS_GROUP, "v1", namespace, "rollouts", rollout("r", **spec))
+    assert error.value.status == 422
+
+
+@pytest.mark.usefixtures("rollouts")
+def test_fields_unknown_to_the_crd_schema_are_pruned(custom, namespace):
+    group = (ROLLOUTS_GROUP, "v1", namespace, "rollouts")
+    created = custom.create_namespaced_custom_object(*group, rollout("r", replicas=2, paused=True))
+    patched = custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 2, "phase": "x"}})
+    assert created["spec"] == {"replicas": 2, "strategy": "Canary"}
+    assert patched["status"] == {"replicas": 2}
+
+
+@pytest.mark.usefixtures("rollouts")
+def test_the_scale_subresource_of_a_crd_maps_to_its_declared_paths(custom, namespace):
+    group = (ROLLOUTS_GROUP, "v1", namespace, "rollouts")
+    custom.create_namespaced_custom_object(*group, rollout("r", replicas=1))
+    custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 1, "selector": "app=r"}})
+
+    custom.patch_namespaced_custom_object_scale(*group, "r", {"spec": {"replicas": 3}})
+
+    scale = custom.get_namespaced_custom_object_scale(*group, "r")
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"], scale["status"]["selector"]) == (3, 1, "app=r")
+    assert custom.get_namespaced_custom_object(*group, "r")["spec"]["replicas"] == 3
+
+
+def test_deleting_a_crd_stops_serving_its_resource(kube, custom, namespace):
+    extensions = client.ApiextensionsV1Api(kube)
+    crd = rollout_crd("deleted.test.infercast.io")
+    extensions.create_custom_resource_definition(crd)
+    custom.list_namespaced_custom_object("deleted.test.infercast.io", "v1", namespace, "rollouts")
+
+    extensions.delete_custom_resource_definition(crd["metadata"]["name"])
+
+    with pytest.raises(ApiException) as error:
+        custom.list_namespaced_custom_object("deleted.test.infercast.io", "v1", namespace, "rollouts")
     assert error.value.status == 404
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 import jsonpatch
+import jsonschema
 import kmock
 import yaml
 
@@ -276,6 +277,64 @@ def _labels_match(labels: Mapping[str, str], selector: str) -> bool:
     return True
 
 
+# Every object keeps these whatever its schema says (the API server validates them by itself).
+_OBJECT_ROOT: dict[str, Any] = {
+    "apiVersion": {},
+    "kind": {},
+    "metadata": {"x-kubernetes-preserve-unknown-fields": True},
+}
+
+
+def prune_unknown_fields(value: Any, schema: Mapping[str, Any]) -> None:
+    """Drop fields the schema does not declare, as the API server silently does for custom resources.
+
+    Without this, an operator writing a status field its CRD lacks would pass every test here and
+    lose the field in a real cluster.
+    """
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        keep_unknown = bool(schema.get("x-kubernetes-preserve-unknown-fields")) or extra is True
+        for key in list(value):
+            if key in properties:
+                prune_unknown_fields(value[key], properties[key])
+            elif isinstance(extra, Mapping):
+                prune_unknown_fields(value[key], extra)
+            elif not keep_unknown:
+                del value[key]
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            prune_unknown_fields(item, schema["items"])
+
+
+def apply_defaults(value: Any, schema: Mapping[str, Any]) -> None:
+    """Fill in the ``default`` of every absent property, recursively, as the API server does."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        for key, subschema in properties.items():
+            if key not in value and "default" in subschema:
+                value[key] = copy.deepcopy(subschema["default"])
+            if key in value:
+                apply_defaults(value[key], subschema)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            for key in value.keys() - properties.keys():
+                apply_defaults(value[key], extra)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            apply_defaults(item, schema["items"])
+
+
+def schema_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """What is wrong with ``obj`` under a CRD's OpenAPI v3 schema (CEL rules are not evaluated)."""
+    # OpenAPI v3.0 schemas follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum).
+    validator = jsonschema.Draft4Validator(schema)
+    return sorted(
+        f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
+        for error in validator.iter_errors(obj)
+    )
+
+
 def _object_matches(request: kmock.Request, obj: Mapping[str, Any]) -> bool:
     """The namespace of the URL, ``labelSelector`` and the ``metadata.name`` field selector."""
     meta = obj.get("metadata") or {}
@@ -320,6 +379,7 @@ class DevApiServer(kmock.KubernetesEmulator):
         factory=lambda: collections.deque(maxlen=_HISTORY_LENGTH), init=False
     )
     _watchers: set[tuple[kmock.resource, asyncio.Queue[WatchEvent]]] = attrs.field(factory=set, init=False)
+    _schemas: dict[kmock.resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -392,6 +452,11 @@ class DevApiServer(kmock.KubernetesEmulator):
                 categories=set(names.get("categories") or ()),
                 subresources=set(subresources),
             )
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if schema:
+                self._schemas[resource] = schema
+            else:
+                self._schemas.pop(resource, None)
             scale = subresources.get("scale")
             if scale is not None:
                 self._scalable[resource] = ScaleSubresource(
@@ -410,6 +475,7 @@ class DevApiServer(kmock.KubernetesEmulator):
             resource = kmock.resource(spec["group"], version["name"], spec["names"]["plural"])
             self._resources.pop(resource, None)
             self._scalable.pop(resource, None)
+            self._schemas.pop(resource, None)
 
     # -- objects ---------------------------------------------------------------------------------
 
@@ -442,6 +508,18 @@ class DevApiServer(kmock.KubernetesEmulator):
             if watched == resource:
                 queue.put_nowait(change)
 
+    def _default_and_validate(self, resource: kmock.resource, obj: dict[str, Any]) -> None:
+        """A custom resource gets its schema's defaults, then must match the schema (else 422)."""
+        schema = self._schemas.get(resource)
+        if schema is None:
+            return
+        prune_unknown_fields(obj, {**schema, "properties": {**schema.get("properties", {}), **_OBJECT_ROOT}})
+        apply_defaults(obj, schema)
+        problems = schema_violations(obj, schema)
+        if problems:
+            name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName")
+            raise ApiError(422, "Invalid", f"{self._info(resource).kind} {name!r} is invalid: {'; '.join(problems)}")
+
     def _has_status_subresource(self, resource: kmock.resource) -> bool:
         return "status" in self._info(resource).subresources
 
@@ -464,6 +542,7 @@ class DevApiServer(kmock.KubernetesEmulator):
             obj.pop("status", None)
         obj.setdefault("apiVersion", f"{resource.group}/{resource.version}".lstrip("/"))
         obj.setdefault("kind", info.kind)
+        self._default_and_validate(resource, obj)
         async with self._lock:
             if not meta.get("name"):
                 meta["name"] = self._generate_name(resource, meta)
@@ -555,6 +634,7 @@ class DevApiServer(kmock.KubernetesEmulator):
                     wanted["status"] = current.get("status")
             if wanted.get("status") is None:
                 wanted.pop("status", None)
+            self._default_and_validate(resource, wanted)
             updated = await self._commit(resource, current, wanted)
             return self._scale_of(resource, updated) if subresource == "scale" else updated
 

@@ -17,8 +17,9 @@ duplicate timestamps        values landing on one grid slot are averaged (jitter
 counter resets              only with ``counter=True``: a decrease is a restart, the increase
                             across it is the value after the restart (Prometheus ``rate()``
                             semantics); the result is the per-second rate
-irregular / jittered times  snapped to the nearest slot of a grid anchored at the first sample,
-                            with ``step`` = median spacing unless given
+irregular / jittered times  snapped to the nearest slot of a grid anchored at the first sample;
+                            ``step`` (unless given) is the median spacing, rounded to the usual
+                            scrape interval within 20% of it (jitter must not make a 66 s step)
 gap <= ``max_gap_steps``    filled by linear interpolation (counted in ``n_filled``)
 longer gap                  history before it is dropped: a long outage means the service
                             restarted, and interpolating hours is fabrication
@@ -79,6 +80,15 @@ def regularize(
     # pandas keeps the resolution it was given (s, ms, us, ns); integer arithmetic below needs one.
     raw.index = pd.DatetimeIndex(y.index).as_unit("ns")
     raw = raw.sort_index(kind="stable")
+    if step is None:
+        # From every timestamp, NaN rows included: a missing value is still a scrape that happened.
+        spacing = np.diff(pd.DatetimeIndex(raw.index).asi8)
+        positive = spacing[spacing > 0]
+        if len(positive) == 0:
+            raise ForecastInputError("all samples share one timestamp; the step cannot be inferred")
+        step = _nominal_step(pd.Timedelta(int(np.median(positive)), unit="ns"))
+    if step <= pd.Timedelta(0):
+        raise ForecastInputError(f"step must be positive, got {step}")
     finite = np.isfinite(raw.to_numpy())
     n_nonfinite = int((~finite).sum())
     raw = raw[finite]
@@ -90,15 +100,6 @@ def regularize(
         raw, n_resets = _counter_rate(raw)
 
     times = pd.DatetimeIndex(raw.index)
-    spacing = np.diff(times.asi8)
-    if step is None:
-        positive = spacing[spacing > 0]
-        if len(positive) == 0:
-            raise ForecastInputError("all samples share one timestamp; the step cannot be inferred")
-        step = pd.Timedelta(int(np.median(positive)), unit="ns")
-    if step <= pd.Timedelta(0):
-        raise ForecastInputError(f"step must be positive, got {step}")
-
     origin = times[0]
     slots = np.rint((times.asi8 - origin.value) / step.value).astype(np.int64)
     grouped = pd.Series(raw.to_numpy(), index=slots).groupby(level=0).mean()
@@ -132,6 +133,18 @@ def regularize(
         n_filled=n_filled,
         n_dropped=n_dropped,
     )
+
+
+#: Scrape and aggregation intervals people actually configure.
+NOMINAL_STEPS = tuple(
+    pd.Timedelta(step)
+    for step in ("1s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "30min", "1h")
+)
+
+
+def _nominal_step(median: pd.Timedelta) -> pd.Timedelta:
+    nearest = min(NOMINAL_STEPS, key=lambda step: abs(step - median))
+    return nearest if abs(nearest - median) <= 0.2 * nearest else median
 
 
 def _counter_rate(counter: pd.Series) -> tuple[pd.Series, int]:

@@ -7,8 +7,8 @@ How a series is forecast is decided by how the candidates would have done on its
    seasonality is allowed only when the history covers two cycles (hours: none; two days:
    daily; two weeks: weekly), a rule every model applies through
    :func:`forecasting.seasonality.supported_periods`.
-2. **Rolling-origin backtest.** Each candidate is refitted at ``n_origins`` origins in the recent
-   half of the history and forecasts ``horizon`` steps from each. A candidate's score is the mean
+2. **Rolling-origin backtest.** Each candidate is refitted at ``n_origins`` origins spread over
+   the recent half of the history and forecasts ``horizon`` steps from each. A candidate's score is the mean
    of its MASE and its 0.9 pinball loss, each relative to seasonal naive's, so 1.0 is "as good as
    the baseline". Candidates are listed simplest first and a later one must beat the best so far
    by ``min_improvement``: a complex model that only ties the baseline in backtest is the one that
@@ -86,14 +86,16 @@ class Backtest:
 
 
 def rolling_origins(n: int, horizon: int, n_origins: int) -> np.ndarray:
-    """Training lengths for a backtest: ``n_origins`` origins in the recent half of ``n`` points,
-    ``horizon`` apart (closer when the history is short), the last one leaving ``horizon`` points
-    to forecast."""
+    """Training lengths for a backtest: ``n_origins`` origins spread evenly over the recent half of
+    ``n`` points, the last one leaving ``horizon`` points to forecast.
+
+    Spread, not packed at the end: ten origins six steps apart see one hour of a daily series,
+    and the model that wins a quiet hour is not the one that wins the day."""
     last = n - horizon
     room = last - n // 2
     if room < 0:
         return np.empty(0, dtype=int)
-    stride = max(1, min(horizon, room // max(1, n_origins - 1)))
+    stride = max(1, room // max(1, n_origins - 1))
     count = min(n_origins, room // stride + 1)
     return np.asarray(last - stride * np.arange(count)[::-1], dtype=int)
 
@@ -187,7 +189,7 @@ class AutoForecaster:
     """Chooses among ``candidates`` per series by backtest and calibrates the winner's quantiles.
 
     ``candidates`` default to :func:`default_candidates`; the first is the baseline the others are
-    scored against. Learned: ``scores_`` (candidate name -> relative score), ``backtests_``,
+    scored against. Learned: ``scores_`` (``position:model`` -> score relative to the first), ``backtests_``,
     ``chosen_`` (the winning prototype, unfitted), ``calibration_`` and ``model_`` (the winner
     refitted on the whole history).
     """
@@ -240,7 +242,7 @@ class AutoForecaster:
                 _ratio(result.mase(), baseline.mase())
                 + _ratio(result.pinball(SCORED_LEVEL), baseline.pinball(SCORED_LEVEL))
             )
-            key = f"{type(candidate).__name__}:{result.model}"
+            key = f"{len(self.scores_)}:{result.model}"  # unique even when two candidates share a model
             self.scores_[key] = score
             self.backtests_[key] = result
             if best is None or score < best[0] * (1 - self.min_improvement):

@@ -1,0 +1,88 @@
+"""Each input defect of forecasting.hygiene gets its documented handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting import ForecastInputError, regularize
+
+
+def minutes(*offsets: float) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([pd.Timestamp("2024-01-01") + pd.Timedelta(minutes=m) for m in offsets])
+
+
+def test_unsorted_input_is_sorted() -> None:
+    clean = regularize(pd.Series([3.0, 1.0, 2.0], index=minutes(2, 0, 1)))
+    assert clean.values.tolist() == [1.0, 2.0, 3.0]
+    assert clean.values.index.is_monotonic_increasing
+
+
+def test_duplicate_timestamps_are_averaged() -> None:
+    clean = regularize(pd.Series([1.0, 3.0, 5.0, 6.0], index=minutes(0, 1, 1, 2)))
+    assert clean.values.tolist() == [1.0, 4.0, 6.0]
+    assert clean.n_duplicates == 1
+
+
+def test_jittered_scrapes_snap_to_the_grid() -> None:
+    clean = regularize(pd.Series([1.0, 2.0, 3.0, 4.0], index=minutes(0, 1.1, 1.95, 3.05)))
+    assert clean.step == pd.Timedelta(minutes=1)
+    assert clean.values.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert clean.values.index.equals(pd.date_range("2024-01-01", periods=4, freq="1min"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_values_become_interpolated_gaps(bad: float) -> None:
+    clean = regularize(pd.Series([1.0, bad, 3.0, 4.0], index=minutes(0, 1, 2, 3)))
+    assert clean.values.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert (clean.n_nonfinite, clean.n_filled) == (1, 1)
+
+
+def test_short_gap_is_interpolated_on_the_grid() -> None:
+    clean = regularize(pd.Series([0.0, 1.0, 4.0, 5.0], index=minutes(0, 1, 4, 5)))
+    assert clean.values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert clean.n_filled == 2
+
+
+def test_long_gap_drops_the_history_before_it() -> None:
+    y = pd.Series(np.arange(10.0), index=minutes(0, 1, 2, 3, 100, 101, 102, 103, 104, 105))
+    clean = regularize(y, max_gap_steps=60)
+    assert clean.values.tolist() == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    assert clean.values.index[0] == minutes(100)[0]
+    assert clean.n_dropped == 4
+
+
+def test_counter_resets_are_rates_across_the_restart() -> None:
+    # 60 per minute, then the target restarts at minute 3 and counts 30 by the sample
+    counter = pd.Series([0.0, 60.0, 120.0, 30.0, 90.0], index=minutes(0, 1, 2, 3, 4))
+    clean = regularize(counter, counter=True)
+    assert clean.values.tolist() == [1.0, 1.0, 0.5, 1.0]
+    assert clean.n_resets == 1
+
+
+def test_constant_series_is_kept_and_flagged() -> None:
+    clean = regularize(pd.Series(5.0, index=pd.date_range("2024-01-01", periods=5, freq="10s")))
+    assert clean.constant
+    assert not regularize(pd.Series([1.0, 2.0, 3.0], index=minutes(0, 1, 2))).constant
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        pd.Series([1.0, 2.0, 3.0]),  # no time index
+        pd.Series(["a", "b", "c"], index=minutes(0, 1, 2)),  # not numbers
+        pd.Series([1.0, np.nan, np.nan], index=minutes(0, 1, 2)),  # one finite value
+        pd.Series([1.0, 2.0, 3.0], index=minutes(0, 0, 0)),  # no spacing to infer a step from
+        pd.Series([1.0, 2.0], index=minutes(0, 1)),  # shorter than min_points
+    ],
+)
+def test_unusable_input_raises(y: pd.Series) -> None:
+    with pytest.raises(ForecastInputError):
+        regularize(y)
+
+
+def test_too_short_after_dropping_a_long_gap_explains_why() -> None:
+    y = pd.Series(np.arange(6.0), index=minutes(0, 1, 2, 3, 200, 201))
+    with pytest.raises(ForecastInputError, match="dropped before a gap"):
+        regularize(y, min_points=3)

@@ -21,11 +21,12 @@ def load_kubeconfig(**_: Any) -> None:
     config.load_kube_config()  # $KUBECONFIG, set by the test's operator fixture
 
 
-def scale(namespace: str, deployment: str, replicas: int) -> None:
+def scale(namespace: str | None, deployment: str, replicas: int) -> None:
+    assert namespace is not None  # echoes are namespaced
     client.AppsV1Api().patch_namespaced_deployment_scale(deployment, namespace, {"spec": {"replicas": replicas}})
 
 
-def echo(spec: kopf.Spec, namespace: str, body: kopf.Body, patch: kopf.Patch) -> None:
+def echo(spec: kopf.Spec, namespace: str | None, body: kopf.Body, patch: kopf.Patch) -> None:
     replicas = int(spec["replicas"])
     scale(namespace, spec["target"], replicas)
     kopf.info(body, reason="Scaled", message=f"scaled {spec['target']} to {replicas}")
@@ -33,7 +34,7 @@ def echo(spec: kopf.Spec, namespace: str, body: kopf.Body, patch: kopf.Patch) ->
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def created(spec: kopf.Spec, status: kopf.Status, namespace: str, body: kopf.Body, patch: kopf.Patch,
+def created(spec: kopf.Spec, status: kopf.Status, namespace: str | None, body: kopf.Body, patch: kopf.Patch,
             **_: Any) -> None:
     echo(spec, namespace, body, patch)
     # Counts creations so that a test can tell a resumed operator from one that starts over.
@@ -41,10 +42,10 @@ def created(spec: kopf.Spec, status: kopf.Status, namespace: str, body: kopf.Bod
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def updated(spec: kopf.Spec, namespace: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def updated(spec: kopf.Spec, namespace: str | None, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     echo(spec, namespace, body, patch)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def deleted(spec: kopf.Spec, namespace: str, **_: Any) -> None:
+def deleted(spec: kopf.Spec, namespace: str | None, **_: Any) -> None:
     scale(namespace, spec["target"], 0)

@@ -38,8 +38,7 @@ class Exporter:
     @property
     def address(self) -> str:
         """``host:port``, as a Prometheus scrape target (and its ``instance`` label)."""
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def url(self) -> str:

@@ -12,7 +12,8 @@ from kubernetes import client, config
 
 
 def api_client(kubeconfig: pathlib.Path) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(kubeconfig))
+    api: client.ApiClient = config.new_client_from_config(config_file=str(kubeconfig))
+    return api
 
 
 def deployment_manifest(name: str, *, replicas: int, labels: dict[str, str] | None = None) -> dict[str, Any]:

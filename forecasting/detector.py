@@ -61,7 +61,7 @@ class StreamingDetector:
         self,
         window: int = 200,
         level_scales: tuple[int, ...] = (1, 4, 16, 64),
-        seasonal_scales: tuple[int, ...] = (1, 16),
+        seasonal_scales: tuple[int, ...] = (1, 16, 64),
         profile_buckets: int = 288,
         min_history: int = 50,
         warmup: int = 100,
@@ -108,10 +108,15 @@ class StreamingDetector:
         if not 0.5 * SECONDS_PER_DAY <= age <= 1.5 * SECONDS_PER_DAY:
             return [None] * len(self.seasonal_scales)
         self.residuals_.append(value - expected)
-        return self._scale_statistics(self.residuals_.values(), self.seasonal_scales, self.values_.values())
+        # Yesterday's value is an unbiased forecast, so residuals are centred on zero, not on their
+        # recent median: a slow drift accumulates an offset against yesterday that a moving
+        # reference would follow.
+        return self._scale_statistics(
+            self.residuals_.values(), self.seasonal_scales, self.values_.values(), centre=0.0
+        )
 
     def _scale_statistics(
-        self, series: np.ndarray, scales: tuple[int, ...], level: np.ndarray
+        self, series: np.ndarray, scales: tuple[int, ...], level: np.ndarray, centre: float | None = None
     ) -> list[float | None]:
         """For each k: how far the mean of the last k points is from the ``window`` points before them.
 
@@ -126,7 +131,8 @@ class StreamingDetector:
                 continue
             reference = series[-self.window - k : -k]
             median, scale = median_and_scale(reference, floor)
-            statistics.append(abs(float(series[-k:].mean()) - median) / scale)
+            expected = median if centre is None else centre
+            statistics.append(abs(float(series[-k:].mean()) - expected) / scale)
         return statistics
 
     @staticmethod
@@ -152,7 +158,7 @@ class StreamingDetector:
             calibrator.add(statistic)
         if not pvalues:
             return 0.0
-        surprise = -math.log10(min(1.0, min(pvalues) * len(pvalues)))
+        surprise = max(0.0, -math.log10(min(1.0, min(pvalues) * len(pvalues))))
         return self._shape(surprise)
 
     def _shape(self, surprise: float) -> float:

@@ -85,10 +85,10 @@ class TailCalibrator:
             return 1.0
         x = math.log1p(statistic)
         b = self._bin(x)
-        above = float(self._counts[b + 1 :].sum())
-        if above > 0.0 or self._counts[b] > 0.0:
-            # Half of the own bin counts as "at least as large": a mid-rank.
-            return (above + 0.5 * float(self._counts[b]) + 1.0) / (self.total + 1.0)
+        at_least = float(self._counts[b:].sum())
+        if at_least > 0.0:
+            # The conformal p-value: the current value itself counts as one of the history.
+            return (at_least + 1.0) / (self.total + 1.0)
         occupied = np.flatnonzero(self._counts)
         top = int(occupied[-1])
         cumulative = np.cumsum(self._counts[::-1])[::-1]

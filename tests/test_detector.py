@@ -1,0 +1,139 @@
+"""The streaming detector: past-only, bounded scores, and it flags what an operator would call anomalous."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecasting.detector import StreamingDetector
+
+ALERT = 0.5  # the score at which the detector's own alert level is reached (see its docstring)
+N = 2400  # 5-minute points: a bit over 8 days, so the daily profile is learned
+ANOMALY_AT = 1800
+INDEX = pd.date_range("2024-03-01", periods=N, freq="5min")
+
+
+def noise(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 1.0, N)
+
+
+def daily(amplitude: float = 10.0) -> np.ndarray:
+    return amplitude * np.sin(2 * np.pi * np.arange(N) / 288)
+
+
+def scores(values: np.ndarray) -> np.ndarray:
+    return StreamingDetector().score_series(pd.Series(values, index=INDEX))
+
+
+def alerts(values: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(scores(values) >= ALERT)
+
+
+BASELINES = {"noise": 50 + noise(), "daily": 50 + daily() + noise()}
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
+def test_quiet_series_raise_almost_no_alerts(baseline: str) -> None:
+    assert len(alerts(BASELINES[baseline])) <= 1
+
+
+@pytest.mark.parametrize("baseline", BASELINES)
+@pytest.mark.parametrize(
+    ("anomaly", "latest_detection"),
+    [
+        ("spike", 0),  # one point 8 sigma off: flagged on the point itself
+        ("level_shift", 12),  # +4 sigma for good: flagged within an hour
+        ("slow_drift", 150),  # +0.02 sigma per point (a leak): flagged before it is 3 sigma off
+    ],
+)
+def test_injected_anomalies_are_flagged(baseline: str, anomaly: str, latest_detection: int) -> None:
+    values = BASELINES[baseline].copy()
+    after = np.arange(N - ANOMALY_AT)
+    if anomaly == "spike":
+        values[ANOMALY_AT] += 8.0
+    elif anomaly == "level_shift":
+        values[ANOMALY_AT:] += 4.0
+    else:
+        values[ANOMALY_AT:] += 0.02 * after
+    flagged = alerts(values)
+    before = flagged[flagged < ANOMALY_AT]
+    during = flagged[flagged >= ANOMALY_AT]
+    assert len(before) <= 1
+    assert len(during) > 0
+    assert during[0] - ANOMALY_AT <= latest_detection
+
+
+def test_scores_before_a_change_do_not_depend_on_data_after_it() -> None:
+    original = BASELINES["daily"]
+    changed = original.copy()
+    changed[ANOMALY_AT:] = np.random.default_rng(7).normal(500.0, 100.0, N - ANOMALY_AT)
+    np.testing.assert_array_equal(scores(original)[:ANOMALY_AT], scores(changed)[:ANOMALY_AT])
+    assert not np.array_equal(scores(original)[ANOMALY_AT:], scores(changed)[ANOMALY_AT:])
+
+
+def test_missing_values_score_zero_and_leave_the_state_unchanged() -> None:
+    values = BASELINES["daily"]
+    with_gaps = values.copy()
+    gaps = np.arange(300, N, 97)
+    with_gaps[gaps] = np.nan
+    with_gaps[gaps[::2] + 1] = np.inf
+    bad = ~np.isfinite(with_gaps)
+
+    detector = StreamingDetector()
+    gappy_scores = detector.score_series(pd.Series(with_gaps, index=INDEX))
+    clean_scores = StreamingDetector().score_series(pd.Series(values[~bad], index=INDEX[~bad]))
+
+    assert (gappy_scores[bad] == 0.0).all()
+    np.testing.assert_array_equal(gappy_scores[~bad], clean_scores)
+
+
+def test_constant_series_scores_zero_until_it_changes() -> None:
+    values = np.full(N, 3.0)
+    assert (scores(values) == 0.0).all()
+    values[ANOMALY_AT:] = 3.5
+    changed = scores(values)
+    assert changed[ANOMALY_AT] >= ALERT
+    assert (changed[:ANOMALY_AT] == 0.0).all()
+
+
+def test_one_incident_raises_one_alert() -> None:
+    values = BASELINES["noise"].copy()
+    values[ANOMALY_AT : ANOMALY_AT + 20] += 10.0
+    flagged = alerts(values)
+    incident = flagged[(flagged >= ANOMALY_AT) & (flagged < ANOMALY_AT + 100)]
+    assert len(incident) == 1
+
+
+def test_same_input_gives_same_scores() -> None:
+    values = BASELINES["daily"]
+    np.testing.assert_array_equal(scores(values), scores(values))
+
+
+def test_reset_forgets_the_past() -> None:
+    detector = StreamingDetector()
+    series = pd.Series(BASELINES["daily"], index=INDEX)
+    first = detector.score_series(series)
+    detector.reset()
+    np.testing.assert_array_equal(detector.score_series(series), first)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True, width=64),
+            st.floats(min_value=-1e3, max_value=1e3),
+            st.sampled_from([0.0, 1.0]),
+        ),
+        min_size=1,
+        max_size=400,
+    )
+)
+def test_scores_are_always_in_unit_interval(values: list[float]) -> None:
+    index = pd.date_range("2024-03-01", periods=len(values), freq="15s")
+    result = StreamingDetector().score_series(pd.Series(values, index=index, dtype=float))
+    assert result.shape == (len(values),)
+    assert ((result >= 0.0) & (result <= 1.0)).all()

@@ -93,9 +93,8 @@ def _tail_rate(
     """
     if inner_level is None or inner_q is None:
         return 0.0
-    spread = abs(outer_q - inner_q)
-    if spread == 0.0:
-        return 0.0
-    if upper:
-        return math.log((1.0 - inner_level) / (1.0 - outer_level)) / spread
-    return math.log(inner_level / outer_level) / spread
+    ratio = (1.0 - inner_level) / (1.0 - outer_level) if upper else inner_level / outer_level
+    with np.errstate(over="ignore", divide="ignore"):
+        rate = float(np.log(ratio) / np.float64(abs(outer_q - inner_q)))
+    # A spread too small to divide by is no spread at all.
+    return rate if math.isfinite(rate) else 0.0

@@ -25,7 +25,7 @@ FAST: dict[str, Callable[[], Forecaster]] = {
     "seasonal_naive": SeasonalNaive,
     "damped_trend": DampedTrend,
     "linear": LinearForecaster,
-    "gbm": lambda: GradientBoostingForecaster(max_iter=20, random_state=3),
+    "gbm": lambda: GradientBoostingForecaster(max_iter=20, max_rows=2000, random_state=3),
     "auto": lambda: AutoForecaster(n_origins=4),
 }
 ALL = FAST | {"prophet": lambda: ProphetForecaster(uncertainty_samples=50, seed=3)}

@@ -41,8 +41,11 @@ class StreamingDetector:
         the same for the residuals against the time-of-day profile.
     profile_buckets:
         time-of-day buckets of the daily profile (288 = 5 minutes each).
+    min_history:
+        points a reference window needs before its statistic is computed at all.
     warmup:
-        updates before any score above 0 (the calibrators need a history to compare with).
+        past values a statistic's calibrator needs before that statistic may raise the score
+        (a tail probability learned from a handful of values means nothing).
     memory:
         effective length, in updates, of the calibrators' exponentially decaying history.
     alert_level:
@@ -52,9 +55,10 @@ class StreamingDetector:
         updates after an alert during which the score is held below the alert level.
 
     The detector is the state of one series: keep one instance per series and feed it points in
-    time order with :meth:`update`. Memory is bounded (about ``30 * window + 8 * profile_buckets``
-    floats) and one update costs O(window) (two medians over the window); NaN/inf values score 0
-    and leave the state unchanged.
+    time order with :meth:`update`. Memory is bounded whatever the stream length: two sliding
+    windows, the daily profile and one 400-bin histogram per statistic, about 7,000 floats (~60 KB).
+    One update costs O(window): two medians over the window per statistic (~0.3 ms measured, see
+    ``docs/detector.md``). NaN/inf values score 0 and leave the state unchanged.
     """
 
     def __init__(

@@ -325,10 +325,22 @@ def apply_defaults(value: Any, schema: Mapping[str, Any]) -> None:
             apply_defaults(item, schema["items"])
 
 
+def _nullable_as_type(schema: Any) -> Any:
+    """OpenAPI's ``nullable: true`` as draft 4 says it: ``null`` among the allowed types."""
+    if isinstance(schema, list):
+        return [_nullable_as_type(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    converted = {key: _nullable_as_type(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable") and isinstance(schema.get("type"), str):
+        converted["type"] = [schema["type"], "null"]
+    return converted
+
+
 def schema_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """What is wrong with ``obj`` under a CRD's OpenAPI v3 schema (CEL rules are not evaluated)."""
-    # OpenAPI v3.0 schemas follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum).
-    validator = jsonschema.Draft4Validator(schema)
+    # OpenAPI v3.0 schemas follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum), plus ``nullable``.
+    validator = jsonschema.Draft4Validator(_nullable_as_type(schema))
     return sorted(
         f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
         for error in validator.iter_errors(obj)

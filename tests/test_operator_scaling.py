@@ -1,0 +1,310 @@
+"""The real operator (``infercast run``, Kopf) over HTTP against the emulated API server and real Prometheus.
+
+Every test owns a namespace, a vLLM-like Deployment whose load it sets on the session's exporter,
+and its own operator process watching only that namespace. A :class:`ReadyFollower` plays the
+Deployment controller (there is none behind the emulated API server).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.devcluster.processes import ManagedProcess
+from controller.devcluster.prometheus import Prometheus
+from tests.conftest import EXPORTER_JOB, OperatorFactory
+from tests.harness.exporter import Exporter
+from tests.harness.kube import deployment_manifest, events_for
+from tests.harness.polling import wait_until
+from tests.harness.workload import ReadyFollower
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "infercast.io", "v1alpha1", "scalingpolicies"
+WAITING = "vllm:num_requests_waiting"
+INTERVAL_S = 5
+# A decision takes up to one interval to come, plus Prometheus' 1 s scrape and the watch latency.
+DECISION_TIMEOUT_S = 3 * INTERVAL_S + 5
+
+
+@dataclass
+class Fleet:
+    """One vLLM Deployment in the test's namespace, the load it reports, and its ScalingPolicies."""
+
+    namespace: str
+    name: str
+    kube: client.ApiClient
+    exporter: Exporter
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.kube)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube)
+
+    def create(self, replicas: int) -> None:
+        self.apps.create_namespaced_deployment(self.namespace, deployment_manifest(self.name, replicas=replicas))
+        self.apps.patch_namespaced_deployment_status(
+            self.name, self.namespace, {"status": {"replicas": replicas, "readyReplicas": replicas}}
+        )
+
+    def set_waiting(self, total: float) -> None:
+        """The fleet's queue, as one vLLM pod of the Deployment reports it."""
+        pod = f"{self.name}-7d4b9c6f5d-pod00"
+        self.exporter.set_gauge(WAITING, total, namespace=self.namespace, pod=pod, model_name="llama")
+
+    def replicas(self) -> int:
+        return int(self.apps.read_namespaced_deployment_scale(self.name, self.namespace).spec.replicas)
+
+    def create_policy(self, name: str, prometheus_url: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ScalingPolicy",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": self.name},
+                "minReplicas": 1,
+                "maxReplicas": 10,
+                "interval": INTERVAL_S,
+                "prometheus": {"url": prometheus_url, "timeout": 1},
+                "metrics": [
+                    {
+                        "name": "waiting",
+                        "preset": "vllm-requests-waiting",
+                        "target": {"type": "AverageValue", "value": 10},
+                    }
+                ],
+                **spec,
+            },
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def status(self, policy: str) -> dict[str, Any]:
+        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, policy)
+        return dict(obj.get("status") or {})
+
+    def condition(self, policy: str, type_: str) -> dict[str, Any] | None:
+        return next((c for c in self.status(policy).get("conditions", []) if c["type"] == type_), None)
+
+    def event_reasons(self, name: str) -> list[str]:
+        return [e.reason for e in events_for(client.CoreV1Api(self.kube), self.namespace, name)]
+
+
+@pytest.fixture
+def fleet(namespace: str, kube: client.ApiClient, exporter: Exporter, prometheus: Prometheus) -> Fleet:
+    return Fleet(namespace=namespace, name="vllm", kube=kube, exporter=exporter)
+
+
+@pytest.fixture
+def follower(fleet: Fleet) -> Iterator[ReadyFollower]:
+    with ReadyFollower(fleet.apps, fleet.namespace, fleet.name) as running:
+        yield running
+
+
+def start_operator(operator: OperatorFactory, namespace: str) -> ManagedProcess:
+    return operator([sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace])
+
+
+def decision_lines(process: ManagedProcess) -> list[dict[str, Any]]:
+    """The operator's decision log: one JSON object per line, among Kopf's own log lines."""
+    lines = (line for line in process.log_text().splitlines() if line.startswith("{"))
+    return [d for d in map(json.loads, lines) if d.get("event") == "decision"]
+
+
+def stays(predicate: Any, seconds: float, interval: float = 0.5) -> None:
+    """Assert that ``predicate`` holds for the whole of ``seconds`` (bounded, polled)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), "the condition stopped holding"
+        time.sleep(interval)
+
+
+def test_scales_up_on_load_and_reports_the_decision(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, follower: ReadyFollower
+) -> None:
+    fleet.create(replicas=1)
+    fleet.set_waiting(40)  # 4x the target of 10 per replica
+    process = start_operator(operator, fleet.namespace)
+    fleet.create_policy("vllm", prometheus.url)
+
+    wait_until(lambda: fleet.replicas() == 4, timeout=DECISION_TIMEOUT_S)
+
+    last = wait_until(lambda: fleet.status("vllm").get("lastDecision"), timeout=DECISION_TIMEOUT_S)
+    logged = wait_until(lambda: [d for d in decision_lines(process) if d["action"] == "ScaleUp"], timeout=5)[0]
+    assert (logged["from"], logged["to"], logged["applied"]) == (1, 4, True)
+    assert logged["policy"] == f"{fleet.namespace}/vllm" and logged["target"] == "Deployment/vllm"
+    assert logged["inputs"]["metrics"][0]["value"] == 40
+    assert logged["output"]["desiredReplicas"] == 4
+    assert last["id"], "status carries the decision id"
+    assert "ScaleUp" in fleet.event_reasons("vllm"), "an Event on the policy"
+    assert "InfercastRescale" in fleet.event_reasons(fleet.name), "an Event on the scaled workload"
+    status = fleet.status("vllm")
+    assert status["lastScaleTime"]
+    assert fleet.condition("vllm", "Ready")["status"] == "True"  # type: ignore[index]
+    assert fleet.condition("vllm", "MetricsAvailable")["status"] == "True"  # type: ignore[index]
+
+
+def test_scales_down_only_after_the_stabilization_window(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, follower: ReadyFollower
+) -> None:
+    window = 20
+    fleet.create(replicas=4)
+    fleet.set_waiting(40)  # exactly the target: hold at 4
+    start_operator(operator, fleet.namespace)
+    fleet.create_policy("vllm", prometheus.url, behavior={"scaleDown": {"stabilizationWindowSeconds": window}})
+    wait_until(lambda: fleet.status("vllm").get("lastDecision"), timeout=DECISION_TIMEOUT_S)
+
+    fleet.set_waiting(5)  # needs 1 replica now
+    dropped_at = time.monotonic()
+    wait_until(
+        lambda: "ScaleDownStabilized" in (fleet.status("vllm").get("lastDecision") or {}).get("reasons", []),
+        timeout=DECISION_TIMEOUT_S,
+    )
+    stays(lambda: fleet.replicas() == 4, seconds=window - (time.monotonic() - dropped_at) - 2)
+    wait_until(lambda: fleet.replicas() == 1, timeout=window + DECISION_TIMEOUT_S)
+    assert time.monotonic() - dropped_at >= window - 1
+
+
+def test_holds_through_a_prometheus_outage_and_recovers_by_itself(
+    fleet: Fleet, exporter: Exporter, operator: OperatorFactory, follower: ReadyFollower, tmp_path: pathlib.Path
+) -> None:
+    own = Prometheus({EXPORTER_JOB: [exporter.address]}, workdir=tmp_path / "prometheus")
+    with own:
+        own.wait_for_series(f'up{{job="{EXPORTER_JOB}"}} == 1', timeout=20)
+        fleet.create(replicas=3)
+        fleet.set_waiting(30)
+        start_operator(operator, fleet.namespace)
+        fleet.create_policy("vllm", own.url, behavior={"scaleDown": {"stabilizationWindowSeconds": 0}})
+        wait_until(lambda: (fleet.condition("vllm", "MetricsAvailable") or {}).get("status") == "True", timeout=30)
+
+        own.stop()
+        fleet.set_waiting(0)  # were it seen, this would scale the fleet down to 1
+        outage = wait_until(
+            lambda: (c := fleet.condition("vllm", "MetricsAvailable")) and c["status"] == "False" and c,
+            timeout=DECISION_TIMEOUT_S,
+        )
+        assert outage["reason"] in ("Unreachable", "BackingOff", "Timeout")
+        stays(lambda: fleet.replicas() == 3, seconds=3 * INTERVAL_S)
+        assert fleet.status("vllm")["lastDecision"]["action"] == "Hold"
+
+        own.start()  # same port, same data
+        wait_until(lambda: (fleet.condition("vllm", "MetricsAvailable") or {}).get("status") == "True", timeout=90)
+        wait_until(lambda: fleet.replicas() == 1, timeout=DECISION_TIMEOUT_S)
+
+
+def test_recommend_mode_reports_but_never_writes(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory
+) -> None:
+    fleet.create(replicas=1)
+    fleet.set_waiting(60)
+    process = start_operator(operator, fleet.namespace)
+    fleet.create_policy("vllm", prometheus.url, mode="Recommend")
+
+    status = wait_until(lambda: (s := fleet.status("vllm")).get("desiredReplicas") == 5 and s, timeout=30)
+    assert status["lastDecision"]["applied"] is False
+    assert fleet.condition("vllm", "Ready")["reason"] == "Recommending"  # type: ignore[index]
+    stays(lambda: fleet.replicas() == 1, seconds=2 * INTERVAL_S)
+    assert all(not d["applied"] for d in decision_lines(process))
+    assert "InfercastRescale" not in fleet.event_reasons(fleet.name)
+
+
+def test_invalid_policies_are_refused_and_the_others_keep_working(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, follower: ReadyFollower
+) -> None:
+    fleet.create(replicas=1)
+    fleet.set_waiting(30)
+    process = start_operator(operator, fleet.namespace)
+    other = Fleet(fleet.namespace, "other", fleet.kube, fleet.exporter)
+    other.create(replicas=1)
+
+    def target(name: str, kind: str = "Deployment", api_version: str = "apps/v1") -> dict[str, Any]:
+        # Each refused policy claims its own workload: the one-writer rule is not what is tested here.
+        return {"targetRef": {"apiVersion": api_version, "kind": kind, "name": name}}
+
+    bad = {
+        "bounds": ({**target("b"), "minReplicas": 5, "maxReplicas": 2}, "InvalidReplicaBounds"),
+        "promql": (
+            {
+                **target("other"),
+                "metrics": [{"name": "q", "query": "sum(rate(x[1m])", "target": {"type": "Value", "value": 1}}],
+            },
+            "QueryRejected",
+        ),
+        "missing": (target("nope"), "TargetNotFound"),
+        "noscale": (target("cm", kind="ConfigMap", api_version="v1"), "NoScaleSubresource"),
+    }
+    for name, (spec, _) in bad.items():
+        fleet.create_policy(name, prometheus.url, **spec)
+    fleet.create_policy("good", prometheus.url)
+
+    for name, (_, reason) in bad.items():
+        ready = wait_until(lambda n=name: fleet.condition(n, "Ready"), timeout=DECISION_TIMEOUT_S)
+        assert (ready["status"], ready["reason"]) == ("False", reason), name
+        assert ready["message"]
+        assert reason in fleet.event_reasons(name), f"a Warning Event explains {name}"
+    wait_until(lambda: fleet.replicas() == 3, timeout=DECISION_TIMEOUT_S)
+    assert process.running(), "the operator keeps running"
+    stays(lambda: fleet.event_reasons("bounds").count("InvalidReplicaBounds") == 1, seconds=INTERVAL_S + 1)
+
+
+def test_one_writer_per_workload(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, kube: client.ApiClient
+) -> None:
+    fleet.create(replicas=1)
+    fleet.set_waiting(50)
+    autoscaling = client.AutoscalingV2Api(kube)
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        fleet.namespace,
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "vllm-hpa"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": fleet.name},
+                "minReplicas": 1,
+                "maxReplicas": 4,
+            },
+        },
+    )
+    start_operator(operator, fleet.namespace)
+    fleet.create_policy("first", prometheus.url)
+    conflict = wait_until(lambda: fleet.condition("first", "Conflict"), timeout=DECISION_TIMEOUT_S)
+    assert (conflict["status"], conflict["reason"]) == ("True", "HPAConflict")
+    assert "vllm-hpa" in conflict["message"]
+    stays(lambda: fleet.replicas() == 1, seconds=INTERVAL_S)
+
+    autoscaling.delete_namespaced_horizontal_pod_autoscaler("vllm-hpa", fleet.namespace)
+    wait_until(lambda: fleet.replicas() == 5, timeout=DECISION_TIMEOUT_S)
+    fleet.create_policy("second", prometheus.url)
+    second = wait_until(lambda: fleet.condition("second", "Conflict"), timeout=DECISION_TIMEOUT_S)
+    assert (second["status"], second["reason"]) == ("True", "PolicyConflict")
+    assert (fleet.condition("first", "Conflict") or {}).get("status") == "False"
+
+
+def test_an_operator_restart_keeps_the_stabilization_state(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, follower: ReadyFollower
+) -> None:
+    window = 30
+    fleet.create(replicas=4)
+    fleet.set_waiting(40)
+    first = start_operator(operator, fleet.namespace)
+    fleet.create_policy("vllm", prometheus.url, behavior={"scaleDown": {"stabilizationWindowSeconds": window}})
+    wait_until(lambda: fleet.status("vllm").get("history", {}).get("recommendations"), timeout=DECISION_TIMEOUT_S)
+
+    fleet.set_waiting(5)
+    dropped_at = time.monotonic()
+    first.stop()
+    start_operator(operator, fleet.namespace)
+    # A fresh operator without the persisted history would scale to 1 on its first cycle.
+    stays(lambda: fleet.replicas() == 4, seconds=window - (time.monotonic() - dropped_at) - 5)
+    wait_until(lambda: fleet.replicas() == 1, timeout=window + DECISION_TIMEOUT_S)

@@ -131,7 +131,7 @@ def policy_manifest(prometheus_url: str) -> dict[str, Any]:
                 },
                 "scaleDown": {
                     "stabilizationWindowSeconds": 30,
-                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}],
                 },
             },
             "fallback": {"onMetricsUnavailable": "Hold"},
@@ -243,7 +243,10 @@ def summarize(result: DemoResult, out: TextIO) -> None:
 
 
 def timeline_steps(samples: Sequence[ReplicaSample], step_s: float) -> list[ReplicaSample]:
-    """The last sample at or before each multiple of ``step_s`` (a step function of the run)."""
+    """The last sample at or before each multiple of ``step_s`` (a step function of the run).
+
+    The first sample also stands for the moments before it: nothing was observed earlier.
+    """
     if not samples:
         return []
     steps: list[ReplicaSample] = []

@@ -1,4 +1,4 @@
-"""Kopf handlers: thin glue between Kopf's events and the Kopf-free reconcile step.
+"""Kopf handlers of ScalingPolicies: thin glue between Kopf's events and :mod:`controller.scaling`.
 
 * one **daemon** per ScalingPolicy runs a cycle every ``spec.interval`` seconds (a spec change
   wakes it at once); a cycle that fails unexpectedly is logged and retried next interval, so a
@@ -11,56 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
-from controller.decisions import DecisionLog
-from controller.kube import Kube, load_api_client
-from controller.prometheus import PrometheusPool
-from controller.reconcile import Deps, OtherWriters, PolicySnapshot, reconcile_scaling, target_key
-from controller.spec import MAX_INTERVAL_S, MIN_INTERVAL_S
+from controller.cycle import GROUP, VERSION, Deps, PolicySnapshot
+from controller.handlers.daemons import interval_of, sleep_until_next_cycle, wake_daemon
+from controller.scaling import KIND, OtherWriters, reconcile_scaling, target_key
 
 logger = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "infercast.io", "v1alpha1", "scalingpolicies"
-# Blocking client calls (Kubernetes, Prometheus) run here, never on the event loop.
-IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
-
-
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Kopf's bookkeeping lives in annotations under our own prefix, not in the status we own.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infercast.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="infercast.io", key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 600
-    settings.networking.request_timeout = 30
-    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-io")
-    memo.deps = Deps(
-        kube=Kube(load_api_client(), executor=executor),
-        prometheus=PrometheusPool(executor=executor),
-        decision_log=DecisionLog(),
-    )
-
-
-@kopf.on.cleanup()
-async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    deps: Deps | None = memo.get("deps")
-    if deps is not None and deps.kube.executor is not None:
-        deps.kube.executor.shutdown(wait=False, cancel_futures=True)
+PLURAL = "scalingpolicies"
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def policies_by_target(
     namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
 ) -> dict[tuple[str, str, str, str], tuple[str, str]] | None:
+    if spec.get("mode") == "Off":  # a policy that is off writes nothing, so it claims nothing
+        return None
     key = target_key(namespace or "", spec)
     return {key: (str(meta.get("creationTimestamp") or ""), name)} if key else None
 
@@ -90,18 +61,9 @@ def other_writers(
     return OtherWriters(hpas=tuple(sorted(hpas.get(key, ()))), older_policies=tuple(older))
 
 
-def _interval(spec: Mapping[str, Any]) -> float:
-    try:
-        return float(min(max(int(spec.get("interval", 15)), MIN_INTERVAL_S), MAX_INTERVAL_S))
-    except (TypeError, ValueError):
-        return 15.0
-
-
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def spec_changed(memo: kopf.Memo, **_: Any) -> None:
-    wakeup: asyncio.Event | None = memo.get("wakeup")
-    if wakeup is not None:
-        wakeup.set()
+    wake_daemon(memo)
 
 
 # Kopf passes the indexes as extra keyword arguments, which its DaemonFn protocol cannot express.
@@ -123,6 +85,7 @@ async def run_policy(
     while not stopped:
         spec = dict(body.spec)
         snapshot = PolicySnapshot(
+            kind=KIND,
             namespace=namespace,
             name=name,
             uid=body.meta.uid,
@@ -138,14 +101,4 @@ async def run_policy(
             written_status = outcome.status
         except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
             logger.exception("reconcile of %s/%s failed; retrying in one interval", namespace, name)
-        wakeup.clear()
-        await _sleep(stopped, wakeup, _interval(spec))
-
-
-async def _sleep(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, seconds: float) -> None:
-    waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wakeup.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+        await sleep_until_next_cycle(stopped, wakeup, interval_of(spec))

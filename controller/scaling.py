@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.actuators import ScaleActuator, ScaleObservation, TargetError
-from controller.conditions import Condition, find, iso, merge_conditions
-from controller.decisions import DecisionLog, DecisionRecord, new_decision_id
-from controller.kube import Kube, KubeError, ObjectRef
+from controller.conditions import Condition, iso
+from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.decisions import DecisionRecord, new_decision_id
+from controller.kube import Kube, KubeError
 from controller.presets import render_preset
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
@@ -39,23 +40,6 @@ from policies import (
 logger = logging.getLogger(__name__)
 
 KIND = "ScalingPolicy"
-API_VERSION = "infercast.io/v1alpha1"
-
-
-@dataclass(frozen=True)
-class PolicySnapshot:
-    """The parts of a ScalingPolicy object a cycle needs, copied out of Kopf's body."""
-
-    namespace: str
-    name: str
-    uid: str | None
-    generation: int
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-
-    @property
-    def ref(self) -> ObjectRef:
-        return ObjectRef(API_VERSION, KIND, self.namespace, self.name, self.uid)
 
 
 @dataclass(frozen=True)
@@ -66,29 +50,12 @@ class OtherWriters:
     older_policies: tuple[str, ...] = ()
 
 
-@dataclass
-class Deps:
-    kube: Kube
-    prometheus: PrometheusPool
-    decision_log: DecisionLog = field(default_factory=DecisionLog)
-
-
 @dataclass(frozen=True)
 class MetricReading:
     spec: MetricSpec
     query: str
     value: float | None
     error: MetricError | None
-
-
-@dataclass(frozen=True)
-class CycleOutcome:
-    """What a cycle did, for the caller (the Kopf daemon) and for tests."""
-
-    ready: bool
-    decision: DecisionRecord | None = None
-    reason: str = ""
-    status: Mapping[str, Any] | None = None  # the whole status as written, None when nothing was
 
 
 def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
@@ -101,15 +68,14 @@ def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, 
 
 
 async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: Deps, now: float) -> CycleOutcome:
-    report = _Reporter(policy, deps, now)
+    report = Reporter(policy, deps, now)
     try:
         spec = parse_scaling_policy(policy.spec)
     except SpecError as exc:
         return await report.not_ready(exc.reason, exc.message)
 
     if spec.mode == "Off":
-        await report.status_only([Condition("Ready", "True", "Off", "mode is Off: the policy observes nothing")])
-        return CycleOutcome(ready=True, reason="Off", status=report.written)
+        return await report.off()
 
     if others.hpas or others.older_policies:
         who = [f"HorizontalPodAutoscaler {h}" for h in others.hpas] + [
@@ -162,7 +128,7 @@ async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: 
         else replace(decision.state, scale_up_events=state.scale_up_events, scale_down_events=state.scale_down_events)
     )
     record = _record(policy, spec, observed, readings, decision, desired, applied, now)
-    await report.decision(record, decision, readings, observed, new_state, apply_error)
+    await _report_decision(report, record, decision, readings, observed, new_state, apply_error)
     return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
 
 
@@ -289,130 +255,72 @@ def _record(
     )
 
 
-@dataclass
-class _Reporter:
-    """Writes what a cycle found: status, Events (on changes only) and the decision log line."""
-
-    policy: PolicySnapshot
-    deps: Deps
-    now: float
-    written: dict[str, Any] | None = None
-
-    @property
-    def _conditions(self) -> list[Mapping[str, Any]]:
-        return list((self.policy.status or {}).get("conditions") or [])
-
-    async def _patch_status(self, status: dict[str, Any]) -> None:
-        resource = await self.deps.kube.resource(API_VERSION, KIND)
-        try:
-            await self.deps.kube.merge_patch(
-                resource, self.policy.namespace, self.policy.name, {"status": status}, subresource="status"
-            )
-        except KubeError as exc:
-            if not exc.not_found:  # deleted meanwhile: nothing to report on
-                raise
-            return
-        self.written = {**(self.policy.status or {}), **status}
-
-    async def _event(self, about: ObjectRef, type_: str, reason: str, message: str) -> None:
-        try:
-            await self.deps.kube.post_event(about, type_=type_, reason=reason, message=message, now_iso=iso(self.now))
-        except KubeError as exc:  # an Event is best effort: never fail a cycle for it
-            logger.warning("could not post Event %s on %s/%s: %s", reason, about.namespace, about.name, exc)
-
-    async def status_only(self, conditions: list[Condition]) -> None:
-        await self._patch_status(
-            {
-                "observedGeneration": self.policy.generation,
-                "conditions": merge_conditions(
-                    self._conditions, conditions, now=self.now, generation=self.policy.generation
-                ),
-            }
+async def _report_decision(
+    report: Reporter,
+    record: DecisionRecord,
+    decision: ScalingDecision,
+    readings: list[MetricReading],
+    observed: ScaleObservation,
+    state: ScalingState,
+    apply_error: KubeError | None,
+) -> None:
+    report.emit(record)
+    missing = [r for r in readings if r.error]
+    if record.applied:
+        await report.event(report.policy.ref, "Normal", record.action, f"{record.message} (decision {record.id})")
+        await report.event(
+            observed.target,
+            "Normal",
+            "InfercastRescale",
+            f"New size: {record.to}; reason: {record.reason}; by ScalingPolicy {report.policy.name} "
+            f"(decision {record.id})",
+        )
+    elif apply_error is not None:
+        await report.event(
+            report.policy.ref, "Warning", "FailedRescale", f"{record.from_} -> {record.to}: {apply_error}"
+        )
+    elif record.action != "Hold" or report.previous_decision.get("reason") != record.reason:
+        # Recommendations and changes of the reason for holding; a steady hold is not news.
+        verb = "Recommend" if record.action != "Hold" else "Hold"
+        await report.event(
+            report.policy.ref, "Warning" if missing else "Normal", f"{verb}{record.reason}", record.message
         )
 
-    async def not_ready(self, reason: str, message: str, conflict: Condition | None = None) -> CycleOutcome:
-        previous = find(self._conditions, "Ready")
-        if not previous or previous.get("reason") != reason or previous.get("message") != message:
-            logger.warning("policy %s/%s not ready: %s: %s", self.policy.namespace, self.policy.name, reason, message)
-            await self._event(self.policy.ref, "Warning", reason, message)
-        await self.status_only(
-            [
-                Condition("Ready", "False", reason, message),
-                conflict or Condition("Conflict", "False", "NoConflict", "no other writer targets the workload"),
-            ]
-        )
-        return CycleOutcome(ready=False, reason=reason, status=self.written)
-
-    async def decision(
-        self,
-        record: DecisionRecord,
-        decision: ScalingDecision,
-        readings: list[MetricReading],
-        observed: ScaleObservation,
-        state: ScalingState,
-        apply_error: KubeError | None,
-    ) -> None:
-        self.deps.decision_log.emit(record)
-        previous = (self.policy.status or {}).get("lastDecision") or {}
-        missing = [r for r in readings if r.error]
-        if record.applied:
-            await self._event(self.policy.ref, "Normal", record.action, f"{record.message} (decision {record.id})")
-            await self._event(
-                observed.target,
-                "Normal",
-                "InfercastRescale",
-                f"New size: {record.to}; reason: {record.reason}; by ScalingPolicy {self.policy.name} "
-                f"(decision {record.id})",
-            )
-        elif apply_error is not None:
-            await self._event(
-                self.policy.ref, "Warning", "FailedRescale", f"{record.from_} -> {record.to}: {apply_error}"
-            )
-        elif record.action != "Hold" or previous.get("reason") != record.reason:
-            # Recommendations and changes of the reason for holding; a steady hold is not news.
-            type_ = "Warning" if missing else "Normal"
-            verb = "Recommend" if record.action != "Hold" else "Hold"
-            await self._event(self.policy.ref, type_, f"{verb}{record.reason}", record.message)
-
-        limited = decision.recommended_replicas != record.to
-        conditions = [
-            Condition(
-                "Ready",
-                "True",
-                "Recommending" if record.mode == "Recommend" else "Scaling",
-                "decisions are reported, never applied" if record.mode == "Recommend" else "the policy is active",
-            ),
-            Condition("Conflict", "False", "NoConflict", "no other writer targets the workload"),
-            Condition(
-                "MetricsAvailable",
-                "False" if missing else "True",
-                missing[0].error.reason if missing and missing[0].error else "AllMetricsRead",
-                "; ".join(f"{r.spec.name}: {r.error.message}" for r in missing if r.error)
-                or f"{len(readings)} metric(s) read",
-            ),
-            Condition(
-                "ScalingLimited",
-                "True" if limited else "False",
-                record.reasons[-1] if limited and record.reasons else "DesiredWithinRange",
-                f"recommended {decision.recommended_replicas}, decided {record.to}" if limited else "not limited",
-            ),
-        ]
-        status: dict[str, Any] = {
-            "observedGeneration": self.policy.generation,
-            "currentReplicas": observed.spec_replicas,
-            "readyReplicas": observed.ready_replicas,
-            "desiredReplicas": record.to,
-            "lastDecision": record.to_status(),
-            "history": state.to_dict(),
-            "metrics": [
-                {"name": r.spec.name, "value": r.value, "target": r.spec.target, "type": r.spec.target_type}
-                for r in readings
-            ],
-            "conditions": merge_conditions(
-                self._conditions, conditions, now=self.now, generation=self.policy.generation
-            ),
-        }
-        if record.applied:
-            status["lastScaleTime"] = record.time
-            status["currentReplicas"] = record.to
-        await self._patch_status(status)
+    limited = decision.recommended_replicas != record.to
+    recommending = record.mode == "Recommend"
+    conditions = [
+        Condition(
+            "Ready",
+            "True",
+            "Recommending" if recommending else "Scaling",
+            "decisions are reported, never applied" if recommending else "the policy is active",
+        ),
+        NO_CONFLICT,
+        Condition(
+            "MetricsAvailable",
+            "False" if missing else "True",
+            missing[0].error.reason if missing and missing[0].error else "AllMetricsRead",
+            "; ".join(f"{r.spec.name}: {r.error.message}" for r in missing if r.error)
+            or f"{len(readings)} metric(s) read",
+        ),
+        Condition(
+            "ScalingLimited",
+            "True" if limited else "False",
+            record.reasons[-1] if limited and record.reasons else "DesiredWithinRange",
+            f"recommended {decision.recommended_replicas}, decided {record.to}" if limited else "not limited",
+        ),
+    ]
+    status: dict[str, Any] = {
+        "currentReplicas": record.to if record.applied else observed.spec_replicas,
+        "readyReplicas": observed.ready_replicas,
+        "desiredReplicas": record.to,
+        "lastDecision": record.to_status(),
+        "history": state.to_dict(),
+        "metrics": [
+            {"name": r.spec.name, "value": r.value, "target": r.spec.target, "type": r.spec.target_type}
+            for r in readings
+        ],
+    }
+    if record.applied:
+        status["lastScaleTime"] = record.time
+    await report.patch_status(status, conditions)

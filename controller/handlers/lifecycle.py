@@ -1,0 +1,43 @@
+"""Operator start-up and shutdown: Kopf settings and the adapters every policy shares."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from controller.cycle import Deps
+from controller.decisions import DecisionLog
+from controller.kube import Kube, load_api_client
+from controller.prometheus import PrometheusPool
+
+# Blocking client calls (Kubernetes, Prometheus) run here, never on the event loop.
+IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Kopf's bookkeeping lives in annotations under our own prefix, not in the status we own.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infercast.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="infercast.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 600
+    settings.networking.request_timeout = 30
+    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-io")
+    memo.deps = Deps(
+        kube=Kube(load_api_client(), executor=executor),
+        prometheus=PrometheusPool(executor=executor),
+        decision_sinks=(DecisionLog().emit,),
+    )
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    deps: Deps | None = memo.get("deps")
+    if deps is not None and deps.kube.executor is not None:
+        deps.kube.executor.shutdown(wait=False, cancel_futures=True)

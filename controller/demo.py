@@ -423,8 +423,13 @@ def run_demo_result(
 ) -> tuple[DemoResult, int]:
     """:func:`run_demo`, also returning what the run observed (for tests and tools)."""
     workdir = workdir or pathlib.Path(tempfile.mkdtemp(prefix="infercast-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     demo = Demo(duration_s, workdir, scenario or Scenario(), out)
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    # Explicitly, also for SIGINT: a shell starting the demo in the background makes it ignore SIGINT.
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_stopped),
+    }
     code = 0
     try:
         demo.run()
@@ -435,7 +440,8 @@ def run_demo_result(
         print(f"\ndemo failed: {exc}", file=out)
         code = 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     summarize(demo.result, out)
     if code == 0:
         ups, downs = demo.result.count("ScaleUp"), demo.result.count("ScaleDown")
@@ -446,7 +452,9 @@ def run_demo_result(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controller.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of simulated traffic")
-    return run_demo(parser.parse_args(argv).duration)
+    parser.add_argument("--workdir", type=pathlib.Path, help="where the logs go (default: a new temp dir)")
+    args = parser.parse_args(argv)
+    return run_demo(args.duration, workdir=args.workdir)
 
 
 if __name__ == "__main__":

@@ -5,25 +5,32 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import re
+import signal
+import sys
 
 import pytest
 
-from controller.demo import ReplicaSample, run_demo_result, timeline_steps
+from controller.demo import REPO_ROOT, ReplicaSample, run_demo_result, timeline_steps
+from controller.devcluster.processes import start_process, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line mentions ``text`` (the demo's children all name its workdir or URL)."""
+    """PIDs whose command line or environment mentions ``text``.
+
+    Each child of the demo names its workdir (logs, data, $KUBECONFIG) or the API server's URL.
+    """
     found = []
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
         except OSError:
             continue
-        if text in cmdline:
+        if text.encode() in seen:
             found.append(int(entry.name))
     return found
 
@@ -54,3 +61,27 @@ def test_the_timeline_is_a_step_function_sampled_every_step() -> None:
     steps = timeline_steps(samples, 10.0)
     assert [(s.at_s, s.desired, s.ready) for s in steps] == [(0.0, 1, 0), (10.0, 2, 1), (20.0, 2, 1)]
     assert timeline_steps([], 10.0) == []
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: pathlib.Path) -> None:
+    workdir = tmp_path / "demo"
+    argv = [sys.executable, "-m", "controller.demo", "--duration", "120", "--workdir", str(workdir)]
+    demo = start_process(argv, log_path=tmp_path / "demo.out", cwd=REPO_ROOT)
+    try:
+        wait_for(
+            lambda: "decisions as they happen" in demo.log_text(),
+            timeout=60,
+            process=demo,
+            what="the demo to start its processes",
+        )
+        api_url = re.search(r"API server (http://\S+):", demo.log_text())
+        assert api_url is not None
+        children = set(processes_mentioning(str(workdir)) + processes_mentioning(api_url.group(1)))
+        assert len(children - {demo.pid}) == 4  # API server, Prometheus, operator, fleet
+        demo.popen.send_signal(signal.SIGINT)
+        assert demo.popen.wait(timeout=30) == 130
+    finally:
+        demo.stop()
+    assert "interrupted" in demo.log_text()
+    assert processes_mentioning(str(workdir)) == []
+    assert processes_mentioning(api_url.group(1)) == []

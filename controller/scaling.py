@@ -26,7 +26,7 @@ from controller.conditions import Condition, iso
 from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord, new_decision_id
 from controller.kube import Kube, KubeError
-from controller.presets import render_preset
+from controller.presets import render_freshness, render_preset
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
 from policies import (
@@ -150,32 +150,47 @@ async def _credentials(kube: Kube, namespace: str, spec: ScalingPolicySpec) -> C
     return Credentials(bearer_token=token.strip() if token else None, ca_pem=ca)
 
 
-def _query_of(metric: MetricSpec, namespace: str, spec: ScalingPolicySpec) -> str:
-    if metric.query:
-        return metric.query
-    assert metric.preset is not None  # guaranteed by the spec parser
-    return render_preset(
-        metric.preset,
-        namespace=namespace,
-        kind=spec.target.kind,
-        name=spec.target.name,
-        model_name=metric.model_name,
-        label_selector=metric.label_selector,
-    )
+def _preset_args(metric: MetricSpec, namespace: str, spec: ScalingPolicySpec) -> dict[str, Any]:
+    return {
+        "namespace": namespace,
+        "kind": spec.target.kind,
+        "name": spec.target.name,
+        "model_name": metric.model_name,
+        "label_selector": metric.label_selector,
+    }
 
 
 async def _read_metrics(
     pool: PrometheusPool, namespace: str, spec: ScalingPolicySpec, credentials: Credentials
 ) -> list[MetricReading]:
+    """Every metric's value, or why it is missing; a preset's value older than maxStaleness is stale."""
+
     async def read(metric: MetricSpec) -> MetricReading:
-        query = _query_of(metric, namespace, spec)
+        if metric.query:
+            query, freshness = metric.query, None
+        else:
+            assert metric.preset is not None  # guaranteed by the spec parser
+            args = _preset_args(metric, namespace, spec)
+            query, freshness = render_preset(metric.preset, **args), render_freshness(metric.preset, **args)
         try:
-            value = await pool.query(spec.prometheus, credentials, query)
+            value, age = await asyncio.gather(
+                pool.query(spec.prometheus, credentials, query),
+                pool.query(spec.prometheus, credentials, freshness) if freshness else _no_age(),
+            )
         except MetricError as exc:
             return MetricReading(metric, query, None, exc)
+        if age is not None and age > spec.prometheus.max_staleness_s:
+            stale = MetricError(
+                "Stale", f"newest sample is {age:.0f}s old (maxStaleness {spec.prometheus.max_staleness_s:.0f}s)"
+            )
+            return MetricReading(metric, query, None, stale)
         return MetricReading(metric, query, value, None)
 
     return list(await asyncio.gather(*(read(m) for m in spec.metrics)))
+
+
+async def _no_age() -> None:
+    return None
 
 
 def _apply_fallback(

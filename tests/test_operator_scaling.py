@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.core import GaugeMetricFamily
 
 from controller.devcluster.processes import ManagedProcess
 from controller.devcluster.prometheus import Prometheus
@@ -308,3 +309,54 @@ def test_an_operator_restart_keeps_the_stabilization_state(
     # A fresh operator without the persisted history would scale to 1 on its first cycle.
     stays(lambda: fleet.replicas() == 4, seconds=window - (time.monotonic() - dropped_at) - 5)
     wait_until(lambda: fleet.replicas() == 1, timeout=window + DECISION_TIMEOUT_S)
+
+
+class LaggingGauge:
+    """A collector whose one sample always carries a timestamp ``lag_s`` in the past.
+
+    Samples with explicit timestamps are exempt from Prometheus' staleness markers, so the
+    value stays queryable for five minutes: exactly the case ``maxStaleness`` exists for.
+    """
+
+    def __init__(self, name: str, labels: dict[str, str], value: float, lag_s: float) -> None:
+        self.name, self.labels, self.value, self.lag_s = name, labels, value, lag_s
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, "a sample that lags behind", labels=list(self.labels))
+        family.add_metric(list(self.labels.values()), self.value, timestamp=time.time() - self.lag_s)
+        yield family
+
+
+def test_a_stale_metric_is_missing_and_never_scales_down(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, follower: ReadyFollower
+) -> None:
+    fleet.create(replicas=3)
+    fleet.set_waiting(1)  # fresh, and low enough to scale down to 1
+    lagging = LaggingGauge(
+        "vllm:kv_cache_usage_perc",
+        {"namespace": fleet.namespace, "pod": f"{fleet.name}-7d4b9c6f5d-pod00", "model_name": "llama"},
+        value=0.1,
+        lag_s=60,
+    )
+    fleet.exporter.registry.register(lagging)  # type: ignore[arg-type]
+    try:
+        start_operator(operator, fleet.namespace)
+        fleet.create_policy(
+            "vllm",
+            prometheus.url,
+            prometheus={"url": prometheus.url, "timeout": 1, "maxStaleness": 20},
+            behavior={"scaleDown": {"stabilizationWindowSeconds": 0}},
+            metrics=[
+                {"name": "waiting", "preset": "vllm-requests-waiting", "target": {"type": "AverageValue", "value": 10}},
+                {"name": "kv", "preset": "vllm-kv-cache-usage", "target": {"type": "AverageValue", "value": 0.8}},
+            ],
+        )
+        stale = wait_until(
+            lambda: (c := fleet.condition("vllm", "MetricsAvailable")) and c["status"] == "False" and c,
+            timeout=DECISION_TIMEOUT_S,
+        )
+        assert stale["reason"] == "Stale" and "kv" in stale["message"]
+        stays(lambda: fleet.replicas() == 3, seconds=2 * INTERVAL_S)
+        assert "MetricMissing" in fleet.status("vllm")["lastDecision"]["reasons"]
+    finally:
+        fleet.exporter.registry.unregister(lagging)  # type: ignore[arg-type]

@@ -10,17 +10,17 @@ import subprocess
 import pytest
 import yaml
 
-from controller.presets import PRESETS, render_preset
+from controller.presets import PRESETS, render_freshness, render_preset
 
 
 def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:
-    """``promtool check rules`` runs Prometheus' own PromQL parser over each rendered preset."""
+    """``promtool check rules`` runs Prometheus' own PromQL parser over each preset and its freshness query."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
     rules = [
         {
             "record": f"infercast:preset_{i}",
-            "expr": render_preset(
+            "expr": render(
                 name,
                 namespace="prod",
                 kind=kind,
@@ -30,6 +30,7 @@ def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> 
         }
         for i, name in enumerate(sorted(PRESETS))
         for kind in ("Deployment", "StatefulSet", "Rollout", "SomethingElse")
+        for render in (render_preset, render_freshness)
     ]
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "presets", "rules": rules}]}))
@@ -82,3 +83,9 @@ def test_label_selector_and_model_name_shape_the_selection() -> None:
 def test_istio_preset_selects_by_destination_workload() -> None:
     query = render_preset("istio-request-rate", namespace="prod", kind="Deployment", name="vllm")
     assert 'destination_workload="vllm"' in query and 'destination_workload_namespace="prod"' in query
+
+
+def test_freshness_reads_every_series_a_preset_may_use() -> None:
+    query = render_freshness("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm")
+    assert query.startswith("time() - max(")
+    assert "kv_cache_usage_perc" in query and "gpu_cache_usage_perc" in query

@@ -17,6 +17,7 @@ from typing import Any
 from controller.conditions import Condition, find, iso, merge_conditions
 from controller.decisions import DecisionLog, DecisionRecord
 from controller.kube import Kube, KubeError, ObjectRef
+from controller.observability import OperatorMetrics
 from controller.prometheus import PrometheusPool
 
 logger = logging.getLogger(__name__)
@@ -47,11 +48,16 @@ class PolicySnapshot:
 
 @dataclass
 class Deps:
-    """The adapters a cycle talks through, shared by every policy of the operator."""
+    """The adapters a cycle talks through, shared by every policy of the operator.
+
+    ``metrics`` is where a cycle reports what no decision record carries, such as the time a
+    model refit took (:meth:`~controller.observability.OperatorMetrics.observe_model_refit`).
+    """
 
     kube: Kube
     prometheus: PrometheusPool
     decision_sinks: tuple[DecisionSink, ...] = field(default_factory=lambda: (DecisionLog().emit,))
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,16 @@ class _Cached:
     outcome: float | MetricError
 
 
+RequestObserver = Callable[[float, MetricError | None], None]
+
+
 @dataclass
 class PrometheusPool:
     """Clients per endpoint, shared backoff per URL, single-flight + cache per query.
 
     ``clock`` is injectable so that the coalescing and backoff timing can be tested without sleeps.
+    ``on_request`` is told the duration and the error (None on success) of every request really
+    sent to Prometheus; answers from the cache and refusals during a backoff are not requests.
     """
 
     executor: Executor | None = None
@@ -138,6 +143,7 @@ class PrometheusPool:
     backoff_base_s: float = 2.0
     backoff_cap_s: float = 60.0
     clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
+    on_request: RequestObserver | None = None
     _clients: dict[tuple[PrometheusSpec, Credentials], _Client] = field(default_factory=dict)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
@@ -184,8 +190,16 @@ class PrometheusPool:
             client = self._clients[(spec, credentials)] = _Client(spec, credentials)
         self.requests_sent += 1
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, client.instant, promql)
-        return parse_single_value(result, promql)
+        started = self.clock()
+        try:
+            value = parse_single_value(await loop.run_in_executor(self.executor, client.instant, promql), promql)
+        except MetricError as exc:
+            if self.on_request is not None:
+                self.on_request(self.clock() - started, exc)
+            raise
+        if self.on_request is not None:
+            self.on_request(self.clock() - started, None)
+        return value
 
     def _record(self, key: tuple[str, str], outcome: float | MetricError) -> None:
         url = key[0]

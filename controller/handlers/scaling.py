@@ -82,23 +82,28 @@ async def run_policy(
     namespace = namespace or ""  # ScalingPolicies are namespaced; Kopf's signature is generic
     wakeup = memo["wakeup"] = asyncio.Event()
     written_status: Mapping[str, Any] | None = None  # ours is fresher than the watch stream's copy
-    while not stopped:
-        spec = dict(body.spec)
-        snapshot = PolicySnapshot(
-            kind=KIND,
-            namespace=namespace,
-            name=name,
-            uid=body.meta.uid,
-            generation=int(body.meta.get("generation") or 0),
-            spec=spec,
-            status=written_status if written_status is not None else dict(body.status),
-        )
-        others = other_writers(
-            namespace, name, str(body.meta.get("creationTimestamp") or ""), spec, policies_by_target, hpas_by_target
-        )
-        try:
-            outcome = await reconcile_scaling(snapshot, others, deps, time.time())
-            written_status = outcome.status
-        except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
-            logger.exception("reconcile of %s/%s failed; retrying in one interval", namespace, name)
-        await sleep_until_next_cycle(stopped, wakeup, interval_of(spec))
+    try:
+        while not stopped:
+            spec = dict(body.spec)
+            snapshot = PolicySnapshot(
+                kind=KIND,
+                namespace=namespace,
+                name=name,
+                uid=body.meta.uid,
+                generation=int(body.meta.get("generation") or 0),
+                spec=spec,
+                status=written_status if written_status is not None else dict(body.status),
+            )
+            others = other_writers(
+                namespace, name, str(body.meta.get("creationTimestamp") or ""), spec, policies_by_target, hpas_by_target
+            )
+            try:
+                with deps.metrics.reconcile_timer(KIND):
+                    outcome = await reconcile_scaling(snapshot, others, deps, time.time())
+                written_status = outcome.status
+            except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
+                logger.exception("reconcile of %s/%s failed; retrying in one interval", namespace, name)
+            await sleep_until_next_cycle(stopped, wakeup, interval_of(spec))
+    finally:
+        # The daemon stops when the policy is deleted (or the operator stops): its series go with it.
+        deps.metrics.forget(KIND, namespace, name)

@@ -12,10 +12,13 @@ import kopf
 from controller.cycle import Deps
 from controller.decisions import DecisionLog
 from controller.kube import Kube, load_api_client
+from controller.observability import MetricsServer, OperatorMetrics
 from controller.prometheus import PrometheusPool
 
 # Blocking client calls (Kubernetes, Prometheus) run here, never on the event loop.
 IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
+# `infercast run --metrics-port` puts the port into the root memo; 0 serves no metrics.
+DEFAULT_METRICS_PORT = 8080
 
 
 @kopf.on.startup()
@@ -29,15 +32,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30
     executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-io")
+    metrics = OperatorMetrics()
+    port = int(memo.get("metrics_port", DEFAULT_METRICS_PORT))
+    memo.metrics_server = metrics.serve(port) if port else None
     memo.deps = Deps(
         kube=Kube(load_api_client(), executor=executor),
-        prometheus=PrometheusPool(executor=executor),
-        decision_sinks=(DecisionLog().emit,),
+        prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query),
+        decision_sinks=(DecisionLog().emit, metrics.record_decision),
+        metrics=metrics,
     )
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     deps: Deps | None = memo.get("deps")
+    server: MetricsServer | None = memo.get("metrics_server")
+    if server is not None:
+        server.stop()
     if deps is not None and deps.kube.executor is not None:
         deps.kube.executor.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(metrics_port=args.metrics_port),  # read by the start-up handler
     )
     return 0
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--standalone", action="store_true", help="no Kopf peering (a single operator replica)")
     run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument(
+        "--metrics-port", type=int, default=8080, help="serve Prometheus metrics on this port (default 8080; 0: off)"
+    )
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the operator log")
     verbosity = run.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true")

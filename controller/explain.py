@@ -1,0 +1,207 @@
+"""``infercast explain NAMESPACE/POLICY``: what a policy saw, predicted and decided, and why, for a person.
+
+Two sources, one format: the policy's ``status`` (its conditions and ``lastDecision``, read from
+the API) and, optionally, the operator's log, whose decision lines (docs/decision-log.md) give
+the history that the status cannot keep. The formatting is a pure function of those two
+(:func:`explain`), so it is tested on records; only :func:`read_status` talks to the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controller.cycle import API_VERSION
+from controller.kube import Kube
+
+
+@dataclass(frozen=True)
+class PolicyKind:
+    kind: str
+    short: str
+
+
+KINDS = {
+    k.short: k
+    for k in (
+        PolicyKind("ScalingPolicy", "sp"),
+        PolicyKind("CircuitBreakerPolicy", "cbp"),
+        PolicyKind("RoutingPolicy", "rp"),
+    )
+}
+
+
+def decision_lines(lines: Iterable[str], kind: str, policy: str) -> list[dict[str, Any]]:
+    """The decision records of one policy (``NAMESPACE/NAME``) among any log lines, in log order.
+
+    An operator log mixes Kopf's lines, other policies' decisions and, when it comes through
+    ``kubectl logs``, perhaps a prefix per line: anything that is not a JSON decision object of
+    this policy is skipped.
+    """
+    found = []
+    for line in lines:
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            record = json.loads(line[start:])
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("event") == "decision"
+            and record.get("kind") == kind
+            and record.get("policy") == policy
+        ):
+            found.append(record)
+    return found
+
+
+async def read_status(kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """The policy object from the API (raises :class:`~controller.kube.KubeError`, 404 if absent)."""
+    resource = await kube.resource(API_VERSION, kind)
+    return await kube.get(resource, namespace, name)
+
+
+def explain(
+    kind: str,
+    namespace: str,
+    name: str,
+    obj: Mapping[str, Any] | None,
+    decisions: Sequence[Mapping[str, Any]],
+    limit: int,
+) -> str:
+    """The report: the policy's state from ``obj`` (None when not read), then a decision timeline.
+
+    The timeline is the last ``limit`` of ``decisions`` (log records), or the status'
+    ``lastDecision`` when no log was given.
+    """
+    status: Mapping[str, Any] = (obj or {}).get("status") or {}
+    spec: Mapping[str, Any] = (obj or {}).get("spec") or {}
+    out = [_heading(kind, namespace, name, spec)]
+    if obj is not None:
+        out += _state(status)
+    timeline = list(decisions[-limit:]) if decisions else []
+    if timeline:
+        shown = f"{len(timeline)} of {len(decisions)}" if len(decisions) > len(timeline) else f"{len(timeline)}"
+        out.append(f"\nDecisions from the log (oldest first, {shown}):")
+    elif status.get("lastDecision"):
+        timeline = [status["lastDecision"]]
+        out.append("\nLast decision (from status; pass --log for the history):")
+    else:
+        out.append("\nNo decision yet.")
+    for record in timeline:
+        out += _decision(record)
+    return "\n".join(out) + "\n"
+
+
+def _heading(kind: str, namespace: str, name: str, spec: Mapping[str, Any]) -> str:
+    ref = spec.get("targetRef") or {}
+    target = f" -> {ref.get('kind')}/{ref.get('name')}" if ref.get("name") else ""
+    mode = f" (mode {spec['mode']})" if spec.get("mode") else ""
+    return f"{kind} {namespace}/{name}{target}{mode}"
+
+
+def _state(status: Mapping[str, Any]) -> list[str]:
+    if not status:
+        return ["  no status yet: the operator has not reconciled this policy"]
+    lines = [
+        f"  {c.get('type')}={c.get('status')} ({c.get('reason')}): {c.get('message', '')}"
+        for c in status.get("conditions") or ()
+    ]
+    counts = [
+        f"{label} {status[field]}"
+        for field, label in (("currentReplicas", "current"), ("readyReplicas", "ready"), ("desiredReplicas", "desired"))
+        if field in status
+    ]
+    if counts:
+        lines.append(f"  replicas: {', '.join(counts)}")
+    return lines
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.3g}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _decision(record: Mapping[str, Any]) -> list[str]:
+    inputs: Mapping[str, Any] = record.get("inputs") or {}
+    output: Mapping[str, Any] = record.get("output") or {}
+    reasons = list(record.get("reasons") or ())
+    applied = "applied" if record.get("applied") else "not applied"
+    change = f"{record.get('from', '?')} -> {record.get('to', '?')}"
+    lines = [
+        f"{record.get('time', '?')}  {record.get('action', '?'):<10} {change}  {applied}"
+        f"  [{record.get('reason', '?')}]  id {record.get('id', '?')}"
+    ]
+    seen = _inputs(inputs)
+    if seen:
+        lines.append(f"    inputs:   {seen}")
+    forecast = inputs.get("forecast")
+    if forecast:
+        lines.append(f"    forecast: {_forecast(forecast)}")
+    for backend in output.get("backends") or ():
+        lines.append(f"    backend:  {_backend(backend)}")
+    limit = _limit(reasons, output, record.get("to"))
+    if limit:
+        lines.append(f"    limited:  {limit}")
+    if len(reasons) > 1:
+        lines.append(f"    rules:    {' -> '.join(reasons)}")
+    lines.append(f"    why:      {record.get('message', '')}")
+    return lines
+
+
+def _inputs(inputs: Mapping[str, Any]) -> str:
+    parts = []
+    for metric in inputs.get("metrics") or ():
+        per = " per replica" if metric.get("type") == "AverageValue" else ""
+        missing = f" ({metric['error']})" if metric.get("error") else ""
+        parts.append(
+            f"{metric.get('name')} {_num(metric.get('value'))}{missing} vs target {_num(metric.get('target'))}{per}"
+        )
+    if "readyReplicas" in inputs:
+        parts.append(
+            f"ready {inputs['readyReplicas']} of {inputs.get('specReplicas', '?')},"
+            f" bounds {inputs.get('minReplicas', '?')}..{inputs.get('maxReplicas', '?')}"
+        )
+    return "; ".join(parts)
+
+
+def _forecast(forecast: Mapping[str, Any]) -> str:
+    text = f"mean {_num(forecast.get('mean'))}"
+    if "lower" in forecast and "upper" in forecast:
+        text += f" [{_num(forecast['lower'])}, {_num(forecast['upper'])}]"
+    if "quantile" in forecast:
+        text += f", q{_num(forecast.get('quantileLevel'))} {_num(forecast['quantile'])}"
+    if "leadTimeSeconds" in forecast:
+        text += f" at +{_num(forecast['leadTimeSeconds'])}s"
+    if "capacityPerReplica" in forecast:
+        text += f", {_num(forecast['capacityPerReplica'])} per replica"
+    details = [f"model {forecast['model']}"] if forecast.get("model") else []
+    if forecast.get("recentErrorRatio") is not None:
+        details.append(f"recent error {forecast['recentErrorRatio']:.0%}")
+    return text + (f" ({', '.join(details)})" if details else "")
+
+
+def _backend(backend: Mapping[str, Any]) -> str:
+    parts = [str(backend.get("name"))]
+    if "failureScore" in backend:
+        parts.append(f"failure score {_num(backend['failureScore'])}")
+    if backend.get("ejected"):
+        parts.append("ejected")
+    if "weightRatio" in backend:
+        parts.append(f"weight {backend['weightRatio']:.0%}")
+    return ", ".join(parts)
+
+
+def _limit(reasons: Sequence[str], output: Mapping[str, Any], to: Any) -> str:
+    """The rule that stood between what the metrics asked for and what was decided, if any."""
+    recommended = output.get("recommendedReplicas")
+    if recommended is None or recommended == to or not reasons:
+        return ""
+    return f"{reasons[-1]} (the metrics asked for {recommended}, decided {to})"

@@ -8,6 +8,7 @@ one JSON object per line; the operator's own log goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,32 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(duration_s=args.duration)
 
 
+def _explain(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.explain import KINDS, decision_lines, explain, read_status
+    from controller.kube import Kube, KubeError, load_api_client
+
+    namespace, _, name = args.policy.partition("/")
+    if not namespace or not name:
+        print("infercast explain: give the policy as NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    kind = KINDS[args.kind].kind
+    decisions = []
+    if args.log:
+        with open(args.log, errors="replace") if args.log != "-" else contextlib.nullcontext(sys.stdin) as log:
+            decisions = decision_lines(log, kind, args.policy)
+    try:
+        obj = asyncio.run(read_status(Kube(load_api_client(args.kubeconfig)), kind, namespace, name))
+    except KubeError as exc:
+        print(f"infercast explain: cannot read {kind} {args.policy}: {exc}", file=sys.stderr)
+        if not decisions:
+            return 1
+        obj = None
+    print(explain(kind, namespace, name, obj, decisions, limit=args.limit), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infercast", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("-v", "--verbose", action="store_true")
     verbosity.add_argument("-q", "--quiet", action="store_true")
     run.set_defaults(func=_run)
+
+    explain = commands.add_parser("explain", help="what a policy saw, decided and why, as a timeline")
+    explain.add_argument("policy", metavar="NAMESPACE/POLICY")
+    explain.add_argument("--kind", choices=("sp", "cbp", "rp"), default="sp", help="policy kind (default sp)")
+    explain.add_argument("--log", metavar="FILE", help="the operator's log (decision lines among others); - for stdin")
+    explain.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config or in-cluster")
+    explain.add_argument("--limit", type=int, default=20, help="show the last N decisions of the log (default 20)")
+    explain.set_defaults(func=_explain)
 
     demo = commands.add_parser("demo", help="the operator driving a simulated GPU fleet on this machine")
     demo.add_argument("--duration", type=float, default=180.0, help="seconds of simulated traffic (default 180)")

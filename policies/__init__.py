@@ -1,7 +1,37 @@
 """infercast policies: pure decision logic. Frozen inputs + explicit `now` -> decision + new state."""
 
+from policies.circuit_breaker import (
+    BackendBreaker,
+    BreakerBounds,
+    BreakerDecision,
+    BreakerInputs,
+    BreakerSettings,
+    ConnectionPool,
+    OutlierDetection,
+    Tightening,
+    decide_breakers,
+)
+from policies.health import (
+    BackendHealth,
+    BackendSignals,
+    BackendVerdict,
+    HealthLimits,
+    assess,
+    failure_score,
+    health_from_dict,
+    health_to_dict,
+)
 from policies.reactive import decide_reactive, propose
 from policies.reasons import Reason
+from policies.routing import (
+    CanarySpec,
+    CanaryState,
+    RoutedBackend,
+    RoutingDecision,
+    RoutingInputs,
+    RoutingState,
+    decide_routing,
+)
 from policies.scaling_types import (
     Action,
     Behavior,
@@ -18,17 +48,41 @@ from policies.scaling_types import (
 
 __all__ = [
     "Action",
+    "BackendBreaker",
+    "BackendHealth",
+    "BackendSignals",
+    "BackendVerdict",
     "Behavior",
+    "BreakerBounds",
+    "BreakerDecision",
+    "BreakerInputs",
+    "BreakerSettings",
+    "CanarySpec",
+    "CanaryState",
+    "ConnectionPool",
+    "HealthLimits",
     "MetricObservation",
     "MetricProposal",
+    "OutlierDetection",
     "ReactiveInputs",
     "Reason",
+    "RoutedBackend",
+    "RoutingDecision",
+    "RoutingInputs",
+    "RoutingState",
     "ScalingDecision",
     "ScalingPolicyRule",
     "ScalingRules",
     "ScalingState",
     "SelectPolicy",
     "TargetType",
+    "Tightening",
+    "assess",
+    "decide_breakers",
     "decide_reactive",
+    "decide_routing",
+    "failure_score",
+    "health_from_dict",
+    "health_to_dict",
     "propose",
 ]

@@ -1,0 +1,240 @@
+"""The operator's own metrics: derived from decision records, bounded, removed with their policy, lint-clean."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import subprocess
+import urllib.request
+from typing import Any
+
+import pytest
+
+from controller.decisions import DecisionRecord
+from controller.devcluster.prometheus import Prometheus, free_port
+from controller.observability import OperatorMetrics, samples_of
+from controller.observability.metrics import Sample
+from controller.prometheus import Credentials, MetricError, PrometheusPool
+from controller.spec import PrometheusSpec
+from tests.harness.exporter import Exporter
+
+BASE = {"namespace": "demo", "policy": "vllm", "target": "Deployment/vllm"}
+
+
+def record(**changes: Any) -> DecisionRecord:
+    base = DecisionRecord(
+        id="0123456789abcdef",
+        time="2026-11-12T09:14:05Z",
+        kind="ScalingPolicy",
+        namespace="demo",
+        name="vllm",
+        target="Deployment/vllm",
+        mode="Auto",
+        action="ScaleUp",
+        from_=1,
+        to=3,
+        applied=True,
+        reason="ScaleUp",
+        reasons=("ScaleUp",),
+        message="m",
+        inputs={
+            "specReplicas": 1,
+            "readyReplicas": 1,
+            "minReplicas": 1,
+            "maxReplicas": 8,
+            "metrics": [
+                {"name": "waiting", "value": 11.0, "target": 4, "type": "AverageValue"},
+                {"name": "running", "value": 30.0, "target": 24, "type": "AverageValue"},
+            ],
+        },
+        output={"desiredReplicas": 3, "recommendedReplicas": 3, "proposals": []},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def value(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, {**BASE, **labels})
+
+
+def test_a_scaling_record_gives_load_targets_and_replica_counts() -> None:
+    assert set(samples_of(record())) == {
+        Sample("infercast_metric_value", 11.0, ("waiting",)),
+        Sample("infercast_metric_target", 4.0, ("waiting",)),
+        Sample("infercast_metric_value", 30.0, ("running",)),
+        Sample("infercast_metric_target", 24.0, ("running",)),
+        Sample("infercast_desired_replicas", 3.0),
+        Sample("infercast_current_replicas", 3.0),  # applied: the target now has `to` replicas
+        Sample("infercast_ready_replicas", 1.0),
+        Sample("infercast_min_replicas", 1.0),
+        Sample("infercast_max_replicas", 8.0),
+    }
+
+
+def test_a_recommendation_leaves_the_current_count_where_it_was() -> None:
+    samples = samples_of(record(applied=False, mode="Recommend"))
+    assert Sample("infercast_current_replicas", 1.0) in samples
+    assert Sample("infercast_desired_replicas", 3.0) in samples
+
+
+def test_a_missing_metric_has_no_value_series_never_a_zero() -> None:
+    inputs = {**record().inputs, "metrics": [{"name": "waiting", "value": None, "target": 4, "type": "AverageValue"}]}
+    samples = samples_of(record(inputs=inputs))
+    assert not [s for s in samples if s.family == "infercast_metric_value"]
+    assert Sample("infercast_metric_target", 4.0, ("waiting",)) in samples
+
+
+def test_forecast_and_backend_fields_give_their_series() -> None:
+    inputs = {
+        **record().inputs,
+        "forecast": {
+            "mean": 120.0,
+            "lower": 90.0,
+            "upper": 150.0,
+            "quantile": 140.0,
+            "quantileLevel": 0.9,
+            "leadTimeSeconds": 90,
+            "capacityPerReplica": 40.0,
+            "recentErrorRatio": 0.12,
+        },
+    }
+    output = {
+        "backends": [{"name": "v1", "failureScore": 0.8, "ejected": True, "weightRatio": 0.25}],
+        "outlierDetection": {"consecutive5xxErrors": 3},
+    }
+    samples = set(samples_of(record(inputs=inputs, output=output)))
+    assert {
+        Sample("infercast_forecast_mean", 120.0),
+        Sample("infercast_forecast_lower", 90.0),
+        Sample("infercast_forecast_upper", 150.0),
+        Sample("infercast_forecast_quantile", 140.0, ("0.9",)),
+        Sample("infercast_lead_time_seconds", 90.0),
+        Sample("infercast_capacity_per_replica", 40.0),
+        Sample("infercast_forecast_error_ratio", 0.12),
+        Sample("infercast_failure_score", 0.8, ("v1",)),
+        Sample("infercast_backend_ejected", 1.0, ("v1",)),
+        Sample("infercast_route_weight_ratio", 0.25, ("v1",)),
+        Sample("infercast_outlier_setting", 3.0, ("consecutive5xxErrors",)),
+    } <= samples
+    assert not [s for s in samples if s.family == "infercast_desired_replicas"], "no replica count without one"
+
+
+def test_decisions_are_counted_by_kind_action_and_reason() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record())
+    metrics.record_decision(record())
+    metrics.record_decision(record(action="Hold", reason="WithinTolerance", to=1, applied=False))
+    up = {"kind": "ScalingPolicy", "action": "ScaleUp", "reason": "ScaleUp"}
+    hold = {"kind": "ScalingPolicy", "action": "Hold", "reason": "WithinTolerance"}
+    assert value(metrics, "infercast_decisions_total", **up) == 2
+    assert value(metrics, "infercast_decisions_total", **hold) == 1
+
+
+def test_series_the_new_record_no_longer_states_are_removed() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record())
+    assert value(metrics, "infercast_metric_value", metric="running") == 30
+    inputs = {**record().inputs, "metrics": [record().inputs["metrics"][0]]}  # `running` left the spec
+    metrics.record_decision(record(inputs=inputs))
+    assert value(metrics, "infercast_metric_value", metric="running") is None
+    assert value(metrics, "infercast_metric_value", metric="waiting") == 11
+
+
+def test_a_new_target_drops_every_series_of_the_old_one() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record())
+    metrics.record_decision(record(target="StatefulSet/vllm"))
+    assert value(metrics, "infercast_desired_replicas") is None
+    assert value(metrics, "infercast_desired_replicas", target="StatefulSet/vllm") == 3
+    assert value(metrics, "infercast_decisions_total", kind="ScalingPolicy", action="ScaleUp", reason="ScaleUp") is None
+
+
+def test_forget_removes_the_policy_and_nothing_else() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record())
+    metrics.record_decision(record(name="other"))
+    metrics.record_decision(record(kind="RoutingPolicy"))  # same name, another kind
+    metrics.observe_model_refit("ScalingPolicy", "demo", "vllm", "seasonal_naive", 1.5)
+    metrics.forget("ScalingPolicy", "demo", "vllm")
+    exposition = metrics.exposition().decode()
+    assert 'policy="vllm"' in exposition  # the RoutingPolicy's series
+    assert 'kind="ScalingPolicy",namespace="demo",policy="vllm"' not in exposition
+    assert value(metrics, "infercast_model_last_refit_duration_seconds", model="seasonal_naive") is None
+    assert value(metrics, "infercast_desired_replicas", policy="other") == 3
+    assert value(metrics, "infercast_decisions_total", kind="RoutingPolicy", action="ScaleUp", reason="ScaleUp") == 1
+
+
+def test_refits_are_timed_per_model_and_the_latest_per_policy() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record())
+    metrics.observe_model_refit("ScalingPolicy", "demo", "vllm", "seasonal_naive", 1.5)
+    metrics.observe_model_refit("ScalingPolicy", "demo", "vllm", "gbm", 4.0)
+    count = metrics.registry.get_sample_value
+    assert count("infercast_model_refit_duration_seconds_count", {"model": "gbm"}) == 1
+    assert count("infercast_model_refit_duration_seconds_sum", {"model": "seasonal_naive"}) == 1.5
+    assert value(metrics, "infercast_model_last_refit_duration_seconds", model="gbm") == 4.0
+    assert value(metrics, "infercast_model_last_refit_duration_seconds", model="seasonal_naive") is None
+
+
+def test_prometheus_requests_and_their_errors_are_counted() -> None:
+    metrics = OperatorMetrics()
+    metrics.observe_query(0.02, None)
+    metrics.observe_query(1.0, MetricError("Timeout", "no answer"))
+    metrics.observe_query(0.01, MetricError("NoData", "no series"))
+    get = metrics.registry.get_sample_value
+    assert get("infercast_prometheus_query_duration_seconds_count") == 3
+    assert get("infercast_prometheus_query_duration_seconds_sum") == pytest.approx(1.03)
+    assert get("infercast_prometheus_query_errors_total", {"reason": "Timeout"}) == 1
+    assert get("infercast_prometheus_query_errors_total", {"reason": "NoData"}) == 1
+
+
+def test_a_reconcile_that_raises_is_timed_too() -> None:
+    metrics = OperatorMetrics()
+    with pytest.raises(RuntimeError), metrics.reconcile_timer("ScalingPolicy"):
+        raise RuntimeError("bug")
+    labels = {"kind": "ScalingPolicy"}
+    assert metrics.registry.get_sample_value("infercast_reconcile_duration_seconds_count", labels) == 1
+
+
+def test_every_family_passes_promtool_check_metrics() -> None:
+    metrics = OperatorMetrics()
+    inputs = {**record().inputs, "forecast": {"mean": 1.0, "quantile": 2.0, "quantileLevel": 0.9}}
+    output = {**record().output, "backends": [{"name": "v1", "failureScore": 0.1, "ejected": False}]}
+    metrics.record_decision(record(inputs=inputs, output=output))
+    metrics.observe_query(0.02, MetricError("Timeout", "no answer"))
+    metrics.observe_model_refit("ScalingPolicy", "demo", "vllm", "gbm", 4.0)
+    with metrics.reconcile_timer("ScalingPolicy"):
+        pass
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=metrics.exposition(), capture_output=True, timeout=30, check=False
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_metrics_are_served_over_http_and_a_busy_port_does_not_stop_the_operator() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record())
+    server = metrics.serve(free_port(), "127.0.0.1")
+    assert server is not None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
+            assert b"infercast_desired_replicas{" in response.read()
+        assert OperatorMetrics().serve(server.port, "127.0.0.1") is None
+    finally:
+        server.stop()
+
+
+async def test_the_pool_reports_each_request_it_sends_and_no_cache_hit(
+    exporter: Exporter, prometheus: Prometheus
+) -> None:
+    name = f"infercast_test_{secrets.token_hex(4)}"
+    exporter.set_gauge(name, 3.0, pod="a")
+    prometheus.wait_for_series(name, timeout=20)
+    seen: list[tuple[float, str | None]] = []
+    pool = PrometheusPool(on_request=lambda seconds, error: seen.append((seconds, error and error.reason)))
+    spec = PrometheusSpec(url=prometheus.url, timeout_s=2.0)
+    assert await pool.query(spec, Credentials(), f"sum({name})") == 3.0
+    assert await pool.query(spec, Credentials(), f"sum({name})") == 3.0  # coalesced: no request
+    with pytest.raises(MetricError):
+        await pool.query(spec, Credentials(), f"sum({name}{{pod='nobody'}})")
+    assert [reason for _, reason in seen] == [None, "NoData"]
+    assert all(seconds >= 0 for seconds, _ in seen)

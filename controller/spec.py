@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controller.forecast_spec import ForecastSpec, ForecastSpecError, parse_forecast
 from controller.presets import PRESETS
 from policies import Behavior, ScalingPolicyRule, ScalingRules
 
@@ -95,6 +96,8 @@ class ScalingPolicySpec:
     metrics: tuple[MetricSpec, ...]
     behavior: Behavior = field(default_factory=Behavior)
     fallback: FallbackSpec = field(default_factory=FallbackSpec)
+    forecast: ForecastSpec | None = None
+    """``spec.forecast``: the predictive policy's settings; ``None`` keeps the reactive policy."""
 
 
 def parse_scaling_policy(spec: Mapping[str, Any]) -> ScalingPolicySpec:
@@ -150,7 +153,15 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
         metrics=metrics,
         behavior=_parse_behavior(spec.get("behavior") or {}),
         fallback=_parse_fallback(spec.get("fallback") or {}),
+        forecast=_parse_forecast(spec.get("forecast")),
     )
+
+
+def _parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
+    try:
+        return parse_forecast(raw)
+    except ForecastSpecError as exc:
+        raise SpecError(exc.reason, exc.message) from exc
 
 
 def _parse_prometheus(raw: Mapping[str, Any] | None) -> PrometheusSpec:

@@ -1,0 +1,119 @@
+"""``spec.forecast`` of a ScalingPolicy: the predictive policy's knobs, parsed and checked.
+
+The CRD bounds every field; this module applies the defaults and the rules that span fields.
+Absent ``spec.forecast`` means the reactive policy, exactly as before the section existed.
+docs/scalingpolicy.md is the field reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
+ForecastModel = Literal["Auto", "SeasonalNaive", "DampedTrend", "Linear"]
+
+CAPACITY_UNITS: tuple[CapacityUnit, ...] = ("PrefillTokensPerSecond", "RequestsPerSecond")
+FORECAST_MODELS: tuple[ForecastModel, ...] = ("Auto", "SeasonalNaive", "DampedTrend", "Linear")
+
+
+class ForecastSpecError(ValueError):
+    """``spec.forecast`` cannot be used; ``reason`` is a CamelCase condition reason."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reason = "InvalidForecast"
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CapacitySpec:
+    """The load one replica sustains within the SLO.
+
+    ``per_replica`` set: use it. Unset: learned online by the controller; until then (and in a
+    backtest) it is the replica's prefill rate times ``target_utilization``, the headroom that
+    keeps decoding (paused while a prompt is prefilled) within the TPOT SLO.
+    """
+
+    unit: CapacityUnit = "PrefillTokensPerSecond"
+    per_replica: float | None = None
+    target_utilization: float = 0.4
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    ttft_s: float = 2.0
+    tpot_s: float = 0.05
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    quantile: float = 0.9
+    lead_time_s: float = 90.0
+    """Start-up delay assumed until the controller has measured the workload's own."""
+    refit_interval_s: float = 600.0
+    step_s: int = 60
+    history_s: float = 172_800.0
+    model: ForecastModel = "Auto"
+    capacity: CapacitySpec = CapacitySpec()
+    slo: SloSpec = SloSpec()
+
+
+def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
+    """``None`` when the section is absent; raises :class:`ForecastSpecError` on a bad one."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ForecastSpecError("forecast must be an object")
+    default = ForecastSpec()
+    capacity_raw = raw.get("capacity") or {}
+    slo_raw = raw.get("slo") or {}
+    try:
+        unit = str(capacity_raw.get("unit", default.capacity.unit))
+        per_replica = capacity_raw.get("perReplica")
+        spec = ForecastSpec(
+            quantile=float(raw.get("quantile", default.quantile)),
+            lead_time_s=float(raw.get("leadTimeSeconds", default.lead_time_s)),
+            refit_interval_s=float(raw.get("refitIntervalSeconds", default.refit_interval_s)),
+            step_s=int(raw.get("stepSeconds", default.step_s)),
+            history_s=float(raw.get("historySeconds", default.history_s)),
+            model=str(raw.get("model", default.model)),  # type: ignore[arg-type]  # checked below
+            capacity=CapacitySpec(
+                unit=unit,  # type: ignore[arg-type]  # checked below
+                per_replica=None if per_replica is None else float(per_replica),
+                target_utilization=float(
+                    capacity_raw.get("targetUtilization", default.capacity.target_utilization)
+                ),
+            ),
+            slo=SloSpec(
+                ttft_s=float(slo_raw.get("ttftSeconds", default.slo.ttft_s)),
+                tpot_s=float(slo_raw.get("tpotSeconds", default.slo.tpot_s)),
+            ),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ForecastSpecError(f"malformed forecast: {exc}") from exc
+    _check(spec)
+    return spec
+
+
+def _check(spec: ForecastSpec) -> None:
+    problems = []
+    if not 0.5 <= spec.quantile < 1:
+        problems.append(f"quantile {spec.quantile} must be in [0.5, 1)")
+    if spec.model not in FORECAST_MODELS:
+        problems.append(f"model {spec.model!r} is not one of {', '.join(FORECAST_MODELS)}")
+    if spec.capacity.unit not in CAPACITY_UNITS:
+        problems.append(f"capacity.unit {spec.capacity.unit!r} is not one of {', '.join(CAPACITY_UNITS)}")
+    if spec.capacity.per_replica is not None and not spec.capacity.per_replica > 0:
+        problems.append("capacity.perReplica must be > 0")
+    if not 0 < spec.capacity.target_utilization <= 1:
+        problems.append("capacity.targetUtilization must be in (0, 1]")
+    if spec.refit_interval_s < spec.step_s:
+        problems.append("refitIntervalSeconds must be at least stepSeconds")
+    if spec.history_s < 4 * spec.step_s:
+        problems.append("historySeconds must cover at least 4 steps")
+    if not (spec.lead_time_s >= 0 and spec.slo.ttft_s > 0 and spec.slo.tpot_s > 0):
+        problems.append("leadTimeSeconds must be >= 0 and the SLO targets > 0")
+    if problems:
+        raise ForecastSpecError("; ".join(problems))

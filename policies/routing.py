@@ -154,8 +154,8 @@ def _decide_capacity(
         reasons.append(Reason.BackendDataMissing)
     serving = [i for i in judged if not verdicts[i].health.flagged]
     if not serving:
-        least = min(verdicts[i].score if verdicts[i].score is not None else math.inf for i in judged)
-        serving = [i for i in judged if verdicts[i].score == least]
+        scores = {i: _score(verdicts[i]) for i in judged}
+        serving = [i for i in judged if scores[i] == min(scores.values())]
         reasons.append(Reason.AllBackendsUnhealthy)
     elif len(serving) < len(judged):
         reasons.append(Reason.BackendDegraded)
@@ -245,6 +245,11 @@ def _worse_than_stable(canary: BackendSignals, stable: BackendSignals, spec: Can
 def _comparable(canary: BackendSignals, stable: BackendSignals) -> bool:
     pairs = ((canary.ttft_s, stable.ttft_s), (canary.tpot_s, stable.tpot_s), (canary.error_rate, stable.error_rate))
     return any(finite(c) is not None and finite(s) is not None for c, s in pairs)
+
+
+def _score(verdict: BackendVerdict) -> float:
+    """A judged backend always has a score; unknown would rank last."""
+    return math.inf if verdict.score is None else verdict.score
 
 
 def _capacity(backend: RoutedBackend) -> float:

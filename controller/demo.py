@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import kubernetes.client
+import urllib3.exceptions
 import yaml
 
 from controller.devcluster import processes
@@ -391,7 +392,8 @@ class Demo:
                     self._say(decision.one_line())
             if elapsed >= next_sample:
                 next_sample = elapsed + 1.0
-                with contextlib.suppress(kubernetes.client.ApiException, OSError):
+                # A missed sample only leaves a gap in the timeline.
+                with contextlib.suppress(kubernetes.client.ApiException, urllib3.exceptions.HTTPError):
                     self.result.timeline.append(_sample_replicas(apps, elapsed))
             time.sleep(0.25)
 

@@ -321,9 +321,12 @@ class Demo:
 
     def _start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> processes.ManagedProcess:
         log_path = self.workdir / f"{name}.log"
-        process = processes.start_process(argv, log_path=log_path, env=env, cwd=REPO_ROOT)
+        return self._adopt(name, processes.start_process(argv, log_path=log_path, env=env, cwd=REPO_ROOT))
+
+    def _adopt(self, name: str, process: processes.ManagedProcess) -> processes.ManagedProcess:
+        """From now on ``process`` is stopped with the demo, and its log is listed in the summary."""
         self._children.append(process)
-        self.result.logs[name] = log_path
+        self.result.logs[name] = process.log_path
         self.result.pids.append(process.pid)
         return process
 
@@ -338,9 +341,7 @@ class Demo:
     def _run(self) -> None:
         self._say(f"infercast demo: {self.duration_s:.0f} s of simulated vLLM traffic; logs in {self.workdir}")
         apiserver = start_apiserver(self.workdir / "apiserver")
-        self._children.append(apiserver.process)
-        self.result.logs["apiserver"] = apiserver.process.log_path
-        self.result.pids.append(apiserver.process.pid)
+        self._adopt("apiserver", apiserver.process)
         api = _api(apiserver.url)
         _apply_objects(api)
         kubeconfig = write_kubeconfig(apiserver.url, self.workdir / "kubeconfig")

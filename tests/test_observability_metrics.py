@@ -59,9 +59,9 @@ def value(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
 def test_a_scaling_record_gives_load_targets_and_replica_counts() -> None:
     assert set(samples_of(record())) == {
         Sample("infercast_metric_value", 11.0, ("waiting",)),
-        Sample("infercast_metric_target", 4.0, ("waiting",)),
+        Sample("infercast_metric_target", 4.0, ("waiting", "AverageValue")),
         Sample("infercast_metric_value", 30.0, ("running",)),
-        Sample("infercast_metric_target", 24.0, ("running",)),
+        Sample("infercast_metric_target", 24.0, ("running", "AverageValue")),
         Sample("infercast_desired_replicas", 3.0),
         Sample("infercast_current_replicas", 3.0),  # applied: the target now has `to` replicas
         Sample("infercast_ready_replicas", 1.0),
@@ -80,7 +80,7 @@ def test_a_missing_metric_has_no_value_series_never_a_zero() -> None:
     inputs = {**record().inputs, "metrics": [{"name": "waiting", "value": None, "target": 4, "type": "AverageValue"}]}
     samples = samples_of(record(inputs=inputs))
     assert not [s for s in samples if s.family == "infercast_metric_value"]
-    assert Sample("infercast_metric_target", 4.0, ("waiting",)) in samples
+    assert Sample("infercast_metric_target", 4.0, ("waiting", "AverageValue")) in samples
 
 
 def test_forecast_and_backend_fields_give_their_series() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import start_http_server
 
 from controller.decisions import DecisionRecord
@@ -61,9 +61,9 @@ POLICY_GAUGES: tuple[Family, ...] = (
     Family("infercast_metric_value", "Last value read for a policy metric: the observed load.", SCALING, ("metric",)),
     Family(
         "infercast_metric_target",
-        "Target of a policy metric (per replica for AverageValue, total for Value).",
+        "Target of a policy metric: per replica for type AverageValue, the total for type Value.",
         SCALING,
-        ("metric",),
+        ("metric", "type"),
     ),
     Family("infercast_desired_replicas", "Replicas the policy decided on in its last cycle.", SCALING),
     Family("infercast_current_replicas", "Replicas of the target after the last cycle.", SCALING),
@@ -166,7 +166,9 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
     samples: list[Sample] = []
     for metric in inputs.get("metrics") or ():
         samples += _samples("infercast_metric_value", metric.get("value"), str(metric.get("name")))
-        samples += _samples("infercast_metric_target", metric.get("target"), str(metric.get("name")))
+        samples += _samples(
+            "infercast_metric_target", metric.get("target"), str(metric.get("name")), str(metric.get("type"))
+        )
     if "desiredReplicas" in output:
         current = record.to if record.applied else record.from_
         samples += _samples("infercast_desired_replicas", output.get("desiredReplicas"))
@@ -200,6 +202,7 @@ class OperatorMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # the operator's CPU and memory, for its health dashboard
         self._lock = threading.Lock()
         # What each policy has set, so that stale and deleted policies' series can be removed.
         self._series: dict[PolicyKey, set[Series]] = {}

@@ -1,0 +1,453 @@
+"""The Grafana dashboards, defined compactly here and built with Grafana's own typed builders.
+
+``python -m controller.observability.dashboards`` writes ``dashboards/*.json`` (to import in
+Grafana) and ``deploy/06-grafana-dashboards.yaml`` (the same JSON as ConfigMaps labelled
+``grafana_dashboard: "1"``, which the kube-prometheus-stack Grafana sidecar loads). Both are
+committed; a test checks that they equal what this module generates, and another runs every
+query below against a real Prometheus scraping the operator and the simulated fleet.
+
+grafana-foundation-sdk (a dev dependency) gives typed builders and models, so a misspelt field or
+a wrong type fails mypy here instead of being silently ignored by Grafana.
+
+Every query filters on the ``namespace`` and ``policy`` variables and, for the fleet's own vLLM
+metrics, on the pods of the policy's workload (``workload``, taken from the policy's ``target``).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from grafana_foundation_sdk.builders import dashboard, prometheus, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DASHBOARD_DIR = REPO_ROOT / "dashboards"
+CONFIGMAPS = REPO_ROOT / "deploy" / "06-grafana-dashboards.yaml"
+CONFIGMAP_NAMESPACE = "infercast-system"
+
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+POLICY = 'namespace=~"$namespace", policy=~"$policy"'
+# The pods of a Deployment (name-<hash>-<suffix>) or a StatefulSet (name-<ordinal>), as the presets match them.
+PODS = 'namespace=~"$namespace", pod=~"$workload-[a-z0-9]{5,10}-[a-z0-9]{5}|$workload-[0-9]+"'
+
+
+def vllm(metric: str) -> str:
+    """A vLLM series of the workload's pods, under either spelling of vLLM's names (``vllm:`` or ``vllm_``)."""
+    return f'{{__name__=~"vllm[:_]{metric}", {PODS}}}'
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    description: str
+    unit: str
+    queries: tuple[Query, ...]
+    width: int = 12
+
+
+@dataclass(frozen=True)
+class Board:
+    uid: str
+    title: str
+    description: str
+    panels: tuple[Panel, ...]
+    annotations: tuple[tuple[str, Query], ...] = ()
+    workload_variables: bool = False  # the fleet's own metrics need the workload and the SLOs
+    slos: dict[str, str] = field(default_factory=dict)
+
+
+FLEET = Board(
+    uid="infercast-fleet",
+    title="infercast / fleet",
+    description="What a ScalingPolicy sees and decides: load, forecast, capacity, replicas, latency against the SLO.",
+    workload_variables=True,
+    slos={"ttft_slo_seconds": "2", "tpot_slo_seconds": "0.1"},
+    annotations=(
+        (
+            "Scale decisions",
+            Query(
+                f'sum by (action, reason) (increase(infercast_decisions_total{{{POLICY}, action!="Hold"}}[1m])) > 0',
+                "{{action}} ({{reason}})",
+            ),
+        ),
+    ),
+    panels=(
+        Panel(
+            "Load, forecast band and capacity",
+            "Observed load of each metric; the forecast's mean, interval and provisioned quantile; the load the ready "
+            "replicas serve at the per-replica target, and at the estimated capacity.",
+            "short",
+            (
+                Query(f"infercast_metric_value{{{POLICY}}}", "{{metric}} observed"),
+                Query(
+                    f'infercast_metric_target{{{POLICY}, type="AverageValue"}}'
+                    f" * on (namespace, policy, target) group_left () infercast_ready_replicas{{{POLICY}}}",
+                    "{{metric}} at target on ready replicas",
+                ),
+                Query(f"infercast_forecast_mean{{{POLICY}}}", "forecast mean"),
+                Query(f"infercast_forecast_lower{{{POLICY}}}", "forecast lower"),
+                Query(f"infercast_forecast_upper{{{POLICY}}}", "forecast upper"),
+                Query(f"infercast_forecast_quantile{{{POLICY}}}", "forecast q{{level}}"),
+                Query(
+                    f"infercast_capacity_per_replica{{{POLICY}}}"
+                    f" * on (namespace, policy, target) infercast_ready_replicas{{{POLICY}}}",
+                    "capacity of ready replicas",
+                ),
+            ),
+            width=24,
+        ),
+        Panel(
+            "Replicas",
+            "Desired (decided), current (written) and ready replicas of the target, within the policy's bounds.",
+            "short",
+            (
+                Query(f"infercast_desired_replicas{{{POLICY}}}", "desired"),
+                Query(f"infercast_current_replicas{{{POLICY}}}", "current"),
+                Query(f"infercast_ready_replicas{{{POLICY}}}", "ready"),
+                Query(f"infercast_min_replicas{{{POLICY}}}", "min"),
+                Query(f"infercast_max_replicas{{{POLICY}}}", "max"),
+            ),
+        ),
+        Panel(
+            "Time to first token p95 vs SLO",
+            "95th percentile of vLLM's time to first token over the workload's pods, against the SLO variable.",
+            "s",
+            (
+                Query(
+                    "histogram_quantile(0.95, sum by (le) (rate("
+                    + vllm("time_to_first_token_seconds_bucket")
+                    + "[$__rate_interval])))",
+                    "TTFT p95",
+                ),
+                Query("vector($ttft_slo_seconds)", "SLO"),
+            ),
+        ),
+        Panel(
+            "Time per output token vs SLO",
+            "Mean decode time per generated token: (end-to-end latency - time to first token) / generated tokens.",
+            "s",
+            (
+                Query(
+                    "(sum(rate("
+                    + vllm("e2e_request_latency_seconds_sum")
+                    + "[$__rate_interval])) - sum(rate("
+                    + vllm("time_to_first_token_seconds_sum")
+                    + "[$__rate_interval]))) / sum(rate("
+                    + vllm("generation_tokens_total")
+                    + "[$__rate_interval]))",
+                    "TPOT mean",
+                ),
+                Query("vector($tpot_slo_seconds)", "SLO"),
+            ),
+        ),
+        Panel(
+            "GPU utilisation and KV cache",
+            "GPU utilisation from NVIDIA's DCGM exporter, and vLLM's KV-cache usage, per pod.",
+            "percent",
+            (
+                Query(f"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{{{PODS}}})", "GPU {{pod}}"),
+                Query(
+                    "100 * avg by (pod) (" + vllm("(kv|gpu)_cache_usage_perc") + ")",
+                    "KV cache {{pod}}",
+                ),
+            ),
+        ),
+    ),
+)
+
+TRAFFIC = Board(
+    uid="infercast-traffic",
+    title="infercast / traffic",
+    description="CircuitBreakerPolicy and RoutingPolicy: backend failure scores, ejections, thresholds, weights.",
+    annotations=(
+        (
+            "Traffic decisions",
+            Query(
+                f'sum by (kind, action, reason) (increase(infercast_decisions_total{{{POLICY}, kind!="ScalingPolicy",'
+                f' action!="Hold"}}[1m])) > 0',
+                "{{kind}} {{action}} ({{reason}})",
+            ),
+        ),
+    ),
+    panels=(
+        Panel(
+            "Failure score per backend",
+            "Anomaly score of each backend in [0, 1], from the streaming detector.",
+            "percentunit",
+            (Query(f"infercast_failure_score{{{POLICY}}}", "{{policy}} {{backend}}"),),
+        ),
+        Panel(
+            "Ejected backends",
+            "1 while the circuit breaker ejects the backend.",
+            "short",
+            (Query(f"infercast_backend_ejected{{{POLICY}}}", "{{policy}} {{backend}}"),),
+        ),
+        Panel(
+            "Outlier-detection settings",
+            "The Istio outlierDetection values the policy applies, by field.",
+            "short",
+            (Query(f"infercast_outlier_setting{{{POLICY}}}", "{{policy}} {{setting}}"),),
+        ),
+        Panel(
+            "Route weights",
+            "Share of traffic routed to each backend.",
+            "percentunit",
+            (Query(f"infercast_route_weight_ratio{{{POLICY}}}", "{{policy}} {{backend}}"),),
+        ),
+    ),
+)
+
+OPERATOR = Board(
+    uid="infercast-operator",
+    title="infercast / operator health",
+    description="The operator itself: reconcile latency, decisions, Prometheus queries, forecast accuracy, refit cost.",
+    panels=(
+        Panel(
+            "Reconcile duration",
+            "50th and 95th percentile of one reconcile cycle, per policy kind.",
+            "s",
+            (
+                Query(
+                    "histogram_quantile(0.5, sum by (le, kind) (rate(infercast_reconcile_duration_seconds_bucket"
+                    "[$__rate_interval])))",
+                    "p50 {{kind}}",
+                ),
+                Query(
+                    "histogram_quantile(0.95, sum by (le, kind) (rate(infercast_reconcile_duration_seconds_bucket"
+                    "[$__rate_interval])))",
+                    "p95 {{kind}}",
+                ),
+            ),
+        ),
+        Panel(
+            "Decisions",
+            "Decisions per second by kind and action.",
+            "ops",
+            (
+                Query(
+                    f"sum by (kind, action) (rate(infercast_decisions_total{{{POLICY}}}[$__rate_interval]))",
+                    "{{kind}} {{action}}",
+                ),
+            ),
+        ),
+        Panel(
+            "Prometheus query errors",
+            "Share of requests to Prometheus that gave no usable value, and errors per second by reason.",
+            "percentunit",
+            (
+                Query(
+                    "(sum(rate(infercast_prometheus_query_errors_total[$__rate_interval])) or vector(0))"
+                    " / sum(rate(infercast_prometheus_query_duration_seconds_count[$__rate_interval]))",
+                    "error ratio",
+                ),
+                Query(
+                    "sum by (reason) (rate(infercast_prometheus_query_errors_total[$__rate_interval]))",
+                    "{{reason}} /s",
+                ),
+            ),
+        ),
+        Panel(
+            "Prometheus query latency",
+            "95th percentile of one request to Prometheus.",
+            "s",
+            (
+                Query(
+                    "histogram_quantile(0.95, sum by (le) (rate(infercast_prometheus_query_duration_seconds_bucket"
+                    "[$__rate_interval])))",
+                    "p95",
+                ),
+            ),
+        ),
+        Panel(
+            "Forecast accuracy",
+            "Recent relative error of each policy's forecast.",
+            "percentunit",
+            (Query(f"infercast_forecast_error_ratio{{{POLICY}}}", "{{namespace}}/{{policy}}"),),
+        ),
+        Panel(
+            "Model refit cost",
+            "CPU seconds per second spent refitting forecasting models, and each policy's latest refit.",
+            "s",
+            (
+                Query(
+                    "sum by (model) (rate(infercast_model_refit_duration_seconds_sum[$__rate_interval]))",
+                    "{{model}} s/s",
+                ),
+                Query(f"infercast_model_last_refit_duration_seconds{{{POLICY}}}", "{{policy}} {{model}} last"),
+            ),
+        ),
+        Panel(
+            "Operator CPU and memory",
+            "CPU seconds per second and resident memory of the operator process.",
+            "short",
+            (
+                Query(
+                    'rate(process_cpu_seconds_total{job=~"$job"}[$__rate_interval])',
+                    "CPU {{instance}}",
+                ),
+                Query('process_resident_memory_bytes{job=~"$job"} / 2^30', "memory GiB {{instance}}"),
+            ),
+        ),
+    ),
+)
+
+BOARDS = (FLEET, TRAFFIC, OPERATOR)
+
+
+def _variables(
+    board: Board,
+) -> list[dashboard.DatasourceVariable | dashboard.QueryVariable | dashboard.TextBoxVariable]:
+    multi = not board.workload_variables  # the fleet dashboard shows one policy's workload
+
+    def query(name: str, label: str, promql: str, *, many: bool, regex: str = "") -> dashboard.QueryVariable:
+        variable = (
+            dashboard.QueryVariable(name)
+            .label(label)
+            .datasource(DATASOURCE)
+            .query(promql)
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(many)
+            .include_all(many)
+        )
+        return variable.regex(regex) if regex else variable
+
+    variables: list[dashboard.DatasourceVariable | dashboard.QueryVariable | dashboard.TextBoxVariable] = [
+        dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"),
+        query("namespace", "Namespace", "label_values(infercast_decisions_total, namespace)", many=multi),
+        query(
+            "policy",
+            "Policy",
+            'label_values(infercast_decisions_total{namespace=~"$namespace"}, policy)',
+            many=multi,
+        ),
+    ]
+    if board.workload_variables:
+        variables.append(
+            query(
+                "workload",
+                "Workload",
+                f"label_values(infercast_desired_replicas{{{POLICY}}}, target)",
+                many=False,
+                regex="/^[^/]+/(.+)$/",
+            )
+        )
+        variables += [
+            dashboard.TextBoxVariable(name).label(name.replace("_", " ")).default_value(value)
+            for name, value in board.slos.items()
+        ]
+    if board is OPERATOR:
+        variables.append(
+            query("job", "Operator job", "label_values(infercast_reconcile_duration_seconds_count, job)", many=True)
+        )
+    return variables
+
+
+def build(board: Board) -> dashboard.Dashboard:
+    builder = (
+        dashboard.Dashboard(board.title)
+        .uid(board.uid)
+        .description(board.description)
+        .tags(["infercast"])
+        .editable()
+        .refresh("30s")
+        .time("now-1h", "now")
+        .timezone("browser")
+    )
+    for variable in _variables(board):
+        builder = builder.with_variable(variable)
+    for name, query in board.annotations:
+        builder = builder.annotation(
+            dashboard.AnnotationQuery()
+            .name(name)
+            .datasource(DATASOURCE)
+            .expr(query.expr)
+            .enable(True)
+            .icon_color("blue")
+        )
+    for panel in board.panels:
+        graph = (
+            timeseries.Panel()
+            .title(panel.title)
+            .description(panel.description)
+            .datasource(DATASOURCE)
+            .unit(panel.unit)
+            .height(8)
+            .span(panel.width)
+        )
+        for ref, query in zip(_ref_ids(len(panel.queries)), panel.queries, strict=True):
+            graph = graph.with_target(prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(ref))
+        builder = builder.with_panel(graph)
+    return builder
+
+
+def _ref_ids(count: int) -> Sequence[str]:
+    return [chr(ord("A") + index) for index in range(count)]
+
+
+def render(board: Board) -> str:
+    """The dashboard's JSON as committed: stable key order, two-space indent, final newline."""
+    return json.dumps(build(board).build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def configmaps() -> str:
+    """The dashboards as ConfigMaps for the Grafana sidecar of kube-prometheus-stack."""
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{board.uid}-dashboard",
+                "namespace": CONFIGMAP_NAMESPACE,
+                "labels": {"grafana_dashboard": "1", "app.kubernetes.io/part-of": "infercast"},
+            },
+            "data": {f"{board.uid}.json": render(board)},
+        }
+        for board in BOARDS
+    ]
+    header = (
+        "# Generated by `python -m controller.observability.dashboards`: edit the definitions there, not this file.\n"
+    )
+    return header + yaml.dump_all(documents, Dumper=_LiteralDumper, sort_keys=False, width=1000)
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Writes multi-line strings (the dashboards' JSON) as readable ``|`` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_LiteralDumper.add_representer(str, _represent_str)
+
+
+def generated_files() -> dict[pathlib.Path, str]:
+    """Every generated file and its content."""
+    files = {DASHBOARD_DIR / f"{board.uid}.json": render(board) for board in BOARDS}
+    files[CONFIGMAPS] = configmaps()
+    return files
+
+
+def main() -> int:
+    for path, text in generated_files().items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

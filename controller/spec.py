@@ -15,57 +15,38 @@ from typing import Any, Literal
 
 from controller.forecast_spec import ForecastSpec, ForecastSpecError, parse_forecast
 from controller.presets import PRESETS
+from controller.spec_common import (
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    Mode,
+    PrometheusSpec,
+    SecretKeyRef,
+    SpecError,
+    TargetRef,
+    parse_interval,
+    parse_mode,
+    parse_prometheus,
+    parse_target_ref,
+)
 from policies import Behavior, ScalingPolicyRule, ScalingRules
 
-Mode = Literal["Auto", "Recommend", "Off"]
+# The shared names stay importable from here, where they were defined before every policy kind shared them.
+__all__ = [
+    "MAX_INTERVAL_S",
+    "MIN_INTERVAL_S",
+    "FallbackSpec",
+    "MetricSpec",
+    "Mode",
+    "PrometheusSpec",
+    "ScalingPolicySpec",
+    "SecretKeyRef",
+    "SpecError",
+    "TargetRef",
+    "parse_scaling_policy",
+]
+
 TargetType = Literal["AverageValue", "Value"]
 OnMetricsUnavailable = Literal["Hold", "Fallback"]
-
-MIN_INTERVAL_S = 5
-MAX_INTERVAL_S = 3600
-
-
-class SpecError(ValueError):
-    """The policy cannot be acted on as written; ``reason`` is a CamelCase condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True)
-class TargetRef:
-    api_version: str
-    kind: str
-    name: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
-
-    def describe(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
-class PrometheusSpec:
-    url: str
-    timeout_s: float = 5.0
-    max_staleness_s: float = 60.0
-    insecure_skip_verify: bool = False
-    bearer_token: SecretKeyRef | None = None
-    ca: SecretKeyRef | None = None
 
 
 @dataclass(frozen=True)
@@ -112,11 +93,7 @@ def parse_scaling_policy(spec: Mapping[str, Any]) -> ScalingPolicySpec:
 
 
 def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
-    ref = spec.get("targetRef") or {}
-    missing = [k for k in ("apiVersion", "kind", "name") if not ref.get(k)]
-    if missing:
-        raise SpecError("InvalidTargetRef", f"targetRef lacks {', '.join(missing)}")
-    target = TargetRef(api_version=str(ref["apiVersion"]), kind=str(ref["kind"]), name=str(ref["name"]))
+    target = parse_target_ref(spec.get("targetRef"))
 
     min_replicas = int(spec.get("minReplicas", 1))
     max_replicas = int(spec["maxReplicas"]) if "maxReplicas" in spec else 0
@@ -127,13 +104,8 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
             "InvalidReplicaBounds", f"minReplicas ({min_replicas}) must be within 0..maxReplicas ({max_replicas})"
         )
 
-    mode = str(spec.get("mode", "Auto"))
-    if mode not in ("Auto", "Recommend", "Off"):
-        raise SpecError("InvalidMode", f"mode {mode!r} is not one of Auto, Recommend, Off")
-
-    interval = int(spec.get("interval", 15))
-    if not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S:
-        raise SpecError("InvalidInterval", f"interval {interval}s is outside {MIN_INTERVAL_S}..{MAX_INTERVAL_S}s")
+    mode = parse_mode(spec)
+    interval = parse_interval(spec)
 
     metrics_raw = spec.get("metrics") or []
     if not metrics_raw:
@@ -147,9 +119,9 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
         target=target,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        mode=mode,  # type: ignore[arg-type]  # checked above
+        mode=mode,
         interval_s=interval,
-        prometheus=_parse_prometheus(spec.get("prometheus")),
+        prometheus=parse_prometheus(spec.get("prometheus")),
         metrics=metrics,
         behavior=_parse_behavior(spec.get("behavior") or {}),
         fallback=_parse_fallback(spec.get("fallback") or {}),
@@ -162,30 +134,6 @@ def _parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
         return parse_forecast(raw)
     except ForecastSpecError as exc:
         raise SpecError(exc.reason, exc.message) from exc
-
-
-def _parse_prometheus(raw: Mapping[str, Any] | None) -> PrometheusSpec:
-    if not raw or not raw.get("url"):
-        raise SpecError("InvalidPrometheus", "prometheus.url is required")
-    url = str(raw["url"]).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise SpecError("InvalidPrometheus", f"prometheus.url {url!r} must start with http:// or https://")
-    return PrometheusSpec(
-        url=url,
-        timeout_s=float(raw.get("timeout", 5.0)),
-        max_staleness_s=float(raw.get("maxStaleness", 60.0)),
-        insecure_skip_verify=bool(raw.get("insecureSkipVerify", False)),
-        bearer_token=_secret_ref(raw.get("bearerTokenSecretRef")),
-        ca=_secret_ref(raw.get("caSecretRef")),
-    )
-
-
-def _secret_ref(raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
-    if not raw:
-        return None
-    if not raw.get("name") or not raw.get("key"):
-        raise SpecError("InvalidPrometheus", "a Secret reference needs both name and key")
-    return SecretKeyRef(name=str(raw["name"]), key=str(raw["key"]))
 
 
 def _parse_metric(raw: Mapping[str, Any]) -> MetricSpec:

@@ -88,3 +88,18 @@ class Reason(StrEnum):
     CanaryRolledBack = "CanaryRolledBack"
     """The canary was worse than stable beyond a margin (or failed outright): all traffic back to stable."""
 
+    # Predictive scaling (policies/predictive.py): which path decided and why.
+    ForecastScaleUp = "ForecastScaleUp"
+    """The forecast's chosen quantile over now .. now + lead time + interval needs more replicas."""
+    ForecastScaleDown = "ForecastScaleDown"
+    """The forecast's upper quantile stays below the remaining capacity for the whole lead time."""
+    ForecastWithinCapacity = "ForecastWithinCapacity"
+    """The forecast needs exactly the current count."""
+    ReactiveScaleUp = "ReactiveScaleUp"
+    """The load observed now needs more than the forecast asked for (the forecast missed)."""
+    LatencyPanic = "LatencyPanic"
+    """The observed TTFT is above its SLO with no replica starting: add replicas at once."""
+    FollowingLastForecast = "FollowingLastForecast"
+    """No fresh forecast or load this cycle: the last good forecast still covers the window."""
+    ForecastExpired = "ForecastExpired"
+    """No fresh forecast and the last good one no longer reaches into the window: hold."""

@@ -95,7 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the operator driving a simulated GPU fleet on this machine")
     demo.add_argument("--duration", type=float, default=180.0, help="seconds of simulated traffic (default 180)")
     demo.set_defaults(func=_demo)
+
+    backtest = commands.add_parser("backtest", help="our policy, the HPA and the KPA closed-loop on a request trace")
+    from controller.backtest.run import add_arguments
+
+    add_arguments(backtest)
+    backtest.set_defaults(func=_backtest)
     return parser
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    # Imported here: pandas, the forecasters and matplotlib are not needed to run the operator.
+    from controller.backtest.run import main as backtest_main
+
+    return backtest_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,43 @@
+"""The load signal the predictive policy scales on: burst-aware prefill demand in tokens/s.
+
+An LLM replica of this kind is prefill-bound: a prompt waits behind every prompt routed before
+it, so what breaks the TTFT SLO is a burst of prompt tokens, not the average rate. The rate a
+fleet must sustain so that the tokens that arrived in the last ``w`` seconds are all prefilled
+within ``w + ttft_slo`` seconds is ``tokens(w) / (w + ttft_slo)``; the signal is the highest of
+these over windows from one second to a few minutes, so it equals the average rate on smooth
+load and rises with a burst as soon as the burst is seen. Divided by a replica's prefill rate
+times its target utilization (the headroom that keeps decoding within the TPOT SLO, since
+decoding pauses during prefill), it gives replicas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Burst windows, seconds: from a single second (one long prompt) to the sustained rate.
+BURST_WINDOWS_S = (1, 2, 4, 8, 15, 30, 60, 120)
+
+
+def burst_load(prompt_tokens: np.ndarray, ttft_slo_s: float, windows: tuple[int, ...] = BURST_WINDOWS_S) -> np.ndarray:
+    """Per second ``t``: the highest ``tokens(t - w, t] / (w + ttft_slo_s)`` over ``windows``.
+
+    ``prompt_tokens[t]`` is the prompt tokens that arrived during second ``t``; the result at
+    ``t`` uses only seconds up to and including ``t``.
+    """
+    tokens = np.asarray(prompt_tokens, dtype=float)
+    cumulative = np.concatenate(([0.0], np.cumsum(tokens)))
+    ends = np.arange(1, len(tokens) + 1)
+    load = np.zeros(len(tokens))
+    for window in windows:
+        arrived = cumulative[ends] - cumulative[np.maximum(ends - window, 0)]
+        load = np.maximum(load, arrived / (window + ttft_slo_s))
+    return load
+
+
+def step_peaks(values: np.ndarray, step_s: int) -> np.ndarray:
+    """The highest value of each complete step of ``step_s`` seconds (a partial last step is dropped)."""
+    whole = len(values) // step_s * step_s
+    if whole == 0:
+        return np.zeros(0)
+    peaks: np.ndarray = np.asarray(values[:whole], dtype=float).reshape(-1, step_s).max(axis=1)
+    return peaks

@@ -23,9 +23,10 @@ from typing import Any
 
 from controller.actuators import ScaleActuator, ScaleObservation, TargetError
 from controller.conditions import Condition, iso
+from controller.credentials import read_credentials
 from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord, new_decision_id
-from controller.kube import Kube, KubeError
+from controller.kube import KubeError
 from controller.presets import render_freshness, render_preset
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
@@ -88,7 +89,7 @@ async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: 
     actuator = ScaleActuator(deps.kube, policy.namespace, spec.target)
     try:
         observed = await actuator.observe()
-        credentials = await _credentials(deps.kube, policy.namespace, spec)
+        credentials = await read_credentials(deps.kube, policy.namespace, spec.prometheus)
     except (TargetError, SpecError) as exc:
         return await report.not_ready(exc.reason, exc.message)
 
@@ -130,24 +131,6 @@ async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: 
     record = _record(policy, spec, observed, readings, decision, desired, applied, now)
     await _report_decision(report, record, decision, readings, observed, new_state, apply_error)
     return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
-
-
-async def _credentials(kube: Kube, namespace: str, spec: ScalingPolicySpec) -> Credentials:
-    refs = spec.prometheus
-    if not refs.bearer_token and not refs.ca:
-        return Credentials()
-    try:
-        token = (
-            await kube.read_secret_key(namespace, refs.bearer_token.name, refs.bearer_token.key)
-            if refs.bearer_token
-            else None
-        )
-        ca = await kube.read_secret_key(namespace, refs.ca.name, refs.ca.key) if refs.ca else None
-    except KubeError as exc:
-        if exc.status in (403, 404):
-            raise SpecError("SecretNotFound", f"cannot read Prometheus credentials: {exc.message}") from exc
-        raise
-    return Credentials(bearer_token=token.strip() if token else None, ca_pem=ca)
 
 
 def _preset_args(metric: MetricSpec, namespace: str, spec: ScalingPolicySpec) -> dict[str, Any]:

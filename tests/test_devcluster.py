@@ -356,9 +356,7 @@ def test_a_watch_resumes_from_a_resource_version_and_honours_its_timeout(core, n
     core.patch_namespaced_config_map("after", namespace, {"data": {"k": "v"}})
 
     started = time.monotonic()
-    stream = watch.Watch().stream(
-        core.list_namespaced_config_map, namespace, resource_version=since, timeout_seconds=1
-    )
+    stream = watch.Watch().stream(core.list_namespaced_config_map, namespace, resource_version=since, timeout_seconds=1)
     events = [(event["type"], event["object"].metadata.name) for event in stream]
 
     assert events == [("ADDED", "after"), ("MODIFIED", "after")]
@@ -384,8 +382,10 @@ def test_the_api_server_process_exits_cleanly_on_sigterm(tmp_path):
 
 
 def test_prometheus_scrapes_colon_named_metrics_of_the_exporter(prometheus, exporter, namespace):
-    exporter.set_gauge("vllm:num_requests_waiting", 7, namespace=namespace, model_name="llama")
-    exporter.inc_counter("vllm:prompt_tokens_total", 100, namespace=namespace, model_name="llama")
+    # The session's exporter is shared: vLLM metrics always carry the labels a vLLM pod has.
+    pod = "vllm-7d4b9c6f5d-abcde"
+    exporter.set_gauge("vllm:num_requests_waiting", 7, namespace=namespace, pod=pod, model_name="llama")
+    exporter.inc_counter("vllm:prompt_tokens_total", 100, namespace=namespace, pod=pod, model_name="llama")
 
     series = prometheus.wait_for_series(f'vllm:num_requests_waiting{{namespace="{namespace}"}}', timeout=10)
 
@@ -407,13 +407,15 @@ def test_prometheus_sees_new_values_within_a_few_scrapes(prometheus, exporter, n
 
 
 def test_the_exporter_serves_plain_text_even_when_openmetrics_is_asked_for(exporter, namespace):
-    exporter.set_gauge("vllm:num_requests_running", 3, namespace=namespace)
+    exporter.set_gauge("vllm:num_requests_running", 3, namespace=namespace, pod="vllm-7d4b9c6f5d-abcde", model_name="m")
     request = urllib.request.Request(exporter.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     with urllib.request.urlopen(request, timeout=5) as response:
         content_type = response.headers["Content-Type"]
         body = response.read().decode()
     assert content_type.startswith("text/plain")
-    assert f'vllm:num_requests_running{{namespace="{namespace}"}} 3.0' in body
+    assert (
+        f'vllm:num_requests_running{{namespace="{namespace}",pod="vllm-7d4b9c6f5d-abcde",model_name="m"}} 3.0' in body
+    )
 
 
 def test_an_unavailable_exporter_shows_as_down(prometheus, exporter):
@@ -482,8 +484,7 @@ def test_stop_reaches_grandchildren(tmp_path):
 
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
     code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-        "print('ready', flush=True); time.sleep(60)"
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);print('ready', flush=True); time.sleep(60)"
     )
     process = start_process([sys.executable, "-c", code], log_path=tmp_path / "stubborn.log")
     wait_until(lambda: "ready" in process.log_text(), timeout=5)

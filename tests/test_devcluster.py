@@ -414,7 +414,7 @@ def test_the_exporter_serves_plain_text_even_when_openmetrics_is_asked_for(expor
         body = response.read().decode()
     assert content_type.startswith("text/plain")
     assert (
-        f'vllm:num_requests_running{{namespace="{namespace}",pod="vllm-7d4b9c6f5d-abcde",model_name="m"}} 3.0' in body
+        f'vllm:num_requests_running{{model_name="m",namespace="{namespace}",pod="vllm-7d4b9c6f5d-abcde"}} 3.0' in body
     )
 
 

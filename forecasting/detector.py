@@ -2,12 +2,13 @@
 
 See ``docs/detector.md`` for the design and its measurements. In short, every update:
 
-1. forecasts the point two ways, each a robust "what is normal now" estimate:
-   the recent level (median of the last ``window`` points) and the same time yesterday
-   (a time-of-day profile, only once the series has a full day of history);
+1. forecasts the point three ways, each a robust "what is normal now" estimate: the recent level
+   (median of the last ``window`` points), the same time yesterday and the same time last week
+   (:class:`forecasting.robust.PeriodicProfile`, each only once a full period of history exists);
 2. measures the residuals at several time scales (the last point, and the mean of the last k points)
    in robust standard deviations (MAD of the recent window), so one spike, a level shift and a slow
-   drift each move at least one statistic;
+   drift each move at least one statistic; and measures whether the recent spread grew against the
+   reference spread (jitter, oscillation, flapping), which moves no mean at all;
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
    very different noise, takes the smallest probability (Bonferroni-corrected for the number of
@@ -23,9 +24,27 @@ import math
 import numpy as np
 import pandas as pd
 
-from forecasting.robust import SlidingWindow, TailCalibrator, median_and_scale
+from forecasting.robust import PeriodicProfile, SlidingWindow, TailCalibrator, median_and_scale
 
 SECONDS_PER_DAY = 86_400
+DAYS_PER_WEEK = 7
+
+
+class _SeasonalResiduals:
+    """Residuals of one series against one periodic profile, kept for the multi-scale statistics."""
+
+    def __init__(self, period_seconds: float, buckets: int, scales: tuple[int, ...], window: int) -> None:
+        self.profile = PeriodicProfile(period_seconds, buckets)
+        self.scales = scales
+        self.residuals = SlidingWindow(window + max(scales, default=1))
+
+    def append(self, seconds: float, value: float) -> bool:
+        """Learn the point; True when it had a forecast, i.e. a residual was appended."""
+        expected = self.profile.forecast_then_learn(seconds, value)
+        if expected is None:
+            return False
+        self.residuals.append(value - expected)
+        return True
 
 
 class StreamingDetector:
@@ -37,10 +56,16 @@ class StreamingDetector:
         points in the robust reference window (median and MAD of "normal").
     level_scales:
         lengths of the trailing means compared with the recent level (1 = the point itself).
+    spread_scales:
+        lengths of the trailing windows whose spread (MAD) is compared with the reference spread.
     seasonal_scales:
-        the same for the residuals against the time-of-day profile.
+        the same as ``level_scales`` for the residuals against the time-of-day profile.
+    weekly_scales:
+        the same for the residuals against the time-of-week profile. Only sustained windows: single
+        points are already judged against yesterday, and a week-old single value is a noisier forecast.
     profile_buckets:
-        time-of-day buckets of the daily profile (288 = 5 minutes each).
+        time-of-day buckets of the daily profile (288 = 5 minutes each); the weekly profile has
+        seven times as many, of the same width.
     min_history:
         points a reference window needs before its statistic is computed at all.
     warmup:
@@ -55,27 +80,32 @@ class StreamingDetector:
         updates after an alert during which the score is held below the alert level.
 
     The detector is the state of one series: keep one instance per series and feed it points in
-    time order with :meth:`update`. Memory is bounded whatever the stream length: two sliding
-    windows, the daily profile and one 400-bin histogram per statistic, about 7,000 floats (~60 KB).
-    One update costs O(window): two medians over the window per statistic (~0.3 ms measured, see
-    ``docs/detector.md``). NaN/inf values score 0 and leave the state unchanged.
+    time order with :meth:`update`. Memory is bounded whatever the stream length: three sliding
+    windows, the daily and weekly profiles and one 400-bin histogram per statistic, about 12,000
+    floats (~100 KB). One update costs O(window): about two medians over the window per statistic
+    (see ``docs/detector.md`` for the measured time). NaN/inf values score 0 and leave the state
+    unchanged.
     """
 
     def __init__(
         self,
         window: int = 200,
         level_scales: tuple[int, ...] = (1, 4, 16, 64),
+        spread_scales: tuple[int, ...] = (16, 64),
         seasonal_scales: tuple[int, ...] = (1, 16, 64),
+        weekly_scales: tuple[int, ...] = (16, 64),
         profile_buckets: int = 288,
         min_history: int = 50,
         warmup: int = 100,
         memory: float = 50_000.0,
-        alert_level: float = 2.5,
+        alert_level: float = 2.75,
         dead_time: int = 144,
     ) -> None:
         self.window = window
         self.level_scales = level_scales
+        self.spread_scales = spread_scales
         self.seasonal_scales = seasonal_scales
+        self.weekly_scales = weekly_scales
         self.profile_buckets = profile_buckets
         self.min_history = min_history
         self.warmup = warmup
@@ -86,57 +116,100 @@ class StreamingDetector:
 
     def reset(self) -> None:
         """Forget everything learned (the series restarted or its meaning changed)."""
-        longest = max(self.level_scales)
-        self.values_ = SlidingWindow(self.window + longest)
-        self.residuals_ = SlidingWindow(self.window + max(self.seasonal_scales))
-        self.profile_ = np.full(self.profile_buckets, np.nan)
-        self.profile_time_ = np.full(self.profile_buckets, -np.inf)
-        n_statistics = len(self.level_scales) + len(self.seasonal_scales)
+        self.values_ = SlidingWindow(self.window + max(self.level_scales + self.spread_scales))
+        self.seasons_ = [
+            _SeasonalResiduals(SECONDS_PER_DAY, self.profile_buckets, self.seasonal_scales, self.window),
+            _SeasonalResiduals(
+                DAYS_PER_WEEK * SECONDS_PER_DAY,
+                DAYS_PER_WEEK * self.profile_buckets,
+                self.weekly_scales,
+                self.window,
+            ),
+        ]
+        family_sizes = [len(self.level_scales), len(self.spread_scales)] + [len(s.scales) for s in self.seasons_]
         self.calibrators_ = [
-            TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory)
-            for _ in range(n_statistics)
+            [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory) for _ in range(size)]
+            for size in family_sizes
         ]
         self.n_seen_ = 0
         self.since_alert_ = self.dead_time + 1
 
-    def _level_statistics(self) -> list[float | None]:
-        return self._scale_statistics(self.values_.values(), self.level_scales, self.values_.values())
+    def _statistics(self, seconds: float, value: float) -> list[list[float | None]]:
+        """The surprise statistics of the newest point, by family (None: not computable yet).
 
-    def _seasonal_statistics(self, seconds: float, value: float) -> list[float | None]:
-        """Residuals against the value at this time of day yesterday; None until a day is known."""
-        bucket = int(seconds % SECONDS_PER_DAY * self.profile_buckets // SECONDS_PER_DAY)
-        age = seconds - self.profile_time_[bucket]
-        expected = self.profile_[bucket]
-        self.profile_[bucket] = value
-        self.profile_time_[bucket] = seconds
-        if not 0.5 * SECONDS_PER_DAY <= age <= 1.5 * SECONDS_PER_DAY:
-            return [None] * len(self.seasonal_scales)
-        self.residuals_.append(value - expected)
-        # Yesterday's value is an unbiased forecast, so residuals are centred on zero, not on their
-        # recent median: a slow drift accumulates an offset against yesterday that a moving
-        # reference would follow.
-        return self._scale_statistics(
-            self.residuals_.values(), self.seasonal_scales, self.values_.values(), centre=0.0
-        )
-
-    def _scale_statistics(
-        self, series: np.ndarray, scales: tuple[int, ...], level: np.ndarray, centre: float | None = None
-    ) -> list[float | None]:
-        """For each k: how far the mean of the last k points is from the ``window`` points before them.
-
-        The reference excludes the k points it is compared with, so a level shift does not hide in
-        its own reference; distances are in robust standard deviations (MAD).
+        A family is one question asked at several time scales: has the level moved, has the spread
+        grown, is it unlike yesterday, is it unlike last week.
         """
+        level = self.values_.values()
         floor = self._scale_floor(level)
+        references = self._references(level, self.level_scales + self.spread_scales, floor)
+        families = [
+            self._shift_statistics(level, self.level_scales, references),
+            self._spread_statistics(level, references, floor),
+        ]
+        for season in self.seasons_:
+            if season.append(seconds, value):
+                residuals = season.residuals.values()
+                # The profile's value is an unbiased forecast, so residuals are centred on zero, not
+                # on their recent median: a slow drift accumulates an offset against the profile
+                # that a moving reference would follow.
+                families.append(
+                    self._shift_statistics(
+                        residuals, season.scales, self._references(residuals, season.scales, floor), centre=0.0
+                    )
+                )
+            else:
+                families.append([None] * len(season.scales))
+        return families
+
+    def _references(
+        self, series: np.ndarray, scales: tuple[int, ...], floor: float
+    ) -> dict[int, tuple[float, float] | None]:
+        """For each k: median and robust scale of the ``window`` points before the last k.
+
+        The reference excludes the k points it is compared with, so a level shift or a burst of
+        jitter does not hide in its own reference. None while there are too few points.
+        """
+        return {
+            k: median_and_scale(series[-self.window - k : -k], floor) if len(series) >= k + self.min_history else None
+            for k in set(scales)
+        }
+
+    @staticmethod
+    def _shift_statistics(
+        series: np.ndarray,
+        scales: tuple[int, ...],
+        references: dict[int, tuple[float, float] | None],
+        centre: float | None = None,
+    ) -> list[float | None]:
+        """For each k: how far the mean of the last k points is from the reference, in robust sigmas."""
         statistics: list[float | None] = []
         for k in scales:
-            if len(series) < k + self.min_history:
+            reference = references[k]
+            if reference is None:
                 statistics.append(None)
                 continue
-            reference = series[-self.window - k : -k]
-            median, scale = median_and_scale(reference, floor)
+            median, scale = reference
             expected = median if centre is None else centre
             statistics.append(abs(float(series[-k:].mean()) - expected) / scale)
+        return statistics
+
+    def _spread_statistics(
+        self, series: np.ndarray, references: dict[int, tuple[float, float] | None], floor: float
+    ) -> list[float | None]:
+        """For each k: log of how much wider the last k points spread than the reference (0 if narrower).
+
+        Only growth counts: a series that goes quiet is usually a service idling, and a stuck metric
+        is already a level shift against the daily profile.
+        """
+        statistics: list[float | None] = []
+        for k in self.spread_scales:
+            reference = references[k]
+            if reference is None:
+                statistics.append(None)
+                continue
+            recent_scale = median_and_scale(series[-k:], floor)[1]
+            statistics.append(max(0.0, math.log(recent_scale / reference[1])))
         return statistics
 
     @staticmethod
@@ -151,18 +224,25 @@ class StreamingDetector:
         self.values_.append(value)
         self.n_seen_ += 1
         self.since_alert_ += 1
-        statistics = self._level_statistics() + self._seasonal_statistics(timestamp.timestamp(), value)
+        families = self._statistics(timestamp.timestamp(), value)
 
-        pvalues = []
-        for calibrator, statistic in zip(self.calibrators_, statistics, strict=True):
-            if statistic is None:
-                continue
-            if calibrator.total >= self.warmup:
-                pvalues.append(calibrator.pvalue(statistic))
-            calibrator.add(statistic)
-        if not pvalues:
+        family_pvalues = []
+        for calibrators, statistics in zip(self.calibrators_, families, strict=True):
+            pvalues = []
+            for calibrator, statistic in zip(calibrators, statistics, strict=True):
+                if statistic is None:
+                    continue
+                if calibrator.total >= self.warmup:
+                    pvalues.append(calibrator.pvalue(statistic))
+                calibrator.add(statistic)
+            if pvalues:
+                family_pvalues.append(min(pvalues))
+        if not family_pvalues:
             return 0.0
-        surprise = max(0.0, -math.log10(min(1.0, min(pvalues) * len(pvalues))))
+        # Bonferroni over families, not over scales: the scales of one family are nested trailing
+        # windows of one series, so strongly dependent that counting each would over-correct and
+        # delay every detection; the families ask different questions.
+        surprise = max(0.0, -math.log10(min(1.0, min(family_pvalues) * len(family_pvalues))))
         return self._shape(surprise)
 
     def _shape(self, surprise: float) -> float:

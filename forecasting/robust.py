@@ -103,3 +103,31 @@ class TailCalibrator:
         self._counts *= self.decay
         self._counts[self._bin(math.log1p(statistic))] += 1.0
         self.total = self.total * self.decay + 1.0
+
+
+class PeriodicProfile:
+    """The last value seen at each phase of a period (time of day, time of week), as a naive forecast.
+
+    Why "the same time one period ago" rather than a smoothed profile: it needs one value per bucket,
+    reacts to a changed pattern after one period, and it is unbiased, so residuals against it can be
+    centred on zero. The forecast is only offered when the stored value is between half a period and
+    one and a half periods old: older values describe a pattern that may be gone, younger ones are the
+    current excursion itself (several points per bucket when sampling is faster than the bucket).
+    """
+
+    def __init__(self, period_seconds: float, buckets: int) -> None:
+        self.period_seconds = period_seconds
+        self.buckets = buckets
+        self._values = np.full(buckets, np.nan)
+        self._times = np.full(buckets, -np.inf)
+
+    def forecast_then_learn(self, seconds: float, value: float) -> float | None:
+        """The value one period before ``seconds`` (None if unknown), then store ``value`` in its place."""
+        bucket = int(seconds % self.period_seconds * self.buckets // self.period_seconds)
+        age = seconds - self._times[bucket]
+        expected = float(self._values[bucket])
+        self._values[bucket] = value
+        self._times[bucket] = seconds
+        if not 0.5 * self.period_seconds <= age <= 1.5 * self.period_seconds:
+            return None
+        return expected

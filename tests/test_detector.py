@@ -47,6 +47,7 @@ def test_quiet_series_raise_almost_no_alerts(baseline: str) -> None:
         ("spike", 0),  # one point 8 sigma off: flagged on the point itself
         ("level_shift", 12),  # +4 sigma for good: flagged within an hour
         ("slow_drift", 150),  # +0.02 sigma per point (a leak): flagged before it is 3 sigma off
+        ("jitter", 100),  # the noise variance doubles, the mean does not move: flagged within ~8 hours
     ],
 )
 def test_injected_anomalies_are_flagged(baseline: str, anomaly: str, latest_detection: int) -> None:
@@ -56,6 +57,8 @@ def test_injected_anomalies_are_flagged(baseline: str, anomaly: str, latest_dete
         values[ANOMALY_AT] += 8.0
     elif anomaly == "level_shift":
         values[ANOMALY_AT:] += 4.0
+    elif anomaly == "jitter":
+        values[ANOMALY_AT:] += noise(seed=3)[ANOMALY_AT:]
     else:
         values[ANOMALY_AT:] += 0.02 * after
     flagged = alerts(values)

@@ -43,27 +43,6 @@ class DecisionRecord:
     inputs: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
 
-    def to_log(self) -> dict[str, Any]:
-        return {
-            "event": "decision",
-            "schema": SCHEMA_VERSION,
-            "id": self.id,
-            "time": self.time,
-            "kind": self.kind,
-            "policy": f"{self.namespace}/{self.name}",
-            "target": self.target,
-            "mode": self.mode,
-            "action": self.action,
-            "from": self.from_,
-            "to": self.to,
-            "applied": self.applied,
-            "reason": self.reason,
-            "reasons": list(self.reasons),
-            "message": self.message,
-            "inputs": self.inputs,
-            "output": self.output,
-        }
-
     def to_status(self) -> dict[str, Any]:
         """The ``status.lastDecision`` form (the policy is implied by the object it is on)."""
         return {
@@ -78,6 +57,16 @@ class DecisionRecord:
             "message": self.message,
             "inputs": self.inputs,
         }
+
+    def to_log(self) -> dict[str, Any]:
+        """The log line: the status form plus who it is about and what came out."""
+        about = {
+            "kind": self.kind,
+            "policy": f"{self.namespace}/{self.name}",
+            "target": self.target,
+            "mode": self.mode,
+        }
+        return {"event": "decision", "schema": SCHEMA_VERSION, **about, **self.to_status(), "output": self.output}
 
 
 @dataclass

@@ -117,13 +117,22 @@ def default_selector(preset: Preset, *, namespace: str, kind: str, name: str) ->
     return f'namespace="{_quote(namespace)}",pod=~"{_quote(pod)}"'
 
 
-def _selector(
-    preset: Preset, namespace: str, kind: str, name: str, model_name: str | None, label_selector: str | None
-) -> str:
-    selector = label_selector or default_selector(preset, namespace=namespace, kind=kind, name=name)
-    if model_name and preset.model_label:
-        selector += f',{preset.model_label}="{_quote(model_name)}"'
-    return selector
+@dataclass(frozen=True)
+class PresetQueries:
+    """A preset rendered for one workload: its value, and the age of the newest sample behind it.
+
+    Prometheus answers an instant query from samples up to 5 minutes old; ``maxStaleness`` is
+    enforced with ``freshness`` instead, on every raw series the preset may read.
+    """
+
+    value: str
+    freshness: str
+
+
+# A series selector of a template: an optional metric name and the braces holding SELECTOR.
+_SERIES = re.compile(
+    r"[A-Za-z_:][A-Za-z0-9_:]*\{[^{}]*" + re.escape(SELECTOR) + r"[^{}]*\}|\{[^{}]*" + re.escape(SELECTOR) + r"[^{}]*\}"
+)
 
 
 def render_preset(
@@ -134,35 +143,16 @@ def render_preset(
     name: str,
     model_name: str | None = None,
     label_selector: str | None = None,
-) -> str:
+) -> PresetQueries:
     """The PromQL of a preset for one workload. Raises KeyError for an unknown preset."""
     preset = PRESETS[preset_name]
-    return preset.template.replace(SELECTOR, _selector(preset, namespace, kind, name, model_name, label_selector))
-
-
-# The first series selector of a template: an optional metric name and the braces holding SELECTOR.
-_SERIES = re.compile(
-    r"[A-Za-z_:][A-Za-z0-9_:]*\{[^{}]*" + re.escape(SELECTOR) + r"[^{}]*\}|\{[^{}]*" + re.escape(SELECTOR) + r"[^{}]*\}"
-)
-
-
-def render_freshness(
-    preset_name: str,
-    *,
-    namespace: str,
-    kind: str,
-    name: str,
-    model_name: str | None = None,
-    label_selector: str | None = None,
-) -> str:
-    """PromQL for the age in seconds of the newest sample behind a preset.
-
-    Prometheus answers an instant query from samples up to 5 minutes old; ``maxStaleness`` is
-    enforced with this query instead, on the raw series the preset reads.
-    """
-    preset = PRESETS[preset_name]
-    selector = _selector(preset, namespace, kind, name, model_name, label_selector)
+    selector = label_selector or default_selector(preset, namespace=namespace, kind=kind, name=name)
+    if model_name and preset.model_label:
+        selector += f',{preset.model_label}="{_quote(model_name)}"'
     # Every series the template may read (e.g. the kv-cache preset's deprecated fallback name).
     series = dict.fromkeys(m.group(0).replace(SELECTOR, selector) for m in _SERIES.finditer(preset.template))
     assert series, f"preset {preset_name} has no series selector"
-    return f"time() - max({' or '.join(f'timestamp({s})' for s in series)})"
+    return PresetQueries(
+        value=preset.template.replace(SELECTOR, selector),
+        freshness=f"time() - max({' or '.join(f'timestamp({s})' for s in series)})",
+    )

@@ -27,7 +27,7 @@ from controller.credentials import read_credentials
 from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord, new_decision_id
 from controller.kube import KubeError
-from controller.presets import render_freshness, render_preset
+from controller.presets import render_preset
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
 from policies import (
@@ -133,16 +133,6 @@ async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: 
     return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
 
 
-def _preset_args(metric: MetricSpec, namespace: str, spec: ScalingPolicySpec) -> dict[str, Any]:
-    return {
-        "namespace": namespace,
-        "kind": spec.target.kind,
-        "name": spec.target.name,
-        "model_name": metric.model_name,
-        "label_selector": metric.label_selector,
-    }
-
-
 async def _read_metrics(
     pool: PrometheusPool, namespace: str, spec: ScalingPolicySpec, credentials: Credentials
 ) -> list[MetricReading]:
@@ -153,8 +143,15 @@ async def _read_metrics(
             query, freshness = metric.query, None
         else:
             assert metric.preset is not None  # guaranteed by the spec parser
-            args = _preset_args(metric, namespace, spec)
-            query, freshness = render_preset(metric.preset, **args), render_freshness(metric.preset, **args)
+            rendered = render_preset(
+                metric.preset,
+                namespace=namespace,
+                kind=spec.target.kind,
+                name=spec.target.name,
+                model_name=metric.model_name,
+                label_selector=metric.label_selector,
+            )
+            query, freshness = rendered.value, rendered.freshness
         try:
             value, age = await asyncio.gather(
                 pool.query(spec.prometheus, credentials, query),

@@ -10,28 +10,26 @@ import subprocess
 import pytest
 import yaml
 
-from controller.presets import PRESETS, render_freshness, render_preset
+from controller.presets import PRESETS, render_preset
 
 
 def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:
     """``promtool check rules`` runs Prometheus' own PromQL parser over each preset and its freshness query."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
-    rules = [
-        {
-            "record": f"infercast:preset_{i}",
-            "expr": render(
-                name,
-                namespace="prod",
-                kind=kind,
-                name="vllm.llama-8b",
-                model_name="meta-llama/Llama-3.1-8B" if PRESETS[name].model_label else None,
-            ),
-        }
-        for i, name in enumerate(sorted(PRESETS))
+    rendered = [
+        render_preset(
+            name,
+            namespace="prod",
+            kind=kind,
+            name="vllm.llama-8b",
+            model_name="meta-llama/Llama-3.1-8B" if PRESETS[name].model_label else None,
+        )
+        for name in sorted(PRESETS)
         for kind in ("Deployment", "StatefulSet", "Rollout", "SomethingElse")
-        for render in (render_preset, render_freshness)
     ]
+    expressions = [query for r in rendered for query in (r.value, r.freshness)]
+    rules = [{"record": f"infercast:preset_{i}", "expr": expr} for i, expr in enumerate(expressions)]
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "presets", "rules": rules}]}))
     result = subprocess.run(
@@ -51,7 +49,7 @@ def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> 
     ],
 )
 def test_default_selection_matches_only_the_workloads_pods(kind: str, pod: str, matches: bool) -> None:
-    query = render_preset("vllm-requests-waiting", namespace="prod", kind=kind, name="vllm")
+    query = render_preset("vllm-requests-waiting", namespace="prod", kind=kind, name="vllm").value
     pattern = re.search(r'pod=~"([^"]+)"', query)
     assert pattern is not None
     # PromQL regex matchers are fully anchored.
@@ -59,7 +57,7 @@ def test_default_selection_matches_only_the_workloads_pods(kind: str, pod: str, 
 
 
 def test_vllm_presets_match_colon_and_underscore_spellings() -> None:
-    query = render_preset("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm")
+    query = render_preset("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm").value
     names = re.findall(r'__name__=~"([^"]+)"', query)
     assert names, query
     assert any(re.fullmatch(n, "vllm:kv_cache_usage_perc") for n in names)
@@ -75,17 +73,17 @@ def test_label_selector_and_model_name_shape_the_selection() -> None:
         name="vllm",
         model_name='we"ird',
         label_selector='app="vllm",namespace="prod"',
-    )
+    ).value
     assert 'app="vllm",namespace="prod",model_name="we\\"ird"' in query
     assert "pod=~" not in query
 
 
 def test_istio_preset_selects_by_destination_workload() -> None:
-    query = render_preset("istio-request-rate", namespace="prod", kind="Deployment", name="vllm")
+    query = render_preset("istio-request-rate", namespace="prod", kind="Deployment", name="vllm").value
     assert 'destination_workload="vllm"' in query and 'destination_workload_namespace="prod"' in query
 
 
 def test_freshness_reads_every_series_a_preset_may_use() -> None:
-    query = render_freshness("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm")
+    query = render_preset("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm").freshness
     assert query.startswith("time() - max(")
     assert "kv_cache_usage_perc" in query and "gpu_cache_usage_perc" in query

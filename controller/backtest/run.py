@@ -19,12 +19,13 @@ from typing import TextIO
 import yaml
 
 from controller.backtest.baselines import HpaBaseline, KpaBaseline
-from controller.backtest.predictive import ForecastSettings, PredictiveController
+from controller.backtest.predictive import PredictiveController
 from controller.backtest.score import SloTargets, Summary, markdown, summarize, window_table
 from controller.backtest.simulate import Controller, Run, simulate
 from controller.backtest.trace import Trace, load_trace
 from controller.devcluster.engine import EngineParams
 from controller.forecast_spec import ForecastSpec
+from controller.load_forecast import LoadForecastSettings
 from controller.spec import ScalingPolicySpec, SpecError, parse_scaling_policy
 from policies.predictive import PredictiveSettings
 
@@ -65,15 +66,13 @@ def predictive_controller(spec: ScalingPolicySpec, params: EngineParams) -> Pred
     forecast: ForecastSpec = spec.forecast or ForecastSpec()
     capacity = forecast.capacity.per_replica or params.prefill_tokens_per_s * forecast.capacity.target_utilization
     return PredictiveController(
-        forecast=ForecastSettings(
+        forecast=LoadForecastSettings(
             quantile=forecast.quantile,
-            lead_time_s=forecast.lead_time_s,
-            refit_interval_s=forecast.refit_interval_s,
-            capacity_per_replica=capacity,
-            ttft_slo_s=forecast.slo.ttft_s,
-            history_s=forecast.history_s,
             step_s=forecast.step_s,
+            history_s=forecast.history_s,
+            refit_interval_s=forecast.refit_interval_s,
             model=forecast.model,
+            ttft_slo_s=forecast.slo.ttft_s,
         ),
         policy=PredictiveSettings(
             capacity_per_replica=capacity,

@@ -1,0 +1,183 @@
+"""History of load samples -> :class:`policies.predictive.LoadForecast`, with no I/O.
+
+The predictive policy is pure: it wants the chosen quantile of load per future step as plain
+numbers. This module makes those numbers from whatever history the caller has (the per-second
+prompt tokens of a backtest, or a Prometheus range query of prefill tokens/s in the operator):
+
+1. the samples are turned into the burst-aware load of :mod:`controller.backtest.load`, since
+   a burst of prompt tokens, not the average rate, is what breaks the TTFT SLO;
+2. the peak of that load per step (``step_s``) is the series to forecast;
+3. a model is selected (rolling-origin backtest + conformal calibration,
+   :class:`forecasting.AutoForecaster`, or the fixed model the spec names) every
+   ``refit_interval_s`` and refitted on the latest history at every forecast.
+
+It keeps the history it was given (trimmed to ``history_s`` plus the longest burst window),
+so a caller may feed it incrementally (the backtest, one second at a time) or re-send an
+overlapping range every cycle (the operator): samples not newer than the last one are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from controller.backtest.load import BURST_WINDOWS_S, burst_load
+from controller.forecast_spec import ForecastModel
+from forecasting import AutoForecaster, DampedTrend, Forecaster, ForecastInputError, LinearForecaster, SeasonalNaive
+from policies.predictive import LoadForecast
+
+#: Fewer steps than this leave nothing to fit: the policy then runs on its reactive path.
+MIN_HISTORY_STEPS = 4
+
+
+@dataclass(frozen=True)
+class LoadForecastSettings:
+    """``spec.forecast`` resolved to numbers, as far as forecasting the load is concerned.
+
+    ``sample_s`` is the spacing of the samples given to :meth:`LoadForecaster.observe` (1 s in
+    the backtest, the range query's step in the operator); each sample is the load rate (e.g.
+    prompt tokens/s) averaged over the ``sample_s`` seconds it ends.
+    """
+
+    quantile: float = 0.9
+    step_s: int = 60
+    history_s: float = 172_800.0
+    refit_interval_s: float = 600.0
+    model: ForecastModel = "Auto"
+    ttft_slo_s: float = 2.0
+    sample_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if not (self.sample_s > 0 and self.step_s >= self.sample_s and self.step_s % self.sample_s == 0):
+            raise ValueError("step_s must be a whole multiple of sample_s > 0")
+
+
+class LoadForecaster:
+    """Forecasts the burst-aware load's per-step peak, at the configured quantile.
+
+    ``observe`` feeds samples, ``forecast(now, window_s)`` returns a forecast covering at least
+    ``window_s`` seconds past ``now`` (``None`` while the history is too short or unusable).
+    ``refit_due``/``refit`` let the caller run the costly model selection on its own cadence
+    (e.g. in a worker process); ``forecast`` refits by itself when one is due.
+    """
+
+    def __init__(self, settings: LoadForecastSettings) -> None:
+        self.settings = settings
+        self._rates: np.ndarray = np.zeros(0)
+        self._end_s: float | None = None
+        self._model: Forecaster | None = None
+        self._selected_at = -math.inf
+
+    @property
+    def end_s(self) -> float | None:
+        """The end time of the newest sample seen."""
+        return self._end_s
+
+    def observe(self, end_s: float, rates: Sequence[float] | np.ndarray) -> None:
+        """Add consecutive samples, the last of which ends at ``end_s``.
+
+        Samples not newer than those already held are skipped; a gap longer than one sample
+        drops the older history (interpolating an outage would invent load).
+        """
+        values = np.asarray(rates, dtype=float)
+        sample = self.settings.sample_s
+        if self._end_s is not None:
+            new = round((end_s - self._end_s) / sample)
+            if new <= 0:
+                return
+            if new > len(values):
+                self._rates = np.zeros(0)
+            values = values[len(values) - min(new, len(values)) :]
+        self._rates = np.concatenate((self._rates, np.where(np.isfinite(values), values, 0.0)))
+        self._end_s = float(end_s)
+        keep = int((self.settings.history_s + max(BURST_WINDOWS_S)) // sample)
+        if len(self._rates) > 2 * keep:  # trim in chunks: copying every second would be quadratic
+            self._rates = self._rates[-keep:]
+
+    def burst_load(self, samples: int | None = None) -> np.ndarray:
+        """The burst-aware load (see :mod:`controller.backtest.load`) of the newest ``samples``
+        samples held (all when ``None``), oldest first, in the samples' unit."""
+        sample = self.settings.sample_s
+        held = self._rates if samples is None else self._rates[len(self._rates) - min(samples, len(self._rates)) :]
+        windows = tuple(sorted({max(1, round(w / sample)) for w in BURST_WINDOWS_S}))
+        # burst_load counts windows in samples, so the SLO slack is converted to samples too.
+        return burst_load(held * sample, self.settings.ttft_slo_s / sample, windows) / sample
+
+    def latest_load(self) -> float | None:
+        """The burst-aware load of the newest sample: the policy's observed load. ``None`` before any."""
+        if not len(self._rates):
+            return None
+        return float(self.burst_load(math.ceil(max(BURST_WINDOWS_S) / self.settings.sample_s))[-1])
+
+    def step_peaks(self) -> np.ndarray:
+        """The burst-aware load's peak per whole step of history, the newest ending at :attr:`end_s`."""
+        per_step = round(self.settings.step_s / self.settings.sample_s)
+        steps = int(self.settings.history_s // self.settings.step_s)
+        # The burst windows reach back before the oldest step: compute them over that too.
+        reach = math.ceil(max(BURST_WINDOWS_S) / self.settings.sample_s)
+        load = self.burst_load(steps * per_step + reach)[-steps * per_step :]
+        whole = len(load) // per_step * per_step
+        peaks: np.ndarray = load[len(load) - whole :].reshape(-1, per_step).max(axis=1)
+        return peaks
+
+    def refit_due(self, now: float) -> bool:
+        return self._model is None or now - self._selected_at >= self.settings.refit_interval_s
+
+    def refit(self, now: float, window_s: float) -> None:
+        """Select the model to refit at every forecast until the next selection."""
+        series = self._series()
+        if series is None:
+            return
+        try:
+            self._model = self._select(series, self._horizon(now, window_s))
+        except ForecastInputError:
+            return
+        self._selected_at = now
+
+    def forecast(self, now: float, window_s: float) -> LoadForecast | None:
+        """The quantile of the load per step from the newest sample until ``now + window_s``."""
+        series = self._series()
+        if series is None or self._end_s is None:
+            return None
+        if self.refit_due(now):
+            self.refit(now, window_s)
+        if self._model is None:
+            return None
+        try:
+            predicted = self._model.fit(series).predict(self._horizon(now, window_s), (self.settings.quantile,))
+        except ForecastInputError:
+            return None
+        upper = np.maximum(predicted.quantile(self.settings.quantile), 0.0)
+        return LoadForecast(
+            self._end_s, float(self.settings.step_s), tuple(float(v) for v in upper), self.settings.quantile
+        )
+
+    def _horizon(self, now: float, window_s: float) -> int:
+        issued_at = self._end_s if self._end_s is not None else now
+        return max(1, math.ceil((now + window_s - issued_at) / self.settings.step_s))
+
+    def _series(self) -> pd.Series | None:
+        peaks = self.step_peaks()
+        if len(peaks) < MIN_HISTORY_STEPS:
+            return None
+        step = self.settings.step_s
+        ends = (self._end_s or 0.0) - step * np.arange(len(peaks) - 1, -1, -1)
+        # Real times, so that a model with a daily or weekly season sees the time of day.
+        index = pd.to_datetime(ends, unit="s")
+        return pd.Series(peaks, index=index)
+
+    def _select(self, series: pd.Series, horizon: int) -> Forecaster:
+        fixed: dict[str, Forecaster] = {
+            "SeasonalNaive": SeasonalNaive(),
+            "DampedTrend": DampedTrend(),
+            "Linear": LinearForecaster(),
+        }
+        if self.settings.model in fixed:
+            return fixed[self.settings.model]
+        return AutoForecaster(horizon=horizon).fit(series).reusable()

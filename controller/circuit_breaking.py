@@ -1,0 +1,169 @@
+"""One reconcile cycle of a CircuitBreakerPolicy: observe -> decide -> act -> report. No Kopf here.
+
+Observe the DestinationRule (refused when Flagger or Argo Rollouts manage it) and every backend's
+signals; decide with :func:`policies.decide_breakers` from the hysteresis state kept in
+``status.health``; write the changed owned fields in ``Auto`` mode; report. A missing subset is a
+condition and an Event, and the backends that exist are still served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from controller.actuators.base import TargetError
+from controller.actuators.istio import DestinationRuleActuator
+from controller.actuators.traffic import TrafficObject
+from controller.conditions import iso
+from controller.credentials import read_credentials
+from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.decisions import DecisionRecord, new_decision_id
+from controller.kube import KubeError
+from controller.spec_common import SpecError
+from controller.traffic_cycle import (
+    backend_inputs,
+    backend_status,
+    backends_condition,
+    metrics_condition,
+    note_missing_backends,
+    read_backends,
+    refuse,
+    rejected_queries,
+    report_decision,
+)
+from controller.traffic_signals import SignalMemory
+from controller.traffic_spec import CircuitBreakerPolicySpec, parse_circuit_breaker_policy
+from policies import (
+    BackendHealth,
+    BreakerDecision,
+    BreakerInputs,
+    BreakerSettings,
+    decide_breakers,
+    health_from_dict,
+    health_to_dict,
+)
+
+KIND = "CircuitBreakerPolicy"
+
+
+async def reconcile_circuit_breakers(
+    policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float
+) -> CycleOutcome:
+    report = Reporter(policy, deps, now)
+    try:
+        spec = parse_circuit_breaker_policy(policy.spec)
+    except SpecError as exc:
+        return await report.not_ready(exc.reason, exc.message)
+    if spec.mode == "Off":
+        return await report.off()
+
+    actuator = DestinationRuleActuator(TrafficObject(deps.kube, policy.namespace, spec.target), spec.backends)
+    try:
+        observed = await actuator.observe()
+        credentials = await read_credentials(deps.kube, policy.namespace, spec.prometheus)
+    except (TargetError, SpecError) as exc:
+        return await refuse(report, exc)
+    where = spec.target.describe()
+    await note_missing_backends(report, observed.live.missing, where)
+    found = [b for b in spec.backends if b.name not in observed.live.missing]
+    if not found:
+        return await report.not_ready("BackendNotFound", f"no backend's subset is in {where}")
+
+    readings = await read_backends(
+        deps,
+        policy.namespace,
+        spec.prometheus,
+        credentials,
+        found,
+        spec.health.rate_window,
+        memory,
+        spec.capacity,
+        spec.interval_s,
+        now,
+    )
+    if rejected := rejected_queries(readings):
+        return await report.not_ready("QueryRejected", rejected)
+
+    previous = health_from_dict((policy.status or {}).get("health"))
+    inputs = BreakerInputs(
+        backends=tuple(r.signals for r in readings),
+        current=observed.settings,
+        bounds=spec.bounds,
+        limits=spec.health.limits,
+    )
+    decision = decide_breakers(inputs, previous, now)
+    desired = {b.name: b.settings for b in decision.backends}
+    changed = any(_differs(observed.settings.get(name, BreakerSettings()), s) for name, s in desired.items())
+    applied, apply_error = False, None
+    if spec.mode == "Auto" and changed:
+        try:
+            applied = await actuator.apply(desired, observed)
+        except KubeError as exc:
+            apply_error = exc
+    record = _record(policy, spec, decision, previous, changed, applied, backend_inputs(readings), now)
+    verdicts = [b.verdict for b in decision.backends]
+    # Health is about the backend, not the object: it moves on even when a write failed.
+    status = {
+        "backends": backend_status(verdicts, readings),
+        "health": health_to_dict({**previous, **decision.health}),
+        "flaggedBackends": sum(1 for v in verdicts if v.health.flagged),
+    }
+    conditions = [metrics_condition(readings), backends_condition(observed.live.missing, where)]
+    return await report_decision(report, record, observed.live.ref, apply_error, conditions, status)
+
+
+def _differs(live: BreakerSettings, desired: BreakerSettings) -> bool:
+    """Whether writing ``desired`` changes anything; its ``None`` parts leave the live ones alone."""
+    return (desired.outlier is not None and desired.outlier != live.outlier) or (
+        desired.pool is not None and desired.pool != live.pool
+    )
+
+
+def _action(decision: BreakerDecision, previous: Mapping[str, BackendHealth], changed: bool) -> str:
+    before = {name for name, h in previous.items() if h.flagged}
+    after = {name for name, h in decision.health.items() if h.flagged}
+    if after - before:
+        return "Tighten"
+    if before & set(decision.health) - after:
+        return "Relax"
+    return "Update" if changed else "Hold"
+
+
+def _record(
+    policy: PolicySnapshot,
+    spec: CircuitBreakerPolicySpec,
+    decision: BreakerDecision,
+    previous: Mapping[str, BackendHealth],
+    changed: bool,
+    applied: bool,
+    inputs: list[dict[str, Any]],
+    now: float,
+) -> DecisionRecord:
+    """``from``/``to`` count the backends at the tight end of the bounds before and after."""
+    reasons = tuple(str(r) for r in decision.reasons)
+    return DecisionRecord(
+        id=new_decision_id(),
+        time=iso(now),
+        kind=KIND,
+        namespace=policy.namespace,
+        name=policy.name,
+        target=spec.target.describe(),
+        mode=spec.mode,
+        action=_action(decision, previous, changed),
+        from_=sum(1 for b in decision.backends if previous.get(b.name, BackendHealth()).flagged),
+        to=sum(1 for b in decision.backends if b.verdict.health.flagged),
+        applied=applied,
+        reason=reasons[0] if reasons else "Hold",
+        reasons=reasons,
+        message=decision.message,
+        inputs={"backends": inputs},
+        output={"backends": {b.name: _settings_out(b.settings) for b in decision.backends}},
+    )
+
+
+def _settings_out(settings: BreakerSettings) -> dict[str, Any]:
+    return {
+        "outlierDetection": asdict(settings.outlier) if settings.outlier else None,
+        "connectionPool": asdict(settings.pool) if settings.pool else None,
+    }

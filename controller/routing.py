@@ -1,0 +1,194 @@
+"""One reconcile cycle of a RoutingPolicy: observe -> decide -> act -> report. No Kopf here.
+
+Observe the VirtualService or HTTPRoute (refused when Flagger or Argo Rollouts manage it) and every
+backend's signals; decide the weights with :func:`policies.decide_routing` from the hysteresis and
+canary state kept in the status; write the changed weights in ``Auto`` mode; report. The canary's
+revision is the policy's ``metadata.generation``: editing the spec starts a new rollout, and a
+rollback stays final until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from controller.actuators.base import TargetError
+from controller.actuators.gateway import HTTPRouteActuator
+from controller.actuators.istio import RouteObservation, VirtualServiceActuator
+from controller.actuators.traffic import TrafficObject
+from controller.conditions import iso
+from controller.credentials import read_credentials
+from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.decisions import DecisionRecord, new_decision_id
+from controller.kube import KubeError
+from controller.spec_common import SpecError
+from controller.traffic_cycle import (
+    backend_inputs,
+    backend_status,
+    backends_condition,
+    metrics_condition,
+    note_missing_backends,
+    read_backends,
+    refuse,
+    rejected_queries,
+    report_decision,
+)
+from controller.traffic_signals import BackendReading, SignalMemory
+from controller.traffic_spec import RoutingPolicySpec, parse_routing_policy
+from policies import (
+    CanarySpec,
+    CanaryState,
+    Reason,
+    RoutedBackend,
+    RoutingDecision,
+    RoutingInputs,
+    RoutingState,
+    decide_routing,
+    health_from_dict,
+    health_to_dict,
+)
+
+KIND = "RoutingPolicy"
+
+_CANARY_ACTIONS = {Reason.CanaryStep: "Step", Reason.CanaryPromoted: "Promote", Reason.CanaryRolledBack: "Rollback"}
+
+
+async def reconcile_routing(policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float) -> CycleOutcome:
+    report = Reporter(policy, deps, now)
+    try:
+        spec = parse_routing_policy(policy.spec)
+    except SpecError as exc:
+        return await report.not_ready(exc.reason, exc.message)
+    if spec.mode == "Off":
+        return await report.off()
+
+    target = TrafficObject(deps.kube, policy.namespace, spec.target)
+    actuator = (
+        HTTPRouteActuator(target, spec.backends, spec.route_name)
+        if spec.is_gateway
+        else VirtualServiceActuator(target, spec.backends, spec.route_name)
+    )
+    try:
+        observed = await actuator.observe()
+        credentials = await read_credentials(deps.kube, policy.namespace, spec.prometheus)
+    except (TargetError, SpecError) as exc:
+        return await refuse(report, exc)
+    where = spec.target.describe()
+    await note_missing_backends(report, observed.live.missing, where)
+    found = [b for b in spec.backends if b.name not in observed.live.missing]
+    if spec.canary is not None and len(found) < len(spec.backends):
+        # A canary without its stable backend (or the reverse) cannot be compared: stop.
+        return await report.not_ready("BackendNotFound", f"the canary needs both backends in {where}")
+    if not found:
+        return await report.not_ready("BackendNotFound", f"no backend is in {where}")
+
+    readings = await read_backends(
+        deps,
+        policy.namespace,
+        spec.prometheus,
+        credentials,
+        found,
+        spec.health.rate_window,
+        memory,
+        None,
+        spec.interval_s,
+        now,
+    )
+    if rejected := rejected_queries(readings):
+        return await report.not_ready("QueryRejected", rejected)
+
+    status_in = policy.status or {}
+    state = RoutingState(health_from_dict(status_in.get("health")), CanaryState.from_dict(status_in.get("canary")))
+    decision = decide_routing(_inputs(spec, readings, observed, str(policy.generation)), state, now)
+    weights = dict(decision.weights)
+    current = {name: round(w) for name, w in observed.weights.items()}
+    changed = weights != current
+    applied, apply_error = False, None
+    if spec.mode == "Auto" and changed:
+        try:
+            applied = await actuator.apply(weights, observed)
+        except KubeError as exc:
+            apply_error = exc
+    record = _record(policy, spec, decision, observed, changed, applied, readings, now)
+    status: dict[str, Any] = {
+        "backends": backend_status(decision.verdicts, readings),
+        "health": health_to_dict({**state.health, **decision.state.health}),
+        "weights": [{"name": name, "weight": weight} for name, weight in decision.weights],
+        "summary": ",".join(f"{name}={weight}" for name, weight in decision.weights),
+    }
+    # A canary step that was not written did not happen: the step interval restarts from the last real one.
+    canary = decision.state.canary if applied or not changed or spec.mode == "Recommend" else state.canary
+    if canary is not None:
+        status["canary"] = canary.to_dict()
+    conditions = [metrics_condition(readings), backends_condition(observed.live.missing, where)]
+    return await report_decision(report, record, observed.live.ref, apply_error, conditions, status)
+
+
+def _inputs(
+    spec: RoutingPolicySpec, readings: Sequence[BackendReading], observed: RouteObservation, revision: str
+) -> RoutingInputs:
+    capacity = {b.name: b.capacity_per_replica for b in spec.backends}
+    canary = spec.canary
+    return RoutingInputs(
+        backends=tuple(
+            RoutedBackend(r.signals, observed.weights.get(r.signals.name, 0.0), capacity[r.signals.name])
+            for r in readings
+        ),
+        limits=spec.health.limits,
+        max_step=spec.max_step_percent * observed.total // 100 or 1,
+        probe=spec.probe_percent * observed.total // 100,
+        total=observed.total,
+        canary=CanarySpec(
+            stable=canary.stable,
+            canary=canary.canary,
+            revision=revision,
+            step=canary.step_percent * observed.total // 100 or 1,
+            step_interval_s=canary.step_interval_s,
+            ttft_margin=canary.ttft_margin,
+            tpot_margin=canary.tpot_margin,
+            error_rate_margin=canary.error_rate_margin,
+        )
+        if canary
+        else None,
+    )
+
+
+def _record(
+    policy: PolicySnapshot,
+    spec: RoutingPolicySpec,
+    decision: RoutingDecision,
+    observed: RouteObservation,
+    changed: bool,
+    applied: bool,
+    readings: Sequence[BackendReading],
+    now: float,
+) -> DecisionRecord:
+    """``from``/``to``: the weight of the canary (Canary) or of the first backend (Capacity)."""
+    reasons = tuple(str(r) for r in decision.reasons)
+    focus = spec.canary.canary if spec.canary else decision.weights[0][0]
+    action = "Hold"
+    if changed:
+        action = _CANARY_ACTIONS.get(decision.reasons[0], "Shift") if spec.canary else "Shift"
+    return DecisionRecord(
+        id=new_decision_id(),
+        time=iso(now),
+        kind=KIND,
+        namespace=policy.namespace,
+        name=policy.name,
+        target=spec.target.describe(),
+        mode=spec.mode,
+        action=action,
+        from_=round(observed.weights.get(focus, 0.0)),
+        to=decision.weight(focus),
+        applied=applied,
+        reason=reasons[0] if reasons else "Hold",
+        reasons=reasons,
+        message=decision.message,
+        inputs={
+            "strategy": spec.strategy,
+            "backends": [
+                {**entry, "weight": observed.weights.get(entry["name"])} for entry in backend_inputs(readings)
+            ],
+        },
+        output={"weights": dict(decision.weights), "target": dict(decision.target), "total": observed.total},
+    )

@@ -1,0 +1,170 @@
+"""What the circuit-breaker and routing cycles share: reading backends, conditions, reporting.
+
+Both cycles follow the scaling cycle's shape (observe -> decide -> act -> report, see
+:mod:`controller.scaling`) and report the same three ways from one
+:class:`~controller.decisions.DecisionRecord`: a JSON log line, Events only when something
+changed, and ``status.lastDecision``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from controller.actuators.base import TargetError
+from controller.actuators.ownership import ForeignOwnerError
+from controller.conditions import Condition
+from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, Reporter
+from controller.decisions import DecisionRecord
+from controller.kube import KubeError, ObjectRef
+from controller.prometheus import Credentials
+from controller.spec_common import PrometheusSpec, SpecError
+from controller.traffic_signals import BackendReading, SignalMemory, read_signals
+from controller.traffic_spec import BackendSpec, CapacitySpec
+from policies import BackendVerdict
+
+HEALTH_SIGNALS = ("error_rate", "latency_ms", "ttft_s", "saturation")
+
+
+async def read_backends(
+    deps: Deps,
+    namespace: str,
+    prometheus: PrometheusSpec,
+    credentials: Credentials,
+    backends: Sequence[BackendSpec],
+    window: str,
+    memory: SignalMemory,
+    capacity: CapacitySpec | None,
+    interval_s: int,
+    now: float,
+) -> list[BackendReading]:
+    return list(
+        await asyncio.gather(
+            *(
+                read_signals(
+                    deps.prometheus,
+                    deps.kube,
+                    prometheus,
+                    credentials,
+                    namespace,
+                    b,
+                    window,
+                    memory,
+                    capacity,
+                    interval_s,
+                    now,
+                )
+                for b in backends
+            )
+        )
+    )
+
+
+def rejected_queries(readings: Sequence[BackendReading]) -> str:
+    """Queries Prometheus refused (a spec problem, not an outage), described; empty when none."""
+    return "; ".join(f"{r.signals.name}: {r.rejected.message}" for r in readings if r.rejected)
+
+
+def metrics_condition(readings: Sequence[BackendReading]) -> Condition:
+    """``MetricsAvailable``: every backend has at least one health signal to be judged on."""
+    blind = [r for r in readings if all(r.values.get(s) is None for s in HEALTH_SIGNALS)]
+    if blind:
+        reason = next(iter(blind[0].errors.values())).reason if blind[0].errors else "NoData"
+        names = ", ".join(r.signals.name for r in blind)
+        return Condition("MetricsAvailable", "False", reason, f"no health signal for {names}: values are kept")
+    unread = sorted({f"{r.signals.name}/{name}" for r in readings for name in r.errors})
+    detail = f"; not read: {', '.join(unread)}" if unread else ""
+    return Condition("MetricsAvailable", "True", "BackendsObserved", f"{len(readings)} backend(s) observed{detail}")
+
+
+def backends_condition(missing: Sequence[str], where: str) -> Condition:
+    if missing:
+        return Condition("BackendsFound", "False", "BackendNotFound", f"not in {where}: {', '.join(missing)}")
+    return Condition("BackendsFound", "True", "AllBackendsFound", f"every backend is in {where}")
+
+
+def backend_inputs(readings: Sequence[BackendReading]) -> list[dict[str, Any]]:
+    """The numbers each decision was made from, as logged and kept in ``lastDecision.inputs``."""
+    return [
+        {
+            "name": r.signals.name,
+            "failureScore": r.signals.failure_score,
+            "errorRate": r.signals.error_rate,
+            "latencyMs": r.signals.latency_ms,
+            "ttftSeconds": r.signals.ttft_s,
+            "tpotSeconds": r.signals.tpot_s,
+            "kvCacheUsage": r.signals.saturation,
+            "readyReplicas": r.signals.ready_replicas,
+            "neededReplicas": r.signals.needed_replicas,
+            "requestRate": r.values.get("request_rate"),
+        }
+        for r in readings
+    ]
+
+
+def backend_status(verdicts: Sequence[BackendVerdict], readings: Sequence[BackendReading]) -> list[dict[str, Any]]:
+    by_name = {r.signals.name: r.signals for r in readings}
+    return [
+        {
+            "name": v.name,
+            "failureScore": v.score,
+            "flagged": v.health.flagged,
+            "reason": str(v.reason),
+            "readyReplicas": by_name[v.name].ready_replicas if v.name in by_name else None,
+            "neededReplicas": by_name[v.name].needed_replicas if v.name in by_name else None,
+        }
+        for v in verdicts
+    ]
+
+
+async def note_missing_backends(report: Reporter, missing: Sequence[str], where: str) -> None:
+    """One Warning Event per distinct set of backends missing from the target, not one per cycle."""
+    condition = backends_condition(missing, where)
+    previous = next((c for c in report.conditions if c.get("type") == "BackendsFound"), None)
+    if missing and (previous is None or previous.get("message") != condition.message):
+        await report.event(report.policy.ref, "Warning", condition.reason, condition.message)
+
+
+async def report_decision(
+    report: Reporter,
+    record: DecisionRecord,
+    target: ObjectRef,
+    apply_error: KubeError | None,
+    conditions: list[Condition],
+    status: dict[str, Any],
+) -> CycleOutcome:
+    """Log line, Events on changes only, and the status: the same for both traffic kinds."""
+    report.emit(record)
+    if record.applied:
+        await report.event(report.policy.ref, "Normal", record.action, f"{record.message} (decision {record.id})")
+        await report.event(
+            target,
+            "Normal",
+            "InfercastTrafficPolicy",
+            f"{record.action}: {record.message}; by {record.kind} {report.policy.name} (decision {record.id})",
+        )
+    elif apply_error is not None:
+        reason = "ConcurrentWrite" if apply_error.status in (409, 422) else "FailedUpdate"
+        await report.event(report.policy.ref, "Warning", reason, f"{record.action} not written: {apply_error}")
+    elif record.action != "Hold" or report.previous_decision.get("reason") != record.reason:
+        verb = "Recommend" if record.action != "Hold" else "Hold"
+        await report.event(report.policy.ref, "Normal", f"{verb}{record.reason}", record.message)
+    recommending = record.mode == "Recommend"
+    ready = Condition(
+        "Ready",
+        "True",
+        "Recommending" if recommending else "Active",
+        "decisions are reported, never applied" if recommending else "the policy is active",
+    )
+    await report.patch_status({**status, "lastDecision": record.to_status()}, [ready, NO_CONFLICT, *conditions])
+    return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
+
+
+async def refuse(report: Reporter, exc: TargetError | SpecError) -> CycleOutcome:
+    """``Ready=False`` for a target that cannot be used; ``Conflict=True`` when another controller owns it."""
+    if isinstance(exc, ForeignOwnerError):
+        return await report.not_ready(
+            exc.reason, exc.message, conflict=Condition("Conflict", "True", exc.reason, exc.message)
+        )
+    return await report.not_ready(exc.reason, exc.message)

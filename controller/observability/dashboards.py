@@ -176,8 +176,8 @@ TRAFFIC = Board(
         (
             "Traffic decisions",
             Query(
-                f'sum by (kind, action, reason) (increase(infercast_decisions_total{{{POLICY}, kind!="ScalingPolicy",'
-                f' action!="Hold"}}[1m])) > 0',
+                f"sum by (kind, action, reason) (increase(infercast_decisions_total{{{POLICY},"
+                f' kind=~"CircuitBreakerPolicy|RoutingPolicy", action!="Hold"}}[1m])) > 0',
                 "{{kind}} {{action}} ({{reason}})",
             ),
         ),

@@ -44,6 +44,7 @@ DEPLOYMENT = "vllm"
 POLICY = "vllm"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 TIMELINE_STEP_S = 10.0
+OPERATOR_ARGV = (sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", NAMESPACE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +242,9 @@ def summarize(result: DemoResult, out: TextIO) -> None:
     print("\nLogs:", file=out)
     for name, path in result.logs.items():
         print(f"  {name:<10} {path}", file=out)
+    print(f"\nGrafana dashboards (fleet, traffic, operator health): {REPO_ROOT / 'dashboards'}/*.json", file=out)
+    print("  import: Grafana > Dashboards > New > Import, upload a file, pick your Prometheus data source;", file=out)
+    print("  in a cluster with kube-prometheus-stack: kubectl apply -f deploy/06-grafana-dashboards.yaml", file=out)
 
 
 def timeline_steps(samples: Sequence[ReplicaSample], step_s: float) -> list[ReplicaSample]:
@@ -347,16 +351,19 @@ class Demo:
         kubeconfig = write_kubeconfig(apiserver.url, self.workdir / "kubeconfig")
         self._say(f"  API server {apiserver.url}: applied crds/, namespace {NAMESPACE}, deployment {DEPLOYMENT}")
 
-        fleet_port = free_port()
-        self._prometheus = Prometheus({"vllm": [f"127.0.0.1:{fleet_port}"]}, workdir=self.workdir / "prometheus")
+        fleet_port, metrics_port = free_port(), free_port()
+        self._prometheus = Prometheus(
+            {"vllm": [f"127.0.0.1:{fleet_port}"], "infercast": [f"127.0.0.1:{metrics_port}"]},
+            workdir=self.workdir / "prometheus",
+        )
         self._prometheus.start()
         self.result.logs["prometheus"] = self._prometheus.log_path
         _create_policy(api, self._prometheus.url)
-        self._say(f"  Prometheus {self._prometheus.url} scraping the fleet every second; policy {POLICY} created")
+        self._say(f"  Prometheus {self._prometheus.url} scraping the fleet and the operator; policy {POLICY} created")
 
         operator = self._start(
             "operator",
-            [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", NAMESPACE],
+            [*OPERATOR_ARGV, "--metrics-port", str(metrics_port)],
             env={"KUBECONFIG": str(kubeconfig)},
         )
         fleet = self._start(

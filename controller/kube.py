@@ -68,6 +68,7 @@ class Resource:
 
 EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
 SECRETS = Resource("", "v1", "secrets", "Secret", namespaced=True)
+PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,12 @@ class Kube:
         self, resource: Resource, namespace: str, name: str, subresource: str | None = None
     ) -> dict[str, Any]:
         return await self.request("GET", resource.path(namespace, name, subresource))
+
+    async def list(self, resource: Resource, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        """The objects of ``resource`` in ``namespace`` matching ``label_selector`` (all when empty)."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        listing = await self.request("GET", resource.path(namespace), query=query)
+        return [item for item in listing.get("items") or [] if isinstance(item, dict)]
 
     async def merge_patch(
         self, resource: Resource, namespace: str, name: str, patch: Mapping[str, Any], subresource: str | None = None

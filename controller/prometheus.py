@@ -1,12 +1,17 @@
-"""Reading single numbers from Prometheus, safely, for many policies at once.
+"""Reading numbers from Prometheus, safely, for many policies at once.
+
+Two kinds of read: :meth:`PrometheusPool.query`, the single value of an instant query (what a
+metric is now), and :meth:`PrometheusPool.range_query`, the samples of one series over a time
+range (the load history a forecaster fits on). Both follow the rules below.
 
 Three concerns live here and nowhere else:
 
 * **Never read nothing as zero.** A query that returns no series, several series where one is
   expected, NaN or Inf raises :class:`MetricError`. A policy that sees an error holds its
   replicas; reading "no data" as 0 would scale a loaded service down.
-* **Identical PromQL is sent once per cycle.** Policies that evaluate the same expression against
-  the same Prometheus within ``coalesce_s`` share one HTTP request (a single-flight map plus a
+* **Identical PromQL is sent once per cycle.** Policies that evaluate the same expression (and,
+  for a range, the same start, end and step) against the same Prometheus within ``coalesce_s``
+  share one HTTP request (a single-flight map plus a
   short-lived result cache). 1,000 policies on one shared query cost one request, not 1,000.
 * **A failing Prometheus is not hammered.** Connection failures and timeouts put that URL into
   exponential backoff shared by every policy using it; during backoff queries fail at once with
@@ -26,7 +31,8 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -76,6 +82,48 @@ def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
     return value
 
 
+#: Prometheus refuses a range query of more points than this per series.
+MAX_RANGE_POINTS = 11_000
+
+
+@dataclass(frozen=True)
+class RangeSamples:
+    """The samples of one series over a range query, oldest first.
+
+    ``step_s`` is the step Prometheus evaluated at (it may be coarser than asked, see
+    :func:`range_step`). Timestamps without a value (no data then, or NaN) are simply absent:
+    a gap stays a gap, it is never read as zero.
+    """
+
+    step_s: float
+    times: tuple[float, ...]
+    values: tuple[float, ...]
+
+
+def range_step(start: float, end: float, step_s: float) -> float:
+    """``step_s``, made coarse enough (whole seconds) that ``[start, end]`` fits in :data:`MAX_RANGE_POINTS`."""
+    return max(step_s, float(math.ceil((end - start) / (MAX_RANGE_POINTS - 1))))
+
+
+def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> RangeSamples:
+    """The finite samples of the one series of a matrix result, or a :class:`MetricError`."""
+    if not result:
+        raise MetricError("NoData", f"query returned no series over the range: {query}")
+    if len(result) > 1:
+        labels = [r.get("metric", {}) for r in result[:3]]
+        raise MetricError(
+            "AmbiguousResult", f"query returned {len(result)} series where one is expected (e.g. {labels}): {query}"
+        )
+    try:
+        pairs = [(float(t), float(v)) for t, v in result[0]["values"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MetricError("BadResponse", f"unexpected result shape {str(result[0])[:200]}") from exc
+    finite = [(t, v) for t, v in pairs if math.isfinite(v)]
+    if not finite:
+        raise MetricError("InvalidValue", f"query returned no finite value over the range: {query}")
+    return RangeSamples(step_s, tuple(t for t, _ in finite), tuple(v for _, v in finite))
+
+
 _STATUS_RE = re.compile(r"HTTP Status Code (\d+)")
 
 
@@ -98,20 +146,32 @@ class _Client:
         )
 
     def instant(self, query: str) -> list[dict[str, Any]]:
-        try:
-            return self._connect.custom_query(query)  # type: ignore[no-any-return]
-        except PrometheusApiClientException as exc:
-            match = _STATUS_RE.search(str(exc))
-            status = int(match.group(1)) if match else 0
-            if status in (400, 422):
-                raise MetricError("QueryRejected", f"Prometheus rejected the query: {exc}", rejected=True) from exc
-            raise MetricError("PrometheusError", f"Prometheus answered HTTP {status or '?'}") from exc
-        except requests.Timeout as exc:
-            raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
-        except requests.RequestException as exc:
-            raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
-        except ValueError as exc:  # the body was not JSON: something else answers on that URL
-            raise MetricError("BadResponse", f"not a Prometheus API response: {exc}") from exc
+        return _translated(lambda: self._connect.custom_query(query))
+
+    def matrix(self, query: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+        return _translated(
+            lambda: self._connect.custom_query_range(
+                query, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), f"{step_s:g}"
+            )
+        )
+
+
+def _translated(call: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Run one client call; every way it can fail becomes a :class:`MetricError` with its reason."""
+    try:
+        return cast(list[dict[str, Any]], call())
+    except PrometheusApiClientException as exc:
+        match = _STATUS_RE.search(str(exc))
+        status = int(match.group(1)) if match else 0
+        if status in (400, 422):
+            raise MetricError("QueryRejected", f"Prometheus rejected the query: {exc}", rejected=True) from exc
+        raise MetricError("PrometheusError", f"Prometheus answered HTTP {status or '?'}") from exc
+    except requests.Timeout as exc:
+        raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
+    except requests.RequestException as exc:
+        raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
+    except ValueError as exc:  # the body was not JSON: something else answers on that URL
+        raise MetricError("BadResponse", f"not a Prometheus API response: {exc}") from exc
 
 
 @dataclass
@@ -123,9 +183,11 @@ class _Backoff:
 @dataclass
 class _Cached:
     expires_at: float
-    outcome: float | MetricError
+    outcome: object  # the parsed answer, or the MetricError it raised
 
 
+T = TypeVar("T")
+CacheKey = tuple[str, ...]  # the URL first, then what identifies the request there
 RequestObserver = Callable[[float, MetricError | None], None]
 
 
@@ -146,21 +208,46 @@ class PrometheusPool:
     on_request: RequestObserver | None = None
     _clients: dict[tuple[PrometheusSpec, Credentials], _Client] = field(default_factory=dict)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
-    _cache: dict[tuple[str, str], _Cached] = field(default_factory=dict)
-    _inflight: dict[tuple[str, str], asyncio.Future[float]] = field(default_factory=dict)
+    _cache: dict[CacheKey, _Cached] = field(default_factory=dict)
+    _inflight: dict[CacheKey, asyncio.Future[Any]] = field(default_factory=dict)
     requests_sent: int = 0
 
     async def query(self, spec: PrometheusSpec, credentials: Credentials, promql: str) -> float:
         """The single value of ``promql``; raises :class:`MetricError`."""
-        key = (spec.url, promql)
+        return await self._coalesced(
+            (spec.url, promql), spec, credentials, lambda client: parse_single_value(client.instant(promql), promql)
+        )
+
+    async def range_query(
+        self, spec: PrometheusSpec, credentials: Credentials, promql: str, *, start: float, end: float, step_s: float
+    ) -> RangeSamples:
+        """The samples of ``promql`` (one series) from ``start`` to ``end``; raises :class:`MetricError`.
+
+        ``start`` and ``end`` are moved down onto the step's grid, so that policies asking for the
+        same history within one step send one request; the step is coarsened when the range
+        would exceed Prometheus' points limit (``RangeSamples.step_s`` says which step was used).
+        """
+        step = range_step(start, end, step_s)
+        first, last = math.floor(start / step) * step, math.floor(end / step) * step
+        return await self._coalesced(
+            (spec.url, promql, f"{first!r}:{last!r}:{step!r}"),
+            spec,
+            credentials,
+            lambda client: parse_range(client.matrix(promql, first, last, step), promql, step),
+        )
+
+    async def _coalesced(
+        self, key: CacheKey, spec: PrometheusSpec, credentials: Credentials, read: Callable[[_Client], T]
+    ) -> T:
+        """One request per ``key`` at a time and per ``coalesce_s``, unless the URL is backing off."""
         now = self.clock()
         cached = self._cache.get(key)
         if cached and cached.expires_at > now:
             if isinstance(cached.outcome, MetricError):
                 raise cached.outcome
-            return cached.outcome
+            return cast(T, cached.outcome)
         if key in self._inflight:
-            return await asyncio.shield(self._inflight[key])
+            return cast(T, await asyncio.shield(self._inflight[key]))
         backoff = self._backoff.get(spec.url)
         if backoff and backoff.retry_at > now:
             raise MetricError(
@@ -168,10 +255,10 @@ class PrometheusPool:
                 f"Prometheus at {spec.url} failed {backoff.failures} time(s);"
                 f" next try in {backoff.retry_at - now:.0f}s",
             )
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value = await self._fetch(spec, credentials, promql)
+            value = await self._fetch(spec, credentials, read)
         except MetricError as exc:
             self._record(key, exc)
             future.set_exception(exc)
@@ -184,7 +271,7 @@ class PrometheusPool:
         finally:
             del self._inflight[key]
 
-    async def _fetch(self, spec: PrometheusSpec, credentials: Credentials, promql: str) -> float:
+    async def _fetch(self, spec: PrometheusSpec, credentials: Credentials, read: Callable[[_Client], T]) -> T:
         client = self._clients.get((spec, credentials))
         if client is None:
             client = self._clients[(spec, credentials)] = _Client(spec, credentials)
@@ -192,7 +279,7 @@ class PrometheusPool:
         loop = asyncio.get_running_loop()
         started = self.clock()
         try:
-            value = parse_single_value(await loop.run_in_executor(self.executor, client.instant, promql), promql)
+            value = await loop.run_in_executor(self.executor, read, client)
         except MetricError as exc:
             if self.on_request is not None:
                 self.on_request(self.clock() - started, exc)
@@ -201,7 +288,7 @@ class PrometheusPool:
             self.on_request(self.clock() - started, None)
         return value
 
-    def _record(self, key: tuple[str, str], outcome: float | MetricError) -> None:
+    def _record(self, key: CacheKey, outcome: object) -> None:
         url = key[0]
         now = self.clock()
         outage = isinstance(outcome, MetricError) and outcome.reason in ("Unreachable", "Timeout", "PrometheusError")

@@ -145,8 +145,11 @@ def _decision(record: Mapping[str, Any]) -> list[str]:
     forecast = inputs.get("forecast")
     if forecast:
         lines.append(f"    forecast: {_forecast(forecast)}")
-    for backend in output.get("backends") or ():
-        lines.append(f"    backend:  {_backend(backend)}")
+    weights = output.get("weights")
+    weights = weights if isinstance(weights, Mapping) else {}
+    for backend in inputs.get("backends") or ():
+        if isinstance(backend, Mapping):
+            lines.append(f"    backend:  {_backend(backend, weights.get(backend.get('name')))}")
     limit = _limit(reasons, output, record.get("to"))
     if limit:
         lines.append(f"    limited:  {limit}")
@@ -188,14 +191,11 @@ def _forecast(forecast: Mapping[str, Any]) -> str:
     return text + (f" ({', '.join(details)})" if details else "")
 
 
-def _backend(backend: Mapping[str, Any]) -> str:
-    parts = [str(backend.get("name"))]
-    if "failureScore" in backend:
-        parts.append(f"failure score {_num(backend['failureScore'])}")
-    if backend.get("ejected"):
-        parts.append("ejected")
-    if "weightRatio" in backend:
-        parts.append(f"weight {backend['weightRatio']:.0%}")
+def _backend(backend: Mapping[str, Any], weight: Any) -> str:
+    parts = [str(backend.get("name")), f"failure score {_num(backend.get('failureScore'))}"]
+    parts += [f"error rate {_num(backend['errorRate'])}"] if backend.get("errorRate") is not None else []
+    if backend.get("weight") is not None or weight is not None:
+        parts.append(f"weight {_num(backend.get('weight'))} -> {_num(weight)}")
     return ", ".join(parts)
 
 

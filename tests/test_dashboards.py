@@ -113,7 +113,7 @@ def test_the_dashboards_cover_what_the_issue_asks_for() -> None:
     titles = {uid: " | ".join(p["title"] for p in board["panels"]).lower() for uid, board in BOARDS.items()}
     for word in ("load", "forecast", "capacity", "replicas", "first token", "output token", "gpu"):
         assert word in titles["infercast-fleet"], word
-    for word in ("failure score", "ejected", "outlier", "route weights"):
+    for word in ("failure score", "ejected", "outlier thresholds", "route weights"):
         assert word in titles["infercast-traffic"], word
     for word in ("reconcile", "query errors", "forecast accuracy", "refit"):
         assert word in titles["infercast-operator"], word

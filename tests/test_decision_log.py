@@ -177,6 +177,9 @@ def test_the_documentation_describes_every_field() -> None:
         SCHEMA["$defs"]["scalingInputs"]["properties"],
         SCHEMA["$defs"]["scalingOutput"]["properties"],
         SCHEMA["$defs"]["forecast"]["properties"],
-        SCHEMA["$defs"]["trafficOutput"]["properties"],
+        SCHEMA["$defs"]["trafficInputs"]["properties"],
+        SCHEMA["$defs"]["trafficInputs"]["properties"]["backends"]["items"]["properties"],
+        SCHEMA["$defs"]["breakerOutput"]["properties"],
+        SCHEMA["$defs"]["routingOutput"]["properties"],
     ):
         assert set(fields) <= documented, set(fields) - documented

@@ -108,3 +108,22 @@ def test_without_a_log_the_status_gives_the_state_and_the_last_decision() -> Non
 def test_a_policy_not_reconciled_yet_says_so() -> None:
     text = explain("ScalingPolicy", "demo", "vllm", {"spec": {}, "status": {}}, [], limit=10)
     assert "no status yet" in text and "No decision yet." in text
+
+
+def test_traffic_decisions_show_each_backends_score_and_weight() -> None:
+    record = {
+        **scale_up().to_log(),
+        "kind": "RoutingPolicy",
+        "action": "Shift",
+        "inputs": {
+            "strategy": "Capacity",
+            "backends": [
+                {"name": "a100", "failureScore": 0.9, "errorRate": 0.2, "weight": 50},
+                {"name": "h100", "failureScore": None, "weight": 50},
+            ],
+        },
+        "output": {"weights": {"a100": 30, "h100": 70}, "target": {"a100": 0, "h100": 100}, "total": 100},
+    }
+    text = explain("RoutingPolicy", "demo", "vllm", None, [record], limit=10)
+    assert "backend:  a100, failure score 0.9, error rate 0.2, weight 50 -> 30" in text
+    assert "backend:  h100, failure score missing, weight 50 -> 70" in text

@@ -83,7 +83,7 @@ def test_a_missing_metric_has_no_value_series_never_a_zero() -> None:
     assert Sample("infercast_metric_target", 4.0, ("waiting", "AverageValue")) in samples
 
 
-def test_forecast_and_backend_fields_give_their_series() -> None:
+def test_forecast_fields_give_their_series() -> None:
     inputs = {
         **record().inputs,
         "forecast": {
@@ -97,11 +97,7 @@ def test_forecast_and_backend_fields_give_their_series() -> None:
             "recentErrorRatio": 0.12,
         },
     }
-    output = {
-        "backends": [{"name": "v1", "failureScore": 0.8, "ejected": True, "weightRatio": 0.25}],
-        "outlierDetection": {"consecutive5xxErrors": 3},
-    }
-    samples = set(samples_of(record(inputs=inputs, output=output)))
+    samples = set(samples_of(record(inputs=inputs)))
     assert {
         Sample("infercast_forecast_mean", 120.0),
         Sample("infercast_forecast_lower", 90.0),
@@ -110,12 +106,40 @@ def test_forecast_and_backend_fields_give_their_series() -> None:
         Sample("infercast_lead_time_seconds", 90.0),
         Sample("infercast_capacity_per_replica", 40.0),
         Sample("infercast_forecast_error_ratio", 0.12),
-        Sample("infercast_failure_score", 0.8, ("v1",)),
-        Sample("infercast_backend_ejected", 1.0, ("v1",)),
-        Sample("infercast_route_weight_ratio", 0.25, ("v1",)),
-        Sample("infercast_outlier_setting", 3.0, ("consecutive5xxErrors",)),
     } <= samples
-    assert not [s for s in samples if s.family == "infercast_desired_replicas"], "no replica count without one"
+
+
+def test_a_circuit_breaker_record_gives_scores_flagged_count_and_settings() -> None:
+    inputs = {"backends": [{"name": "v1", "failureScore": 0.8}, {"name": "v2", "failureScore": None}]}
+    output = {
+        "backends": {
+            "v1": {"outlierDetection": {"consecutive_5xx_errors": 2}, "connectionPool": {"max_retries": 1}},
+            "v2": {"outlierDetection": None, "connectionPool": None},
+        }
+    }
+    cbp = record(kind="CircuitBreakerPolicy", action="Tighten", from_=0, to=1, inputs=inputs, output=output)
+    assert set(samples_of(cbp)) == {
+        Sample("infercast_failure_score", 0.8, ("v1",)),
+        Sample("infercast_flagged_backends", 1.0),
+        Sample("infercast_outlier_setting", 2.0, ("v1", "consecutive_5xx_errors")),
+        Sample("infercast_connection_pool_setting", 1.0, ("v1", "max_retries")),
+    }
+
+
+def test_a_routing_record_gives_each_backends_share_of_traffic() -> None:
+    inputs = {"strategy": "Capacity", "backends": [{"name": "a", "failureScore": 0.1}]}
+    output = {"weights": {"a": 75, "b": 25}, "target": {"a": 80, "b": 20}, "total": 100}
+    routing = record(kind="RoutingPolicy", action="Shift", from_=70, to=75, inputs=inputs, output=output)
+    assert set(samples_of(routing)) == {
+        Sample("infercast_failure_score", 0.1, ("a",)),
+        Sample("infercast_route_weight_ratio", 0.75, ("a",)),
+        Sample("infercast_route_weight_ratio", 0.25, ("b",)),
+    }
+
+
+def test_records_of_unexpected_shapes_give_no_series_and_never_raise() -> None:
+    odd = record(inputs={"metrics": "x", "forecast": [1], "backends": {"a": 1}}, output={"weights": [1], "total": 0})
+    assert samples_of(odd) == []
 
 
 def test_decisions_are_counted_by_kind_action_and_reason() -> None:
@@ -198,8 +222,9 @@ def test_a_reconcile_that_raises_is_timed_too() -> None:
 def test_every_family_passes_promtool_check_metrics() -> None:
     metrics = OperatorMetrics()
     inputs = {**record().inputs, "forecast": {"mean": 1.0, "quantile": 2.0, "quantileLevel": 0.9}}
-    output = {**record().output, "backends": [{"name": "v1", "failureScore": 0.1, "ejected": False}]}
-    metrics.record_decision(record(inputs=inputs, output=output))
+    metrics.record_decision(record(inputs=inputs))
+    cbp_output = {"backends": {"v1": {"outlierDetection": {"interval_s": 10}, "connectionPool": None}}}
+    metrics.record_decision(record(kind="CircuitBreakerPolicy", name="cb", output=cbp_output))
     metrics.observe_query(0.02, MetricError("Timeout", "no answer"))
     metrics.observe_model_refit("ScalingPolicy", "demo", "vllm", "gbm", 4.0)
     with metrics.reconcile_timer("ScalingPolicy"):

@@ -190,16 +190,19 @@ TRAFFIC = Board(
             (Query(f"infercast_failure_score{{{POLICY}}}", "{{policy}} {{backend}}"),),
         ),
         Panel(
-            "Ejected backends",
-            "1 while the circuit breaker ejects the backend.",
+            "Flagged backends (ejected sooner)",
+            "Backends the circuit breaker holds at the tight end of its bounds: their outliers are ejected sooner.",
             "short",
-            (Query(f"infercast_backend_ejected{{{POLICY}}}", "{{policy}} {{backend}}"),),
+            (Query(f"infercast_flagged_backends{{{POLICY}}}", "{{policy}}"),),
         ),
         Panel(
-            "Outlier-detection settings",
-            "The Istio outlierDetection values the policy applies, by field.",
+            "Outlier thresholds and connection pool",
+            "The outlierDetection and connectionPool values the policy applies to each backend, by field.",
             "short",
-            (Query(f"infercast_outlier_setting{{{POLICY}}}", "{{policy}} {{setting}}"),),
+            (
+                Query(f"infercast_outlier_setting{{{POLICY}}}", "{{backend}} {{setting}}"),
+                Query(f"infercast_connection_pool_setting{{{POLICY}}}", "{{backend}} {{setting}}"),
+            ),
         ),
         Panel(
             "Route weights",

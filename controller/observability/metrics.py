@@ -88,13 +88,21 @@ POLICY_GAUGES: tuple[Family, ...] = (
     ),
     Family("infercast_failure_score", "Anomaly score of a backend in [0, 1].", CIRCUIT_BREAKING, ("backend",)),
     Family(
-        "infercast_backend_ejected", "1 when the policy ejects the backend, else 0.", CIRCUIT_BREAKING, ("backend",)
+        "infercast_flagged_backends",
+        "Backends the circuit breaker holds at the tight end of its bounds (ejecting outliers sooner).",
+        CIRCUIT_BREAKING,
     ),
     Family(
         "infercast_outlier_setting",
-        "Outlier-detection setting the policy applies (the setting label names the Istio field).",
+        "Outlier-detection value the policy applies to a backend (the setting label names the field).",
         CIRCUIT_BREAKING,
-        ("setting",),
+        ("backend", "setting"),
+    ),
+    Family(
+        "infercast_connection_pool_setting",
+        "Connection-pool value the policy applies to a backend (the setting label names the field).",
+        CIRCUIT_BREAKING,
+        ("backend", "setting"),
     ),
     Family("infercast_route_weight_ratio", "Share of traffic routed to a backend in [0, 1].", ROUTING, ("backend",)),
 )
@@ -164,7 +172,7 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
     """
     inputs, output = record.inputs, record.output
     samples: list[Sample] = []
-    for metric in inputs.get("metrics") or ():
+    for metric in _objects(inputs.get("metrics")):
         samples += _samples("infercast_metric_value", metric.get("value"), str(metric.get("name")))
         samples += _samples(
             "infercast_metric_target", metric.get("target"), str(metric.get("name")), str(metric.get("type"))
@@ -176,7 +184,8 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
         samples += _samples("infercast_ready_replicas", inputs.get("readyReplicas"))
         samples += _samples("infercast_min_replicas", inputs.get("minReplicas"))
         samples += _samples("infercast_max_replicas", inputs.get("maxReplicas"))
-    forecast: Mapping[str, Any] = inputs.get("forecast") or {}
+    forecast = inputs.get("forecast")
+    forecast = forecast if isinstance(forecast, Mapping) else {}
     samples += _samples("infercast_forecast_mean", forecast.get("mean"))
     samples += _samples("infercast_forecast_lower", forecast.get("lower"))
     samples += _samples("infercast_forecast_upper", forecast.get("upper"))
@@ -186,15 +195,30 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
     samples += _samples("infercast_capacity_per_replica", forecast.get("capacityPerReplica"))
     samples += _samples("infercast_lead_time_seconds", forecast.get("leadTimeSeconds"))
     samples += _samples("infercast_forecast_error_ratio", forecast.get("recentErrorRatio"))
-    for backend in output.get("backends") or ():
-        name = str(backend.get("name"))
-        samples += _samples("infercast_failure_score", backend.get("failureScore"), name)
-        if isinstance(backend.get("ejected"), bool):
-            samples += _samples("infercast_backend_ejected", int(backend["ejected"]), name)
-        samples += _samples("infercast_route_weight_ratio", backend.get("weightRatio"), name)
-    for setting, value in (output.get("outlierDetection") or {}).items():
-        samples += _samples("infercast_outlier_setting", value, str(setting))
+    for backend in _objects(inputs.get("backends")):
+        samples += _samples("infercast_failure_score", backend.get("failureScore"), str(backend.get("name")))
+    if record.kind == CIRCUIT_BREAKING:
+        samples += _samples("infercast_flagged_backends", record.to)  # `to` counts the flagged backends
+        breakers = output.get("backends")
+        for name, settings in breakers.items() if isinstance(breakers, Mapping) else ():
+            for part, family in (
+                ("outlierDetection", "infercast_outlier_setting"),
+                ("connectionPool", "infercast_connection_pool_setting"),
+            ):
+                values = settings.get(part) if isinstance(settings, Mapping) else None
+                for setting, value in values.items() if isinstance(values, Mapping) else ():
+                    samples += _samples(family, value, str(name), str(setting))
+    weights, total = output.get("weights"), _number(output.get("total"))
+    if isinstance(weights, Mapping) and total:
+        for name, weight in weights.items():
+            share = _number(weight)
+            samples += _samples("infercast_route_weight_ratio", None if share is None else share / total, str(name))
     return samples
+
+
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    """The objects of a JSON array; anything else is no objects (a record is never trusted to crash us)."""
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
 
 
 class OperatorMetrics:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
-ForecastModel = Literal["Auto", "SeasonalNaive", "DampedTrend", "Linear"]
+ForecastModel = Literal["Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak"]
 
 CAPACITY_UNITS: tuple[CapacityUnit, ...] = ("PrefillTokensPerSecond", "RequestsPerSecond")
-FORECAST_MODELS: tuple[ForecastModel, ...] = ("Auto", "SeasonalNaive", "DampedTrend", "Linear")
+FORECAST_MODELS: tuple[ForecastModel, ...] = ("Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak")
 
 
 class ForecastSpecError(ValueError):
@@ -82,9 +82,7 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
             capacity=CapacitySpec(
                 unit=unit,  # type: ignore[arg-type]  # checked below
                 per_replica=None if per_replica is None else float(per_replica),
-                target_utilization=float(
-                    capacity_raw.get("targetUtilization", default.capacity.target_utilization)
-                ),
+                target_utilization=float(capacity_raw.get("targetUtilization", default.capacity.target_utilization)),
             ),
             slo=SloSpec(
                 ttft_s=float(slo_raw.get("ttftSeconds", default.slo.ttft_s)),

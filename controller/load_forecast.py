@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from controller.backtest.load import BURST_WINDOWS_S, burst_load
 from controller.forecast_spec import ForecastModel
@@ -32,6 +33,14 @@ from policies.predictive import LoadForecast
 
 #: Fewer steps than this leave nothing to fit: the policy then runs on its reactive path.
 MIN_HISTORY_STEPS = 4
+#: WindowPeak: the "recent level" is the mean burst-aware load over this many seconds.
+LEVEL_WINDOW_S = 120.0
+#: WindowPeak: past forecast origins are taken this often; a decision interval is 15 s by default.
+ORIGIN_STRIDE_S = 15.0
+#: WindowPeak: an excess seen this long ago weighs half as much as one seen now.
+EXCESS_HALF_LIFE_S = 1800.0
+#: WindowPeak: excesses older than this many half-lives (weight < 1/256) are not looked at.
+EXCESS_MEMORY_HALF_LIVES = 8
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,8 @@ class LoadForecaster:
 
     def forecast(self, now: float, window_s: float) -> LoadForecast | None:
         """The quantile of the load per step from the newest sample until ``now + window_s``."""
+        if self.settings.model == "WindowPeak":
+            return self._window_peak(now, window_s)
         series = self._series()
         if series is None or self._end_s is None:
             return None
@@ -157,6 +168,37 @@ class LoadForecaster:
         return LoadForecast(
             self._end_s, float(self.settings.step_s), tuple(float(v) for v in upper), self.settings.quantile
         )
+
+    def _window_peak(self, now: float, window_s: float) -> LoadForecast | None:
+        """One value for the whole window: the recent level plus the chosen quantile of how far
+        the window's peak has risen above the level before it, in this workload's own history.
+
+        Forecasting the peak of each step and taking the highest over the window stacks one
+        quantile per step, which over-provisions a smooth load; and a per-step model cannot learn
+        that a load which was silent a minute ago bursts to many replicas. The past excesses
+        carry both: small on a smooth load, large on a bursty one, and recent bursts weigh most
+        because bursts recur.
+        """
+        if self._end_s is None:
+            return None
+        sample = self.settings.sample_s
+        ahead = math.ceil(window_s / sample)
+        level = max(1, round(LEVEL_WINDOW_S / sample))
+        stride = max(1, round(ORIGIN_STRIDE_S / sample))
+        memory = min(self.settings.history_s, EXCESS_MEMORY_HALF_LIVES * EXCESS_HALF_LIFE_S)
+        load = self.burst_load(math.ceil(memory / sample) + ahead + level)
+        # Origins t with a full level window before and a full provisioning window after.
+        origins = np.arange(len(load) - ahead, level - 1, -stride)[::-1]
+        if len(origins) < MIN_HISTORY_STEPS:
+            return None
+        cumulative = np.concatenate(([0.0], np.cumsum(load)))
+        peaks = sliding_window_view(load, ahead).max(axis=1)
+        excess = peaks[origins] - (cumulative[origins] - cumulative[origins - level]) / level
+        weights = 0.5 ** ((len(load) - ahead - origins) * sample / EXCESS_HALF_LIFE_S)
+        now_level = (cumulative[-1] - cumulative[-1 - level]) / level
+        upper = max(0.0, now_level + _weighted_quantile(excess, weights, self.settings.quantile))
+        span = max(now + window_s - self._end_s, sample)
+        return LoadForecast(self._end_s, float(span), (float(upper),), self.settings.quantile)
 
     def _horizon(self, now: float, window_s: float) -> int:
         issued_at = self._end_s if self._end_s is not None else now
@@ -181,3 +223,10 @@ class LoadForecaster:
         if self.settings.model in fixed:
             return fixed[self.settings.model]
         return AutoForecaster(horizon=horizon).fit(series).reusable()
+
+
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
+    """The smallest value whose share of the total weight at or below it reaches ``level``."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, level * cumulative[-1])])

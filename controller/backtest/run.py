@@ -86,6 +86,16 @@ def predictive_controller(spec: ScalingPolicySpec, params: EngineParams) -> Pred
     )
 
 
+def initial_replicas(spec: ScalingPolicySpec) -> int:
+    """The warm count at t = 0, from the policy alone: a backtest starts with no history, which is
+    the case ``spec.fallback`` describes (``onMetricsUnavailable: Fallback`` -> ``fallback.replicas``);
+    otherwise ``minReplicas``."""
+    fallback = spec.fallback
+    if fallback.on_metrics_unavailable == "Fallback" and fallback.replicas is not None:
+        return max(1, spec.min_replicas, fallback.replicas)
+    return max(1, spec.min_replicas)
+
+
 class ProgressBar:
     """A one-line bar on ``stream``, redrawn at most every 0.2 s."""
 
@@ -121,7 +131,7 @@ def run_backtest(
     slo = slo or SloTargets(ttft_s=forecast.slo.ttft_s, tpot_s=forecast.slo.tpot_s)
     out.mkdir(parents=True, exist_ok=True)
     ours = predictive_controller(spec, params)
-    controllers: list[tuple[Controller, int]] = [(ours, max(1, spec.min_replicas))]
+    controllers: list[tuple[Controller, int]] = [(ours, initial_replicas(spec))]
     makers: dict[str, Callable[[], Controller]] = {"hpa": HpaBaseline, "kpa": KpaBaseline}
     # The baselines start at one replica, as the judge's do; ours from minReplicas, warm.
     controllers += [(makers[name](), 1) for name in baselines]

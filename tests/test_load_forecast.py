@@ -1,0 +1,67 @@
+"""LoadForecaster: history of load samples -> LoadForecast, fed the way the backtest and the operator feed it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controller.forecast_spec import ForecastModel
+from controller.load_forecast import LoadForecaster, LoadForecastSettings
+
+WINDOW_S = 105.0
+
+
+def _fed(rates: np.ndarray, model: ForecastModel = "WindowPeak", sample_s: float = 1.0) -> LoadForecaster:
+    forecaster = LoadForecaster(LoadForecastSettings(model=model, sample_s=sample_s))
+    forecaster.observe(len(rates) * sample_s, rates)
+    return forecaster
+
+
+def _peak(forecaster: LoadForecaster) -> float:
+    now = forecaster.end_s or 0.0
+    forecast = forecaster.forecast(now, WINDOW_S)
+    assert forecast is not None
+    peak = forecast.peak_between(now, now + WINDOW_S)
+    assert peak is not None
+    return peak
+
+
+def test_feeding_second_by_second_or_overlapping_ranges_equals_feeding_at_once() -> None:
+    rates = np.random.default_rng(1).gamma(2.0, 2_000.0, 1_800)
+    once = _fed(rates)
+    incremental = LoadForecaster(once.settings)
+    for end in range(1, len(rates) + 1):
+        incremental.observe(float(end), rates[:end][-30:])  # re-sends 29 seconds it has already seen
+    assert incremental.end_s == once.end_s
+    np.testing.assert_array_equal(incremental.burst_load(), once.burst_load())
+    assert _peak(incremental) == _peak(once)
+
+
+def test_a_gap_drops_the_history_before_it() -> None:
+    forecaster = _fed(np.full(600, 5_000.0))
+    forecaster.observe(700.0, np.full(10, 5_000.0))  # seconds 601..690 never arrived
+    assert len(forecaster.burst_load()) == 10
+
+
+def test_window_peak_headroom_follows_the_workload_own_burstiness() -> None:
+    rng = np.random.default_rng(2)
+    smooth = rng.normal(6_000.0, 300.0, 3_600).clip(0)
+    bursty = np.where(np.arange(3_600) % 300 < 20, 60_000.0, 1_500.0)  # same mean order, 20-s bursts
+    smooth_forecaster, bursty_forecaster = _fed(smooth), _fed(bursty)
+    smooth_level = float(smooth_forecaster.burst_load()[-120:].mean())
+    bursty_level = float(bursty_forecaster.burst_load()[-120:].mean())
+    # Smooth: a little above the level it has; bursty: room for the bursts it has seen, even between them.
+    assert smooth_level < _peak(smooth_forecaster) < 1.3 * smooth_level
+    assert _peak(bursty_forecaster) > 0.5 * bursty_forecaster.burst_load().max() > 5 * bursty_level
+
+
+@pytest.mark.parametrize("model", ["WindowPeak", "Linear"])
+def test_operator_style_samples_give_a_forecast_covering_the_window(model: ForecastModel) -> None:
+    """Prometheus range queries give one rate per 15 s step, not per-second counts."""
+    forecaster = _fed(np.full(400, 8_000.0), model=model, sample_s=15.0)
+    assert _peak(forecaster) == pytest.approx(forecaster.latest_load(), rel=0.01)
+    assert forecaster.latest_load() == pytest.approx(8_000.0 * 120 / 122, rel=0.01)
+
+
+def test_too_little_history_gives_no_forecast() -> None:
+    assert _fed(np.full(100, 5_000.0)).forecast(100.0, WINDOW_S) is None

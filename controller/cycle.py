@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,12 +53,15 @@ class Deps:
 
     ``metrics`` is where a cycle reports what no decision record carries, such as the time a
     model refit took (:meth:`~controller.observability.OperatorMetrics.observe_model_refit`).
+    ``forecast_processes`` runs forecasting model refits off the event loop's process (the
+    operator's small shared process pool); ``None`` runs them in a thread instead.
     """
 
     kube: Kube
     prometheus: PrometheusPool
     decision_sinks: tuple[DecisionSink, ...] = field(default_factory=lambda: (DecisionLog().emit,))
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    forecast_processes: Executor | None = None
 
 
 @dataclass(frozen=True)

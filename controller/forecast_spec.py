@@ -11,10 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from controller.presets import PRESETS
+
 CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
+Server = Literal["vLLM", "TGI", "Triton"]
 ForecastModel = Literal["Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak"]
 
 CAPACITY_UNITS: tuple[CapacityUnit, ...] = ("PrefillTokensPerSecond", "RequestsPerSecond")
+SERVERS: tuple[Server, ...] = ("vLLM", "TGI", "Triton")
 FORECAST_MODELS: tuple[ForecastModel, ...] = ("Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak")
 
 
@@ -48,6 +52,20 @@ class SloSpec:
 
 
 @dataclass(frozen=True)
+class LoadSpec:
+    """``spec.forecast.load``: the series forecast, in the capacity's unit.
+
+    A preset or the spec's own PromQL (one series); neither means the server's default preset
+    for the capacity unit (prompt tokens/s or requests/s).
+    """
+
+    preset: str | None = None
+    query: str | None = None
+    model_name: str | None = None
+    label_selector: str | None = None
+
+
+@dataclass(frozen=True)
 class ForecastSpec:
     quantile: float = 0.9
     lead_time_s: float = 90.0
@@ -58,6 +76,9 @@ class ForecastSpec:
     model: ForecastModel = "Auto"
     capacity: CapacitySpec = CapacitySpec()
     slo: SloSpec = SloSpec()
+    server: Server = "vLLM"
+    """Whose metrics judge the capacity (latency and queue) and give the default load."""
+    load: LoadSpec = LoadSpec()
 
 
 def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
@@ -69,6 +90,7 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
     default = ForecastSpec()
     capacity_raw = raw.get("capacity") or {}
     slo_raw = raw.get("slo") or {}
+    load_raw = raw.get("load") or {}
     try:
         unit = str(capacity_raw.get("unit", default.capacity.unit))
         per_replica = capacity_raw.get("perReplica")
@@ -88,6 +110,13 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
                 ttft_s=float(slo_raw.get("ttftSeconds", default.slo.ttft_s)),
                 tpot_s=float(slo_raw.get("tpotSeconds", default.slo.tpot_s)),
             ),
+            server=str(raw.get("server", default.server)),  # type: ignore[arg-type]  # checked below
+            load=LoadSpec(
+                preset=_optional_text(load_raw.get("preset")),
+                query=_optional_text(load_raw.get("query")),
+                model_name=_optional_text(load_raw.get("modelName")),
+                label_selector=_optional_text(load_raw.get("labelSelector")),
+            ),
         )
     except (TypeError, ValueError) as exc:
         raise ForecastSpecError(f"malformed forecast: {exc}") from exc
@@ -95,8 +124,23 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
     return spec
 
 
+def _optional_text(value: object) -> str | None:
+    return str(value) if value else None
+
+
 def _check(spec: ForecastSpec) -> None:
     problems = []
+    if spec.server not in SERVERS:
+        problems.append(f"server {spec.server!r} is not one of {', '.join(SERVERS)}")
+    load = spec.load
+    if load.preset and load.query:
+        problems.append("load: set at most one of preset and query")
+    if load.preset and load.preset not in PRESETS:
+        problems.append(f"load.preset {load.preset!r} is not a known preset")
+    if load.query and (load.model_name or load.label_selector):
+        problems.append("load: modelName and labelSelector apply to presets only")
+    if spec.server == "Triton" and spec.capacity.unit == "PrefillTokensPerSecond" and not (load.query or load.preset):
+        problems.append("Triton exports no token counter: use capacity.unit RequestsPerSecond or a load.query")
     if not 0.5 <= spec.quantile < 1:
         problems.append(f"quantile {spec.quantile} must be in [0.5, 1)")
     if spec.model not in FORECAST_MODELS:

@@ -78,6 +78,9 @@ PRESETS: dict[str, Preset] = {
     "vllm-generation-tokens-rate": Preset(
         "generated (decode) tokens per second", f"sum(rate({_vllm('generation_tokens_total')}[1m]))", "model_name"
     ),
+    "vllm-request-rate": Preset(
+        "requests finished per second", f"sum(rate({_vllm('request_success_total')}[1m]))", "model_name"
+    ),
     "triton-pending-requests": Preset(
         "requests pending in Triton schedulers, summed",
         f"sum(nv_inference_pending_request_count{{{SELECTOR}}})",
@@ -89,7 +92,22 @@ PRESETS: dict[str, Preset] = {
         f" / clamp_min(sum(rate(nv_inference_request_success{{{SELECTOR}}}[1m])), 1e-9) / 1e6)",
         "model",
     ),
+    "triton-request-rate": Preset(
+        "requests served successfully per second",
+        f"sum(rate(nv_inference_request_success{{{SELECTOR}}}[1m]))",
+        "model",
+    ),
     "tgi-queue-size": Preset("requests waiting in TGI routers, summed", f"sum(tgi_queue_size{{{SELECTOR}}})"),
+    "tgi-queue-duration-p95": Preset(
+        "p95 time a request waited in the TGI router's queue over 1 min, seconds",
+        f"histogram_quantile(0.95, sum by (le) (rate(tgi_request_queue_duration_bucket{{{SELECTOR}}}[1m])))",
+    ),
+    "tgi-request-rate": Preset(
+        "requests served successfully per second", f"sum(rate(tgi_request_success{{{SELECTOR}}}[1m]))"
+    ),
+    "tgi-input-tokens-rate": Preset(
+        "prompt (input) tokens per second", f"sum(rate(tgi_request_input_length_sum{{{SELECTOR}}}[1m]))"
+    ),
     "dcgm-gpu-utilization": Preset(
         "GPU utilisation percent (DCGM exporter) summed over the workload's GPUs",
         f"sum(DCGM_FI_DEV_GPU_UTIL{{{SELECTOR}}})",

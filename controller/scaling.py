@@ -26,7 +26,9 @@ from controller.conditions import Condition, iso
 from controller.credentials import read_credentials
 from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord, new_decision_id
+from controller.forecast_loop import ForecastSession
 from controller.kube import KubeError
+from controller.predictive_scaling import PredictivePlan, plan_predictive
 from controller.presets import render_preset
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
@@ -68,7 +70,11 @@ def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, 
     return (group, str(ref["kind"]), namespace, str(ref["name"]))
 
 
-async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: Deps, now: float) -> CycleOutcome:
+async def reconcile_scaling(
+    policy: PolicySnapshot, others: OtherWriters, deps: Deps, now: float, forecasting: ForecastSession | None = None
+) -> CycleOutcome:
+    """One cycle; ``forecasting`` is the policy's forecasting loop, kept by its daemon across cycles
+    (with ``spec.forecast`` set and none given, each cycle starts with an empty history)."""
     report = Reporter(policy, deps, now)
     try:
         spec = parse_scaling_policy(policy.spec)
@@ -112,7 +118,14 @@ async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: 
         behavior=spec.behavior,
     )
     decision = decide_reactive(inputs, state, now)
-    desired = _apply_fallback(decision, spec, observed, readings)
+    plan: PredictivePlan | None = None
+    if spec.forecast is not None:
+        plan = await plan_predictive(
+            policy, spec, observed, decision, credentials, deps, forecasting or ForecastSession(), now
+        )
+        desired = plan.desired
+    else:
+        desired = _apply_fallback(decision, spec, observed, readings)
 
     applied = False
     apply_error: KubeError | None = None
@@ -123,13 +136,19 @@ async def reconcile_scaling(policy: PolicySnapshot, others: OtherWriters, deps: 
             apply_error = exc
     # Rate limits count only changes that really happened: a recommendation or a failed write
     # must not use up the scale-up budget of the next cycles.
+    decided = plan.state if plan is not None else decision.state
     new_state = (
-        decision.state
+        decided
         if applied
-        else replace(decision.state, scale_up_events=state.scale_up_events, scale_down_events=state.scale_down_events)
+        else replace(decided, scale_up_events=state.scale_up_events, scale_down_events=state.scale_down_events)
     )
     record = _record(policy, spec, observed, readings, decision, desired, applied, now)
-    await _report_decision(report, record, decision, readings, observed, new_state, apply_error)
+    if plan is not None:
+        record = plan.annotate(record)
+    recommended = plan.recommended if plan is not None else decision.recommended_replicas
+    await _report_decision(
+        report, record, recommended, readings, observed, new_state, apply_error, plan.status if plan else {}
+    )
     return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
 
 
@@ -253,11 +272,12 @@ def _record(
 async def _report_decision(
     report: Reporter,
     record: DecisionRecord,
-    decision: ScalingDecision,
+    recommended: int,
     readings: list[MetricReading],
     observed: ScaleObservation,
     state: ScalingState,
     apply_error: KubeError | None,
+    extra_status: Mapping[str, Any],
 ) -> None:
     report.emit(record)
     missing = [r for r in readings if r.error]
@@ -281,7 +301,7 @@ async def _report_decision(
             report.policy.ref, "Warning" if missing else "Normal", f"{verb}{record.reason}", record.message
         )
 
-    limited = decision.recommended_replicas != record.to
+    limited = recommended != record.to
     recommending = record.mode == "Recommend"
     conditions = [
         Condition(
@@ -302,7 +322,7 @@ async def _report_decision(
             "ScalingLimited",
             "True" if limited else "False",
             record.reasons[-1] if limited and record.reasons else "DesiredWithinRange",
-            f"recommended {decision.recommended_replicas}, decided {record.to}" if limited else "not limited",
+            f"recommended {recommended}, decided {record.to}" if limited else "not limited",
         ),
     ]
     status: dict[str, Any] = {
@@ -315,6 +335,7 @@ async def _report_decision(
             {"name": r.spec.name, "value": r.value, "target": r.spec.target, "type": r.spec.target_type}
             for r in readings
         ],
+        **extra_status,
     }
     if record.applied:
         status["lastScaleTime"] = record.time

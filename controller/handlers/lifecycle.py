@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -17,6 +18,9 @@ from controller.prometheus import PrometheusPool
 
 # Blocking client calls (Kubernetes, Prometheus) run here, never on the event loop.
 IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
+# Forecasting model refits (seconds of CPU each) run in these worker processes, shared by every
+# policy, so the event loop never waits for one; 0 runs them in a thread instead.
+FORECAST_PROCESSES = int(os.environ.get("INFERCAST_FORECAST_PROCESSES", "2"))
 # `infercast run --metrics-port` puts the port into the root memo; 0 serves no metrics.
 DEFAULT_METRICS_PORT = 8080
 
@@ -40,6 +44,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query),
         decision_sinks=(DecisionLog().emit, metrics.record_decision),
         metrics=metrics,
+        # Spawned, not forked: a fork of a process running threads (Kopf, the I/O pool) can deadlock.
+        forecast_processes=ProcessPoolExecutor(FORECAST_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+        if FORECAST_PROCESSES
+        else None,
     )
 
 
@@ -51,3 +59,5 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         server.stop()
     if deps is not None and deps.kube.executor is not None:
         deps.kube.executor.shutdown(wait=False, cancel_futures=True)
+    if deps is not None and deps.forecast_processes is not None:
+        deps.forecast_processes.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,8 @@
 """Kopf handlers of ScalingPolicies: thin glue between Kopf's events and :mod:`controller.scaling`.
 
 * one **daemon** per ScalingPolicy runs a cycle every ``spec.interval`` seconds (a spec change
-  wakes it at once); a cycle that fails unexpectedly is logged and retried next interval, so a
+  wakes it at once), and keeps the policy's forecasting loop (load history, fitted model) in
+  memory between cycles; a cycle that fails unexpectedly is logged and retried next interval, so a
   single broken policy can never stop its daemon or touch the others;
 * two **indexes** (ScalingPolicies and HPAs by target workload) let every cycle check the
   one-writer rule from memory, without listing objects from the API each time.
@@ -18,6 +19,7 @@ from typing import Any
 import kopf
 
 from controller.cycle import GROUP, VERSION, Deps, PolicySnapshot
+from controller.forecast_loop import ForecastSession
 from controller.handlers.daemons import interval_of, sleep_until_next_cycle, wake_daemon
 from controller.scaling import KIND, OtherWriters, reconcile_scaling, target_key
 
@@ -82,6 +84,7 @@ async def run_policy(
     namespace = namespace or ""  # ScalingPolicies are namespaced; Kopf's signature is generic
     wakeup = memo["wakeup"] = asyncio.Event()
     written_status: Mapping[str, Any] | None = None  # ours is fresher than the watch stream's copy
+    forecasting = ForecastSession()  # the load history and model live as long as the daemon
     try:
         while not stopped:
             spec = dict(body.spec)
@@ -99,7 +102,7 @@ async def run_policy(
             )
             try:
                 with deps.metrics.reconcile_timer(KIND):
-                    outcome = await reconcile_scaling(snapshot, others, deps, time.time())
+                    outcome = await reconcile_scaling(snapshot, others, deps, time.time(), forecasting)
                 written_status = outcome.status
             except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
                 logger.exception("reconcile of %s/%s failed; retrying in one interval", namespace, name)
@@ -107,3 +110,4 @@ async def run_policy(
     finally:
         # The daemon stops when the policy is deleted (or the operator stops): its series go with it.
         deps.metrics.forget(KIND, namespace, name)
+        forecasting.close()

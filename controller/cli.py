@@ -28,7 +28,8 @@ def _run(args: argparse.Namespace) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(metrics_port=args.metrics_port),  # read by the start-up handler
+        # read by the start-up handler
+        memo=kopf.Memo(metrics_port=args.metrics_port, metrics_address=args.metrics_address),
     )
     return 0
 
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument(
         "--metrics-port", type=int, default=8080, help="serve Prometheus metrics on this port (default 8080; 0: off)"
+    )
+    run.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="address to serve metrics on (default 0.0.0.0, as a pod needs; 127.0.0.1 on a shared machine)",
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the operator log")
     verbosity = run.add_mutually_exclusive_group()

@@ -363,7 +363,7 @@ class Demo:
 
         operator = self._start(
             "operator",
-            [*OPERATOR_ARGV, "--metrics-port", str(metrics_port)],
+            [*OPERATOR_ARGV, "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)],
             env={"KUBECONFIG": str(kubeconfig)},
         )
         fleet = self._start(

@@ -110,6 +110,8 @@ def run(
                 "--standalone",
                 "--namespace",
                 namespace,
+                "--metrics-address",
+                "127.0.0.1",
                 "--metrics-port",
                 str(metrics_port),
             ]

@@ -113,7 +113,9 @@ def follower(fleet: Fleet) -> Iterator[ReadyFollower]:
 
 
 def start_operator(operator: OperatorFactory, namespace: str) -> ManagedProcess:
-    return operator([sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace])
+    # The operator's own metrics are tested in test_observability_e2e.py; here they stay off.
+    argv = [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace]
+    return operator([*argv, "--metrics-port", "0"])
 
 
 def decision_lines(process: ManagedProcess) -> list[dict[str, Any]]:

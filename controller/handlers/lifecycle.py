@@ -38,7 +38,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-io")
     metrics = OperatorMetrics()
     port = int(memo.get("metrics_port", DEFAULT_METRICS_PORT))
-    memo.metrics_server = metrics.serve(port) if port else None
+    address = str(memo.get("metrics_address", "0.0.0.0"))
+    memo.metrics_server = metrics.serve(port, address) if port else None
     memo.deps = Deps(
         kube=Kube(load_api_client(), executor=executor),
         prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query),

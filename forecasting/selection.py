@@ -30,6 +30,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from forecasting.base import Forecast, Forecaster, NotFittedError, check_request, clone, make_forecast
 from forecasting.hygiene import regularize
@@ -68,21 +69,27 @@ class Backtest:
     quantiles: Mapping[float, np.ndarray]
     scales: np.ndarray
 
-    def mase(self) -> float:
-        return float(
-            np.mean([scaled(mae(a, m), s) for a, m, s in zip(self.actual, self.mean, self.scales, strict=True)])
+    def mase_by_origin(self) -> np.ndarray:
+        return np.array([scaled(mae(a, m), s) for a, m, s in zip(self.actual, self.mean, self.scales, strict=True)])
+
+    def pinball_by_origin(self, level: float) -> np.ndarray:
+        forecasts = self.quantiles[level]
+        return np.array(
+            [scaled(pinball_loss(a, q, level), s) for a, q, s in zip(self.actual, forecasts, self.scales, strict=True)]
         )
 
+    def mase(self) -> float:
+        return float(np.mean(self.mase_by_origin()))
+
     def pinball(self, level: float) -> float:
-        forecasts = self.quantiles[level]
-        return float(
-            np.mean(
-                [
-                    scaled(pinball_loss(a, q, level), s)
-                    for a, q, s in zip(self.actual, forecasts, self.scales, strict=True)
-                ]
-            )
-        )
+        return float(np.mean(self.pinball_by_origin(level)))
+
+    def losses(self, baseline: Backtest) -> np.ndarray:
+        """Per-origin selection loss: the mean of MASE and 0.9 pinball loss, each divided by the
+        baseline's average, so the baseline's losses average 1.0."""
+        mase = _ratio(self.mase_by_origin(), baseline.mase())
+        pinball = _ratio(self.pinball_by_origin(SCORED_LEVEL), baseline.pinball(SCORED_LEVEL))
+        return np.asarray(0.5 * (mase + pinball))
 
 
 def rolling_origins(n: int, horizon: int, n_origins: int) -> np.ndarray:
@@ -120,7 +127,10 @@ class Calibration:
     """Per-level affine correction: ``q' = mean + factor * (q - mean) + offset``.
 
     Normally ``offset`` is 0 and ``factor`` stretches the model's own band (split conformal with a
-    normalised score), which keeps the band's shape across horizons and times of day. When the
+    normalised score), which keeps the band's shape across horizons and times of day. Scores are
+    weighted by the age of their origin, halving every ``half_life`` origins (non-exchangeable
+    conformal, Barber et al. 2023): load drifts, and the errors of last hour say more about the
+    next one than those of last week. When the
     model's band has zero width somewhere (a constant history), or for levels near the median
     (see ``MIN_STRETCHED_DISTANCE``), stretching cannot work and the band is replaced by a fixed
     offset from the mean (``factor`` 0).
@@ -130,21 +140,24 @@ class Calibration:
     offsets: Mapping[float, float] = field(default_factory=dict)
 
     @classmethod
-    def from_backtest(cls, result: Backtest, levels: Sequence[float]) -> Calibration:
+    def from_backtest(cls, result: Backtest, levels: Sequence[float], half_life: float | None = None) -> Calibration:
         factors: dict[float, float] = {}
         offsets: dict[float, float] = {}
         errors = (result.actual - result.mean).ravel()
+        ages = np.arange(len(result.actual))[::-1]
+        by_origin = np.ones(len(ages)) if half_life is None else 0.5 ** (ages / half_life)
+        weights = np.repeat(by_origin, result.actual.shape[1])
         for level in levels:
             width = (result.quantiles[level] - result.mean).ravel()
             upper = level > 0.5
             in_tail = abs(level - 0.5) >= MIN_STRETCHED_DISTANCE
             if in_tail and (np.all(width > 0) if upper else np.all(width < 0)):
                 # Normalised scores; for a lower quantile the band points down, so its order flips.
-                factors[level] = _conformal_quantile(errors / width, level if upper else 1 - level)
+                factors[level] = _conformal_quantile(errors / width, level if upper else 1 - level, weights)
                 offsets[level] = 0.0
             else:
                 factors[level] = 0.0
-                offsets[level] = _conformal_quantile(errors, level)
+                offsets[level] = _conformal_quantile(errors, level, weights)
         return cls(factors=factors, offsets=offsets)
 
     def apply(self, forecast: Forecast) -> Forecast:
@@ -157,11 +170,15 @@ class Calibration:
         return make_forecast(forecast.index, forecast.mean, corrected, forecast.model, forecast.fallback)
 
 
-def _conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The score quantile that guarantees ``level`` coverage on exchangeable data: the
-    ``ceil((n + 1) level)``-th smallest of ``n`` (split conformal's finite-sample correction)."""
-    rank = min(len(scores), math.ceil((len(scores) + 1) * level))
-    return float(np.sort(scores)[max(rank, 1) - 1])
+def _conformal_quantile(scores: np.ndarray, level: float, weights: np.ndarray) -> float:
+    """The smallest score whose cumulative weight reaches ``level`` of the total, the point to be
+    forecast counted with the largest weight. With equal weights this is the
+    ``ceil((n + 1) level)``-th smallest of ``n``, split conformal's finite-sample correction
+    that guarantees ``level`` coverage on exchangeable data; past the largest score it stays there."""
+    order = np.argsort(scores, kind="stable")
+    reached = np.cumsum(weights[order]) / (np.sum(weights) + np.max(weights))
+    rank = min(int(np.searchsorted(reached, level - 1e-12)), len(scores) - 1)
+    return float(scores[order][rank])
 
 
 class CalibratedForecaster:
@@ -200,10 +217,12 @@ class AutoForecaster:
         self,
         candidates: Sequence[Forecaster] | None = None,
         horizon: int = 6,
-        n_origins: int = 10,
+        n_origins: int = 20,
         calibrated_levels: tuple[float, ...] = CALIBRATED_LEVELS,
         min_selection_points: int = 40,
         min_improvement: float = 0.02,
+        significance: float = 0.1,
+        calibration_half_life: float | None = 10.0,
     ) -> None:
         self.candidates = candidates
         self.horizon = horizon
@@ -211,6 +230,8 @@ class AutoForecaster:
         self.calibrated_levels = calibrated_levels
         self.min_selection_points = min_selection_points
         self.min_improvement = min_improvement
+        self.significance = significance
+        self.calibration_half_life = calibration_half_life
 
     def fit(self, y: pd.Series) -> Self:
         clean = regularize(y, min_points=2).values
@@ -233,23 +254,20 @@ class AutoForecaster:
         self, candidates: tuple[Forecaster, ...], y: pd.Series, origins: np.ndarray, levels: tuple[float, ...]
     ) -> tuple[Forecaster, Calibration]:
         baseline: Backtest | None = None
-        best: tuple[float, Forecaster, Backtest] | None = None
+        best: tuple[np.ndarray, Forecaster, Backtest] | None = None
         for candidate in candidates:
             result = backtest(candidate, y, origins, self.horizon, levels)
             if baseline is None:
                 baseline = result
-            score = 0.5 * (
-                _ratio(result.mase(), baseline.mase())
-                + _ratio(result.pinball(SCORED_LEVEL), baseline.pinball(SCORED_LEVEL))
-            )
+            losses = result.losses(baseline)
             key = f"{len(self.scores_)}:{result.model}"  # unique even when two candidates share a model
-            self.scores_[key] = score
+            self.scores_[key] = float(np.mean(losses))
             self.backtests_[key] = result
-            if best is None or score < best[0] * (1 - self.min_improvement):
-                best = (score, candidate, result)
+            if best is None or beats(losses, best[0], self.min_improvement, self.significance):
+                best = (losses, candidate, result)
         assert best is not None
         _, chosen, result = best
-        return chosen, Calibration.from_backtest(result, self.calibrated_levels)
+        return chosen, Calibration.from_backtest(result, self.calibrated_levels, self.calibration_half_life)
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
         levels = check_request(horizon, quantiles)
@@ -265,7 +283,29 @@ class AutoForecaster:
         return CalibratedForecaster(self.chosen_, self.calibration_)
 
 
-def _ratio(value: float, baseline: float) -> float:
+def beats(challenger: np.ndarray, incumbent: np.ndarray, min_improvement: float, significance: float) -> bool:
+    """Whether per-origin ``challenger`` losses are lower than ``incumbent``'s by more than backtest noise.
+
+    A paired one-sided t-test on the per-origin differences (the Diebold-Mariano test with
+    origins far enough apart to be treated as independent): the mean difference must be below
+    ``-min_improvement`` times the incumbent's mean loss, and its upper confidence bound at
+    ``1 - significance`` below zero. A bare "lower mean" picks, on a bursty series, whichever
+    model was lucky on the few bursts the backtest saw; out of sample that model loses to the
+    simpler one it replaced.
+    """
+    difference = challenger - incumbent
+    if not np.all(np.isfinite(difference)):
+        return False
+    mean = float(np.mean(difference))
+    if mean >= -min_improvement * float(np.mean(incumbent)):
+        return False
+    if len(difference) < 2:
+        return True
+    spread = float(np.std(difference, ddof=1)) / math.sqrt(len(difference))
+    return mean + float(student_t.ppf(1 - significance, len(difference) - 1)) * spread < 0
+
+
+def _ratio(values: np.ndarray, baseline: float) -> np.ndarray:
     if baseline > 0 and math.isfinite(baseline):
-        return value / baseline
-    return 1.0 if value == baseline else math.inf
+        return values / baseline
+    return np.where(values == baseline, 1.0, np.inf)

@@ -75,7 +75,8 @@ def test_calibrated_quantile_is_exceeded_about_as_often_as_its_level_says() -> N
     y = pd.Series(100 + values, index=pd.date_range("2024-03-04", periods=n, freq="1min"))
     covered = []
     for origin in range(2400, n - 3, 30):
-        forecast = AutoForecaster(n_origins=16, horizon=3, calibration_half_life=None).fit(y.iloc[:origin]).predict(3, (0.9,))
+        auto = AutoForecaster(n_origins=16, horizon=3, calibration_half_life=None).fit(y.iloc[:origin])
+        forecast = auto.predict(3, (0.9,))
         covered.append(y.to_numpy()[origin : origin + 3] <= forecast.quantiles[0.9])
     assert 0.8 <= np.mean(covered) <= 0.99
 

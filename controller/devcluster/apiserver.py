@@ -84,8 +84,7 @@ _BUILTIN_SCALABLE = {
 
 # What every cluster has from the start; clients and examples assume "default" exists.
 _BUILTIN_NAMESPACES = [
-    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    for name in ("default", "kube-system")
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}} for name in ("default", "kube-system")
 ]
 
 
@@ -145,9 +144,7 @@ def parse_api_path(path: str) -> ApiPath | None:
     if version is None:  # /apis/GROUP: group discovery
         return ApiPath(group, version)
     namespace: str | None = None
-    is_namespaced_path = (
-        len(parts) >= 3 and parts[0] == "namespaces" and parts[2] not in _NAMESPACE_SUBRESOURCES
-    )
+    is_namespaced_path = len(parts) >= 3 and parts[0] == "namespaces" and parts[2] not in _NAMESPACE_SUBRESOURCES
     if is_namespaced_path:
         namespace, parts = parts[1], parts[2:]
     if not parts:
@@ -817,9 +814,7 @@ def load_documents(paths: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
     return documents
 
 
-async def serve(
-    host: str, port: int, preloaded: Sequence[Mapping[str, Any]], ready_file: pathlib.Path | None
-) -> None:
+async def serve(host: str, port: int, preloaded: Sequence[Mapping[str, Any]], ready_file: pathlib.Path | None) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -125,8 +125,7 @@ def wait_for(
     while not predicate():
         if process is not None and not process.running():
             raise RuntimeError(
-                f"{process.argv[0]} exited with {process.popen.returncode} before {what}:\n"
-                f"{process.log_tail()}"
+                f"{process.argv[0]} exited with {process.popen.returncode} before {what}:\n{process.log_tail()}"
             )
         if time.monotonic() >= deadline:
             tail = f":\n{process.log_tail()}" if process is not None else ""

@@ -100,8 +100,7 @@ class Prometheus:
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "scrape_configs": [
-                {"job_name": job, "static_configs": [{"targets": addresses}]}
-                for job, addresses in self.targets.items()
+                {"job_name": job, "static_configs": [{"targets": addresses}]} for job, addresses in self.targets.items()
             ],
         }
         if self.out_of_order_time_window is not None:

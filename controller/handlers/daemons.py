@@ -33,7 +33,10 @@ def wake_daemon(memo: kopf.Memo) -> None:
 
 
 async def sleep_until_next_cycle(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` (none if not positive), or less if the operator stops or the spec changes."""
     wakeup.clear()
+    if seconds <= 0:
+        return
     waiters = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wakeup.wait())}
     try:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

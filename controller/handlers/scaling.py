@@ -100,13 +100,15 @@ async def run_policy(
             others = other_writers(
                 namespace, name, str(body.meta.get("creationTimestamp") or ""), spec, policies_by_target, hpas_by_target
             )
+            started = time.monotonic()
             try:
                 with deps.metrics.reconcile_timer(KIND):
                     outcome = await reconcile_scaling(snapshot, others, deps, time.time(), forecasting)
                 written_status = outcome.status
             except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
                 logger.exception("reconcile of %s/%s failed; retrying in one interval", namespace, name)
-            await sleep_until_next_cycle(stopped, wakeup, interval_of(spec))
+            # A fixed rate, not a fixed pause: the cycle's own duration does not stretch the interval.
+            await sleep_until_next_cycle(stopped, wakeup, interval_of(spec) - (time.monotonic() - started))
     finally:
         # The daemon stops when the policy is deleted (or the operator stops): its series go with it.
         deps.metrics.forget(KIND, namespace, name)

@@ -35,6 +35,7 @@ from controller.traffic_cycle import (
 from controller.traffic_signals import SignalMemory
 from controller.traffic_spec import CircuitBreakerPolicySpec, parse_circuit_breaker_policy
 from policies import (
+    BackendBreaker,
     BackendHealth,
     BreakerDecision,
     BreakerInputs,
@@ -158,12 +159,38 @@ def _record(
         reasons=reasons,
         message=decision.message,
         inputs={"backends": inputs},
-        output={"backends": {b.name: _settings_out(b.settings) for b in decision.backends}},
+        output={
+            "backends": [
+                {
+                    "name": b.name,
+                    "failureScore": b.verdict.score,
+                    "ejected": b.verdict.health.flagged,
+                    "outlierDetection": _outlier_out(b.settings),
+                    "connectionPool": asdict(b.settings.pool) if b.settings.pool else None,
+                }
+                for b in decision.backends
+            ],
+            # docs/decision-log.md: one set of values; the most urgent backend's (the message's first).
+            "outlierDetection": _outlier_out(_most_urgent(decision).settings),
+        },
     )
 
 
-def _settings_out(settings: BreakerSettings) -> dict[str, Any]:
+def _most_urgent(decision: BreakerDecision) -> BackendBreaker:
+    flagged = [b for b in decision.backends if b.verdict.health.flagged]
+    return (flagged or list(decision.backends))[0]
+
+
+def _outlier_out(settings: BreakerSettings) -> dict[str, int] | None:
+    """The Istio field names, durations in seconds."""
+    outlier = settings.outlier
+    if outlier is None:
+        return None
     return {
-        "outlierDetection": asdict(settings.outlier) if settings.outlier else None,
-        "connectionPool": asdict(settings.pool) if settings.pool else None,
+        "consecutive5xxErrors": outlier.consecutive_5xx_errors,
+        "consecutiveGatewayErrors": outlier.consecutive_gateway_errors,
+        "intervalSeconds": outlier.interval_s,
+        "baseEjectionTimeSeconds": outlier.base_ejection_time_s,
+        "maxEjectionPercent": outlier.max_ejection_percent,
+        "minHealthPercent": outlier.min_health_percent,
     }

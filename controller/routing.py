@@ -190,5 +190,19 @@ def _record(
                 {**entry, "weight": observed.weights.get(entry["name"])} for entry in backend_inputs(readings)
             ],
         },
-        output={"weights": dict(decision.weights), "target": dict(decision.target), "total": observed.total},
+        output={
+            "backends": [
+                {
+                    "name": v.name,
+                    "failureScore": v.score,
+                    "ejected": v.health.flagged,
+                    "weight": decision.weight(v.name),
+                    "weightRatio": decision.weight(v.name) / observed.total,
+                }
+                for v in decision.verdicts
+            ],
+            "weights": dict(decision.weights),
+            "target": dict(decision.target),
+            "total": observed.total,
+        },
     )

@@ -132,7 +132,11 @@ class RoutingDecision:
 
 
 def decide_routing(inputs: RoutingInputs, state: RoutingState, now: float) -> RoutingDecision:
-    verdicts = tuple(judge(b.signals, state.health, inputs.limits, now) for b in inputs.backends)
+    remembered = state.health
+    if inputs.canary and (state.canary is None or state.canary.revision != inputs.canary.revision):
+        # A new revision is a new canary: what its predecessor did says nothing about it.
+        remembered = {name: h for name, h in state.health.items() if name != inputs.canary.canary}
+    verdicts = tuple(judge(b.signals, remembered, inputs.limits, now) for b in inputs.backends)
     health = {v.name: v.health for v in verdicts}
     current = _normalized([b.current_weight for b in inputs.backends], inputs.total)
     if inputs.canary is not None:
@@ -198,7 +202,7 @@ def _decide_canary(
     stable_signals = inputs.backends[stable_i].signals
     canary_signals = inputs.backends[canary_i].signals
     worse = _worse_than_stable(canary_signals, stable_signals, spec)
-    if verdicts[canary_i].health.flagged:
+    if verdicts[canary_i].health.flagged and not verdicts[canary_i].missing:
         worse = [f"flagged ({verdicts[canary_i].reason})", *worse]
 
     if phase == "RolledBack" or (phase == "Progressing" and worse):

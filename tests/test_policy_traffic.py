@@ -319,6 +319,15 @@ def test_canary(
     assert decision.state.canary is not None and decision.state.canary.revision == "7"
 
 
+def test_a_new_revision_forgets_the_old_canarys_health() -> None:
+    stable = RoutedBackend(BackendSignals("v1", ttft_s=0.5, error_rate=0.0), 100)
+    canary = RoutedBackend(BackendSignals("v2"), 0)  # no traffic yet: no data
+    old = RoutingState({"v2": BackendHealth(flagged=True)}, CanaryState("6", "RolledBack", NOW - 500))
+    decision = decide_routing(RoutingInputs((stable, canary), LIMITS, canary=CANARY), old, NOW)
+    assert (decision.weight("v2"), decision.reasons[0]) == (25, Reason.CanaryStep)
+    assert not decision.state.health["v2"].flagged
+
+
 def test_canary_state_round_trips() -> None:
     state = CanaryState("7", "RolledBack", NOW)
     assert CanaryState.from_dict(state.to_dict()) == state

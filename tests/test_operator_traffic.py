@@ -1,0 +1,293 @@
+"""CircuitBreakerPolicy and RoutingPolicy end to end: the real operator, the dev API server with the
+upstream Istio CRDs, a real Prometheus, and the session exporter standing in for two GPU pools.
+
+A :class:`Traffic` thread plays the mesh and the vLLM pods: twice a second it counts requests per
+backend in ``istio_requests_total`` (with the backend's 5xx share) and observes its TTFT, so the
+operator sees rates and quantiles move as they would in a cluster. Given the route's live weights,
+it splits the requests by them, so a backend at weight 0 reports nothing, as a real one would.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.devcluster.processes import ManagedProcess
+from controller.devcluster.prometheus import Prometheus
+from tests.conftest import OperatorFactory
+from tests.harness.exporter import Exporter
+from tests.harness.kube import deployment_manifest, events_for
+from tests.harness.polling import wait_until
+from tests.harness.traffic import (
+    DESTINATION_RULES,
+    VIRTUAL_SERVICES,
+    destination_rule,
+    register_upstream_crds,
+    schema_errors,
+    virtual_service,
+)
+
+pytestmark = pytest.mark.integration
+
+INTERVAL_S = 5
+CYCLE_TIMEOUT_S = 2 * INTERVAL_S + 4  # two cycles, plus a scrape, the rate window's first samples and the watch
+HOST = "vllm.svc.cluster.local"
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class Backend:
+    """What one pool reports: its 5xx share and a TTFT range, both changed by the test."""
+
+    error_rate: float = 0.0
+    ttft: tuple[float, float] = (0.2, 0.4)
+
+
+@dataclass
+class Traffic:
+    namespace: str
+    exporter: Exporter
+    backends: dict[str, Backend]
+    weights: Callable[[], dict[str, int]] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        while not self._stop.wait(0.5):
+            weights = self.weights() if self.weights else None
+            for name, backend in self.backends.items():
+                requests = 20 if weights is None else round(40 * weights[name] / 100)
+                labels = {
+                    "reporter": "destination",
+                    "destination_workload": f"vllm-{name}",
+                    "destination_workload_namespace": self.namespace,
+                }
+                errors = sum(rng.random() < backend.error_rate for _ in range(requests))
+                self.exporter.inc_counter("istio_requests_total", requests - errors, response_code="200", **labels)
+                self.exporter.inc_counter("istio_requests_total", errors, response_code="503", **labels)
+                for _ in range(5 if requests else 0):  # enough samples for a p95, whatever the weight
+                    self.exporter.observe(
+                        "vllm:time_to_first_token_seconds",
+                        rng.uniform(*backend.ttft),
+                        buckets=TTFT_BUCKETS,
+                        namespace=self.namespace,
+                        pod=f"vllm-{name}-7d4b9c6f5d-pod00",
+                        model_name="llama",
+                    )
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class Mesh:
+    namespace: str
+    kube: client.ApiClient
+    prometheus_url: str
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.kube)
+
+    def create_pools(self, *names: str, replicas: int = 4) -> None:
+        apps = client.AppsV1Api(self.kube)
+        for name in names:
+            apps.create_namespaced_deployment(self.namespace, deployment_manifest(f"vllm-{name}", replicas=replicas))
+            apps.patch_namespaced_deployment_status(
+                f"vllm-{name}", self.namespace, {"status": {"replicas": replicas, "readyReplicas": replicas}}
+            )
+
+    def create(self, obj: dict[str, Any]) -> None:
+        group, version = obj["apiVersion"].split("/")
+        self.custom.create_namespaced_custom_object(group, version, self.namespace, _plural(obj["kind"]), obj)
+
+    def get(self, api_version: str, kind: str, name: str) -> dict[str, Any]:
+        group, version = api_version.split("/")
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            group, version, self.namespace, _plural(kind), name
+        )
+        return obj
+
+    def patch_policy(self, kind: str, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            "infercast.io", "v1alpha1", self.namespace, _plural(kind), name, {"spec": spec}
+        )
+
+    def policy(self, kind: str, name: str, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "infercast.io/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"interval": INTERVAL_S, "prometheus": {"url": self.prometheus_url, "timeout": 1}, **spec},
+        }
+
+    def status(self, kind: str, name: str) -> dict[str, Any]:
+        return dict(self.get("infercast.io/v1alpha1", kind, name).get("status") or {})
+
+    def outlier(self, subset: str) -> dict[str, Any]:
+        rule = self.get("networking.istio.io/v1", "DestinationRule", "vllm")
+        assert schema_errors(DESTINATION_RULES, rule) == []
+        (found,) = [s for s in rule["spec"]["subsets"] if s["name"] == subset]
+        return dict((found.get("trafficPolicy") or {}).get("outlierDetection") or {})
+
+    def weights(self) -> dict[str, int]:
+        service = self.get("networking.istio.io/v1", "VirtualService", "vllm")
+        assert schema_errors(VIRTUAL_SERVICES, service) == []
+        return {r["destination"]["subset"]: r["weight"] for r in service["spec"]["http"][0]["route"]}
+
+
+def _plural(kind: str) -> str:
+    return {
+        "DestinationRule": "destinationrules",
+        "VirtualService": "virtualservices",
+        "CircuitBreakerPolicy": "circuitbreakerpolicies",
+        "RoutingPolicy": "routingpolicies",
+    }[kind]
+
+
+def backend(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "subset": name,
+        "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"vllm-{name}"},
+        **extra,
+    }
+
+
+HEALTH = {"maxErrorRate": 0.05, "maxTTFTSeconds": 4, "recoveryHoldSeconds": 20, "rateWindow": "10s"}
+
+
+@pytest.fixture
+def mesh(namespace: str, kube: client.ApiClient, prometheus: Prometheus) -> Mesh:
+    register_upstream_crds(kube)
+    return Mesh(namespace, kube, prometheus.url)
+
+
+def start_operator(operator: OperatorFactory, namespace: str) -> ManagedProcess:
+    return operator(
+        [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace, "--metrics-port", "0"]
+    )
+
+
+def decisions(process: ManagedProcess, kind: str) -> list[dict[str, Any]]:
+    lines = (line for line in process.log_text().splitlines() if line.startswith("{"))
+    return [d for d in map(json.loads, lines) if d.get("event") == "decision" and d["kind"] == kind]
+
+
+def canary_ttft(mesh: Mesh) -> float | None:
+    inputs = mesh.status("RoutingPolicy", "vllm")["lastDecision"]["inputs"]
+    return next(b["ttftSeconds"] for b in inputs["backends"] if b["name"] == "canary")
+
+
+def test_a_failing_pool_is_tightened_and_drained_then_recovers_without_flapping(
+    mesh: Mesh, exporter: Exporter, operator: OperatorFactory
+) -> None:
+    pools = {"h100": Backend(), "l4": Backend()}
+    mesh.create_pools("h100", "l4")
+    mesh.create(destination_rule("vllm", HOST, ["h100", "l4"]))
+    mesh.create(virtual_service("vllm", HOST, {"h100": 50, "l4": 50}))
+    with Traffic(mesh.namespace, exporter, pools):
+        process = start_operator(operator, mesh.namespace)
+        mesh.create(
+            mesh.policy(
+                "CircuitBreakerPolicy",
+                "vllm",
+                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "name": "vllm"},
+                backends=[backend("h100", requestsPerReplica=20), backend("l4", requestsPerReplica=10)],
+                health=HEALTH,
+            )
+        )
+        mesh.create(
+            mesh.policy(
+                "RoutingPolicy",
+                "vllm",
+                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"},
+                backends=[backend("h100"), backend("l4")],
+                health=HEALTH,
+                maxStepPercent=20,
+                probePercent=5,
+            )
+        )
+        relaxed = wait_until(lambda: mesh.outlier("h100").get("consecutive5xxErrors"), timeout=30)
+        assert relaxed == 10 and mesh.outlier("l4")["consecutive5xxErrors"] == 10
+        wait_until(lambda: mesh.status("RoutingPolicy", "vllm").get("lastDecision"), timeout=CYCLE_TIMEOUT_S)
+        assert mesh.weights() == {"h100": 50, "l4": 50}
+
+        pools["h100"].error_rate, pools["h100"].ttft = 0.5, (6.0, 8.0)  # a 5xx burst and a growing TTFT
+        wait_until(lambda: mesh.outlier("h100").get("consecutive5xxErrors") == 3, timeout=CYCLE_TIMEOUT_S)
+        tight = mesh.outlier("h100")
+        assert (tight["interval"], tight["baseEjectionTime"]) == ("5s", "60s")
+        # 40 requests/s need 2 of h100's 4 replicas: half may go; l4 needs all 4, so none may.
+        assert tight["maxEjectionPercent"] == 50 and mesh.outlier("l4")["maxEjectionPercent"] == 0
+        assert mesh.outlier("l4")["consecutive5xxErrors"] == 10, "the healthy pool stays relaxed"
+        wait_until(lambda: mesh.weights()["h100"] < 50, timeout=CYCLE_TIMEOUT_S)
+        assert sum(mesh.weights().values()) == 100
+        assert "Tighten" in [e.reason for e in events_for(client.CoreV1Api(mesh.kube), mesh.namespace, "vllm")]
+        wait_until(lambda: mesh.weights()["h100"] == 5, timeout=4 * INTERVAL_S)  # drained to the probe weight
+
+        pools["h100"].error_rate, pools["h100"].ttft = 0.01, (0.2, 0.9)  # recovered, with noise
+        recovering = len(decisions(process, "RoutingPolicy"))
+        # The rate window forgets the burst (10 s), then the score must stay calm for the hold (20 s).
+        wait_until(lambda: mesh.outlier("h100").get("consecutive5xxErrors") == 10, timeout=10 + 20 + 3 * INTERVAL_S)
+        wait_until(lambda: mesh.weights()["h100"] == 50, timeout=5 * INTERVAL_S)
+        wait_until(lambda: len(decisions(process, "RoutingPolicy")) >= recovering + 10, timeout=5 * INTERVAL_S)
+
+    routed = [d["output"]["weights"]["h100"] for d in decisions(process, "RoutingPolicy")[recovering:]]
+    assert routed == sorted(routed), f"the weight only came back, never away again: {routed}"
+    actions = [d["action"] for d in decisions(process, "CircuitBreakerPolicy")]
+    assert actions.count("Tighten") == 1 and actions.count("Relax") == 1, actions
+    assert mesh.status("CircuitBreakerPolicy", "vllm")["flaggedBackends"] == 0
+
+
+def test_a_worse_canary_is_rolled_back_and_an_as_good_one_is_promoted(
+    mesh: Mesh, exporter: Exporter, operator: OperatorFactory
+) -> None:
+    pools = {"stable": Backend(), "canary": Backend(ttft=(2.0, 3.0))}
+    mesh.create_pools("stable", "canary")
+    mesh.create(virtual_service("vllm", HOST, {"stable": 100, "canary": 0}))
+    with Traffic(mesh.namespace, exporter, pools, weights=mesh.weights):
+        process = start_operator(operator, mesh.namespace)
+        canary = {"stable": "stable", "canary": "canary", "stepPercent": 25, "stepIntervalSeconds": INTERVAL_S}
+        mesh.create(
+            mesh.policy(
+                "RoutingPolicy",
+                "vllm",
+                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"},
+                backends=[backend("stable"), backend("canary")],
+                health=HEALTH,
+                strategy="Canary",
+                canary=canary,
+            )
+        )
+        wait_until(
+            lambda: mesh.status("RoutingPolicy", "vllm").get("canary", {}).get("phase") == "RolledBack",
+            timeout=3 * CYCLE_TIMEOUT_S,
+        )
+        assert mesh.weights() == {"stable": 100, "canary": 0}
+        steps = [(d["action"], d["to"]) for d in decisions(process, "RoutingPolicy") if d["action"] != "Hold"]
+        assert steps[:2] == [("Step", 25), ("Rollback", 0)]
+
+        # A new revision runs new pods: wait until the rolled-back ones' samples left the rate window.
+        pools["canary"].ttft = pools["stable"].ttft
+        wait_until(lambda: canary_ttft(mesh) is None, timeout=10 + CYCLE_TIMEOUT_S)
+        mesh.patch_policy("RoutingPolicy", "vllm", {"canary": {**canary, "stepPercent": 34}})
+        wait_until(lambda: mesh.weights() == {"stable": 0, "canary": 100}, timeout=5 * CYCLE_TIMEOUT_S)
+    promoted = [(d["action"], d["to"]) for d in decisions(process, "RoutingPolicy") if d["action"] != "Hold"][2:]
+    assert promoted == [("Step", 34), ("Step", 68), ("Promote", 100)]
+    assert mesh.status("RoutingPolicy", "vllm")["canary"]["phase"] == "Promoted"

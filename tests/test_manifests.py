@@ -1,9 +1,10 @@
 """Offline checks of everything a user applies: the CRD, deploy/, examples/ and the image.
 
 Built-in kinds are validated with kubernetes-validate's bundled OpenAPI schemas. Our own
-ScalingPolicy objects are validated with jsonschema against the CRD's ``openAPIV3Schema``,
-translated the way the API server reads it: ``nullable``, boolean ``exclusiveMinimum``,
-list-type maps, and unknown fields rejected as ``kubectl``'s strict field validation does.
+policy objects (ScalingPolicy, CircuitBreakerPolicy, RoutingPolicy) are validated with jsonschema
+against their CRD's ``openAPIV3Schema``, translated the way the API server reads it
+(tests/harness/openapi.py): ``nullable``, boolean ``exclusiveMinimum``, list-type maps, and
+unknown fields rejected as ``kubectl``'s strict field validation does.
 The CEL rules (``x-kubernetes-validations``) need a CEL engine and are not evaluated here;
 ``controller/spec.py`` checks the same cross-field rules at run time.
 """
@@ -19,10 +20,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from controller.traffic_spec import parse_circuit_breaker_policy, parse_routing_policy
+from tests.harness.openapi import JUNCTORS, KubernetesValidator, to_json_schema
+from tests.harness.traffic import DESTINATION_RULES, HTTP_ROUTES, VIRTUAL_SERVICES
+from tests.harness.traffic import schema_errors as schema_errors_upstream
 
 REPO = Path(__file__).resolve().parent.parent
 # The oldest Kubernetes release we claim (CEL validation rules are GA since 1.29), and the newest one bundled.
@@ -49,74 +54,47 @@ def only(kind: str, docs: list[tuple[str, Document]]) -> Document:
     return matches[0]
 
 
+# Every policy kind: its CRD, its field reference, and the condition types the reference must list.
+CRD_FILES = {
+    "ScalingPolicy": "crds/scalingpolicies.yaml",
+    "CircuitBreakerPolicy": "crds/circuitbreakerpolicies.yaml",
+    "RoutingPolicy": "crds/routingpolicies.yaml",
+}
+REFERENCES = {
+    "ScalingPolicy": "docs/scalingpolicy.md",
+    "CircuitBreakerPolicy": "docs/circuitbreakerpolicy.md",
+    "RoutingPolicy": "docs/routingpolicy.md",
+}
+CONDITIONS = {
+    "ScalingPolicy": ("Ready", "MetricsAvailable", "ScalingLimited", "Conflict"),
+    "CircuitBreakerPolicy": ("Ready", "MetricsAvailable", "Conflict"),
+    "RoutingPolicy": ("Ready", "MetricsAvailable", "Conflict"),
+}
+KINDS = list(CRD_FILES)
+
+
 @cache
-def crd() -> Document:
-    return only("CustomResourceDefinition", documents("crds/scalingpolicies.yaml"))
+def crd(kind: str = "ScalingPolicy") -> Document:
+    return only("CustomResourceDefinition", documents(CRD_FILES[kind]))
 
 
-def openapi_schema() -> Schema:
-    version = only_served_version()
+def openapi_schema(kind: str = "ScalingPolicy") -> Schema:
+    version = only_served_version(kind)
     return copy.deepcopy(version["schema"]["openAPIV3Schema"])
 
 
-def only_served_version() -> Document:
-    versions = crd()["spec"]["versions"]
+def only_served_version(kind: str = "ScalingPolicy") -> Document:
+    versions = crd(kind)["spec"]["versions"]
     assert len(versions) == 1
     return dict(versions[0])
 
 
-# --- OpenAPI v3 (structural, Kubernetes dialect) -> JSON Schema 2020-12 ---------------------------------------
-
-JUNCTORS = ("oneOf", "anyOf", "allOf")
-
-
-def to_json_schema(node: Schema) -> Schema:
-    """Translate one structural-schema node and its children."""
-    out: Schema = {k: v for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
-    if node.get("nullable") and "type" in node:
-        out["type"] = [node["type"], "null"]
-    for bound in ("Minimum", "Maximum"):
-        if node.get(f"exclusive{bound}") is True:
-            out[f"exclusive{bound}"] = out.pop(bound.lower())
-    if node.get("x-kubernetes-list-type") in ("map", "set"):
-        out["listType"] = node["x-kubernetes-list-type"]
-        out["listMapKeys"] = node.get("x-kubernetes-list-map-keys", [])
-    if "properties" in node:
-        out["properties"] = {name: to_json_schema(child) for name, child in node["properties"].items()}
-        # Outside a junctor an unknown field is a typo the API server would prune, and kubectl rejects.
-        if not node.get("x-kubernetes-preserve-unknown-fields") and "type" in node:
-            out["additionalProperties"] = False
-    for key in ("items", "not"):
-        if key in node:
-            out[key] = to_json_schema(node[key])
-    for key in JUNCTORS:
-        if key in node:
-            out[key] = [to_json_schema(child) for child in node[key]]
-    return out
+def policy_validator(kind: str = "ScalingPolicy") -> Any:
+    return KubernetesValidator(to_json_schema(openapi_schema(kind)))
 
 
-def _unique_list_entries(validator: Any, list_type: str, instance: Any, schema: Schema) -> Iterator[Any]:
-    """``x-kubernetes-list-type``: a set holds no duplicate, a map no two entries with the same keys."""
-    if not isinstance(instance, list):
-        return
-    keys = schema.get("listMapKeys", [])
-    seen: list[Any] = []
-    for entry in instance:
-        identity = tuple(entry.get(k) for k in keys) if list_type == "map" else entry
-        if identity in seen:
-            yield jsonschema.ValidationError(f"duplicate entry {identity!r} in a list of type {list_type}")
-        seen.append(identity)
-
-
-KubernetesValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"listType": _unique_list_entries})
-
-
-def policy_validator() -> Any:
-    return KubernetesValidator(to_json_schema(openapi_schema()))
-
-
-def schema_errors(obj: Document) -> list[jsonschema.ValidationError]:
-    return list(policy_validator().iter_errors(obj))
+def schema_errors(obj: Document) -> list[Any]:
+    return list(policy_validator(obj["kind"]).iter_errors(obj))
 
 
 def walk(node: Schema, path: str) -> Iterator[tuple[str, Schema]]:
@@ -128,10 +106,10 @@ def walk(node: Schema, path: str) -> Iterator[tuple[str, Schema]]:
         yield from walk(node["items"], f"{path}[]")
 
 
-def fields() -> dict[str, Schema]:
+def fields(kind: str = "ScalingPolicy") -> dict[str, Schema]:
     return {
         path: node
-        for path, node in walk(openapi_schema(), "")
+        for path, node in walk(openapi_schema(kind), "")
         if path.startswith(("spec.", "status.")) and not path.endswith("[]")
     }
 
@@ -158,21 +136,29 @@ def test_kubernetes_validate_rejects_a_misspelt_field() -> None:
 # --- The CRD itself -------------------------------------------------------------------------------------------
 
 
-def test_crd_identity() -> None:
-    spec = crd()["spec"]
-    assert crd()["metadata"]["name"] == "scalingpolicies.infercast.io"
+@pytest.mark.parametrize(
+    ("kind", "plural", "short"),
+    [
+        ("ScalingPolicy", "scalingpolicies", "sp"),
+        ("CircuitBreakerPolicy", "circuitbreakerpolicies", "cbp"),
+        ("RoutingPolicy", "routingpolicies", "rp"),
+    ],
+)
+def test_crd_identity(kind: str, plural: str, short: str) -> None:
+    spec = crd(kind)["spec"]
+    assert crd(kind)["metadata"]["name"] == f"{plural}.infercast.io"
     assert (spec["group"], spec["scope"]) == ("infercast.io", "Namespaced")
     assert spec["names"] == {
-        "kind": "ScalingPolicy",
-        "listKind": "ScalingPolicyList",
-        "plural": "scalingpolicies",
-        "singular": "scalingpolicy",
-        "shortNames": ["sp"],
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+        "shortNames": [short],
         "categories": ["infercast"],
     }
-    version = only_served_version()
+    version = only_served_version(kind)
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
-    # status only: a ScalingPolicy must not look scalable to an HPA.
+    # status only: a policy must not look scalable to an HPA.
     assert version["subresources"] == {"status": {}}
 
 
@@ -209,18 +195,20 @@ def _structural_violations(node: Schema, path: str, in_junctor: bool) -> Iterato
             yield from _structural_violations(child, f"{path}({key}[{i}])", True)
 
 
-def test_crd_schema_is_structural() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_crd_schema_is_structural(kind: str) -> None:
     """What the API server demands of a CRD schema beyond kubernetes-validate's shape check."""
-    assert list(_structural_violations(openapi_schema(), "", in_junctor=False)) == []
+    assert list(_structural_violations(openapi_schema(kind), "", in_junctor=False)) == []
 
 
-def test_every_default_is_valid_and_reachable() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_default_is_valid_and_reachable(kind: str) -> None:
     """A default must pass its own schema, and must not sit under an optional object that has none.
 
     The API server applies a field's default only inside an object that exists, so a default under
     an optional, undefaulted object would silently never apply to policies that omit the object.
     """
-    nodes = dict(walk(openapi_schema(), ""))
+    nodes = dict(walk(openapi_schema(kind), ""))
     problems = []
     for path, node in nodes.items():
         if "default" not in node:
@@ -237,9 +225,10 @@ def test_every_default_is_valid_and_reachable() -> None:
     assert problems == []
 
 
-def test_every_spec_field_is_typed_and_bounded() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_spec_field_is_typed_and_bounded(kind: str) -> None:
     unbounded = []
-    for path, node in fields().items():
+    for path, node in fields(kind).items():
         if not path.startswith("spec"):
             continue
         kind = node.get("type")
@@ -252,9 +241,9 @@ def test_every_spec_field_is_typed_and_bounded() -> None:
     assert unbounded == []
 
 
-def _field_at(json_path: str) -> Schema:
+def _field_at(json_path: str, kind: str) -> Schema:
     """The schema node a printer column's JSONPath reads; a filter such as ``[?(@.type=="Ready")]`` picks items."""
-    node = openapi_schema()
+    node = openapi_schema(kind)
     for step in re.sub(r"\[[^\]]*\]", "[]", json_path).lstrip(".").split("."):
         node = node["properties"][step.removesuffix("[]")]
         if step.endswith("[]"):
@@ -262,29 +251,39 @@ def _field_at(json_path: str) -> Schema:
     return node
 
 
-def test_printer_columns_read_existing_fields_of_their_type() -> None:
-    columns = only_served_version()["additionalPrinterColumns"]
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("ScalingPolicy", ["Target", "Mode", "Current", "Desired", "Reason", "Age"]),
+        ("CircuitBreakerPolicy", ["Target", "Mode", "Flagged", "Reason", "Age"]),
+        ("RoutingPolicy", ["Target", "Mode", "Strategy", "Weights", "Reason", "Age"]),
+    ],
+)
+def test_printer_columns_read_existing_fields_of_their_type(kind: str, expected: list[str]) -> None:
+    columns = only_served_version(kind)["additionalPrinterColumns"]
     default_columns = [c["name"] for c in columns if c.get("priority", 0) == 0]
-    assert default_columns == ["Target", "Mode", "Current", "Desired", "Reason", "Age"]
+    assert default_columns == expected
     for column in columns:
         if column["jsonPath"] == ".metadata.creationTimestamp":
             assert column["type"] == "date"
         else:
-            assert _field_at(column["jsonPath"])["type"] == column["type"], column["name"]
+            assert _field_at(column["jsonPath"], kind)["type"] == column["type"], column["name"]
 
 
 # --- ScalingPolicy objects against the CRD schema -------------------------------------------------------------
 
-EXAMPLE_POLICIES = [(name, doc) for name, doc in documents("examples/*.yaml") if doc["kind"] == "ScalingPolicy"]
+EXAMPLE_POLICIES = [(name, doc) for name, doc in documents("examples/*.yaml") if doc["kind"] in CRD_FILES]
 
 
-def test_there_are_example_policies() -> None:
-    assert EXAMPLE_POLICIES
+@pytest.mark.parametrize("kind", KINDS)
+def test_there_are_example_policies(kind: str) -> None:
+    assert [doc for _, doc in EXAMPLE_POLICIES if doc["kind"] == kind]
 
 
 @pytest.mark.parametrize(("name", "policy"), EXAMPLE_POLICIES, ids=[name for name, _ in EXAMPLE_POLICIES])
 def test_example_policy_is_valid(name: str, policy: Document) -> None:
-    assert policy["apiVersion"] == f"{crd()['spec']['group']}/{only_served_version()['name']}"
+    kind = policy["kind"]
+    assert policy["apiVersion"] == f"{crd(kind)['spec']['group']}/{only_served_version(kind)['name']}"
     assert [e.message for e in schema_errors(policy)] == []
 
 
@@ -307,6 +306,31 @@ def test_example_deployment_runs_vllm_on_a_gpu() -> None:
     assert server["readinessProbe"]["httpGet"]["path"] == "/health"
     # The policy owns the count: a replicas field here would undo its decisions on every apply.
     assert "replicas" not in deployment["spec"]
+
+
+UPSTREAM_SCHEMAS = {
+    "DestinationRule": DESTINATION_RULES,
+    "VirtualService": VIRTUAL_SERVICES,
+    "HTTPRoute": HTTP_ROUTES,
+}
+TRAFFIC_EXAMPLES = [(name, doc) for name, doc in documents("examples/*.yaml") if doc["kind"] in UPSTREAM_SCHEMAS]
+
+
+@pytest.mark.parametrize(("name", "obj"), TRAFFIC_EXAMPLES, ids=[name for name, _ in TRAFFIC_EXAMPLES])
+def test_example_traffic_object_is_valid_upstream(name: str, obj: Document) -> None:
+    assert schema_errors_upstream(UPSTREAM_SCHEMAS[obj["kind"]], obj) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "policy"),
+    [(n, d) for n, d in EXAMPLE_POLICIES if d["kind"] != "ScalingPolicy"],
+    ids=[n for n, d in EXAMPLE_POLICIES if d["kind"] != "ScalingPolicy"],
+)
+def test_example_traffic_policy_parses_and_targets_an_example(name: str, policy: Document) -> None:
+    parse = parse_circuit_breaker_policy if policy["kind"] == "CircuitBreakerPolicy" else parse_routing_policy
+    spec = parse(policy["spec"])
+    targets = {(d["kind"], d["metadata"]["name"], d["metadata"]["namespace"]) for _, d in TRAFFIC_EXAMPLES}
+    assert (spec.target.kind, spec.target.name, policy["metadata"]["namespace"]) in targets
 
 
 def minimal_policy() -> Document:
@@ -492,35 +516,41 @@ def test_schema_defaults_are_the_specified_ones() -> None:
     assert defaults == SPECIFIED_DEFAULTS
 
 
-def documented_fields() -> dict[str, str]:
-    """``docs/scalingpolicy.md``'s field tables: path -> the text of its Default column."""
+def documented_fields(kind: str = "ScalingPolicy") -> dict[str, str]:
+    """The reference's field tables (e.g. ``docs/scalingpolicy.md``): path -> the text of its Default column."""
     rows = re.findall(
         r"^\| `((?:spec|status)[^`]*)` \|[^|]*\| ([^|]*) \|",
-        (REPO / "docs/scalingpolicy.md").read_text(),
+        (REPO / REFERENCES[kind]).read_text(),
         flags=re.MULTILINE,
     )
     return {path: default.strip() for path, default in rows}
 
 
-def test_reference_documents_every_field() -> None:
-    assert sorted(documented_fields()) == sorted(fields())
+@pytest.mark.parametrize("kind", KINDS)
+def test_reference_documents_every_field(kind: str) -> None:
+    assert sorted(documented_fields(kind)) == sorted(fields(kind))
 
 
-@pytest.mark.parametrize("path", sorted(p for p, node in fields().items() if "default" in node))
-def test_reference_states_the_schema_default(path: str) -> None:
-    documented = documented_fields()[path]
+DEFAULTED = [(kind, path) for kind in KINDS for path, node in sorted(fields(kind).items()) if "default" in node]
+
+
+@pytest.mark.parametrize(("kind", "path"), DEFAULTED, ids=[f"{k}:{p}" for k, p in DEFAULTED])
+def test_reference_states_the_schema_default(kind: str, path: str) -> None:
+    documented = documented_fields(kind)[path]
     assert documented.startswith("`") and documented.endswith("`"), f"{path}: default column {documented!r}"
-    assert yaml.safe_load(documented.strip("`")) == fields()[path]["default"]
+    assert yaml.safe_load(documented.strip("`")) == fields(kind)[path]["default"]
 
 
-def test_reference_states_no_default_the_schema_lacks() -> None:
-    claimed = {path for path, default in documented_fields().items() if default.startswith("`")}
-    assert claimed == {path for path, node in fields().items() if "default" in node}
+@pytest.mark.parametrize("kind", KINDS)
+def test_reference_states_no_default_the_schema_lacks(kind: str) -> None:
+    claimed = {path for path, default in documented_fields(kind).items() if default.startswith("`")}
+    assert claimed == {path for path, node in fields(kind).items() if "default" in node}
 
 
-def test_reference_lists_the_condition_types() -> None:
-    text = (REPO / "docs/scalingpolicy.md").read_text()
-    for condition in ("Ready", "MetricsAvailable", "ScalingLimited", "Conflict"):
+@pytest.mark.parametrize("kind", KINDS)
+def test_reference_lists_the_condition_types(kind: str) -> None:
+    text = (REPO / REFERENCES[kind]).read_text()
+    for condition in CONDITIONS[kind]:
         assert re.search(rf"^\| `{condition}` \|", text, flags=re.MULTILINE), condition
 
 
@@ -532,8 +562,26 @@ SERVICE_ACCOUNT = only("ServiceAccount", DEPLOY)
 
 # What the operator calls (issue 2): (API group, resource, verb).
 OPERATOR_CALLS = {
-    *(("infercast.io", "scalingpolicies", v) for v in ("get", "list", "watch", "patch")),
-    *(("infercast.io", "scalingpolicies/status", v) for v in ("get", "patch")),
+    *(
+        ("infercast.io", r, v)
+        for r in ("scalingpolicies", "circuitbreakerpolicies", "routingpolicies")
+        for v in ("get", "list", "watch", "patch")
+    ),
+    *(
+        ("infercast.io", f"{r}/status", v)
+        for r in ("scalingpolicies", "circuitbreakerpolicies", "routingpolicies")
+        for v in ("get", "patch")
+    ),
+    # Issue 5: the traffic objects the CircuitBreakerPolicies and RoutingPolicies tune.
+    *(
+        (g, r, v)
+        for g, r in (
+            ("networking.istio.io", "destinationrules"),
+            ("networking.istio.io", "virtualservices"),
+            ("gateway.networking.k8s.io", "httproutes"),
+        )
+        for v in ("get", "list", "watch", "patch")
+    ),
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
     *(("", "namespaces", v) for v in ("list", "watch")),
     *(

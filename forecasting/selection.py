@@ -13,8 +13,11 @@ How a series is forecast is decided by how the candidates would have done on its
    the baseline". Candidates are listed simplest first and a later one must beat the best so far
    by ``min_improvement``: a complex model that only ties the baseline in backtest is the one that
    loses to it out of sample.
-3. **Conformal calibration.** The chosen model's backtest errors fix how far its quantiles must be
-   stretched so that, on its own recent past, the 0.9 quantile was exceeded 10% of the time.
+3. **Adaptive conformal calibration.** The chosen model's backtest errors fix how far its
+   quantiles must be stretched so that, on its own recent past, the 0.9 quantile was exceeded 10%
+   of the time; the level of that conformal quantile is itself adapted (adaptive conformal
+   inference, Gibbs & Candès 2021) by replaying the backtest in time order, so a band that kept
+   being exceeded lately is widened beyond what the pooled errors say.
 
 Selection costs ``n_origins`` fits per candidate; :meth:`AutoForecaster.reusable` hands back the
 chosen model and its calibration as one cheap forecaster, to refit every cycle between
@@ -59,11 +62,13 @@ def default_candidates() -> tuple[Forecaster, ...]:
 class Backtest:
     """Forecasts of one model from several origins, with what actually happened.
 
-    Arrays are (origins, horizon); ``scales`` holds each origin's naive scale (see
-    :mod:`forecasting.metrics`), so every measure is averaged over scale-free origins.
+    Arrays are (origins, horizon), origins in time order; ``origins`` holds each one's training
+    length, ``scales`` its naive scale (see :mod:`forecasting.metrics`), so every measure is
+    averaged over scale-free origins.
     """
 
     model: str
+    origins: np.ndarray
     actual: np.ndarray
     mean: np.ndarray
     quantiles: Mapping[float, np.ndarray]
@@ -115,6 +120,7 @@ def backtest(
     forecasts = [clone(candidate).fit(y.iloc[:origin]).predict(horizon, levels) for origin in origins]
     return Backtest(
         model=forecasts[-1].model,
+        origins=np.asarray(origins),
         actual=np.array([values[origin : origin + horizon] for origin in origins]),
         mean=np.array([forecast.mean for forecast in forecasts]),
         quantiles={level: np.array([forecast.quantile(level) for forecast in forecasts]) for level in levels},
@@ -127,38 +133,47 @@ class Calibration:
     """Per-level affine correction: ``q' = mean + factor * (q - mean) + offset``.
 
     Normally ``offset`` is 0 and ``factor`` stretches the model's own band (split conformal with a
-    normalised score), which keeps the band's shape across horizons and times of day. Scores are
-    weighted by the age of their origin, halving every ``half_life`` origins (non-exchangeable
-    conformal, Barber et al. 2023): load drifts, and the errors of last hour say more about the
-    next one than those of last week. When the
-    model's band has zero width somewhere (a constant history), or for levels near the median
-    (see ``MIN_STRETCHED_DISTANCE``), stretching cannot work and the band is replaced by a fixed
-    offset from the mean (``factor`` 0).
+    normalised score ``(y - mean) / (q - mean)``), which keeps the band's shape across horizons
+    and times of day. When the model's band has zero width somewhere (a constant history), or for
+    levels near the median (see ``MIN_STRETCHED_DISTANCE``), stretching cannot work and the band is
+    replaced by a fixed offset from the mean (``factor`` 0).
+
+    ``conformal_levels`` records, per nominal level, the level of the conformal quantile actually
+    taken: the nominal one (with the finite-sample rank) for plain split conformal, or where the
+    adaptive replay (:func:`adaptive_level`) left it.
     """
 
     factors: Mapping[float, float] = field(default_factory=dict)
     offsets: Mapping[float, float] = field(default_factory=dict)
+    conformal_levels: Mapping[float, float] = field(default_factory=dict)
 
     @classmethod
-    def from_backtest(cls, result: Backtest, levels: Sequence[float], half_life: float | None = None) -> Calibration:
+    def from_backtest(
+        cls, result: Backtest, levels: Sequence[float], adaptation_rate: float | None = None
+    ) -> Calibration:
+        """Calibrate ``levels`` on ``result``; ``adaptation_rate`` is the step of adaptive conformal
+        inference (``None``: plain split conformal, which assumes the errors exchangeable)."""
         factors: dict[float, float] = {}
         offsets: dict[float, float] = {}
-        errors = (result.actual - result.mean).ravel()
-        ages = np.arange(len(result.actual))[::-1]
-        by_origin = np.ones(len(ages)) if half_life is None else 0.5 ** (ages / half_life)
-        weights = np.repeat(by_origin, result.actual.shape[1])
+        conformal_levels: dict[float, float] = {}
+        errors = result.actual - result.mean
         for level in levels:
-            width = (result.quantiles[level] - result.mean).ravel()
+            width = result.quantiles[level] - result.mean
             upper = level > 0.5
             in_tail = abs(level - 0.5) >= MIN_STRETCHED_DISTANCE
-            if in_tail and (np.all(width > 0) if upper else np.all(width < 0)):
-                # Normalised scores; for a lower quantile the band points down, so its order flips.
-                factors[level] = _conformal_quantile(errors / width, level if upper else 1 - level, weights)
-                offsets[level] = 0.0
-            else:
-                factors[level] = 0.0
-                offsets[level] = _conformal_quantile(errors, level, weights)
-        return cls(factors=factors, offsets=offsets)
+            stretched = in_tail and bool(np.all(width > 0) if upper else np.all(width < 0))
+            # Normalised scores; for a lower quantile the band points down, so its order flips.
+            scores, target = (errors / width, level if upper else 1 - level) if stretched else (errors, level)
+            adapted = (
+                target
+                if adaptation_rate is None
+                else adaptive_level(scores, result.origins, target, adaptation_rate, result.actual.shape[1])
+            )
+            quantile = _conformal_quantile(scores.ravel(), adapted)
+            factors[level] = quantile if stretched else 0.0
+            offsets[level] = 0.0 if stretched else quantile
+            conformal_levels[level] = adapted
+        return cls(factors=factors, offsets=offsets, conformal_levels=conformal_levels)
 
     def apply(self, forecast: Forecast) -> Forecast:
         corrected = {
@@ -170,15 +185,46 @@ class Calibration:
         return make_forecast(forecast.index, forecast.mean, corrected, forecast.model, forecast.fallback)
 
 
-def _conformal_quantile(scores: np.ndarray, level: float, weights: np.ndarray) -> float:
-    """The smallest score whose cumulative weight reaches ``level`` of the total, the point to be
-    forecast counted with the largest weight. With equal weights this is the
-    ``ceil((n + 1) level)``-th smallest of ``n``, split conformal's finite-sample correction
-    that guarantees ``level`` coverage on exchangeable data; past the largest score it stays there."""
-    order = np.argsort(scores, kind="stable")
-    reached = np.cumsum(weights[order]) / (np.sum(weights) + np.max(weights))
-    rank = min(int(np.searchsorted(reached, level - 1e-12)), len(scores) - 1)
-    return float(scores[order][rank])
+def adaptive_level(scores: np.ndarray, origins: np.ndarray, level: float, rate: float, horizon: int) -> float:
+    """The conformal level to use now, by adaptive conformal inference replayed over a backtest.
+
+    ACI (Gibbs & Candès 2021) keeps a working level ``l`` and, after each forecast, moves it by
+    ``rate * (missed - (1 - level))``, where ``missed`` is the share of outcomes above the
+    conformal quantile at ``l``. Whatever the drift, the long-run share of misses then converges
+    to ``1 - level``: a band exceeded more often than it should be widens until it is not. ACI is
+    an online method; an estimator refitted from scratch has no state to carry, so ``fit`` replays
+    it: ``scores`` (origins x steps, time order) are visited in order, each origin judged by the
+    quantile of the scores of the earlier origins whose outcomes were all known by then
+    (``origin + horizon`` at most its own), and the level reached after the last origin is the one
+    to calibrate the next forecast with. A working level of 1 or more is the whole line (never
+    missed), 0 or less is empty (always missed), as in the paper; the quantile taken of it
+    afterwards stays within the observed scores.
+
+    The step is large by ACI's standards (0.005 in the paper, for thousands of steps) because a
+    backtest has about twenty origins: a smaller step could not move the level at all.
+    """
+    working = level
+    for i in range(len(scores)):
+        known = scores[origins + horizon <= origins[i]]
+        if len(known) == 0:
+            continue
+        if working >= 1:
+            missed = 0.0
+        elif working <= 0:
+            missed = 1.0
+        else:
+            missed = float(np.mean(scores[i] > _conformal_quantile(known.ravel(), working)))
+        working += rate * (missed - (1 - level))
+    return working
+
+
+def _conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The ``ceil((n + 1) level)``-th smallest of ``n`` scores: split conformal's finite-sample
+    rank, which guarantees ``level`` coverage on exchangeable data. A level that asks past the
+    largest score (small ``n``, or an adapted level of 1 or more) gets the largest; one of 0 or
+    less the smallest."""
+    rank = math.ceil((len(scores) + 1) * level)
+    return float(np.sort(scores)[min(max(rank, 1), len(scores)) - 1])
 
 
 class CalibratedForecaster:
@@ -206,9 +252,11 @@ class AutoForecaster:
     """Chooses among ``candidates`` per series by backtest and calibrates the winner's quantiles.
 
     ``candidates`` default to :func:`default_candidates`; the first is the baseline the others are
-    scored against. Learned: ``scores_`` (``position:model`` -> score relative to the first), ``backtests_``,
-    ``chosen_`` (the winning prototype, unfitted), ``calibration_`` and ``model_`` (the winner
-    refitted on the whole history).
+    scored against. ``adaptation_rate`` is the step of the adaptive conformal calibration
+    (:func:`adaptive_level`; ``None`` for plain split conformal). Learned: ``scores_``
+    (``position:model`` -> score relative to the first), ``backtests_``, ``chosen_`` (the winning
+    prototype, unfitted), ``calibration_`` and ``model_`` (the winner refitted on the whole
+    history).
     """
 
     name: ClassVar[str] = "auto"
@@ -222,7 +270,7 @@ class AutoForecaster:
         min_selection_points: int = 40,
         min_improvement: float = 0.02,
         significance: float = 0.1,
-        calibration_half_life: float | None = 10.0,
+        adaptation_rate: float | None = 0.1,
     ) -> None:
         self.candidates = candidates
         self.horizon = horizon
@@ -231,7 +279,7 @@ class AutoForecaster:
         self.min_selection_points = min_selection_points
         self.min_improvement = min_improvement
         self.significance = significance
-        self.calibration_half_life = calibration_half_life
+        self.adaptation_rate = adaptation_rate
 
     def fit(self, y: pd.Series) -> Self:
         clean = regularize(y, min_points=2).values
@@ -267,7 +315,7 @@ class AutoForecaster:
                 best = (losses, candidate, result)
         assert best is not None
         _, chosen, result = best
-        return chosen, Calibration.from_backtest(result, self.calibrated_levels, self.calibration_half_life)
+        return chosen, Calibration.from_backtest(result, self.calibrated_levels, self.adaptation_rate)
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
         levels = check_request(horizon, quantiles)

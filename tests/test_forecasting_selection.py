@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 
 from forecasting import AutoForecaster, Backtest, Calibration, DampedTrend, Forecast, LinearForecaster, SeasonalNaive
 from forecasting.metrics import coverage, pinball_loss
-from forecasting.selection import beats, rolling_origins
+from forecasting.selection import adaptive_level, beats, rolling_origins
 
 
 def seasonal_period_of(model: object) -> int | None:
@@ -60,25 +61,30 @@ def test_baseline_scores_one_and_a_later_candidate_must_beat_it_clearly() -> Non
     assert isinstance(auto.chosen_, SeasonalNaive) and auto.chosen_.error_window == 4032
 
 
-def test_calibrated_quantile_is_exceeded_about_as_often_as_its_level_says() -> None:
-    """On an AR(1) series whose noise doubles halfway (so in-sample bands are too narrow), the
-    0.9 quantile forecast from 20 later origins covers between 80% and 99% of the 60 outcomes (a
-    band stretched to cover all 60 fails; 59 of 60 is within the noise of 60 correlated outcomes
-    and the conservative finite-sample rank). Unweighted scores: the exchangeable case whose
-    coverage split conformal guarantees; recency weighting is tested on its own below."""
-    rng = np.random.default_rng(4)
-    n = 3000
-    noise = rng.normal(0, 1, n) * np.where(np.arange(n) < n // 2, 1.0, 2.0)
+def ar1_with_a_noise_shift(seed: int, n: int) -> pd.Series:
+    """AR(1) whose noise triples for the last 40%: the model's in-sample errors, mostly from the
+    quiet part, give bands far too narrow for what comes next."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, n) * np.where(np.arange(n) < 0.6 * n, 1.0, 3.0)
     values = np.zeros(n)
     for t in range(1, n):
         values[t] = 0.7 * values[t - 1] + noise[t]
-    y = pd.Series(100 + values, index=pd.date_range("2024-03-04", periods=n, freq="1min"))
+    return pd.Series(100 + values, index=pd.date_range("2024-03-04", periods=n, freq="1min"))
+
+
+def test_calibrated_quantile_is_exceeded_about_as_often_as_its_level_says() -> None:
+    """The 0.9 quantile of 80 independent series, 3 steps each, covers 85%-95% of the 240 outcomes
+    (the issue's band; the standard error of a coverage of 0.9 on these partly correlated outcomes
+    is about 0.025). The band is two-sided on purpose: the models' own bands cover about 80% here
+    (too narrow after the shift), and a calibration stretched to the largest backtest error covers
+    nearly everything; both fail it."""
+    history, horizon = 300, 3
     covered = []
-    for origin in range(2400, n - 3, 30):
-        auto = AutoForecaster(n_origins=16, horizon=3, calibration_half_life=None).fit(y.iloc[:origin])
-        forecast = auto.predict(3, (0.9,))
-        covered.append(y.to_numpy()[origin : origin + 3] <= forecast.quantiles[0.9])
-    assert 0.8 <= np.mean(covered) <= 0.99
+    for seed in range(80):
+        y = ar1_with_a_noise_shift(seed, history + horizon)
+        forecast = AutoForecaster(n_origins=16, horizon=horizon).fit(y.iloc[:history]).predict(horizon, (0.9,))
+        covered.append(y.to_numpy()[history:] <= forecast.quantiles[0.9])
+    assert 0.85 <= np.mean(covered) <= 0.95
 
 
 def test_calibration_stretches_a_band_to_the_backtest_errors() -> None:
@@ -86,6 +92,7 @@ def test_calibration_stretches_a_band_to_the_backtest_errors() -> None:
     errors = np.tile(np.linspace(-2, 2, 10), (5, 1))
     result = Backtest(
         model="m",
+        origins=100 + 10 * np.arange(len(errors)),
         actual=errors,
         mean=np.zeros_like(errors),
         quantiles={0.9: np.ones_like(errors), 0.5: np.zeros_like(errors)},
@@ -146,20 +153,53 @@ def test_selector_keeps_seasonal_naive_when_a_challenger_only_wins_by_chance() -
     np.testing.assert_allclose(auto.predict(6).mean, SeasonalNaive().fit(y).predict(6).mean)
 
 
-def test_calibration_follows_the_recent_origins_when_weighted_by_age() -> None:
-    """Errors of +-1 at the ten older origins and +-3 at the ten recent ones: with a short half-life
-    the 0.9 band follows the recent noise, unweighted it sits in between."""
-    spread = np.linspace(-1, 1, 6)
-    errors = np.vstack([np.tile(spread, (10, 1)), np.tile(3 * spread, (10, 1))])
-    result = Backtest(
+def backtest_of_errors(errors: np.ndarray, origins: np.ndarray | None = None) -> Backtest:
+    """A backtest whose mean is 0 and whose 0.9 band is +1, so scores are the errors themselves."""
+    return Backtest(
         model="m",
+        origins=100 + 10 * np.arange(len(errors)) if origins is None else origins,
         actual=errors,
         mean=np.zeros_like(errors),
         quantiles={0.9: np.ones_like(errors)},
-        scales=np.ones(20),
+        scales=np.ones(len(errors)),
     )
-    recent = Calibration.from_backtest(result, (0.9,), half_life=1.0).factors[0.9]
-    pooled = Calibration.from_backtest(result, (0.9,), half_life=None).factors[0.9]
-    recent_errors = 3 * spread
-    assert np.mean(recent_errors <= recent) >= 0.8
-    assert np.mean(recent_errors <= pooled) < np.mean(recent_errors <= recent)
+
+
+def test_adaptive_calibration_widens_a_band_that_kept_being_exceeded_lately() -> None:
+    """Normal errors of sd 1 at the ten older origins and sd 3 at the ten recent ones, six draws of
+    the backtest: split conformal pools the two regimes and its band covers well under 85% of what
+    follows (sd 3); the adaptive replay saw the recent misses, raised its level, and covers
+    85%-95%. Coverage of the next errors is exact: Phi(factor / 3)."""
+    adaptive_coverage, pooled_coverage = [], []
+    for seed in range(6):
+        sd = np.where(np.arange(20) < 10, 1.0, 3.0)[:, None]
+        result = backtest_of_errors(np.random.default_rng(seed).normal(0, 1, (20, 6)) * sd)
+        adaptive = Calibration.from_backtest(result, (0.9,), adaptation_rate=0.1)
+        pooled = Calibration.from_backtest(result, (0.9,), adaptation_rate=None)
+        assert pooled.conformal_levels[0.9] == 0.9
+        assert adaptive.conformal_levels[0.9] > 0.9
+        adaptive_coverage.append(norm.cdf(adaptive.factors[0.9] / 3))
+        pooled_coverage.append(norm.cdf(pooled.factors[0.9] / 3))
+    assert np.mean(pooled_coverage) < 0.85
+    assert 0.85 <= np.mean(adaptive_coverage) <= 0.95
+
+
+@pytest.mark.parametrize(
+    ("case", "errors", "origins", "expected"),
+    [
+        # Every origin exceeds everything before it: two misses of all 6 steps take the level past 1,
+        # which is the whole line (never missed), so the fourth origin brings it down by rate x 10%.
+        ("always exceeded", np.tile(np.arange(4.0)[:, None], (1, 6)), None, 0.9 + 2 * 0.1 * 0.9 - 0.1 * 0.1),
+        # Ever smaller errors: never missed, the level drifts down by rate x 10% per origin.
+        ("never missed", np.tile(np.arange(20.0)[::-1, None], (1, 6)), None, 0.9 - 19 * 0.1 * 0.1),
+        # Origins one step apart with 6-step outcomes: no earlier origin's outcomes are all known at
+        # any of these, so nothing is judged and the level stays nominal (no look-ahead).
+        ("outcomes not yet known", np.tile(np.arange(6.0)[:, None], (1, 6)), 100 + np.arange(6), 0.9),
+    ],
+)
+def test_adaptive_level_replays_the_backtest_in_time_order(
+    case: str, errors: np.ndarray, origins: np.ndarray | None, expected: float
+) -> None:
+    result = backtest_of_errors(errors, origins)
+    got = adaptive_level(errors, result.origins, 0.9, rate=0.1, horizon=6)
+    assert got == pytest.approx(expected), case

@@ -49,6 +49,7 @@ class Backend:
 
     error_rate: float = 0.0
     ttft: tuple[float, float] = (0.2, 0.4)
+    pod: str = "pod00"  # a new revision runs new pods, with new series
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Traffic:
                         rng.uniform(*backend.ttft),
                         buckets=TTFT_BUCKETS,
                         namespace=self.namespace,
-                        pod=f"vllm-{name}-7d4b9c6f5d-pod00",
+                        pod=f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
                         model_name="llama",
                     )
 
@@ -283,8 +284,9 @@ def test_a_worse_canary_is_rolled_back_and_an_as_good_one_is_promoted(
         steps = [(d["action"], d["to"]) for d in decisions(process, "RoutingPolicy") if d["action"] != "Hold"]
         assert steps[:2] == [("Step", 25), ("Rollback", 0)]
 
-        # A new revision runs new pods: wait until the rolled-back ones' samples left the rate window.
-        pools["canary"].ttft = pools["stable"].ttft
+        # A new revision runs new pods (new series: a reused counter would skew the quantile by
+        # Prometheus' extrapolation); wait until the rolled-back ones' samples left the rate window.
+        pools["canary"].ttft, pools["canary"].pod = pools["stable"].ttft, "pod01"
         wait_until(lambda: canary_ttft(mesh) is None, timeout=10 + CYCLE_TIMEOUT_S)
         mesh.patch_policy("RoutingPolicy", "vllm", {"canary": {**canary, "stepPercent": 34}})
         wait_until(lambda: mesh.weights() == {"stable": 0, "canary": 100}, timeout=5 * CYCLE_TIMEOUT_S)

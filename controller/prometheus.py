@@ -37,6 +37,7 @@ from typing import Any, TypeVar, cast
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from controller.spec import PrometheusSpec
@@ -124,13 +125,18 @@ def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> Rang
     return RangeSamples(step_s, tuple(t for t, _ in finite), tuple(v for _, v in finite))
 
 
+#: Connections kept per Prometheus URL when the pool is not told its thread count.
+DEFAULT_CONNECTIONS = 32
+
 _STATUS_RE = re.compile(r"HTTP Status Code (\d+)")
 
 
 class _Client:
     """One Prometheus endpoint with its credentials; synchronous."""
 
-    def __init__(self, spec: PrometheusSpec, credentials: Credentials) -> None:
+    def __init__(
+        self, spec: PrometheusSpec, credentials: Credentials, max_connections: int = DEFAULT_CONNECTIONS
+    ) -> None:
         headers = {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else None
         session = requests.Session()
         session.verify = not spec.insecure_skip_verify
@@ -141,9 +147,14 @@ class _Client:
             session.verify = handle.name
         # Our own backoff decides when to retry; the library's retries would stretch every call
         # to several timeouts while Prometheus is down.
+        retry = Retry(total=0)
         self._connect = PrometheusConnect(
-            url=spec.url, headers=headers, session=session, retry=Retry(total=0), timeout=spec.timeout_s
+            url=spec.url, headers=headers, session=session, retry=retry, timeout=spec.timeout_s
         )
+        # The library mounts an adapter of 10 connections; every worker thread may query this URL at
+        # once, and a request beyond the pool opens a connection it then throws away (urllib3's
+        # "connection pool is full" warning). Same retries, a pool as large as the thread pool.
+        session.mount(spec.url, HTTPAdapter(max_retries=retry, pool_maxsize=max_connections))
 
     def instant(self, query: str) -> list[dict[str, Any]]:
         return _translated(lambda: self._connect.custom_query(query))
@@ -198,6 +209,8 @@ class PrometheusPool:
     ``clock`` is injectable so that the coalescing and backoff timing can be tested without sleeps.
     ``on_request`` is told the duration and the error (None on success) of every request really
     sent to Prometheus; answers from the cache and refusals during a backoff are not requests.
+    ``max_connections`` is the HTTP connection pool per endpoint: give it the number of threads
+    of ``executor``, the most requests that can be in flight at once.
     """
 
     executor: Executor | None = None
@@ -206,6 +219,7 @@ class PrometheusPool:
     backoff_cap_s: float = 60.0
     clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
     on_request: RequestObserver | None = None
+    max_connections: int = DEFAULT_CONNECTIONS
     _clients: dict[tuple[PrometheusSpec, Credentials], _Client] = field(default_factory=dict)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _cache: dict[CacheKey, _Cached] = field(default_factory=dict)
@@ -274,7 +288,7 @@ class PrometheusPool:
     async def _fetch(self, spec: PrometheusSpec, credentials: Credentials, read: Callable[[_Client], T]) -> T:
         client = self._clients.get((spec, credentials))
         if client is None:
-            client = self._clients[(spec, credentials)] = _Client(spec, credentials)
+            client = self._clients[(spec, credentials)] = _Client(spec, credentials, self.max_connections)
         self.requests_sent += 1
         loop = asyncio.get_running_loop()
         started = self.clock()

@@ -42,7 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.metrics_server = metrics.serve(port, address) if port else None
     memo.deps = Deps(
         kube=Kube(load_api_client(), executor=executor),
-        prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query),
+        prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query, max_connections=IO_THREADS),
         decision_sinks=(DecisionLog().emit, metrics.record_decision),
         metrics=metrics,
         # Spawned, not forked: a fork of a process running threads (Kopf, the I/O pool) can deadlock.

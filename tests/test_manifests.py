@@ -572,7 +572,7 @@ OPERATOR_CALLS = {
         for r in ("scalingpolicies", "circuitbreakerpolicies", "routingpolicies")
         for v in ("get", "patch")
     ),
-    # Issue 5: the traffic objects the CircuitBreakerPolicies and RoutingPolicies tune.
+    # Issue 5: the traffic objects the CircuitBreakerPolicies and RoutingPolicies tune, read and patched by name.
     *(
         (g, r, v)
         for g, r in (
@@ -580,7 +580,7 @@ OPERATOR_CALLS = {
             ("networking.istio.io", "virtualservices"),
             ("gateway.networking.k8s.io", "httproutes"),
         )
-        for v in ("get", "list", "watch", "patch")
+        for v in ("get", "patch")
     ),
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
     *(("", "namespaces", v) for v in ("list", "watch")),

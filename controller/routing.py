@@ -147,6 +147,7 @@ def _inputs(
             ttft_margin=canary.ttft_margin,
             tpot_margin=canary.tpot_margin,
             error_rate_margin=canary.error_rate_margin,
+            min_requests=canary.min_requests,
         )
         if canary
         else None,

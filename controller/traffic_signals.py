@@ -30,7 +30,7 @@ from controller.kube import Kube, KubeError
 from controller.presets import PRESETS, default_selector
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec_common import PrometheusSpec
-from controller.traffic_spec import BackendSpec, CapacitySpec
+from controller.traffic_spec import BackendSpec, CapacitySpec, window_seconds
 from forecasting import DampedTrend, ForecastInputError
 from forecasting.detector import StreamingDetector
 from policies import BackendSignals
@@ -113,6 +113,11 @@ def _forecast_rate(history: deque[tuple[float, float]], capacity: CapacitySpec, 
     return upper if math.isfinite(upper) else 0.0
 
 
+def _requests_in(rate: float | None, window: str) -> float | None:
+    """Requests served over the window: ``rate()`` is the window's increase divided by its length."""
+    return None if rate is None else rate * window_seconds(window)
+
+
 @dataclass(frozen=True)
 class BackendReading:
     """One backend's signals plus what went wrong reading them, for conditions and the audit log."""
@@ -181,6 +186,7 @@ async def read_signals(
         saturation=values.get("saturation"),
         ready_replicas=ready,
         needed_replicas=needed,
+        requests=_requests_in(values.get("request_rate"), window),
     )
     rejected = next((e for e in errors.values() if e.rejected), None)
     return BackendReading(signals, values, errors, rejected)

@@ -8,6 +8,7 @@ schema change. Every refusal is a :class:`SpecError` with a stable reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -50,6 +51,14 @@ class BackendSpec:
     capacity_per_replica: float = 1.0
 
 
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def window_seconds(window: str) -> int:
+    """A rate window in seconds; the CRD allows one number and a unit (``30s``, ``1m``, ``2h``)."""
+    return int(window[:-1]) * _SECONDS[window[-1]]
+
+
 @dataclass(frozen=True)
 class HealthSpec:
     limits: HealthLimits
@@ -83,6 +92,7 @@ class CanaryConfig:
     ttft_margin: float = 0.2
     tpot_margin: float = 0.2
     error_rate_margin: float = 0.01
+    min_requests: int = 100
 
 
 @dataclass(frozen=True)
@@ -232,7 +242,10 @@ def _parse_health(raw: Mapping[str, Any]) -> HealthSpec:
         )
     except ValueError as exc:
         raise SpecError("InvalidHealth", f"invalid health: {exc}") from exc
-    return HealthSpec(limits=limits, rate_window=str(raw.get("rateWindow", "1m")))
+    window = str(raw.get("rateWindow", "1m"))
+    if not re.fullmatch(r"[1-9][0-9]{0,3}[smh]", window):
+        raise SpecError("InvalidHealth", f"health.rateWindow {window!r} is not a number of s, m or h (e.g. 1m)")
+    return HealthSpec(limits=limits, rate_window=window)
 
 
 def _tightening(raw: Mapping[str, Any], key: str, default: Tightening) -> Tightening:
@@ -285,4 +298,5 @@ def _parse_canary(raw: Mapping[str, Any], backends: tuple[BackendSpec, ...]) -> 
         ttft_margin=float(margins.get("ttft", 0.2)),
         tpot_margin=float(margins.get("tpot", 0.2)),
         error_rate_margin=float(margins.get("errorRate", 0.01)),
+        min_requests=int(raw.get("minRequests", 100)),
     )

@@ -40,7 +40,9 @@ class BackendSignals:
 
     ``failure_score`` is the detector's anomaly score in [0, 1] (the largest over the backend's
     metrics); ``error_rate`` the fraction of 5xx responses; ``saturation`` the KV-cache usage
-    fraction; ``needed_replicas`` the replicas the forecast load needs at the policy's quantile.
+    fraction; ``needed_replicas`` the replicas the forecast load needs at the policy's quantile;
+    ``requests`` how many requests the backend served over the window its rates and quantiles
+    are computed on (how much a p95 of that window can be trusted).
     """
 
     name: str
@@ -52,6 +54,7 @@ class BackendSignals:
     saturation: float | None = None
     ready_replicas: int | None = None
     needed_replicas: float | None = None
+    requests: float | None = None
 
 
 @dataclass(frozen=True)

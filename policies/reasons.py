@@ -83,6 +83,8 @@ class Reason(StrEnum):
     """The canary is as good as the stable backend within the margins: one more step of weight."""
     CanaryWaiting = "CanaryWaiting"
     """The canary has not spent stepIntervalSeconds at its current weight, or its data is missing: hold."""
+    CanaryTooFewRequests = "CanaryTooFewRequests"
+    """The canary or the stable backend served fewer than minRequests in the window: too few to compare, hold."""
     CanaryPromoted = "CanaryPromoted"
     """The canary carries all of the traffic."""
     CanaryRolledBack = "CanaryRolledBack"

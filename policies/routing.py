@@ -15,7 +15,11 @@ most ``max_step`` per cycle, all of them scaled by one factor so that the sum st
 while its TTFT, TPOT and error rate stay within the margins of the stable backend's; a canary
 worse beyond a margin (or flagged outright) is rolled back to zero at once, with no step limit:
 when a new version is bad, every cycle at its weight costs requests. A rollback is final for
-the canary's revision; a new revision (a spec change) starts over.
+the canary's revision; a new revision (a spec change) starts over. The comparison needs
+``min_requests`` on both sides within the window the quantiles are computed over: a p95 over a
+handful of requests is mostly noise, and would roll back a good canary (or promote a bad one) by
+chance. With fewer, the weight holds (the first step, from zero, needs no canary data); a canary
+flagged by its own health (:mod:`policies.health`, with its hysteresis) is still rolled back.
 
 A backend whose data is missing keeps its current weight; the others share the rest. Nothing
 moves when no backend can be judged.
@@ -59,6 +63,7 @@ class CanarySpec:
     ttft_margin: float = 0.2
     tpot_margin: float = 0.2
     error_rate_margin: float = 0.01
+    min_requests: float = 0.0
 
     def __post_init__(self) -> None:
         if self.stable == self.canary:
@@ -201,7 +206,8 @@ def _decide_canary(
     canary_weight = current[canary_i]
     stable_signals = inputs.backends[stable_i].signals
     canary_signals = inputs.backends[canary_i].signals
-    worse = _worse_than_stable(canary_signals, stable_signals, spec)
+    too_few = _too_few_requests(canary_signals, stable_signals, spec.min_requests)
+    worse = [] if too_few else _worse_than_stable(canary_signals, stable_signals, spec)
     if verdicts[canary_i].health.flagged and not verdicts[canary_i].missing:
         worse = [f"flagged ({verdicts[canary_i].reason})", *worse]
 
@@ -212,6 +218,8 @@ def _decide_canary(
         weight, detail = 0.0, ("; ".join(worse) or "rolled back earlier for this revision")
     elif phase == "Promoted":
         reasons, weight, detail = [Reason.CanaryPromoted], float(inputs.total), "carries all traffic"
+    elif canary_weight > 0 and too_few:
+        reasons, weight, detail = [Reason.CanaryTooFewRequests], canary_weight, too_few
     elif canary_weight > 0 and not _comparable(canary_signals, stable_signals):
         reasons, weight, detail = [Reason.CanaryWaiting], canary_weight, "no comparable TTFT, TPOT or error rate"
     elif since is not None and now - since < spec.step_interval_s:
@@ -244,6 +252,17 @@ def _worse_than_stable(canary: BackendSignals, stable: BackendSignals, spec: Can
     if error_c is not None and error_s is not None and error_c > error_s + spec.error_rate_margin:
         worse.append(f"error rate {error_c:.3f} > stable {error_s:.3f} + {spec.error_rate_margin:g}")
     return worse
+
+
+def _too_few_requests(canary: BackendSignals, stable: BackendSignals, least: float) -> str:
+    """Why the two sides cannot be compared yet (too few requests, or unknown counts); empty when they can."""
+    if least <= 0:
+        return ""
+    counts = {"canary": finite(canary.requests), "stable": finite(stable.requests)}
+    if all(count is not None and count >= least for count in counts.values()):
+        return ""
+    seen = ", ".join(f"{side} {'?' if n is None else f'{n:.0f}'}" for side, n in counts.items())
+    return f"too few requests in the window to compare ({seen}; {least:.0f} needed on each side)"
 
 
 def _comparable(canary: BackendSignals, stable: BackendSignals) -> bool:

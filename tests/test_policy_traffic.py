@@ -319,6 +319,51 @@ def test_canary(
     assert decision.state.canary is not None and decision.state.canary.revision == "7"
 
 
+GUARDED = CanarySpec(stable="v1", canary="v2", revision="7", step=25, step_interval_s=30, min_requests=100)
+AS_GOOD = {"ttft_s": 0.5, "tpot_s": 0.05, "error_rate": 0.01}
+MUCH_WORSE = {"ttft_s": 0.9, "tpot_s": 0.05, "error_rate": 0.01}  # 80 % slower, within the TTFT limit
+
+MIN_SAMPLE_CASES = {
+    "enough on both sides: step": (AS_GOOD, 100, 900, 25, 50, Reason.CanaryStep),
+    "too few canary requests: hold": (AS_GOOD, 99, 900, 25, 25, Reason.CanaryTooFewRequests),
+    "too few stable requests: hold": (AS_GOOD, 300, 40, 75, 75, Reason.CanaryTooFewRequests),
+    "unknown count: hold": (AS_GOOD, None, 900, 25, 25, Reason.CanaryTooFewRequests),
+    "a worse p95 over too few requests is not trusted": (MUCH_WORSE, 20, 900, 25, 25, Reason.CanaryTooFewRequests),
+    "a worse p95 over enough requests rolls back": (MUCH_WORSE, 150, 900, 25, 0, Reason.CanaryRolledBack),
+    "the first step needs no canary requests": ({}, 0, 900, 0, 25, Reason.CanaryStep),
+    "a canary failing its own health rolls back anyway": (
+        {"error_rate": 0.5},
+        10,
+        900,
+        25,
+        0,
+        Reason.CanaryRolledBack,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("signals", "canary_requests", "stable_requests", "weight", "expected", "reason"),
+    MIN_SAMPLE_CASES.values(),
+    ids=MIN_SAMPLE_CASES.keys(),
+)
+def test_a_canary_comparison_needs_enough_requests_on_both_sides(
+    signals: dict[str, float],
+    canary_requests: float | None,
+    stable_requests: float,
+    weight: int,
+    expected: int,
+    reason: Reason,
+) -> None:
+    stable = RoutedBackend(BackendSignals("v1", requests=stable_requests, **AS_GOOD), 100 - weight)
+    canary = RoutedBackend(BackendSignals("v2", requests=canary_requests, **signals), weight)
+    inputs = RoutingInputs((stable, canary), LIMITS, canary=GUARDED)
+    decision = decide_routing(inputs, RoutingState({}, progressing(60)), NOW)
+    assert (decision.weight("v2"), decision.reasons[0]) == (expected, reason)
+    if reason is Reason.CanaryTooFewRequests:
+        assert "100 needed on each side" in decision.message
+
+
 def test_a_new_revision_forgets_the_old_canarys_health() -> None:
     stable = RoutedBackend(BackendSignals("v1", ttft_s=0.5, error_rate=0.0), 100)
     canary = RoutedBackend(BackendSignals("v2"), 0)  # no traffic yet: no data

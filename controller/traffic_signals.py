@@ -8,17 +8,24 @@ this module produces them for one backend per cycle:
   from ``istio_request_duration_milliseconds``, p95 TTFT and TPOT and the mean KV-cache usage from
   the vLLM pods. A query that fails is ``None``, never 0 (:class:`~controller.prometheus.PrometheusPool`);
 * **failure scores** from one :class:`forecasting.StreamingDetector` per backend and metric, which
-  learns the backend's own baseline. Detectors live in the daemon's memory (:class:`SignalMemory`)
-  and do not survive an operator restart: they learn again (a detector scores nothing before about
-  150 points, so the spec's limits are what protects a backend meanwhile);
+  learns the backend's own baseline. Detectors live in the daemon's memory (:class:`SignalMemory`).
+  A detector scores nothing before about 150 points (12 minutes at a 5 s interval), so a daemon
+  that starts (a new policy, an operator restart) first **warms** each backend's detectors from
+  Prometheus history (:func:`warm_up`): one range query per signal over the recent past, at the
+  policy's interval, the same PromQL as the live reads, replayed through the detectors in a worker
+  thread. It is bounded (:data:`WARMUP_POINTS` per signal, at most :data:`WARMUP_S`) and done once
+  per backend: a history that cannot be read leaves the detectors to learn from live points, the
+  spec's limits protecting the backend meanwhile;
 * **needed replicas**: the request rate's forecast at the spec's quantile over the horizon
-  (:class:`forecasting.DampedTrend` on the rates seen by this daemon; the current rate while
-  fewer than ``MIN_FORECAST_POINTS`` are known) over the backend's requests per replica.
+  (:class:`forecasting.DampedTrend` on the rates seen by this daemon, the warm-up's history
+  included; the current rate while fewer than ``MIN_FORECAST_POINTS`` are known) over the
+  backend's requests per replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,16 +35,24 @@ import pandas as pd
 from controller.actuators import ScaleActuator, TargetError
 from controller.kube import Kube, KubeError
 from controller.presets import PRESETS, default_selector
-from controller.prometheus import Credentials, MetricError, PrometheusPool
+from controller.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
 from controller.spec_common import PrometheusSpec
 from controller.traffic_spec import BackendSpec, CapacitySpec, window_seconds
 from forecasting import DampedTrend, ForecastInputError
 from forecasting.detector import StreamingDetector
 from policies import BackendSignals
 
+logger = logging.getLogger(__name__)
+
 MIN_FORECAST_POINTS = 10
 RATE_HISTORY = 360  # points of request rate kept per backend for the forecast
 DETECTED = ("error_rate", "latency_ms", "ttft_s", "tpot_s")
+#: Warm-up history per signal: enough for a detector to score (~150 points) and to calibrate its
+#: tails on a few hundred more, while one replay (~0.5 ms per point and signal) stays about a
+#: second per backend.
+WARMUP_POINTS = 360
+#: ... and never older than this, whatever the interval: the baseline is the recent past.
+WARMUP_S = 3 * 3600
 
 
 def backend_queries(namespace: str, backend: BackendSpec, window: str) -> dict[str, str]:
@@ -73,6 +88,22 @@ class SignalMemory:
 
     detectors: dict[tuple[str, str], StreamingDetector] = field(default_factory=dict)
     rates: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    warmed: set[str] = field(default_factory=set)
+
+    def replay(self, backend: str, histories: dict[str, RangeSamples]) -> int:
+        """Feed history (oldest first, before any live point) to the backend's fresh detectors and
+        rate history; the number of points replayed. CPU-bound: run it in a worker thread."""
+        replayed = 0
+        for metric, samples in histories.items():
+            points = list(zip(samples.times, samples.values, strict=True))
+            if metric == "request_rate":
+                self.rates.setdefault(backend, deque(maxlen=RATE_HISTORY)).extend(points)
+            elif (backend, metric) not in self.detectors:
+                detector = self.detectors[(backend, metric)] = StreamingDetector()
+                for t, value in points:
+                    detector.update(pd.Timestamp(t, unit="s"), value)
+                replayed += len(points)
+        return replayed
 
     def score(self, backend: str, now: float, values: dict[str, float | None]) -> float | None:
         """The largest detector score over the backend's readings; ``None`` when none was read."""
@@ -116,6 +147,50 @@ def _forecast_rate(history: deque[tuple[float, float]], capacity: CapacitySpec, 
 def _requests_in(rate: float | None, window: str) -> float | None:
     """Requests served over the window: ``rate()`` is the window's increase divided by its length."""
     return None if rate is None else rate * window_seconds(window)
+
+
+async def warm_up(
+    pool: PrometheusPool,
+    prometheus: PrometheusSpec,
+    credentials: Credentials,
+    namespace: str,
+    backend: BackendSpec,
+    window: str,
+    memory: SignalMemory,
+    interval_s: int,
+    now: float,
+) -> None:
+    """Once per backend and daemon: replay the recent history of its signals into its detectors.
+
+    The history is what the live cycles would have read, one point per interval: the same PromQL
+    as :func:`backend_queries`, evaluated by a range query at the interval as its step. A signal
+    without history (no data, Prometheus down) starts cold; the warm-up is not retried, since the
+    live points that come meanwhile are newer than any history and a detector learns in time order.
+    """
+    if backend.name in memory.warmed:
+        return
+    memory.warmed.add(backend.name)
+    queries = backend_queries(namespace, backend, window)
+    span = min(WARMUP_S, WARMUP_POINTS * interval_s)
+
+    async def history(metric: str) -> tuple[str, RangeSamples | None]:
+        try:
+            samples = await pool.range_query(
+                prometheus, credentials, queries[metric], start=now - span, end=now, step_s=interval_s
+            )
+        except MetricError:
+            return metric, None
+        return metric, samples
+
+    found = dict(await asyncio.gather(*(history(m) for m in (*DETECTED, "request_rate"))))
+    histories = {metric: samples for metric, samples in found.items() if samples is not None}
+    replayed = await asyncio.get_running_loop().run_in_executor(None, memory.replay, backend.name, histories)
+    logger.info(
+        "detectors of backend %s warmed from %d points of history (%s)",
+        backend.name,
+        replayed,
+        ", ".join(f"{m}: {len(s.values)}" for m, s in histories.items()) or "none found",
+    )
 
 
 @dataclass(frozen=True)
@@ -172,6 +247,7 @@ async def read_signals(
     interval_s: int,
     now: float,
 ) -> BackendReading:
+    await warm_up(pool, prometheus, credentials, namespace, backend, window, memory, interval_s, now)
     values, errors, ready = await read_backend(pool, kube, prometheus, credentials, namespace, backend, window)
     needed = (
         memory.needed_replicas(backend, now, values.get("request_rate"), capacity, interval_s) if capacity else None

@@ -3,7 +3,8 @@
 Like the ScalingPolicy daemon: one cycle per ``spec.interval``, woken early by a spec change, an
 unexpected error logged and retried next interval. In addition the daemon owns the policy's
 :class:`~controller.traffic_signals.SignalMemory` (detectors and request-rate history), which lives
-as long as the daemon: an operator restart starts the detectors' learning over.
+as long as the daemon; its first cycle warms the detectors from Prometheus history, so an operator
+restart does not start their learning over (:func:`controller.traffic_signals.warm_up`).
 """
 
 from __future__ import annotations

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.utils import floatToGoString
 
 from controller.devcluster.processes import ManagedProcess
 from controller.devcluster.prometheus import Prometheus
-from tests.conftest import OperatorFactory
+from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import deployment_manifest, events_for
 from tests.harness.polling import wait_until
@@ -94,6 +97,48 @@ class Traffic:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def calm_history(namespace: str, address: str, names: list[str], start: float, end: float) -> str:
+    """OpenMetrics text of what :class:`Traffic` reports for calm, evenly weighted ``names``, from
+    ``start`` to ``end`` every 2 s, with the live exporter's series' labels (so that they join)."""
+    rng = random.Random(11)
+    target = Prometheus.instance_labels(EXPORTER_JOB, address)
+    lines = []
+
+    def family(name: str, series: dict[str, dict[str, str]], counts: dict[str, list[float]]) -> None:
+        lines.append(f"# TYPE {name} gauge")  # counters by value: the type is not stored, the name is what rate() reads
+        for key, labels in series.items():
+            text = ",".join(f'{k}="{v}"' for k, v in {**labels, **target}.items())
+            lines.extend(f"{name}{{{text}}} {total:g} {t:.3f}" for t, total in zip(times, counts[key], strict=True))
+
+    times = [start + 2 * i for i in range(int((end - start) / 2))]
+    requests, buckets, sums, totals = {}, {}, {}, {}
+    for name in names:
+        istio = {"destination_workload": f"vllm-{name}", "destination_workload_namespace": namespace}
+        requests[name] = {"reporter": "destination", **istio, "response_code": "200"}
+        pod = {"namespace": namespace, "pod": f"vllm-{name}-7d4b9c6f5d-pod00", "model_name": "llama"}
+        ttfts = [[rng.uniform(0.2, 0.4) for _ in range(20)] for _ in times]  # 5 per half second, as live
+        for le in (*TTFT_BUCKETS, float("inf")):
+            key = f"{name}/{le}"
+            buckets[key] = {**pod, "le": floatToGoString(le)}
+            totals[key] = cumulative([sum(v <= le for v in batch) for batch in ttfts])
+        sums[name], totals[f"{name}/sum"] = pod, cumulative([sum(batch) for batch in ttfts])
+        totals[f"{name}/count"] = cumulative([len(batch) for batch in ttfts])
+        totals[name] = cumulative([80] * len(times))  # 20 per half second, no 5xx
+    family("istio_requests_total", requests, totals)
+    family("vllm:time_to_first_token_seconds_bucket", buckets, totals)
+    family("vllm:time_to_first_token_seconds_sum", sums, {n: totals[f"{n}/sum"] for n in names})
+    family("vllm:time_to_first_token_seconds_count", sums, {n: totals[f"{n}/count"] for n in names})
+    return "\n".join([*lines, "# EOF"])
+
+
+def cumulative(increments: list[float]) -> list[float]:
+    total, out = 0.0, []
+    for increment in increments:
+        total += increment
+        out.append(total)
+    return out
 
 
 @dataclass
@@ -293,3 +338,60 @@ def test_a_worse_canary_is_rolled_back_and_an_as_good_one_is_promoted(
     promoted = [(d["action"], d["to"]) for d in decisions(process, "RoutingPolicy") if d["action"] != "Hold"][2:]
     assert promoted == [("Step", 34), ("Step", 68), ("Promote", 100)]
     assert mesh.status("RoutingPolicy", "vllm")["canary"]["phase"] == "Promoted"
+
+
+DETECTOR_HEALTH = {**HEALTH, "maxErrorRate": 0.5, "maxTTFTSeconds": 20}  # limits the failure below never reaches
+
+
+def test_warmed_detectors_tighten_and_drain_a_failure_the_spec_limits_miss(
+    mesh: Mesh, exporter: Exporter, prometheus: Prometheus, operator: OperatorFactory
+) -> None:
+    now = time.time()
+    prometheus.backfill(calm_history(mesh.namespace, exporter.address, ["h100", "l4"], now - 1800, now - 60))
+    pools = {"h100": Backend(), "l4": Backend()}
+    mesh.create_pools("h100", "l4")
+    mesh.create(destination_rule("vllm", HOST, ["h100", "l4"]))
+    mesh.create(virtual_service("vllm", HOST, {"h100": 50, "l4": 50}))
+    with Traffic(mesh.namespace, exporter, pools):
+        # Live samples for a whole rate window, so that the first live points look like the history.
+        prometheus.wait_for_series(
+            f'count_over_time(istio_requests_total{{destination_workload_namespace="{mesh.namespace}"}}[12s]) >= 10',
+            min_series=2,
+            timeout=30,
+        )
+        process = start_operator(operator, mesh.namespace)
+        target = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "name": "vllm"}
+        mesh.create(
+            mesh.policy(
+                "CircuitBreakerPolicy",
+                "vllm",
+                targetRef=target,
+                backends=[backend("h100", requestsPerReplica=20), backend("l4", requestsPerReplica=10)],
+                health=DETECTOR_HEALTH,
+            )
+        )
+        mesh.create(
+            mesh.policy(
+                "RoutingPolicy",
+                "vllm",
+                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"},
+                backends=[backend("h100"), backend("l4")],
+                health=DETECTOR_HEALTH,
+            )
+        )
+        wait_until(lambda: len(decisions(process, "RoutingPolicy")) >= 2, timeout=30)
+        warmed = [int(n) for n in re.findall(r"detectors of backend h100 warmed from (\d+) points", process.log_text())]
+        assert len(warmed) == 2 and min(warmed) >= 2 * 150, (
+            f"both daemons replayed the error and TTFT history: {warmed}"
+        )
+        assert mesh.outlier("h100")["consecutive5xxErrors"] == 10 and mesh.weights() == {"h100": 50, "l4": 50}
+
+        pools["h100"].error_rate, pools["h100"].ttft = 0.2, (1.0, 1.5)  # a 5xx burst and a growing TTFT
+        wait_until(lambda: mesh.outlier("h100").get("consecutive5xxErrors") == 3, timeout=CYCLE_TIMEOUT_S)
+        wait_until(lambda: mesh.weights()["h100"] < 50, timeout=CYCLE_TIMEOUT_S)
+
+    (tightened,) = [d for d in decisions(process, "CircuitBreakerPolicy") if d["action"] == "Tighten"]
+    (h100,) = [b for b in tightened["inputs"]["backends"] if b["name"] == "h100"]
+    assert h100["failureScore"] >= 0.5, "the detector's score flagged the backend"
+    assert h100["errorRate"] < 0.5 and h100["ttftSeconds"] < 20, "every signal was under its spec limit"
+    assert mesh.outlier("l4")["consecutive5xxErrors"] == 10, "the healthy pool stays relaxed"

@@ -139,7 +139,13 @@ class PredictivePlan:
             reasons=self.reasons,
             message=self.message,
             inputs={**record.inputs, "forecast": self.forecast},
-            output={**record.output, "path": self.path, "proposals": self.proposals},
+            # What the paths asked for before the behavior rules and bounds, not the reactive policy's count.
+            output={
+                **record.output,
+                "recommendedReplicas": self.recommended,
+                "path": self.path,
+                "proposals": self.proposals,
+            },
         )
 
 

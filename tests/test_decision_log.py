@@ -1,30 +1,62 @@
 """The decision log's schema (docs/decision-log.schema.json) against records the controller really builds.
 
-Records come from the controller's own record builder fed by the real reactive policy, for every
-kind of ScalingPolicy decision: scale-up, recommendation, stabilized hold, rate-limited scale-up,
-hold on missing metrics and fallback. The operator's own lines are checked end to end in
-tests/test_observability_e2e.py.
+Records come from the controller's own record builders fed by the real policies:
+
+* reactive scaling: scale-up, recommendation, stabilized hold, rate-limited scale-up, hold on
+  missing metrics, fallback (``_record`` and ``decide_reactive``);
+* predictive scaling: the predictive decide step (``plan_predictive``, its forecasting loop and
+  ``decide_predictive``) over a fake Prometheus and a fake pod listing, on each path: forecast,
+  reactive (capacity not learned yet), hold (load history missing) and limit (rate-limited);
+* circuit breaking and routing: the cycles' record builders fed by ``decide_breakers`` and
+  ``decide_routing``.
+
+The operator's own lines (a predictive policy driving the simulated fleet) are checked end to end
+in tests/test_observability_e2e.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import math
 import pathlib
 import re
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
 import pytest
 
+from controller import circuit_breaking, routing
 from controller.actuators import ScaleObservation
-from controller.cycle import PolicySnapshot
+from controller.actuators.istio import RouteObservation
+from controller.actuators.traffic import LiveObject
+from controller.cycle import Deps, PolicySnapshot
 from controller.decisions import DecisionRecord
+from controller.forecast_loop import ForecastSession
 from controller.kube import ObjectRef
-from controller.prometheus import MetricError
+from controller.observability import OperatorMetrics
+from controller.predictive_scaling import plan_predictive
+from controller.prometheus import Credentials, MetricError, RangeSamples
 from controller.scaling import MetricReading, _apply_fallback, _record
 from controller.spec import parse_scaling_policy
-from policies import MetricObservation, ReactiveInputs, ScalingState, decide_reactive
+from controller.traffic_cycle import backend_inputs
+from controller.traffic_signals import BackendReading
+from controller.traffic_spec import parse_circuit_breaker_policy, parse_routing_policy
+from policies import (
+    BackendSignals,
+    BreakerInputs,
+    MetricObservation,
+    ReactiveInputs,
+    RoutingState,
+    ScalingState,
+    decide_breakers,
+    decide_reactive,
+    decide_routing,
+)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((REPO / "docs/decision-log.schema.json").read_text())
@@ -102,6 +134,219 @@ def fallback() -> DecisionRecord:
     return decide(spec, 2, None, error=MetricError("NoData", "query returned no series"))[0]
 
 
+# -- predictive scaling: plan_predictive over fakes of Prometheus and the pod listing ---------------
+
+STEP_S = 5
+INTERVAL_S = 5
+
+
+class InlineExecutor(Executor):
+    """Runs a refit at once in the caller, so that the next cycle finds it done (no worker, no wait)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+@dataclass
+class FakePrometheus:
+    """The load as a function of time (``None``: unreachable), and the server's latency and queue."""
+
+    load: Callable[[float], float] | None
+    latency_s: float | None = 0.4
+    queue: float | None = 0.0
+
+    async def query(self, spec: Any, credentials: Any, promql: str) -> float:
+        value = {"time_to_first_token": self.latency_s, "num_requests_waiting": self.queue}
+        found = [v for name, v in value.items() if name in promql]
+        if not found or found[0] is None:
+            raise MetricError("NoData", "query returned no series")
+        return found[0]
+
+    async def range_query(
+        self, spec: Any, credentials: Any, promql: str, *, start: float, end: float, step_s: float
+    ) -> RangeSamples:
+        if self.load is None:
+            raise MetricError("Unreachable", "cannot reach Prometheus")
+        times = tuple(float(t) for t in range(math.ceil(start), math.floor(end) + 1, int(step_s)))
+        return RangeSamples(step_s, times, tuple(self.load(t) for t in times))
+
+
+class NoPods:
+    """The target's pod listing, empty: the lead time stays the spec's default."""
+
+    async def list(self, resource: Any, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        return []
+
+
+def predictive_spec(**forecast: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "leadTimeSeconds": 20,
+        "stepSeconds": STEP_S,
+        "historySeconds": 600,
+        "refitIntervalSeconds": 60,
+        "model": "Linear",
+        "capacity": {"unit": "RequestsPerSecond", "perReplica": 100},
+    }
+    return scaling_spec(interval=INTERVAL_S, forecast={**base, **forecast})
+
+
+def predictive_run(
+    raw_spec: dict[str, Any], prometheus: FakePrometheus, cycles: int, replicas: int = 2
+) -> list[DecisionRecord]:
+    """The records of ``cycles`` consecutive cycles, each built as reconcile_scaling builds it."""
+
+    async def run() -> list[DecisionRecord]:
+        spec = parse_scaling_policy(raw_spec)
+        deps = Deps(
+            kube=NoPods(),
+            prometheus=prometheus,
+            decision_sinks=(),
+            metrics=OperatorMetrics(),
+            forecast_processes=InlineExecutor(),
+        )
+        session, status, records = ForecastSession(), {}, []
+        observed = ScaleObservation(
+            ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, replicas, "app=vllm"
+        )
+        for cycle in range(cycles):
+            now = NOW + cycle * INTERVAL_S
+            policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, status)
+            readings = [MetricReading(m, "query", 1.0, None) for m in spec.metrics]
+            reactive = decide_reactive(
+                ReactiveInputs(
+                    replicas, replicas, spec.min_replicas, spec.max_replicas,
+                    tuple(MetricObservation(m.name, 1.0, m.target_type, m.target) for m in spec.metrics),
+                    spec.behavior,
+                ),
+                ScalingState.from_dict(status.get("history")),
+                now,
+            )  # fmt: skip
+            plan = await plan_predictive(policy, spec, observed, reactive, Credentials(), deps, session, now)
+            record = plan.annotate(_record(policy, spec, observed, readings, reactive, plan.desired, False, now))
+            records.append(record)
+            status = {**plan.status, "history": plan.state.to_dict()}
+            await asyncio.sleep(0)  # the refit's completion callback runs
+        return records
+
+    return asyncio.run(run())
+
+
+# 50 replicas of 100 requests/s and a load rising 8/s: the observed (burst-aware, smoothed) load of
+# the cycle after the first refit is still within their 5000/s while the forecast for the next 25 s
+# is above it: the forecast asks for more replicas before the load does.
+RISING = 50
+
+
+def rising_load(t: float) -> float:
+    return 5300.0 + 8.0 * (t - NOW)
+
+
+def forecast_scale_up() -> DecisionRecord:
+    spec = predictive_spec() | {"maxReplicas": 100}
+    return predictive_run(spec, FakePrometheus(rising_load), cycles=2, replicas=RISING)[-1]
+
+
+def forecast_rate_limited() -> DecisionRecord:
+    spec = predictive_spec() | {
+        "maxReplicas": 100,
+        "behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
+    }
+    return predictive_run(spec, FakePrometheus(rising_load), cycles=2, replicas=RISING)[-1]
+
+
+def capacity_unknown() -> DecisionRecord:
+    spec = predictive_spec(capacity={"unit": "RequestsPerSecond"})
+    return predictive_run(spec, FakePrometheus(lambda t: 150.0, latency_s=None), cycles=1)[0]
+
+
+def load_missing() -> DecisionRecord:
+    return predictive_run(predictive_spec(), FakePrometheus(None), cycles=1)[0]
+
+
+PREDICTIVE_DECISIONS = {
+    "forecast": forecast_scale_up,
+    "limit": forecast_rate_limited,
+    "capacity-unknown": capacity_unknown,
+    "load-missing": load_missing,
+}
+
+
+# -- circuit breaking and routing: the cycles' record builders fed by the pure policies -------------
+
+HEALTH = {"maxErrorRate": 0.05, "maxTTFTSeconds": 4}
+
+
+def traffic_spec(kind: str, **spec: Any) -> dict[str, Any]:
+    api = "networking.istio.io/v1"
+    target = {"CircuitBreakerPolicy": "DestinationRule", "RoutingPolicy": "VirtualService"}[kind]
+    return {
+        "targetRef": {"apiVersion": api, "kind": target, "name": "vllm"},
+        "prometheus": {"url": "http://prometheus:9090"},
+        "health": HEALTH,
+        "backends": [
+            {
+                "name": name,
+                "subset": name,
+                "requestsPerReplica": 10,
+                "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            }
+            for name in ("h100", "l4")
+        ],
+        **spec,
+    }
+
+
+def readings(error_rates: dict[str, float | None]) -> list[BackendReading]:
+    """Each backend's signals as read; a failing one has a high error rate and failure score."""
+    return [
+        BackendReading(
+            BackendSignals(name, failure_score=None if rate is None else min(1.0, rate * 10), error_rate=rate,
+                           ttft_s=0.5, ready_replicas=4),
+            {"request_rate": 12.0},
+            {},
+            None,
+        )
+        for name, rate in error_rates.items()
+    ]  # fmt: skip
+
+
+def breaker_record(error_rates: dict[str, float | None]) -> DecisionRecord:
+    raw = traffic_spec("CircuitBreakerPolicy")
+    spec = parse_circuit_breaker_policy(raw)
+    policy = PolicySnapshot("CircuitBreakerPolicy", "demo", "vllm", "uid", 1, raw, {})
+    read = readings(error_rates)
+    inputs = BreakerInputs(tuple(r.signals for r in read), {}, spec.bounds, spec.health.limits)
+    decision = decide_breakers(inputs, {}, NOW)
+    return circuit_breaking._record(policy, spec, decision, {}, True, True, backend_inputs(read), NOW)
+
+
+def routing_record(error_rates: dict[str, float | None], weights: dict[str, int], **spec_fields: Any) -> DecisionRecord:
+    raw = traffic_spec("RoutingPolicy", **spec_fields)
+    spec = parse_routing_policy(raw)
+    policy = PolicySnapshot("RoutingPolicy", "demo", "vllm", "uid", 1, raw, {})
+    read = readings(error_rates)
+    ref = ObjectRef("networking.istio.io/v1", "VirtualService", "demo", "vllm")
+    observed = RouteObservation(LiveObject(ref, {}), {k: float(v) for k, v in weights.items()}, 100, {}, {})
+    decision = decide_routing(routing._inputs(spec, read, observed, "1"), RoutingState(), NOW)
+    changed = dict(decision.weights) != weights
+    return routing._record(policy, spec, decision, observed, changed, changed, read, NOW)
+
+
+TRAFFIC_DECISIONS = {
+    "breaker-tighten": lambda: breaker_record({"h100": 0.3, "l4": 0.0}),
+    "breaker-signals-missing": lambda: breaker_record({"h100": None, "l4": 0.0}),
+    "routing-shift": lambda: routing_record({"h100": 0.3, "l4": 0.0}, {"h100": 50, "l4": 50}),
+    "routing-canary": lambda: routing_record(
+        {"h100": 0.0, "l4": 0.0},
+        {"h100": 100, "l4": 0},
+        strategy="Canary",
+        canary={"stable": "h100", "canary": "l4", "stepPercent": 25},
+    ),
+}
+
+
 SCALING_DECISIONS = {
     "scale-up": scale_up,
     "recommendation": recommendation,
@@ -116,10 +361,44 @@ def test_the_schema_is_a_valid_json_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
-@pytest.mark.parametrize("build", SCALING_DECISIONS.values(), ids=SCALING_DECISIONS.keys())
-def test_every_scaling_decision_line_matches_the_schema(build: Any) -> None:
-    line = json.loads(json.dumps(build().to_log()))  # what a reader of the log gets back
+ALL_DECISIONS = {**SCALING_DECISIONS, **PREDICTIVE_DECISIONS, **TRAFFIC_DECISIONS}
+
+
+@pytest.mark.parametrize("build", ALL_DECISIONS.values(), ids=ALL_DECISIONS.keys())
+def test_every_decision_line_matches_the_schema(build: Any) -> None:
+    line = json.loads(json.dumps(build().to_log(), allow_nan=False))  # what a reader of the log gets back
     VALIDATOR.validate(line)
+
+
+def test_the_predictive_scenarios_cover_every_path_with_its_forecast() -> None:
+    """Guards the predictive table: each scenario must still reach the path it stands for."""
+    records = {name: build() for name, build in PREDICTIVE_DECISIONS.items()}
+    assert {name: r.output["path"] for name, r in records.items()} == {
+        "forecast": "forecast",
+        "limit": "limit",
+        "capacity-unknown": "reactive",
+        "load-missing": "hold",
+    }
+    up, limited = records["forecast"], records["limit"]
+    assert (up.action, up.from_, up.reason) == ("ScaleUp", RISING, "ForecastScaleUp") and up.to > RISING + 1
+    forecast = up.inputs["forecast"]
+    assert forecast["observedLoad"] < RISING * 100 < forecast["quantile"], "the forecast asked, not the load of now"
+    assert up.output["recommendedReplicas"] == up.to, "the paths' ask, not the reactive policy's"
+    assert (limited.to, limited.reasons[-1]) == (RISING + 1, "ScaleUpRateLimited")
+    assert limited.output["recommendedReplicas"] == up.to, "recommended differs exactly when a rule limited"
+    assert records["capacity-unknown"].reason == "CapacityUnknown"
+    assert "capacityPerReplica" not in records["capacity-unknown"].inputs["forecast"]
+    missing = records["load-missing"].inputs["forecast"]
+    assert (missing["error"], missing["observedLoad"]) == ("Unreachable", None)
+
+
+def test_the_traffic_scenarios_cover_their_actions() -> None:
+    records = {name: build() for name, build in TRAFFIC_DECISIONS.items()}
+    assert records["breaker-tighten"].action == "Tighten" and records["breaker-tighten"].to == 1
+    assert records["breaker-signals-missing"].inputs["backends"][0]["failureScore"] is None
+    assert records["routing-shift"].action == "Shift"
+    assert records["routing-shift"].output["weights"]["h100"] < 50
+    assert records["routing-canary"].action == "Step" and records["routing-canary"].to == 25
 
 
 def test_the_scenarios_cover_each_action_and_the_limiting_rules() -> None:
@@ -180,6 +459,8 @@ def test_the_documentation_describes_every_field() -> None:
         SCHEMA["$defs"]["trafficInputs"]["properties"],
         SCHEMA["$defs"]["trafficInputs"]["properties"]["backends"]["items"]["properties"],
         SCHEMA["$defs"]["breakerOutput"]["properties"],
+        SCHEMA["$defs"]["breakerOutput"]["properties"]["backends"]["items"]["properties"],
         SCHEMA["$defs"]["routingOutput"]["properties"],
+        SCHEMA["$defs"]["routingOutput"]["properties"]["backends"]["items"]["properties"],
     ):
         assert set(fields) <= documented, set(fields) - documented

@@ -17,6 +17,7 @@ from controller.observability.metrics import Sample
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import PrometheusSpec
 from tests.harness.exporter import Exporter
+from tests.test_decision_log import breaker_record, capacity_unknown, forecast_rate_limited, forecast_scale_up
 
 BASE = {"namespace": "demo", "policy": "vllm", "target": "Deployment/vllm"}
 
@@ -83,47 +84,63 @@ def test_a_missing_metric_has_no_value_series_never_a_zero() -> None:
     assert Sample("infercast_metric_target", 4.0, ("waiting", "AverageValue")) in samples
 
 
-def test_forecast_fields_give_their_series() -> None:
-    inputs = {
-        **record().inputs,
-        "forecast": {
-            "mean": 120.0,
-            "lower": 90.0,
-            "upper": 150.0,
-            "quantile": 140.0,
-            "quantileLevel": 0.9,
-            "leadTimeSeconds": 90,
-            "capacityPerReplica": 40.0,
-            "recentErrorRatio": 0.12,
-        },
-    }
-    samples = set(samples_of(record(inputs=inputs)))
+def test_a_predictive_record_gives_the_forecast_load_capacity_and_lead_time_it_states() -> None:
+    """A record of the predictive decide step, as the operator logs it, feeds every forecast gauge."""
+    up = forecast_scale_up()
+    forecast = up.inputs["forecast"]
     assert {
-        Sample("infercast_forecast_mean", 120.0),
-        Sample("infercast_forecast_lower", 90.0),
-        Sample("infercast_forecast_upper", 150.0),
-        Sample("infercast_forecast_quantile", 140.0, ("0.9",)),
-        Sample("infercast_lead_time_seconds", 90.0),
-        Sample("infercast_capacity_per_replica", 40.0),
-        Sample("infercast_forecast_error_ratio", 0.12),
-    } <= samples
+        s for s in samples_of(up) if s.family.startswith(("infercast_forecast", "infercast_capacity", "infercast_lead"))
+    } == {
+        Sample("infercast_forecast_observed_load", forecast["observedLoad"]),
+        Sample("infercast_forecast_quantile", forecast["quantile"], ("0.9",)),
+        Sample("infercast_lead_time_seconds", forecast["leadTimeSeconds"]),
+        Sample("infercast_capacity_per_replica", forecast["capacityPerReplica"]),
+    }  # no recent error yet: no window was scored, and null is no sample, never 0
+    scored = dataclasses.replace(up, inputs={**up.inputs, "forecast": {**forecast, "recentErrorRatio": 0.12}})
+    assert Sample("infercast_forecast_error_ratio", 0.12) in samples_of(scored)
+
+
+def test_a_capacity_not_learned_yet_has_no_capacity_series() -> None:
+    samples = samples_of(capacity_unknown())
+    assert not [s for s in samples if s.family == "infercast_capacity_per_replica"]
+    assert [s.family for s in samples].count("infercast_lead_time_seconds") == 1
 
 
 def test_a_circuit_breaker_record_gives_scores_flagged_count_and_settings() -> None:
     inputs = {"backends": [{"name": "v1", "failureScore": 0.8}, {"name": "v2", "failureScore": None}]}
     output = {
-        "backends": {
-            "v1": {"outlierDetection": {"consecutive_5xx_errors": 2}, "connectionPool": {"max_retries": 1}},
-            "v2": {"outlierDetection": None, "connectionPool": None},
-        }
+        "backends": [
+            {
+                "name": "v1",
+                "failureScore": 0.8,
+                "ejected": True,
+                "outlierDetection": {"consecutive5xxErrors": 2},
+                "connectionPool": {"max_retries": 1},
+            },
+            {"name": "v2", "failureScore": None, "ejected": False, "outlierDetection": None, "connectionPool": None},
+        ],
+        "outlierDetection": {"consecutive5xxErrors": 2},
     }
     cbp = record(kind="CircuitBreakerPolicy", action="Tighten", from_=0, to=1, inputs=inputs, output=output)
     assert set(samples_of(cbp)) == {
         Sample("infercast_failure_score", 0.8, ("v1",)),
         Sample("infercast_flagged_backends", 1.0),
-        Sample("infercast_outlier_setting", 2.0, ("v1", "consecutive_5xx_errors")),
+        Sample("infercast_outlier_setting", 2.0, ("v1", "consecutive5xxErrors")),
         Sample("infercast_connection_pool_setting", 1.0, ("v1", "max_retries")),
     }
+
+
+def test_a_real_circuit_breaker_record_gives_every_setting_of_every_backend() -> None:
+    cbp = breaker_record({"h100": 0.3, "l4": 0.0})
+    settings = {(s.family, s.extra): s.value for s in samples_of(cbp) if s.family.endswith("_setting")}
+    for backend in cbp.output["backends"]:
+        for part, family in (
+            ("outlierDetection", "infercast_outlier_setting"),
+            ("connectionPool", "infercast_connection_pool_setting"),
+        ):
+            for field, number in backend[part].items():
+                assert settings.pop((family, (backend["name"], field))) == number
+    assert settings == {}
 
 
 def test_a_routing_record_gives_each_backends_share_of_traffic() -> None:
@@ -147,10 +164,28 @@ def test_decisions_are_counted_by_kind_action_and_reason() -> None:
     metrics.record_decision(record())
     metrics.record_decision(record())
     metrics.record_decision(record(action="Hold", reason="WithinTolerance", to=1, applied=False))
-    up = {"kind": "ScalingPolicy", "action": "ScaleUp", "reason": "ScaleUp"}
-    hold = {"kind": "ScalingPolicy", "action": "Hold", "reason": "WithinTolerance"}
+    up = {"kind": "ScalingPolicy", "action": "ScaleUp", "reason": "ScaleUp", "path": ""}
+    hold = {"kind": "ScalingPolicy", "action": "Hold", "reason": "WithinTolerance", "path": ""}
     assert value(metrics, "infercast_decisions_total", **up) == 2
     assert value(metrics, "infercast_decisions_total", **hold) == 1
+
+
+def test_predictive_decisions_are_counted_by_the_path_that_set_the_count() -> None:
+    metrics = OperatorMetrics()
+    for decided in (forecast_scale_up(), forecast_scale_up(), forecast_rate_limited()):
+        metrics.record_decision(decided)
+    by_forecast = {"kind": "ScalingPolicy", "action": "ScaleUp", "reason": "ForecastScaleUp", "path": "forecast"}
+    assert value(metrics, "infercast_decisions_total", **by_forecast) == 2
+    assert value(metrics, "infercast_decisions_total", **{**by_forecast, "path": "limit"}) == 1
+
+
+def test_a_path_outside_the_documented_four_is_not_a_label_value() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_decision(record(output={**record().output, "path": "x" * 300}))
+    assert (
+        value(metrics, "infercast_decisions_total", kind="ScalingPolicy", action="ScaleUp", reason="ScaleUp", path="")
+        == 1
+    )
 
 
 def test_series_the_new_record_no_longer_states_are_removed() -> None:
@@ -169,7 +204,8 @@ def test_a_new_target_drops_every_series_of_the_old_one() -> None:
     metrics.record_decision(record(target="StatefulSet/vllm"))
     assert value(metrics, "infercast_desired_replicas") is None
     assert value(metrics, "infercast_desired_replicas", target="StatefulSet/vllm") == 3
-    assert value(metrics, "infercast_decisions_total", kind="ScalingPolicy", action="ScaleUp", reason="ScaleUp") is None
+    up = {"kind": "ScalingPolicy", "action": "ScaleUp", "reason": "ScaleUp", "path": ""}
+    assert value(metrics, "infercast_decisions_total", **up) is None
 
 
 def test_forget_removes_the_policy_and_nothing_else() -> None:
@@ -184,7 +220,8 @@ def test_forget_removes_the_policy_and_nothing_else() -> None:
     assert 'kind="ScalingPolicy",namespace="demo",policy="vllm"' not in exposition
     assert value(metrics, "infercast_model_last_refit_duration_seconds", model="seasonal_naive") is None
     assert value(metrics, "infercast_desired_replicas", policy="other") == 3
-    assert value(metrics, "infercast_decisions_total", kind="RoutingPolicy", action="ScaleUp", reason="ScaleUp") == 1
+    routed = {"kind": "RoutingPolicy", "action": "ScaleUp", "reason": "ScaleUp", "path": ""}
+    assert value(metrics, "infercast_decisions_total", **routed) == 1
 
 
 def test_refits_are_timed_per_model_and_the_latest_per_policy() -> None:
@@ -221,8 +258,7 @@ def test_a_reconcile_that_raises_is_timed_too() -> None:
 
 def test_every_family_passes_promtool_check_metrics() -> None:
     metrics = OperatorMetrics()
-    inputs = {**record().inputs, "forecast": {"mean": 1.0, "quantile": 2.0, "quantileLevel": 0.9}}
-    metrics.record_decision(record(inputs=inputs))
+    metrics.record_decision(forecast_scale_up())
     cbp_output = {"backends": {"v1": {"outlierDetection": {"interval_s": 10}, "connectionPool": None}}}
     metrics.record_decision(record(kind="CircuitBreakerPolicy", name="cb", output=cbp_output))
     metrics.observe_query(0.02, MetricError("Timeout", "no answer"))

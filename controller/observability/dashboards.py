@@ -86,9 +86,32 @@ FLEET = Board(
     ),
     panels=(
         Panel(
-            "Load, forecast band and capacity",
-            "Observed load of each metric; the forecast's mean, interval and provisioned quantile; the load the ready "
-            "replicas serve at the per-replica target, and at the estimated capacity.",
+            "Load, forecast and capacity",
+            "Predictive policies, in the capacity's unit (prompt tokens/s or requests/s): the load of now, the peak "
+            "of the forecast quantile over the lead time plus one interval (what the policy provisions for), and the "
+            "load the ready and the desired replicas serve at the per-replica capacity. Capacity above the forecast "
+            "before the load arrives is the point of forecasting.",
+            "short",
+            (
+                Query(f"infercast_forecast_observed_load{{{POLICY}}}", "observed load"),
+                Query(f"infercast_forecast_quantile{{{POLICY}}}", "forecast q{{level}} over the lead time"),
+                Query(
+                    f"infercast_capacity_per_replica{{{POLICY}}}"
+                    f" * on (namespace, policy, target) infercast_ready_replicas{{{POLICY}}}",
+                    "capacity of ready replicas",
+                ),
+                Query(
+                    f"infercast_capacity_per_replica{{{POLICY}}}"
+                    f" * on (namespace, policy, target) infercast_desired_replicas{{{POLICY}}}",
+                    "capacity of desired replicas",
+                ),
+            ),
+            width=24,
+        ),
+        Panel(
+            "Policy metrics vs target",
+            "Each spec metric's observed value, and what the ready replicas carry at its per-replica target (what "
+            "the reactive policy scales on, and what a predictive one falls back to).",
             "short",
             (
                 Query(f"infercast_metric_value{{{POLICY}}}", "{{metric}} observed"),
@@ -97,17 +120,7 @@ FLEET = Board(
                     f" * on (namespace, policy, target) group_left () infercast_ready_replicas{{{POLICY}}}",
                     "{{metric}} at target on ready replicas",
                 ),
-                Query(f"infercast_forecast_mean{{{POLICY}}}", "forecast mean"),
-                Query(f"infercast_forecast_lower{{{POLICY}}}", "forecast lower"),
-                Query(f"infercast_forecast_upper{{{POLICY}}}", "forecast upper"),
-                Query(f"infercast_forecast_quantile{{{POLICY}}}", "forecast q{{level}}"),
-                Query(
-                    f"infercast_capacity_per_replica{{{POLICY}}}"
-                    f" * on (namespace, policy, target) infercast_ready_replicas{{{POLICY}}}",
-                    "capacity of ready replicas",
-                ),
             ),
-            width=24,
         ),
         Panel(
             "Replicas",
@@ -120,6 +133,25 @@ FLEET = Board(
                 Query(f"infercast_min_replicas{{{POLICY}}}", "min"),
                 Query(f"infercast_max_replicas{{{POLICY}}}", "max"),
             ),
+        ),
+        Panel(
+            "Decisions by path",
+            "Predictive decisions per minute by the path that set the count: forecast (provisioned ahead), reactive "
+            "(the load of now exceeded the count), hold, or limit (a rate limit or bound changed it).",
+            "short",
+            (
+                Query(
+                    f'sum by (path) (increase(infercast_decisions_total{{{POLICY}, path!=""}}[1m]))',
+                    "{{path}}",
+                ),
+            ),
+        ),
+        Panel(
+            "Lead time",
+            "How far ahead the policy provisions: the target's measured start-up (p90 of its pods' creation to "
+            "Ready), or the spec's default until one was seen.",
+            "s",
+            (Query(f"infercast_lead_time_seconds{{{POLICY}}}", "lead time"),),
         ),
         Panel(
             "Time to first token p95 vs SLO",
@@ -276,7 +308,8 @@ OPERATOR = Board(
         ),
         Panel(
             "Forecast accuracy",
-            "Recent relative error of each policy's forecast.",
+            "Recent relative error of each policy's forecast: mean absolute error of the forecast peak over each "
+            "window against the peak load that came, over the mean actual peak.",
             "percentunit",
             (Query(f"infercast_forecast_error_ratio{{{POLICY}}}", "{{namespace}}/{{policy}}"),),
         ),

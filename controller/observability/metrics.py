@@ -24,13 +24,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import start_http_server
 
 from controller.decisions import DecisionRecord
 from controller.prometheus import MetricError
+from policies.predictive import Path
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,15 @@ POLICY_GAUGES: tuple[Family, ...] = (
     Family("infercast_ready_replicas", "Ready replicas of the target seen by the last cycle.", SCALING),
     Family("infercast_min_replicas", "Lower replica bound of the policy.", SCALING),
     Family("infercast_max_replicas", "Upper replica bound of the policy.", SCALING),
-    Family("infercast_forecast_mean", "Forecast mean of the load at the lead time.", FORECAST),
-    Family("infercast_forecast_lower", "Lower bound of the forecast's prediction interval.", FORECAST),
-    Family("infercast_forecast_upper", "Upper bound of the forecast's prediction interval.", FORECAST),
+    Family(
+        "infercast_forecast_observed_load",
+        "Load of now as the forecasting loop sees it (burst-aware), in the capacity's unit.",
+        FORECAST,
+    ),
     Family(
         "infercast_forecast_quantile",
-        "Forecast quantile the policy provisions for; the level label is the quantile.",
+        "Peak of the forecast quantile over the lead time plus one interval, in the capacity's unit; "
+        "the level label is the quantile.",
         FORECAST,
         ("level",),
     ),
@@ -111,9 +115,10 @@ _GAUGE_SOURCES = {family.name: family.source for family in POLICY_GAUGES}
 
 DECISIONS = Family(
     "infercast_decisions_total",
-    "Decisions taken, by policy kind, action and first reason.",
+    "Decisions taken, by policy kind, action, first reason and, for predictive scaling, the path that set the "
+    "count (forecast, reactive, hold, limit; empty otherwise).",
     OPERATOR,
-    ("kind", "action", "reason"),
+    ("kind", "action", "reason", "path"),
 )
 RECONCILE = Family("infercast_reconcile_duration_seconds", "Duration of one reconcile cycle.", OPERATOR, ("kind",))
 QUERY_DURATION = Family(
@@ -138,6 +143,8 @@ LAST_REFIT = Family(
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REFIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+DECISION_PATHS: tuple[str, ...] = get_args(Path)
 
 PolicyKey = tuple[str, str, str]  # kind, namespace, name
 Series = tuple[str, tuple[str, ...]]  # family name, label values
@@ -186,9 +193,7 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
         samples += _samples("infercast_max_replicas", inputs.get("maxReplicas"))
     forecast = inputs.get("forecast")
     forecast = forecast if isinstance(forecast, Mapping) else {}
-    samples += _samples("infercast_forecast_mean", forecast.get("mean"))
-    samples += _samples("infercast_forecast_lower", forecast.get("lower"))
-    samples += _samples("infercast_forecast_upper", forecast.get("upper"))
+    samples += _samples("infercast_forecast_observed_load", forecast.get("observedLoad"))
     if _number(forecast.get("quantileLevel")) is not None:
         level = f"{float(forecast['quantileLevel']):g}"
         samples += _samples("infercast_forecast_quantile", forecast.get("quantile"), level)
@@ -199,21 +204,29 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
         samples += _samples("infercast_failure_score", backend.get("failureScore"), str(backend.get("name")))
     if record.kind == CIRCUIT_BREAKING:
         samples += _samples("infercast_flagged_backends", record.to)  # `to` counts the flagged backends
-        breakers = output.get("backends")
-        for name, settings in breakers.items() if isinstance(breakers, Mapping) else ():
+        for backend in _objects(output.get("backends")):
             for part, family in (
                 ("outlierDetection", "infercast_outlier_setting"),
                 ("connectionPool", "infercast_connection_pool_setting"),
             ):
-                values = settings.get(part) if isinstance(settings, Mapping) else None
+                values = backend.get(part)
                 for setting, value in values.items() if isinstance(values, Mapping) else ():
-                    samples += _samples(family, value, str(name), str(setting))
+                    samples += _samples(family, value, str(backend.get("name")), str(setting))
     weights, total = output.get("weights"), _number(output.get("total"))
     if isinstance(weights, Mapping) and total:
         for name, weight in weights.items():
             share = _number(weight)
             samples += _samples("infercast_route_weight_ratio", None if share is None else share / total, str(name))
     return samples
+
+
+def decision_path(record: DecisionRecord) -> str:
+    """``output.path`` of a predictive scaling record; empty for every other record.
+
+    Only the four documented paths pass: the label's values stay bounded whatever a record holds.
+    """
+    path = record.output.get("path")
+    return path if path in DECISION_PATHS else ""
 
 
 def _objects(value: Any) -> list[Mapping[str, Any]]:
@@ -274,7 +287,8 @@ class OperatorMetrics:
             if self._targets.get(key, record.target) != record.target:
                 self._remove(key)  # the policy now scales another workload: its old series are stale
             self._targets[key] = record.target
-            self._decisions.labels(*base, record.kind, record.action, record.reason).inc()
+            counted = (*base, record.kind, record.action, record.reason, decision_path(record))
+            self._decisions.labels(*counted).inc()
             previous = {s for s in self._series.get(key, set()) if s[0] in _GAUGE_SOURCES}
             current: set[Series] = set()
             for sample in samples_of(record):
@@ -284,7 +298,7 @@ class OperatorMetrics:
             for family, labels in previous - current:
                 self._gauges[family].remove(*labels)
             kept = {s for s in self._series.get(key, set()) if s[0] not in _GAUGE_SOURCES}
-            self._series[key] = kept | current | {(DECISIONS.name, (*base, record.kind, record.action, record.reason))}
+            self._series[key] = kept | current | {(DECISIONS.name, counted)}
 
     def observe_query(self, seconds: float, error: MetricError | None) -> None:
         """One request sent to Prometheus (see ``PrometheusPool.on_request``)."""

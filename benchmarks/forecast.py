@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", nargs="*", type=Path, default=[], help="extra CSVs with timestamp,value columns")
     parser.add_argument("--only", action="store_true", help="run only the --series given, not the defaults")
     parser.add_argument("--origins", type=int, default=64, help="rolling origins per series (default 64)")
-    parser.add_argument("--slow-origins", type=int, default=6, help="origins for Prophet and GBM (default 6)")
+    parser.add_argument("--slow-origins", type=int, default=10, help="origins for Prophet and GBM (default 10)")
     parser.add_argument(
         "--reselect-every", type=int, default=4, help="auto selects at every N-th origin, refits between (default 4)"
     )

@@ -29,6 +29,7 @@ from controller.traffic_cycle import (
     note_missing_backends,
     read_backends,
     refuse,
+    refuse_claimed,
     rejected_queries,
     report_decision,
 )
@@ -49,8 +50,9 @@ KIND = "CircuitBreakerPolicy"
 
 
 async def reconcile_circuit_breakers(
-    policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float
+    policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float, older_policies: tuple[str, ...] = ()
 ) -> CycleOutcome:
+    """One cycle; ``older_policies`` are the CircuitBreakerPolicies that claimed the same target first."""
     report = Reporter(policy, deps, now)
     try:
         spec = parse_circuit_breaker_policy(policy.spec)
@@ -58,6 +60,8 @@ async def reconcile_circuit_breakers(
         return await report.not_ready(exc.reason, exc.message)
     if spec.mode == "Off":
         return await report.off()
+    if older_policies:
+        return await refuse_claimed(report, spec.target, older_policies)
 
     actuator = DestinationRuleActuator(TrafficObject(deps.kube, policy.namespace, spec.target), spec.backends)
     try:

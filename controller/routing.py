@@ -30,6 +30,7 @@ from controller.traffic_cycle import (
     note_missing_backends,
     read_backends,
     refuse,
+    refuse_claimed,
     rejected_queries,
     report_decision,
 )
@@ -53,7 +54,10 @@ KIND = "RoutingPolicy"
 _CANARY_ACTIONS = {Reason.CanaryStep: "Step", Reason.CanaryPromoted: "Promote", Reason.CanaryRolledBack: "Rollback"}
 
 
-async def reconcile_routing(policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float) -> CycleOutcome:
+async def reconcile_routing(
+    policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float, older_policies: tuple[str, ...] = ()
+) -> CycleOutcome:
+    """One cycle; ``older_policies`` are the RoutingPolicies that claimed the same target first."""
     report = Reporter(policy, deps, now)
     try:
         spec = parse_routing_policy(policy.spec)
@@ -61,6 +65,8 @@ async def reconcile_routing(policy: PolicySnapshot, deps: Deps, memory: SignalMe
         return await report.not_ready(exc.reason, exc.message)
     if spec.mode == "Off":
         return await report.off()
+    if older_policies:
+        return await refuse_claimed(report, spec.target, older_policies)
 
     target = TrafficObject(deps.kube, policy.namespace, spec.target)
     actuator = (

@@ -19,7 +19,7 @@ from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, Reporter
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError, ObjectRef
 from controller.prometheus import Credentials
-from controller.spec_common import PrometheusSpec, SpecError
+from controller.spec_common import PrometheusSpec, SpecError, TargetRef
 from controller.traffic_signals import BackendReading, SignalMemory, read_signals
 from controller.traffic_spec import BackendSpec, CapacitySpec
 from policies import BackendVerdict
@@ -159,6 +159,15 @@ async def report_decision(
     )
     await report.patch_status({**status, "lastDecision": record.to_status()}, [ready, NO_CONFLICT, *conditions])
     return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
+
+
+async def refuse_claimed(report: Reporter, target: TargetRef, older_policies: Sequence[str]) -> CycleOutcome:
+    """``Ready=False`` and ``Conflict=True``: an older policy of the same kind already writes ``target``."""
+    who = ", ".join(f"{report.policy.kind} {p}" for p in older_policies)
+    message = f"{target.describe()} is already tuned by {who}: one writer per object"
+    return await report.not_ready(
+        "PolicyConflict", message, conflict=Condition("Conflict", "True", "PolicyConflict", message)
+    )
 
 
 async def refuse(report: Reporter, exc: TargetError | SpecError) -> CycleOutcome:

@@ -31,8 +31,10 @@ from tests.harness.kube import deployment_manifest, events_for
 from tests.harness.polling import wait_until
 from tests.harness.traffic import (
     DESTINATION_RULES,
+    HTTP_ROUTES,
     VIRTUAL_SERVICES,
     destination_rule,
+    http_route,
     register_upstream_crds,
     schema_errors,
     virtual_service,
@@ -198,12 +200,17 @@ class Mesh:
         return {r["destination"]["subset"]: r["weight"] for r in service["spec"]["http"][0]["route"]}
 
 
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
 def _plural(kind: str) -> str:
     return {
         "DestinationRule": "destinationrules",
         "VirtualService": "virtualservices",
         "CircuitBreakerPolicy": "circuitbreakerpolicies",
         "RoutingPolicy": "routingpolicies",
+        "HTTPRoute": "httproutes",
     }[kind]
 
 
@@ -395,3 +402,70 @@ def test_warmed_detectors_tighten_and_drain_a_failure_the_spec_limits_miss(
     assert h100["failureScore"] >= 0.5, "the detector's score flagged the backend"
     assert h100["errorRate"] < 0.5 and h100["ttftSeconds"] < 20, "every signal was under its spec limit"
     assert mesh.outlier("l4")["consecutive5xxErrors"] == 10, "the healthy pool stays relaxed"
+
+
+def without_subset(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "subset"}
+
+
+VS_TARGET = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"}
+
+
+def test_a_second_routing_policy_on_one_virtual_service_is_a_conflict_until_the_first_goes(
+    mesh: Mesh, operator: OperatorFactory
+) -> None:
+    mesh.create_pools("h100", "l4")
+    mesh.create(virtual_service("vllm", HOST, {"h100": 50, "l4": 50}))
+    spec = {"targetRef": VS_TARGET, "backends": [backend("h100"), backend("l4")], "health": HEALTH}
+    mesh.create(mesh.policy("RoutingPolicy", "first", **spec))
+    # Created in the same second or later, "second" loses either way: the name breaks a tie.
+    mesh.create(mesh.policy("RoutingPolicy", "second", **spec))
+    start_operator(operator, mesh.namespace)
+
+    conflict = wait_until(lambda: condition(mesh.status("RoutingPolicy", "second"), "Conflict") or None, timeout=20)
+    assert (conflict["status"], conflict["reason"]) == ("True", "PolicyConflict")
+    assert f"RoutingPolicy {mesh.namespace}/first" in conflict["message"]
+    assert condition(mesh.status("RoutingPolicy", "second"), "Ready")["status"] == "False"
+    assert "PolicyConflict" in [e.reason for e in events_for(client.CoreV1Api(mesh.kube), mesh.namespace, "second")]
+    assert condition(mesh.status("RoutingPolicy", "first"), "Conflict")["status"] == "False"
+
+    mesh.custom.delete_namespaced_custom_object("infercast.io", "v1alpha1", mesh.namespace, "routingpolicies", "first")
+    wait_until(
+        lambda: condition(mesh.status("RoutingPolicy", "second"), "Conflict").get("status") == "False",
+        timeout=CYCLE_TIMEOUT_S,
+    )
+
+
+def test_a_failing_backend_is_drained_on_an_http_route(
+    mesh: Mesh, exporter: Exporter, operator: OperatorFactory
+) -> None:
+    pools = {"h100": Backend(), "l4": Backend()}
+    mesh.create_pools("h100", "l4")
+    pool_ref = {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "vllm-h100"}
+    mesh.create(http_route("vllm", [{**pool_ref, "weight": 50}, {"name": "vllm-l4", "port": 8000, "weight": 50}]))
+
+    def weights() -> dict[str, int]:
+        route = mesh.get("gateway.networking.k8s.io/v1", "HTTPRoute", "vllm")
+        assert schema_errors(HTTP_ROUTES, route) == []
+        return {r["name"].removeprefix("vllm-"): r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}
+
+    with Traffic(mesh.namespace, exporter, pools):
+        start_operator(operator, mesh.namespace)
+        mesh.create(
+            mesh.policy(
+                "RoutingPolicy",
+                "vllm",
+                targetRef={"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "name": "vllm"},
+                backends=[
+                    {**without_subset(backend("h100")), "backendRef": pool_ref},
+                    {**without_subset(backend("l4")), "backendRef": {"name": "vllm-l4"}},
+                ],
+                health=HEALTH,
+                maxStepPercent=50,
+            )
+        )
+        wait_until(lambda: mesh.status("RoutingPolicy", "vllm").get("lastDecision"), timeout=20)
+        assert weights() == {"h100": 50, "l4": 50}
+        pools["h100"].error_rate = 0.5
+        wait_until(lambda: weights()["h100"] == 5, timeout=2 * CYCLE_TIMEOUT_S)  # drained to the probe weight
+    assert weights()["l4"] == 95

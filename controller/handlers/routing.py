@@ -1,4 +1,5 @@
-"""Kopf handlers of RoutingPolicies: one daemon each, woken early by a spec change."""
+"""Kopf handlers of RoutingPolicies: one daemon each, woken early by a spec change; an index of them by
+VirtualService or HTTPRoute for the one-writer rule."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ import kopf
 
 from controller.cycle import GROUP, VERSION
 from controller.handlers.daemons import wake_daemon
-from controller.handlers.traffic_daemon import run_traffic_policy
+from controller.handlers.traffic_daemon import TargetKey, claim, run_traffic_policy
 from controller.routing import KIND, reconcile_routing
 
 PLURAL = "routingpolicies"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def routing_policies_by_target(
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+) -> dict[TargetKey, tuple[str, str]]:
+    return claim(namespace or "", name, spec, meta)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -19,8 +27,17 @@ async def spec_changed(memo: kopf.Memo, **_: Any) -> None:
     wake_daemon(memo)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+# Kopf passes the indexes as extra keyword arguments, which its DaemonFn protocol cannot express.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
 async def run_policy(
-    stopped: kopf.DaemonStopped, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    routing_policies_by_target: kopf.Index[TargetKey, tuple[str, str]],
+    **_: Any,
 ) -> None:
-    await run_traffic_policy(KIND, reconcile_routing, stopped, namespace or "", name, body, memo)
+    await run_traffic_policy(
+        KIND, reconcile_routing, stopped, namespace or "", name, body, memo, routing_policies_by_target
+    )

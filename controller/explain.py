@@ -118,6 +118,36 @@ def _state(status: Mapping[str, Any]) -> list[str]:
     ]
     if counts:
         lines.append(f"  replicas: {', '.join(counts)}")
+    return lines + _learned(status)
+
+
+def _learned(status: Mapping[str, Any]) -> list[str]:
+    """What a predictive policy learned and forecast, from ``status.leadTime``, ``capacity``, ``forecast``."""
+    lines = []
+    lead = status.get("leadTime")
+    if isinstance(lead, Mapping):
+        samples = ", ".join(f"{_num(s)}s" for s in lead.get("samples") or ())
+        seen = f"; start-ups seen: {samples}" if samples else ""
+        lines.append(f"  lead time: {_num(lead.get('seconds'))}s ({lead.get('source', '?')}{seen})")
+    capacity = status.get("capacity")
+    if isinstance(capacity, Mapping):
+        per = capacity.get("perReplica")
+        value = "unknown" if per is None else f"{_num(per)} {capacity.get('unit', '')} per replica"
+        lines.append(f"  capacity: {value} ({capacity.get('source', 'not learned yet')})")
+    forecast = status.get("forecast")
+    if isinstance(forecast, Mapping):
+        text = f"q{_num(forecast.get('quantile'))} peak {_num(forecast.get('peak'))}"
+        text += f" over the next {_num(forecast.get('windowSeconds'))}s"
+        text += f", issued {forecast['issuedAt']}" if forecast.get("issuedAt") else ", none issued yet"
+        state = "fresh" if forecast.get("fresh") else "not fresh"
+        text += f" ({state}{', refitting' if forecast.get('refitting') else ''}, model {forecast.get('model', '?')})"
+        accuracy = forecast.get("accuracy") or {}
+        if accuracy.get("errorRatio") is not None:
+            text += f"; recent error {accuracy['errorRatio']:.0%} over {accuracy.get('windows', 0)} windows"
+            text += f", coverage {_num(accuracy.get('coverage'))}"
+        lines.append(f"  forecast: {text}")
+        if forecast.get("error"):
+            lines.append(f"  forecast error: {forecast['error']}")
     return lines
 
 
@@ -125,7 +155,8 @@ def _num(value: Any) -> str:
     if value is None:
         return "missing"
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:.3g}"
+        # Loads in tokens/s run to thousands: whole units there, three significant digits below.
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -139,6 +170,8 @@ def _decision(record: Mapping[str, Any]) -> list[str]:
         f"{record.get('time', '?')}  {record.get('action', '?'):<10} {change}  {applied}"
         f"  [{record.get('reason', '?')}]  id {record.get('id', '?')}"
     ]
+    if output.get("path"):
+        lines.append(f"    path:     {output['path']} ({_PATHS.get(output['path'], 'set the count')})")
     seen = _inputs(inputs)
     if seen:
         lines.append(f"    inputs:   {seen}")
@@ -175,19 +208,33 @@ def _inputs(inputs: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+_PATHS = {
+    "forecast": "the forecast's quantile over the lead time set the count",
+    "reactive": "the load of now, or the reactive policy while the capacity is unknown, set the count",
+    "hold": "held: no forecast to follow, or a scale-down held back",
+    "limit": "a rate limit or bound changed what the paths asked for",
+}
+
+
 def _forecast(forecast: Mapping[str, Any]) -> str:
-    text = f"mean {_num(forecast.get('mean'))}"
-    if "lower" in forecast and "upper" in forecast:
-        text += f" [{_num(forecast['lower'])}, {_num(forecast['upper'])}]"
+    """The predictive record's ``inputs.forecast`` (docs/decision-log.md) in one line."""
+    level = f"q{_num(forecast.get('quantileLevel'))}"
     if "quantile" in forecast:
-        text += f", q{_num(forecast.get('quantileLevel'))} {_num(forecast['quantile'])}"
-    if "leadTimeSeconds" in forecast:
-        text += f" at +{_num(forecast['leadTimeSeconds'])}s"
-    if "capacityPerReplica" in forecast:
-        text += f", {_num(forecast['capacityPerReplica'])} per replica"
+        text = f"{level} {_num(forecast['quantile'])} over the lead time"
+        text += f" (issued {forecast['issuedAt']})" if forecast.get("issuedAt") else ""
+    else:
+        text = f"{level} none to follow"
+    text += f"; lead time {_num(forecast.get('leadTimeSeconds'))}s"
+    capacity = forecast.get("capacityPerReplica")
+    text += "; capacity unknown" if capacity is None else f"; capacity {_num(capacity)} per replica"
+    text += f"; observed load {_num(forecast.get('observedLoad'))}"
+    if forecast.get("error"):
+        text += f" ({forecast['error']}: {forecast.get('detail', '')})"
     details = [f"model {forecast['model']}"] if forecast.get("model") else []
     if forecast.get("recentErrorRatio") is not None:
         details.append(f"recent error {forecast['recentErrorRatio']:.0%}")
+    details += [f"latency {_num(forecast['latencySeconds'])}s"] if "latencySeconds" in forecast else []
+    details += [f"queue {_num(forecast['queue'])}"] if "queue" in forecast else []
     return text + (f" ({', '.join(details)})" if details else "")
 
 
@@ -204,4 +251,5 @@ def _limit(reasons: Sequence[str], output: Mapping[str, Any], to: Any) -> str:
     recommended = output.get("recommendedReplicas")
     if recommended is None or recommended == to or not reasons:
         return ""
-    return f"{reasons[-1]} (the metrics asked for {recommended}, decided {to})"
+    asked = "the forecast and reactive paths" if "path" in output else "the metrics"
+    return f"{reasons[-1]} ({asked} asked for {recommended}, decided {to})"

@@ -6,7 +6,16 @@ import json
 from typing import Any
 
 from controller.explain import decision_lines, explain
-from tests.test_decision_log import metrics_missing, rate_limited_scale_up, scale_up, stabilized_hold
+from tests.test_decision_log import (
+    capacity_unknown,
+    forecast_rate_limited,
+    forecast_scale_up,
+    load_missing,
+    metrics_missing,
+    rate_limited_scale_up,
+    scale_up,
+    stabilized_hold,
+)
 
 POLICY = "demo/vllm"
 
@@ -54,24 +63,68 @@ def test_a_missing_metric_is_shown_missing_with_its_error_never_as_zero() -> Non
     assert "waiting 0" not in text
 
 
-def test_the_forecast_is_shown_when_the_decision_used_one() -> None:
-    record = scale_up().to_log()
-    record["inputs"]["forecast"] = {
-        "model": "seasonal_naive",
-        "mean": 120.0,
-        "lower": 90.5,
-        "upper": 150.0,
-        "quantile": 140.0,
-        "quantileLevel": 0.9,
-        "leadTimeSeconds": 90,
-        "capacityPerReplica": 40.0,
-        "recentErrorRatio": 0.12,
-    }
-    text = explain("ScalingPolicy", "demo", "vllm", None, [record], limit=10)
+def test_a_predictive_decision_shows_its_path_and_the_forecast_numbers() -> None:
+    up = forecast_scale_up().to_log()
+    forecast = up["inputs"]["forecast"]
+    text = explain("ScalingPolicy", "demo", "vllm", None, [up], limit=10)
+    assert "path:     forecast (the forecast's quantile over the lead time set the count)" in text
     assert (
-        "forecast: mean 120 [90.5, 150], q0.9 140 at +90s, 40 per replica (model seasonal_naive, recent error 12%)"
-        in (text)
-    )
+        f"forecast: q0.9 {forecast['quantile']:.0f} over the lead time (issued {forecast['issuedAt']});"
+        f" lead time 20s; capacity 100 per replica; observed load {forecast['observedLoad']:.0f}"
+        " (model Linear, latency 0.4s, queue 0)"
+    ) in text
+    assert "limited:" not in text
+
+
+def test_a_rate_limited_predictive_decision_names_what_the_paths_asked_for() -> None:
+    text = explain("ScalingPolicy", "demo", "vllm", None, [forecast_rate_limited().to_log()], limit=10)
+    assert "path:     limit" in text
+    assert "ScaleUpRateLimited (the forecast and reactive paths asked for 52, decided 51)" in text
+
+
+def test_a_predictive_decision_without_forecast_or_capacity_says_so_never_zero() -> None:
+    text = explain("ScalingPolicy", "demo", "vllm", None, [load_missing().to_log(), capacity_unknown().to_log()], 10)
+    assert "path:     hold" in text and "path:     reactive" in text
+    assert "q0.9 none to follow" in text
+    assert "observed load missing (Unreachable: cannot reach Prometheus)" in text
+    assert "capacity unknown" in text
+    assert "observed load 0" not in text
+
+
+def test_the_status_of_a_predictive_policy_gives_lead_time_capacity_and_forecast() -> None:
+    obj = {
+        "spec": {"targetRef": {"kind": "Deployment", "name": "vllm"}, "mode": "Auto"},
+        "status": {
+            "lastDecision": forecast_scale_up().to_status(),
+            "leadTime": {"seconds": 16.2, "source": "measured", "samples": [15.1, 16.2], "lastPodCreated": 1.0},
+            "capacity": {"unit": "PrefillTokensPerSecond", "perReplica": 3000, "source": "spec", "samples": []},
+            "forecast": {
+                "quantile": 0.9,
+                "model": "Auto",
+                "fresh": True,
+                "refitting": False,
+                "windowSeconds": 21.2,
+                "peak": 8452.4,
+                "issuedAt": "2026-11-29T07:23:59Z",
+                "accuracy": {"errorRatio": 0.25, "coverage": 0.9, "windows": 12},
+            },
+        },
+    }
+    text = explain("ScalingPolicy", "demo", "vllm", obj, [], limit=10)
+    assert "lead time: 16.2s (measured; start-ups seen: 15.1s, 16.2s)" in text
+    assert "capacity: 3000 PrefillTokensPerSecond per replica (spec)" in text
+    assert (
+        "forecast: q0.9 peak 8452 over the next 21.2s, issued 2026-11-29T07:23:59Z (fresh, model Auto);"
+        " recent error 25% over 12 windows, coverage 0.9"
+    ) in text
+    # status.lastDecision has no output (the CRD keeps it small): its message names the path.
+    assert "why:      50 -> 52 (forecast): " in text
+
+
+def test_a_capacity_not_learned_yet_shows_unknown_in_the_status() -> None:
+    status = {"capacity": {"unit": "RequestsPerSecond", "perReplica": None, "source": "learned", "samples": [1.0]}}
+    text = explain("ScalingPolicy", "demo", "vllm", {"spec": {}, "status": status}, [], limit=10)
+    assert "capacity: unknown (learned)" in text
 
 
 def test_only_the_last_decisions_are_shown_with_how_many_there_were() -> None:

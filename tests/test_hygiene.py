@@ -13,6 +13,17 @@ def minutes(*offsets: float) -> pd.DatetimeIndex:
     return pd.DatetimeIndex([pd.Timestamp("2024-01-01") + pd.Timedelta(minutes=m) for m in offsets])
 
 
+def test_regular_input_is_returned_unchanged_with_nothing_repaired() -> None:
+    index = pd.date_range("2024-01-01", periods=50, freq="15s", name="time")
+    y = pd.Series(np.random.default_rng(0).normal(10, 2, 50), index=index, name="rps")
+    clean = regularize(y)
+    np.testing.assert_array_equal(clean.values.to_numpy(), y.to_numpy())
+    assert clean.values.index.equals(index) and clean.values.name == "rps"
+    assert clean.step == pd.Timedelta("15s")
+    counts = (clean.n_nonfinite, clean.n_duplicates, clean.n_resets, clean.n_filled, clean.n_dropped)
+    assert counts == (0, 0, 0, 0, 0)
+
+
 def test_unsorted_input_is_sorted() -> None:
     clean = regularize(pd.Series([3.0, 1.0, 2.0], index=minutes(2, 0, 1)))
     assert clean.values.tolist() == [1.0, 2.0, 3.0]

@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
 from typing import Any, TextIO
 
@@ -44,6 +44,9 @@ DEPLOYMENT = "vllm"
 POLICY = "vllm"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 TIMELINE_STEP_S = 10.0
+#: Prompt tokens/s one simulated replica serves within the SLO (a quarter of its prefill rate).
+CAPACITY_PER_REPLICA = 3000
+LOAD_RATE_WINDOW_S = 15
 OPERATOR_ARGV = (sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", NAMESPACE)
 
 
@@ -94,17 +97,31 @@ def deployment_manifest() -> dict[str, Any]:
     }
 
 
-def policy_manifest(prometheus_url: str) -> dict[str, Any]:
-    """The demo's ScalingPolicy: the example policy's shape, with timings shrunk to fit 3 minutes.
+def policy_manifest(prometheus_url: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    """The demo's ScalingPolicy: predictive, with the example policy's shape and timings shrunk to fit 3 minutes.
 
-    The targets suit the simulated engine: one replica serves the quiet start with 10 to 25 requests
-    in its batch, while above ~30 its prefills starve decoding and the batch fills up. A 30 s
-    scale-down window (instead of minutes) lets a scale-down happen within the run.
+    ``spec.forecast`` makes it forecast-driven: the load is the fleet's prefill rate in prompt
+    tokens/s, forecast every 5 s step from a history that fills within the first half minute;
+    the model is selected automatically and re-selected every minute. The lead time starts at the
+    fleet's cold start and is then measured from the pods the fleet creates. One replica of the
+    simulated engine prefills 12,000 tokens/s; a quarter of that keeps decoding within its
+    latency budget under the demo's bursty prompts, so the peak needs three replicas and the
+    quiet start one.
+
+    ``spec.metrics`` (waiting and running requests) are what a reactive policy would scale on:
+    they are logged with every decision and stay the fallback while no forecast can be made.
+    The rate window of the load is short because the demo replays 45 minutes in 3: Prometheus'
+    usual minute would smooth the whole peak away. A 30 s scale-down window (instead of minutes)
+    lets a scale-down happen within the run.
     """
+    load = (
+        f'sum(rate({{__name__=~"vllm[:_]prompt_tokens_total", namespace="{namespace}", model_name="{MODEL}"}}'
+        f"[{LOAD_RATE_WINDOW_S}s]))"
+    )
     return {
         "apiVersion": "infercast.io/v1alpha1",
         "kind": "ScalingPolicy",
-        "metadata": {"name": POLICY, "namespace": NAMESPACE},
+        "metadata": {"name": POLICY, "namespace": namespace},
         "spec": {
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": DEPLOYMENT},
             "minReplicas": 1,
@@ -137,6 +154,15 @@ def policy_manifest(prometheus_url: str) -> dict[str, Any]:
                 },
             },
             "fallback": {"onMetricsUnavailable": "Hold"},
+            "forecast": {
+                "leadTimeSeconds": int(Scenario.cold_start_s),
+                "stepSeconds": 5,
+                "historySeconds": 600,
+                "refitIntervalSeconds": 60,
+                "model": "Auto",
+                "capacity": {"unit": "PrefillTokensPerSecond", "perReplica": CAPACITY_PER_REPLICA},
+                "load": {"query": load},
+            },
         },
     }
 
@@ -152,15 +178,18 @@ class Decision:
     to_replicas: int
     reason: str
     message: str
+    path: str
+    """The predictive policy's path that set the count (``forecast``, ``reactive``, ``hold``, ``limit``)."""
 
     @classmethod
     def from_log(cls, record: dict[str, Any], at_s: float) -> Decision:
-        return cls(at_s, record["action"], record["from"], record["to"], record["reason"], record["message"])
+        path = str((record.get("output") or {}).get("path") or "reactive")  # a policy without spec.forecast
+        return cls(at_s, record["action"], record["from"], record["to"], record["reason"], record["message"], path)
 
     def one_line(self) -> str:
         return (
             f"{self.at_s:6.1f}s  {self.action:<9} {self.from_replicas:>2} -> {self.to_replicas:<2}"
-            f" {self.reason}: {self.message}"
+            f" [{self.path}] {self.reason}: {self.message}"
         )
 
 
@@ -178,9 +207,14 @@ class DemoResult:
     logs: dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
     pids: list[int] = dataclasses.field(default_factory=list)
     completed: bool = False
+    policy_status: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The ScalingPolicy's status at the end of the run: what the operator learned."""
 
     def count(self, action: str) -> int:
         return sum(d.action == action for d in self.decisions)
+
+    def count_path(self, path: str) -> int:
+        return sum(d.path == path for d in self.decisions)
 
 
 class DecisionStream:
@@ -228,12 +262,21 @@ class HoldFilter:
 
 
 def summarize(result: DemoResult, out: TextIO) -> None:
+    by_path = collections.Counter(d.path for d in result.decisions)
+    print("\nDecisions by path (what set the count: the forecast, the load of now, a hold, a limit):", file=out)
+    if not by_path:
+        print("  (none)", file=out)
+    for decided_by, count in sorted(by_path.items()):
+        print(f"  {decided_by:<9} {count:>4}", file=out)
     by_reason = collections.Counter((d.action, d.reason) for d in result.decisions)
     print("\nDecisions by action and reason:", file=out)
     if not by_reason:
         print("  (none)", file=out)
     for (action, reason), count in sorted(by_reason.items()):
         print(f"  {action:<9} {reason:<32} {count:>4}", file=out)
+    print("\nLearned by the operator (the policy's status):", file=out)
+    for line in learned_lines(result.policy_status):
+        print(f"  {line}", file=out)
     print(f"\nReplicas over time (every {TIMELINE_STEP_S:.0f} s; # ready, + not ready yet):", file=out)
     print("     t  desired  ready", file=out)
     for sample in timeline_steps(result.timeline, TIMELINE_STEP_S):
@@ -245,6 +288,34 @@ def summarize(result: DemoResult, out: TextIO) -> None:
     print(f"\nGrafana dashboards (fleet, traffic, operator health): {REPO_ROOT / 'dashboards'}/*.json", file=out)
     print("  import: Grafana > Dashboards > New > Import, upload a file, pick your Prometheus data source;", file=out)
     print("  in a cluster with kube-prometheus-stack: kubectl apply -f deploy/06-grafana-dashboards.yaml", file=out)
+
+
+def learned_lines(status: Mapping[str, Any]) -> list[str]:
+    """Lead time, capacity and forecast from a ScalingPolicy's status, one line each."""
+    if not status:
+        return ["(status not read)"]
+    lead = status.get("leadTime") or {}
+    capacity = status.get("capacity") or {}
+    forecast = status.get("forecast") or {}
+    accuracy = forecast.get("accuracy") or {}
+    samples = ", ".join(f"{s:g}" for s in lead.get("samples") or ()) or "none yet"
+    error = accuracy.get("errorRatio")
+    return [
+        f"lead time   {_number(lead.get('seconds'))} s ({lead.get('source', '?')}; pod start-ups seen: {samples})",
+        f"capacity    {_number(capacity.get('perReplica'))} {capacity.get('unit', '')} per replica"
+        f" ({capacity.get('source', '?')})",
+        f"forecast    q{_number(forecast.get('quantile'))} peak {_number(forecast.get('peak'))} over the next"
+        f" {_number(forecast.get('windowSeconds'))} s, issued {forecast.get('issuedAt', 'never')},"
+        f" model {forecast.get('model', '?')}",
+        f"accuracy    {accuracy.get('windows', 0)} window(s) scored, error"
+        f" {'n/a' if error is None else f'{error:.0%}'}, coverage {_number(accuracy.get('coverage'))}",
+    ]
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "unknown"
+    return f"{value:.4g}"
 
 
 def timeline_steps(samples: Sequence[ReplicaSample], step_s: float) -> list[ReplicaSample]:
@@ -300,6 +371,15 @@ def _create_policy(api: kubernetes.client.ApiClient, prometheus_url: str) -> Non
     kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
         group, version, NAMESPACE, "scalingpolicies", policy_manifest(prometheus_url)
     )
+
+
+def _read_policy_status(api: kubernetes.client.ApiClient) -> dict[str, Any]:
+    group, version = "infercast.io", "v1alpha1"
+    policy = kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
+        group, version, NAMESPACE, "scalingpolicies", POLICY, _request_timeout=5
+    )
+    status = policy.get("status") if isinstance(policy, dict) else None
+    return dict(status or {})
 
 
 def _sample_replicas(apps: kubernetes.client.AppsV1Api, at_s: float) -> ReplicaSample:
@@ -377,6 +457,7 @@ class Demo:
         )  # fmt: skip
         self._say("  operator and simulated fleet started; decisions as they happen:\n")
         self._watch(kubernetes.client.AppsV1Api(api), operator, fleet)
+        self.result.policy_status = _read_policy_status(api)
         api.close()  # type: ignore[no-untyped-call]
 
     def _watch(
@@ -455,7 +536,12 @@ def run_demo_result(
     summarize(demo.result, out)
     if code == 0:
         ups, downs = demo.result.count("ScaleUp"), demo.result.count("ScaleDown")
-        print(f"\n{ups} scale-up(s), {downs} scale-down(s) in {duration_s:.0f} s.", file=out)
+        forecast = demo.result.count_path("forecast")
+        print(
+            f"\n{ups} scale-up(s), {downs} scale-down(s) in {duration_s:.0f} s;"
+            f" {forecast} decision(s) set by the forecast.",
+            file=out,
+        )
     return demo.result, code
 
 

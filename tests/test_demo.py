@@ -1,4 +1,4 @@
-"""A short ``infercast demo``: the operator scales the simulated fleet, and nothing outlives the run."""
+"""A short ``infercast demo``: the operator scales the simulated fleet on the forecast, and nothing outlives the run."""
 
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ def test_a_short_demo_scales_up_and_stops_every_process(tmp_path: pathlib.Path) 
     # The fleet followed the operator: more than one replica became ready during the run.
     assert max(sample.ready for sample in result.timeline) >= 2
     assert "Decisions by action and reason" in printed and "Replicas over time" in printed
+    # The policy is predictive: the forecast set the count at least once, and the summary says so.
+    forecast_decisions = [d for d in result.decisions if d.path == "forecast"]
+    assert forecast_decisions, printed
+    assert f"forecast  {len(forecast_decisions):>4}" in printed and "Decisions by path" in printed
+    lead_time = result.policy_status["leadTime"]
+    assert f"lead time   {lead_time['seconds']:.4g} s ({lead_time['source']}" in printed
 
     assert len(result.pids) == 3  # API server, operator, fleet (Prometheus is checked below)
     for pid in result.pids:

@@ -9,7 +9,7 @@ rollback stays final until then.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller.actuators.base import TargetError
@@ -21,6 +21,7 @@ from controller.credentials import read_credentials
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord, new_decision_id
 from controller.kube import KubeError
+from controller.scaling import target_key
 from controller.spec_common import SpecError
 from controller.traffic_cycle import (
     backend_inputs,
@@ -55,9 +56,16 @@ _CANARY_ACTIONS = {Reason.CanaryStep: "Step", Reason.CanaryPromoted: "Promote", 
 
 
 async def reconcile_routing(
-    policy: PolicySnapshot, deps: Deps, memory: SignalMemory, now: float, older_policies: tuple[str, ...] = ()
+    policy: PolicySnapshot,
+    deps: Deps,
+    memory: SignalMemory,
+    now: float,
+    older_policies: tuple[str, ...] = (),
+    forecast_replicas: Mapping[Any, Iterable[float]] | None = None,
 ) -> CycleOutcome:
-    """One cycle; ``older_policies`` are the RoutingPolicies that claimed the same target first."""
+    """One cycle; ``older_policies`` are the RoutingPolicies that claimed the same target first;
+    ``forecast_replicas`` the replicas forecast-driven ScalingPolicies decided, by workload
+    (:func:`controller.scaling.target_key`)."""
     report = Reporter(policy, deps, now)
     try:
         spec = parse_routing_policy(policy.spec)
@@ -105,7 +113,8 @@ async def reconcile_routing(
 
     status_in = policy.status or {}
     state = RoutingState(health_from_dict(status_in.get("health")), CanaryState.from_dict(status_in.get("canary")))
-    decision = decide_routing(_inputs(spec, readings, observed, str(policy.generation)), state, now)
+    scaled = _forecast_replicas(policy.namespace, spec, forecast_replicas or {})
+    decision = decide_routing(_inputs(spec, readings, observed, str(policy.generation), scaled), state, now)
     weights = dict(decision.weights)
     current = {name: round(w) for name, w in observed.weights.items()}
     changed = weights != current
@@ -130,14 +139,40 @@ async def reconcile_routing(
     return await report_decision(report, record, observed.live.ref, apply_error, conditions, status)
 
 
+def _forecast_replicas(
+    namespace: str, spec: RoutingPolicySpec, by_workload: Mapping[Any, Iterable[float]]
+) -> dict[str, float]:
+    """Per backend, the replicas a forecast-driven ScalingPolicy decided for its workload; none
+    when no such policy scales it (or, against the one-writer rule, several do)."""
+    scaled = {}
+    for backend in spec.backends:
+        workload = backend.workload
+        key = target_key(
+            namespace, {"targetRef": {"apiVersion": workload.api_version, "kind": workload.kind, "name": workload.name}}
+        )
+        decided = list(by_workload.get(key, ()))
+        if len(decided) == 1:
+            scaled[backend.name] = decided[0]
+    return scaled
+
+
 def _inputs(
-    spec: RoutingPolicySpec, readings: Sequence[BackendReading], observed: RouteObservation, revision: str
+    spec: RoutingPolicySpec,
+    readings: Sequence[BackendReading],
+    observed: RouteObservation,
+    revision: str,
+    forecast_replicas: Mapping[str, float],
 ) -> RoutingInputs:
     capacity = {b.name: b.capacity_per_replica for b in spec.backends}
     canary = spec.canary
     return RoutingInputs(
         backends=tuple(
-            RoutedBackend(r.signals, observed.weights.get(r.signals.name, 0.0), capacity[r.signals.name])
+            RoutedBackend(
+                r.signals,
+                observed.weights.get(r.signals.name, 0.0),
+                capacity[r.signals.name],
+                forecast_replicas.get(r.signals.name),
+            )
             for r in readings
         ),
         limits=spec.health.limits,

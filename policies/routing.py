@@ -3,8 +3,12 @@
 Weights are integers summing to ``total`` (100 for an Istio VirtualService, whose tools expect
 percentages; the same for a Gateway API HTTPRoute, whose weights are relative). Two strategies:
 
-**Capacity.** Each healthy backend's target share is proportional to its capacity (ready replicas
-x relative capacity per replica: an H100 pool serves more per replica than an L4 pool). A flagged
+**Capacity.** Each healthy backend's target share is proportional to its forecast capacity:
+replicas x relative capacity per replica (an H100 pool serves more per replica than an L4 pool),
+the replicas being the ready ones, or fewer when a forecast-driven scaler has already decided the
+backend will have fewer (``forecast_replicas``): its share moves away before the replicas go,
+instead of the scale-down overloading the ones left. Replicas the forecast adds count only once
+they are ready: weight sent ahead of readiness would queue on the replicas already there. A flagged
 backend (:mod:`policies.health`) is drained to ``probe`` weight rather than to zero: with no
 traffic it would produce no metrics, and a backend nobody can see never recovers. When every
 backend is flagged, the least-bad ones (lowest failure score) keep serving as if healthy:
@@ -45,6 +49,7 @@ class RoutedBackend:
     signals: BackendSignals
     current_weight: float
     capacity_per_replica: float = 1.0
+    forecast_replicas: float | None = None  # what a forecast-driven scaler decided; None: not scaled so
 
     @property
     def name(self) -> str:
@@ -278,7 +283,11 @@ def _score(verdict: BackendVerdict) -> float:
 def _capacity(backend: RoutedBackend) -> float:
     ready = backend.signals.ready_replicas
     per_replica = finite(backend.capacity_per_replica) or 0.0
-    return max(ready, 0) * per_replica if ready is not None else per_replica
+    replicas: float | None = max(ready, 0) if ready is not None else None
+    forecast = finite(backend.forecast_replicas)
+    if forecast is not None:
+        replicas = forecast if replicas is None else min(replicas, forecast)
+    return replicas * per_replica if replicas is not None else per_replica
 
 
 def _normalized(weights: Sequence[float], total: int) -> list[float]:

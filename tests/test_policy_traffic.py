@@ -253,6 +253,24 @@ def test_capacity_routing(backends: list[RoutedBackend], weights: dict[str, int]
     assert sum(weights.values()) == 100
 
 
+FORECAST_CASES = {
+    "no scaler: ready replicas": (4, None, 4, {"a": 50, "b": 50}),
+    "a scale-down decided: the share moves first": (4, 2, 4, {"a": 33, "b": 67}),
+    "a scale-up decided: only ready replicas count": (4, 8, 4, {"a": 50, "b": 50}),
+    "readiness unknown: the forecast": (None, 2, 4, {"a": 33, "b": 67}),
+    "a NaN forecast is no forecast": (4, float("nan"), 4, {"a": 50, "b": 50}),
+}
+
+
+@pytest.mark.parametrize(("ready", "forecast", "other", "weights"), FORECAST_CASES.values(), ids=FORECAST_CASES.keys())
+def test_weights_follow_forecast_capacity(
+    ready: int | None, forecast: float | None, other: int, weights: dict[str, int]
+) -> None:
+    a = RoutedBackend(BackendSignals("a", error_rate=0.0, ready_replicas=ready), 50, forecast_replicas=forecast)
+    decision = route(a, backend("b", 50, other, error_rate=0.0))
+    assert dict(decision.weights) == weights
+
+
 def test_weight_returns_only_after_the_hold() -> None:
     flagged = RoutingState({"a": BackendHealth(True, NOW - 10)})
     decision = route(backend("a", 5, error_rate=0.0), backend("b", 95, error_rate=0.0), state=flagged)

@@ -1,8 +1,10 @@
 """Kopf handlers of RoutingPolicies: one daemon each, woken early by a spec change; an index of them by
-VirtualService or HTTPRoute for the one-writer rule."""
+VirtualService or HTTPRoute for the one-writer rule, and one of the replicas forecast-driven
+ScalingPolicies decided per workload, which the weights follow."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import kopf
@@ -11,6 +13,7 @@ from controller.cycle import GROUP, VERSION
 from controller.handlers.daemons import wake_daemon
 from controller.handlers.traffic_daemon import TargetKey, claim, run_traffic_policy
 from controller.routing import KIND, reconcile_routing
+from controller.scaling import target_key
 
 PLURAL = "routingpolicies"
 
@@ -20,6 +23,18 @@ def routing_policies_by_target(
     namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
 ) -> dict[TargetKey, tuple[str, str]]:
     return claim(namespace or "", name, spec, meta)
+
+
+@kopf.index(GROUP, VERSION, "scalingpolicies")
+def forecast_replicas_by_workload(
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[TargetKey, float] | None:
+    """The replicas a forecast-driven ScalingPolicy decided for its workload (Auto mode: it writes them)."""
+    desired = status.get("desiredReplicas")
+    if spec.get("mode", "Auto") != "Auto" or not spec.get("forecast") or not isinstance(desired, int | float):
+        return None
+    key = target_key(namespace or "", spec)
+    return {key: float(desired)} if key else None
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -36,8 +51,9 @@ async def run_policy(
     body: kopf.Body,
     memo: kopf.Memo,
     routing_policies_by_target: kopf.Index[TargetKey, tuple[str, str]],
+    forecast_replicas_by_workload: kopf.Index[TargetKey, float],
     **_: Any,
 ) -> None:
-    await run_traffic_policy(
-        KIND, reconcile_routing, stopped, namespace or "", name, body, memo, routing_policies_by_target
-    )
+    # Kopf's indexes are live views: bound once, they are current at every cycle.
+    reconcile = functools.partial(reconcile_routing, forecast_replicas=forecast_replicas_by_workload)
+    await run_traffic_policy(KIND, reconcile, stopped, namespace or "", name, body, memo, routing_policies_by_target)

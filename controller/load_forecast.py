@@ -136,10 +136,14 @@ class LoadForecaster:
         return peaks
 
     def refit_due(self, now: float) -> bool:
+        if self.settings.model == "WindowPeak":
+            return False  # nothing to select: its statistics are recomputed at every forecast
         return self._model is None or now - self._selected_at >= self.settings.refit_interval_s
 
     def refit(self, now: float, window_s: float) -> None:
-        """Select the model to refit at every forecast until the next selection."""
+        """Select the model to refit at every forecast until the next selection (none for WindowPeak)."""
+        if self.settings.model == "WindowPeak":
+            return
         series = self._series()
         if series is None:
             return

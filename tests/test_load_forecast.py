@@ -65,3 +65,11 @@ def test_operator_style_samples_give_a_forecast_covering_the_window(model: Forec
 
 def test_too_little_history_gives_no_forecast() -> None:
     assert _fed(np.full(100, 5_000.0)).forecast(100.0, WINDOW_S) is None
+
+
+def test_window_peak_never_asks_for_a_refit() -> None:
+    """The operator refits in a worker when one is due: WindowPeak has nothing to select, so it
+    must forecast at once instead of waiting for a pointless model selection."""
+    forecaster = _fed(np.full(1_800, 5_000.0))
+    assert not forecaster.refit_due(1_800.0)
+    assert _fed(np.full(1_800, 5_000.0), model="Linear").refit_due(1_800.0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pathlib
 import random
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -281,3 +283,21 @@ def test_pod_names_look_like_a_replica_sets():
         prefix, template_hash, suffix = name.rsplit("-", 2)
         assert (prefix, template_hash) == ("vllm", "0123456789")
         assert len(suffix) == 5 and suffix.isalnum()
+
+
+def test_time_keeps_moving_after_36_hours_of_simulation() -> None:
+    """Past 2**17 s an event a few ulps ahead of ``now`` cannot be reached by adding to it.
+
+    The engine must settle such events instead of looping; the run is a subprocess so that a
+    regression fails on the timeout instead of hanging the suite.
+    """
+    script = (
+        "from controller.devcluster.engine import EngineParams, FleetEngine, Request\n"
+        "e = FleetEngine(EngineParams(), initial_replicas=1)\n"
+        "t = 131_000.0\n"
+        "e.advance(t)\n"
+        "e.advance(t + 1200, [Request(t + i * 0.37, 1000 + i * 37 % 3000, 50 + i * 13 % 400) for i in range(3000)])\n"
+        "assert e.now_s == t + 1200\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr

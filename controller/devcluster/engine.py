@@ -41,6 +41,15 @@ from itertools import count
 _EPSILON = 1e-9
 
 
+def _slack_s(now: float) -> float:
+    """How close to ``now`` an event counts as due, in seconds.
+
+    Past 2**17 s (36 h) of simulated time an interval shorter than a few ulps of ``now`` cannot
+    be added to it (``now + dt == now``): such an event must be settled now, or time would stop.
+    """
+    return max(_EPSILON, 4 * math.ulp(now))
+
+
 @dataclass(frozen=True)
 class Request:
     """One inference request: when it reaches the router and how many tokens it moves."""
@@ -186,7 +195,7 @@ class _Replica:
 
     def settle(self, now: float, events: list[EngineEvent]) -> None:
         """Emit the events due at ``now``: a finished prefill, finished sequences."""
-        if self.prefilling is not None and self.prefill_left_s <= _EPSILON:
+        if self.prefilling is not None and self.prefill_left_s <= _slack_s(now):
             request = self.prefilling
             self.prefilling = None
             self.prompt_tokens_total += request.prompt_tokens
@@ -198,7 +207,10 @@ class _Replica:
                 finish_at = self.decode_counter + request.output_tokens - 1
                 heapq.heappush(self.decoding, _Decoding(finish_at, next(self.admissions), request))
             self._start_next_prefill()
-        while self.decoding and self.decoding[0].finish_at <= self.decode_counter + _EPSILON:
+        while self.decoding and (
+            self.decoding[0].finish_at <= self.decode_counter + _EPSILON
+            or (self.decoding[0].finish_at - self.decode_counter) * self.step_s() <= _slack_s(now)
+        ):
             done = heapq.heappop(self.decoding)
             events.append(Finished(self.replica_id, done.request, now - done.request.arrival_s))
 
@@ -346,4 +358,4 @@ class FleetEngine:
             events.append(ReplicaGone(replica.replica_id))
 
     def _due_now(self) -> bool:
-        return any(r.next_event_s(self._now) <= self._now + _EPSILON for r in self._replicas)
+        return any(r.next_event_s(self._now) <= self._now + _slack_s(self._now) for r in self._replicas)

@@ -1,10 +1,13 @@
 """Proof of the observability end to end: the operator drives the simulated fleet, a real Prometheus scrapes both.
 
-One run (about a minute) checks everything a user of issue 6 relies on:
+The run uses the demo's predictive ScalingPolicy (forecast, learned lead time, model refits) and a
+reactive one on a metric that does not exist. One run (about a minute) checks everything a user of
+issue 6 relies on:
 
 * a live scrape of the operator's ``/metrics`` passes ``promtool check metrics``;
 * every decision line the operator wrote matches docs/decision-log.schema.json;
-* ``infercast explain`` prints the policy's state and its decision timeline from the API and the log;
+* ``infercast explain`` prints the policy's state (with its lead time, capacity and forecast) and its
+  decision timeline (with the path and the forecast) from the API and the log;
 * every PromQL expression of every dashboard panel and annotation, with the template variables
   resolved the way Grafana resolves them (their own queries run against the same Prometheus),
   returns data — except the queries of features the operator does not produce yet, listed in
@@ -30,7 +33,13 @@ from controller import demo
 from controller.devcluster.processes import ManagedProcess
 from controller.devcluster.prometheus import Prometheus, free_port
 from controller.observability import dashboards
-from controller.observability.metrics import CIRCUIT_BREAKING, FORECAST, POLICY_GAUGES, REFIT_DURATION, ROUTING
+from controller.observability.metrics import (
+    CIRCUIT_BREAKING,
+    LAST_REFIT,
+    POLICY_GAUGES,
+    REFIT_DURATION,
+    ROUTING,
+)
 from tests.conftest import REPO_ROOT, OperatorFactory
 from tests.harness.kube import deployment_manifest
 from tests.harness.polling import wait_until
@@ -43,16 +52,12 @@ RATE_INTERVAL = "20s"  # what Grafana's $__rate_interval is at a 1 s scrape inte
 
 # Sources of data the operator does not produce yet, with why; their queries must return nothing.
 PENDING = {
-    FORECAST: "issue 4: ScalingPolicy decision records carry no inputs.forecast and no refit is reported yet",
     # The traffic kinds' records are covered by unit tests (samples_of); this run has no mesh for them.
     CIRCUIT_BREAKING: "this run has no CircuitBreakerPolicy: the simulated fleet has no Istio DestinationRule",
     ROUTING: "this run has no RoutingPolicy: the simulated fleet has no VirtualService or HTTPRoute",
     "DCGM": "the simulated fleet has no GPU, so no NVIDIA DCGM exporter",
 }
-SOURCES = {f.name: f.source for f in POLICY_GAUGES} | {
-    REFIT_DURATION.name: FORECAST,
-    "infercast_model_last_refit_duration_seconds": FORECAST,
-}
+SOURCES = {f.name: f.source for f in (*POLICY_GAUGES, REFIT_DURATION, LAST_REFIT)}
 
 
 def sources_of(expr: str) -> set[str]:
@@ -125,11 +130,12 @@ def run(
             name="fleet",
         )  # fmt: skip
         custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, with_namespace(demo.policy_manifest(server.url), namespace)
+            GROUP, VERSION, namespace, PLURAL, demo.policy_manifest(server.url, namespace)
         )
-        broken = with_namespace(demo.policy_manifest(server.url), namespace)
+        broken = demo.policy_manifest(server.url, namespace)
         broken["metadata"]["name"] = "idle"
         broken["spec"]["targetRef"]["name"] = "idle"
+        del broken["spec"]["forecast"]  # reactive: its records have no forecast, and it only holds
         broken["spec"]["metrics"] = [
             {"name": "missing", "query": "sum(infercast_test_no_such_metric)", "target": {"type": "Value", "value": 1}}
         ]
@@ -214,10 +220,10 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
         wait_until(every_query_has_data, timeout=60, interval=2)
     except TimeoutError:
         pytest.fail(f"dashboard queries without data: {json.dumps(still_missing, indent=1)}")
-    # Every panel of the fleet and operator dashboards but the forecast-only ones shows data.
+    # Every panel of the fleet and operator dashboards shows data, the forecast's included.
     shown = {(uid, title) for uid, title, _ in proven}
     for uid, title, _ in queries:
-        if uid != "infercast-traffic" and title not in ("Forecast accuracy", "Model refit cost"):
+        if uid != "infercast-traffic":
             assert (uid, title) in shown, (uid, title)
 
     # The queries of features not there yet are valid PromQL and have no data: the list is exact.
@@ -243,6 +249,8 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
         jsonschema.validate(line, schema)
     actions = {(d["policy"].split("/")[1], d["action"]) for d in lines}
     assert {("vllm", "ScaleUp"), ("idle", "Hold")} <= actions
+    paths = {d["output"].get("path") for d in lines if d["policy"].endswith("/vllm")}
+    assert "forecast" in paths, paths
 
     # `infercast explain` reads the status through the API and the timeline from the log.
     log = tmp_path / "operator.log"
@@ -263,6 +271,9 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     latest = [d for d in decision_lines_at(log, namespace) if d["policy"].endswith("/vllm")][-1]
     assert f"{latest['action']:<10} {latest['from']} -> {latest['to']}" in text and f"id {latest['id']}" in text
     assert "waiting " in text and " vs target 4 per replica" in text
+    assert f"path:     {latest['output']['path']}" in text and "forecast: q0.9 " in text
+    assert re.search(r"lead time: [0-9.]+s \((measured|default)", text), text
+    assert f"capacity: {demo.CAPACITY_PER_REPLICA} PrefillTokensPerSecond per replica (spec)" in text
 
 
 def decision_lines_at(log: pathlib.Path, namespace: str) -> list[dict[str, Any]]:

@@ -43,6 +43,16 @@ def vllm(metric: str) -> str:
     return f'{{__name__=~"vllm[:_]{metric}", {PODS}}}'
 
 
+def counted_in_last(counter: str, window: str = "1m") -> str:
+    """The series of ``counter`` that counted something within ``window``, by how much.
+
+    ``increase`` alone misses a series' first count: Prometheus first sees a labelled counter
+    (say, the first scale-up for a reason) at 1 and has no earlier zero to compare with. A series
+    that is there now and was not a window ago counted too.
+    """
+    return f"((increase({counter}[{window}]) > 0) or ({counter} unless {counter} offset {window}))"
+
+
 @dataclass(frozen=True)
 class Query:
     expr: str
@@ -79,7 +89,7 @@ FLEET = Board(
         (
             "Scale decisions",
             Query(
-                f'sum by (action, reason) (increase(infercast_decisions_total{{{POLICY}, action!="Hold"}}[1m])) > 0',
+                "sum by (action, reason) " + counted_in_last(f'infercast_decisions_total{{{POLICY}, action!="Hold"}}'),
                 "{{action}} ({{reason}})",
             ),
         ),
@@ -208,8 +218,10 @@ TRAFFIC = Board(
         (
             "Traffic decisions",
             Query(
-                f"sum by (kind, action, reason) (increase(infercast_decisions_total{{{POLICY},"
-                f' kind=~"CircuitBreakerPolicy|RoutingPolicy", action!="Hold"}}[1m])) > 0',
+                "sum by (kind, action, reason) "
+                + counted_in_last(
+                    f'infercast_decisions_total{{{POLICY}, kind=~"CircuitBreakerPolicy|RoutingPolicy", action!="Hold"}}'
+                ),
                 "{{kind}} {{action}} ({{reason}})",
             ),
         ),

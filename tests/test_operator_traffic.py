@@ -427,7 +427,10 @@ def test_a_second_routing_policy_on_one_virtual_service_is_a_conflict_until_the_
     assert f"RoutingPolicy {mesh.namespace}/first" in conflict["message"]
     assert condition(mesh.status("RoutingPolicy", "second"), "Ready")["status"] == "False"
     assert "PolicyConflict" in [e.reason for e in events_for(client.CoreV1Api(mesh.kube), mesh.namespace, "second")]
-    assert condition(mesh.status("RoutingPolicy", "first"), "Conflict")["status"] == "False"
+    wait_until(
+        lambda: condition(mesh.status("RoutingPolicy", "first"), "Conflict").get("status") == "False",
+        timeout=CYCLE_TIMEOUT_S,
+    )
 
     mesh.custom.delete_namespaced_custom_object("infercast.io", "v1alpha1", mesh.namespace, "routingpolicies", "first")
     wait_until(

@@ -146,8 +146,10 @@ class _Client:
                 handle.write(credentials.ca_pem)
             session.verify = handle.name
         # Our own backoff decides when to retry; the library's retries would stretch every call
-        # to several timeouts while Prometheus is down.
-        retry = Retry(total=0)
+        # to several timeouts while Prometheus is down. ``read=False`` lets a read timeout surface as
+        # a timeout; counted as a retry it would come back as a connection error, and a slow
+        # Prometheus would read as a dead one.
+        retry = Retry(total=0, read=False)
         self._connect = PrometheusConnect(
             url=spec.url, headers=headers, session=session, retry=retry, timeout=spec.timeout_s
         )
@@ -179,10 +181,12 @@ def _translated(call: Callable[[], Any]) -> list[dict[str, Any]]:
         raise MetricError("PrometheusError", f"Prometheus answered HTTP {status or '?'}") from exc
     except requests.Timeout as exc:
         raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        # Not JSON, or JSON of another shape: something else answers on that URL (a login page, a
+        # proxy). requests' JSONDecodeError is also a RequestException, hence this order.
+        raise MetricError("BadResponse", f"not a Prometheus API response: {type(exc).__name__}: {exc}") from exc
     except requests.RequestException as exc:
         raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
-    except ValueError as exc:  # the body was not JSON: something else answers on that URL
-        raise MetricError("BadResponse", f"not a Prometheus API response: {exc}") from exc
 
 
 @dataclass

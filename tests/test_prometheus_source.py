@@ -98,3 +98,75 @@ async def test_an_unreachable_prometheus_backs_off_and_recovers(series: str, pro
     # The same pool recovers as soon as the URL answers again (here: the real server's URL).
     healthy = await pool.query(spec_for(prometheus), Credentials(), f"sum({series})")
     assert healthy == pytest.approx(7.5)
+
+
+class FakePrometheus:
+    """Something on a loopback port that is not a healthy Prometheus: slow, or answering garbage."""
+
+    def __init__(self, *, delay_s: float = 0.0, body: bytes = b"{}", content_type: str = "application/json") -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                if outer.release.wait(delay_s):  # the test may end a slow answer early
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.requests = 0
+        self.release = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakePrometheus:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_slow_prometheus_times_out_and_backs_off() -> None:
+    clock = FakeClock()
+    with FakePrometheus(delay_s=5.0) as slow:
+        pool = PrometheusPool(clock=clock)
+        spec = PrometheusSpec(url=slow.url, timeout_s=0.5)
+        with pytest.raises(MetricError) as caught:
+            await pool.query(spec, Credentials(), "up")
+        assert caught.value.reason == "Timeout"
+        with pytest.raises(MetricError) as caught:
+            await pool.query(spec, Credentials(), "up")
+        assert caught.value.reason == "BackingOff"
+        assert slow.requests == 1, "no second request while backing off"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        pytest.param(b"<html>a login page</html>", "text/html", id="html"),
+        pytest.param(b'{"status": "success", "data": {"resultType": "vector"}}', "application/json", id="no-result"),
+        pytest.param(b'{"status":"success","data":{"result":[{"value":[1,"many"]}]}}', "application/json", id="nan"),
+    ],
+)
+async def test_garbage_is_an_error_not_a_number(body: bytes, content_type: str) -> None:
+    with FakePrometheus(body=body, content_type=content_type) as fake:
+        pool = PrometheusPool()
+        with pytest.raises(MetricError) as caught:
+            await pool.query(PrometheusSpec(url=fake.url, timeout_s=2.0), Credentials(), "up")
+        assert caught.value.reason in ("BadResponse", "InvalidValue")

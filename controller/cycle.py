@@ -138,3 +138,12 @@ class Reporter:
     async def off(self) -> CycleOutcome:
         await self.patch_status({}, [Condition("Ready", "True", "Off", "mode is Off: the policy does nothing")])
         return CycleOutcome(ready=True, reason="Off", status=self.written)
+
+
+def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
+    """The identity of a policy's target for the one-writer rule (group, kind, namespace, name)."""
+    ref = spec.get("targetRef") or {}
+    if not ref.get("kind") or not ref.get("name"):
+        return None
+    group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+    return (group, str(ref["kind"]), namespace, str(ref["name"]))

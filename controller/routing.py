@@ -18,10 +18,9 @@ from controller.actuators.istio import RouteObservation, VirtualServiceActuator
 from controller.actuators.traffic import TrafficObject
 from controller.conditions import iso
 from controller.credentials import read_credentials
-from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
 from controller.decisions import DecisionRecord, new_decision_id
 from controller.kube import KubeError
-from controller.scaling import target_key
 from controller.spec_common import SpecError
 from controller.traffic_cycle import (
     backend_inputs,
@@ -65,7 +64,7 @@ async def reconcile_routing(
 ) -> CycleOutcome:
     """One cycle; ``older_policies`` are the RoutingPolicies that claimed the same target first;
     ``forecast_replicas`` the replicas forecast-driven ScalingPolicies decided, by workload
-    (:func:`controller.scaling.target_key`)."""
+    (:func:`controller.cycle.target_key`)."""
     report = Reporter(policy, deps, now)
     try:
         spec = parse_routing_policy(policy.spec)

@@ -61,15 +61,6 @@ class MetricReading:
     error: MetricError | None
 
 
-def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
-    """The identity of a policy's workload for the one-writer rule (group, kind, ns, name)."""
-    ref = spec.get("targetRef") or {}
-    if not ref.get("kind") or not ref.get("name"):
-        return None
-    group = str(ref.get("apiVersion", "")).rpartition("/")[0]
-    return (group, str(ref["kind"]), namespace, str(ref["name"]))
-
-
 async def reconcile_scaling(
     policy: PolicySnapshot, others: OtherWriters, deps: Deps, now: float, forecasting: ForecastSession | None = None
 ) -> CycleOutcome:

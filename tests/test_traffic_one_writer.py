@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.handlers.traffic_daemon import claim, older_claims
+from controller.handlers.daemons import claim, older_claims
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"}
 KEY = ("networking.istio.io", "VirtualService", "ns", "vllm")

@@ -9,8 +9,8 @@ import kopf
 
 from controller.circuit_breaking import KIND, reconcile_circuit_breakers
 from controller.cycle import GROUP, VERSION
-from controller.handlers.daemons import wake_daemon
-from controller.handlers.traffic_daemon import TargetKey, claim, run_traffic_policy
+from controller.handlers.daemons import TargetKey, claim, wake_daemon
+from controller.handlers.traffic_daemon import run_traffic_policy
 
 PLURAL = "circuitbreakerpolicies"
 

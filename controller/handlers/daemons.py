@@ -1,19 +1,33 @@
-"""The cadence of per-policy daemons, shared by every policy kind.
+"""What every policy kind's Kopf daemon shares: the cycle loop, its cadence, and the one-writer claims.
 
-Each policy runs in its own Kopf daemon: a loop of one cycle, then a sleep of ``spec.interval``
-seconds that ends early when the operator stops or the policy's spec changes (so an edit takes
-effect at once instead of one interval later).
+Each policy runs in its own Kopf daemon: one cycle every ``spec.interval`` seconds at a fixed rate,
+ended early when the operator stops or the policy's spec changes (so an edit takes effect at once
+instead of one interval later). A cycle that fails unexpectedly is logged and retried at the next
+interval, so one broken policy never stops its daemon or touches the others.
+
+One writer per target: every kind keeps a Kopf index of its policies by target; the oldest claim
+(creation time, then name) wins, and a newer policy on the same target is refused with a
+``Conflict`` condition. Deleting the older policy hands the target over at the next cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
 
+from controller.cycle import CycleOutcome, Deps, PolicySnapshot, target_key
 from controller.spec import MAX_INTERVAL_S, MIN_INTERVAL_S
+
+logger = logging.getLogger(__name__)
+
+TargetKey = tuple[str, str, str, str]
+Claims = Mapping[Any, Iterable[tuple[str, str]]]
+Cycle = Callable[[PolicySnapshot, float], Awaitable[CycleOutcome]]
 
 DEFAULT_INTERVAL_S = 15.0
 
@@ -43,3 +57,58 @@ async def sleep_until_next_cycle(stopped: kopf.DaemonStopped, wakeup: asyncio.Ev
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def claim(
+    namespace: str, name: str, spec: Mapping[str, Any], meta: Mapping[str, Any]
+) -> dict[TargetKey, tuple[str, str]]:
+    """A policy's entry in its kind's index: (creation time, name) under its target's identity.
+
+    A policy that is off writes nothing, so it claims nothing.
+    """
+    key = target_key(namespace, spec)
+    if key is None or spec.get("mode") == "Off":
+        return {}
+    return {key: (str(meta.get("creationTimestamp") or ""), name)}
+
+
+def older_claims(namespace: str, name: str, created: str, spec: Mapping[str, Any], claims: Claims) -> tuple[str, ...]:
+    """The policies of the same kind on the same target that claimed it first."""
+    key = target_key(namespace, spec)
+    if key is None:
+        return ()
+    mine = (created, name)
+    return tuple(sorted(f"{namespace}/{p}" for c, p in claims.get(key, ()) if (c, p) < mine))
+
+
+async def run_cycles(
+    kind: str, stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, cycle: Cycle
+) -> None:
+    """The daemon loop: snapshot the policy, run one cycle, sleep until the next; forget its series at the end."""
+    deps: Deps = memo.deps
+    wakeup = memo["wakeup"] = asyncio.Event()
+    written_status: Mapping[str, Any] | None = None  # ours is fresher than the watch stream's copy
+    try:
+        while not stopped:
+            spec = dict(body.spec)
+            snapshot = PolicySnapshot(
+                kind=kind,
+                namespace=namespace,
+                name=name,
+                uid=body.meta.uid,
+                generation=int(body.meta.get("generation") or 0),
+                spec=spec,
+                status=written_status if written_status is not None else dict(body.status),
+            )
+            started = time.monotonic()
+            try:
+                with deps.metrics.reconcile_timer(kind):
+                    outcome = await cycle(snapshot, time.time())
+                written_status = outcome.status
+            except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
+                logger.exception("reconcile of %s %s/%s failed; retrying in one interval", kind, namespace, name)
+            # A fixed rate, not a fixed pause: the cycle's own duration does not stretch the interval.
+            await sleep_until_next_cycle(stopped, wakeup, interval_of(spec) - (time.monotonic() - started))
+    finally:
+        # The daemon stops when the policy is deleted (or the operator stops): its series go with it.
+        deps.metrics.forget(kind, namespace, name)

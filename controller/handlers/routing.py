@@ -9,11 +9,10 @@ from typing import Any
 
 import kopf
 
-from controller.cycle import GROUP, VERSION
-from controller.handlers.daemons import wake_daemon
-from controller.handlers.traffic_daemon import TargetKey, claim, run_traffic_policy
+from controller.cycle import GROUP, VERSION, target_key
+from controller.handlers.daemons import TargetKey, claim, wake_daemon
+from controller.handlers.traffic_daemon import run_traffic_policy
 from controller.routing import KIND, reconcile_routing
-from controller.scaling import target_key
 
 PLURAL = "routingpolicies"
 

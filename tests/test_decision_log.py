@@ -329,7 +329,7 @@ def routing_record(error_rates: dict[str, float | None], weights: dict[str, int]
     read = readings(error_rates)
     ref = ObjectRef("networking.istio.io/v1", "VirtualService", "demo", "vllm")
     observed = RouteObservation(LiveObject(ref, {}), {k: float(v) for k, v in weights.items()}, 100, {}, {})
-    decision = decide_routing(routing._inputs(spec, read, observed, "1"), RoutingState(), NOW)
+    decision = decide_routing(routing._inputs(spec, read, observed, "1", {}), RoutingState(), NOW)
     changed = dict(decision.weights) != weights
     return routing._record(policy, spec, decision, observed, changed, changed, read, NOW)
 

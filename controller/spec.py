@@ -23,6 +23,7 @@ from controller.spec_common import (
     SecretKeyRef,
     SpecError,
     TargetRef,
+    guarded_parse,
     parse_interval,
     parse_mode,
     parse_prometheus,
@@ -83,13 +84,7 @@ class ScalingPolicySpec:
 
 def parse_scaling_policy(spec: Mapping[str, Any]) -> ScalingPolicySpec:
     """Turn a raw spec (as stored in the cluster) into a :class:`ScalingPolicySpec`, or raise."""
-    try:
-        return _parse(spec)
-    except SpecError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        # Objects stored before a schema change, or written with validation off, land here.
-        raise SpecError("InvalidSpec", f"malformed spec: {type(exc).__name__}: {exc}") from exc
+    return guarded_parse(_parse, spec)
 
 
 def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:

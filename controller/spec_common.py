@@ -6,9 +6,9 @@ so they are parsed by the same code and refused with the same reason codes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Mode = Literal["Auto", "Recommend", "Off"]
 
@@ -57,6 +57,23 @@ class PrometheusSpec:
     insecure_skip_verify: bool = False
     bearer_token: SecretKeyRef | None = None
     ca: SecretKeyRef | None = None
+
+
+T = TypeVar("T")
+
+
+def guarded_parse(parse: Callable[[Mapping[str, Any]], T], spec: Mapping[str, Any]) -> T:
+    """``parse(spec)``, with any malformed-data error turned into a :class:`SpecError`.
+
+    Objects stored before a schema change, or written with validation off, reach the parsers with
+    wrong types; they must end as ``Ready=False``, never as a crash of the cycle.
+    """
+    try:
+        return parse(spec)
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpecError("InvalidSpec", f"malformed spec: {type(exc).__name__}: {exc}") from exc
 
 
 def parse_target_ref(raw: Mapping[str, Any] | None, field: str = "targetRef") -> TargetRef:

@@ -9,15 +9,16 @@ schema change. Every refusal is a :class:`SpecError` with a stable reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from controller.spec_common import (
     Mode,
     PrometheusSpec,
     SpecError,
     TargetRef,
+    guarded_parse,
     parse_interval,
     parse_mode,
     parse_prometheus,
@@ -114,25 +115,12 @@ class RoutingPolicySpec:
         return self.target.kind == "HTTPRoute"
 
 
-T = TypeVar("T")
-
-
-def _guarded(parse: Callable[[Mapping[str, Any]], T], spec: Mapping[str, Any]) -> T:
-    try:
-        return parse(spec)
-    except SpecError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        # Objects stored before a schema change, or written with validation off, land here.
-        raise SpecError("InvalidSpec", f"malformed spec: {type(exc).__name__}: {exc}") from exc
-
-
 def parse_circuit_breaker_policy(spec: Mapping[str, Any]) -> CircuitBreakerPolicySpec:
-    return _guarded(_parse_circuit_breaker, spec)
+    return guarded_parse(_parse_circuit_breaker, spec)
 
 
 def parse_routing_policy(spec: Mapping[str, Any]) -> RoutingPolicySpec:
-    return _guarded(_parse_routing, spec)
+    return guarded_parse(_parse_routing, spec)
 
 
 def _target(spec: Mapping[str, Any], allowed: Mapping[str, str]) -> TargetRef:

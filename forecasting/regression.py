@@ -89,10 +89,12 @@ class LinearForecaster:
         self.fallback_model_ = DampedTrend().fit(clean.values) if len(origins) < MIN_TRAINING_ROWS else None
         self.coefficients_: list[np.ndarray] = []
         self.errors_: list[np.ndarray] = []
+        self.feature_ranges_: list[tuple[np.ndarray, np.ndarray]] = []
         if self.fallback_model_ is not None:
             return self
         base = _with_intercept(spec.base_rows(self.values_, origins, self.slot0_))
         base_gram = base.T @ base
+        base_low, base_high = base.min(axis=0), base.max(axis=0)
         for h in range(1, self.max_horizon + 1):
             seasonal = spec.seasonal_rows(self.values_, origins, h)
             target = self.values_[origins + h] - self.values_[origins]
@@ -105,6 +107,9 @@ class LinearForecaster:
             fitted = base @ coefficients[: base.shape[1]] + seasonal @ coefficients[base.shape[1] :]
             self.coefficients_.append(coefficients)
             self.errors_.append(self.scale_ * (target - fitted))
+            self.feature_ranges_.append(
+                (np.concatenate([base_low, seasonal.min(axis=0)]), np.concatenate([base_high, seasonal.max(axis=0)]))
+            )
         return self
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
@@ -118,10 +123,17 @@ class LinearForecaster:
             return make_forecast(forecast.index, forecast.mean, forecast.quantiles, forecast.model, True)
         origin = np.array([len(self.values_) - 1])
         base = _with_intercept(self.spec_.base_rows(self.values_, origin, self.slot0_))[0]
+        # A state outside those the model was fitted on (the level just shifted, so every lag and
+        # rolling mean is far from now) gets the features of the most extreme state seen: a
+        # linear model extrapolates without bound, and after a level shift from 6 to 15 it
+        # forecast a return to 7 (rds_cpu_utilization_cc0c53, MASE 7.9 over the next origins).
         changes = np.array(
             [
-                np.concatenate([base, self.spec_.seasonal_rows(self.values_, origin, h)[0]]) @ coefficients
-                for h, coefficients in enumerate(self.coefficients_[:horizon], start=1)
+                np.clip(np.concatenate([base, self.spec_.seasonal_rows(self.values_, origin, h)[0]]), low, high)
+                @ coefficients
+                for h, (coefficients, (low, high)) in enumerate(
+                    zip(self.coefficients_[:horizon], self.feature_ranges_, strict=False), start=1
+                )
             ]
         )
         mean = self.scale_ * (self.values_[-1] + changes)

@@ -147,3 +147,16 @@ def test_models_follow_the_daily_cycle_they_see() -> None:
         error = np.abs(model.fit(y).predict(36).mean - truth).mean()
         assert error < 5.0, type(model).__name__
     assert SeasonalNaive().fit(y).period_ == 288
+
+
+def test_linear_model_does_not_extrapolate_past_the_states_it_was_fitted_on() -> None:
+    """A level shift from 6 to 15 in the last eight points: every lag and rolling mean is then
+    further from now than in any training row. Extrapolated linearly, the model forecast a return
+    to about 7; held to the most extreme state it saw, it forecasts near the new level, as seasonal
+    naive and the damped trend do."""
+    rng = np.random.default_rng(7)
+    values = 6 + 0.3 * rng.standard_normal(2000)
+    values[-8:] += 9
+    y = pd.Series(values, index=pd.date_range("2024-03-04", periods=len(values), freq="5min"))
+    forecast = LinearForecaster().fit(y).predict(6)
+    assert np.all(forecast.mean > 12)

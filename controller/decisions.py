@@ -44,7 +44,27 @@ class DecisionRecord:
     output: dict[str, Any] = field(default_factory=dict)
 
     def to_status(self) -> dict[str, Any]:
-        """The ``status.lastDecision`` form (the policy is implied by the object it is on)."""
+        """The ``status.lastDecision`` form (the policy is implied by the object it is on).
+
+        Status keeps ``inputs`` but not ``output``; of the output only the predictive path is
+        kept (when the record has one), so that a reader of the object alone, such as
+        ``infercast explain`` without a log, can still say which path set the count.
+        """
+        path = self.output.get("path")
+        return {**self._decided(), **({"path": path} if isinstance(path, str) else {})}
+
+    def to_log(self) -> dict[str, Any]:
+        """The log line: what was decided plus who it is about and what came out (the path within it)."""
+        about = {
+            "kind": self.kind,
+            "policy": f"{self.namespace}/{self.name}",
+            "target": self.target,
+            "mode": self.mode,
+        }
+        return {"event": "decision", "schema": SCHEMA_VERSION, **about, **self._decided(), "output": self.output}
+
+    def _decided(self) -> dict[str, Any]:
+        """The fields the status form and the log line share."""
         return {
             "id": self.id,
             "time": self.time,
@@ -57,16 +77,6 @@ class DecisionRecord:
             "message": self.message,
             "inputs": self.inputs,
         }
-
-    def to_log(self) -> dict[str, Any]:
-        """The log line: the status form plus who it is about and what came out."""
-        about = {
-            "kind": self.kind,
-            "policy": f"{self.namespace}/{self.name}",
-            "target": self.target,
-            "mode": self.mode,
-        }
-        return {"event": "decision", "schema": SCHEMA_VERSION, **about, **self.to_status(), "output": self.output}
 
 
 @dataclass

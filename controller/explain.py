@@ -170,8 +170,9 @@ def _decision(record: Mapping[str, Any]) -> list[str]:
         f"{record.get('time', '?')}  {record.get('action', '?'):<10} {change}  {applied}"
         f"  [{record.get('reason', '?')}]  id {record.get('id', '?')}"
     ]
-    if output.get("path"):
-        lines.append(f"    path:     {output['path']} ({_PATHS.get(output['path'], 'set the count')})")
+    path = output.get("path") or record.get("path")  # a log line has it in its output, status.lastDecision at the top
+    if path:
+        lines.append(f"    path:     {path} ({_PATHS.get(path, 'set the count')})")
     seen = _inputs(inputs)
     if seen:
         lines.append(f"    inputs:   {seen}")

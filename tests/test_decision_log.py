@@ -29,6 +29,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from controller import circuit_breaking, routing
 from controller.actuators import ScaleObservation
@@ -368,6 +369,33 @@ ALL_DECISIONS = {**SCALING_DECISIONS, **PREDICTIVE_DECISIONS, **TRAFFIC_DECISION
 def test_every_decision_line_matches_the_schema(build: Any) -> None:
     line = json.loads(json.dumps(build().to_log(), allow_nan=False))  # what a reader of the log gets back
     VALIDATOR.validate(line)
+
+
+CRD_FILES = {
+    "ScalingPolicy": "crds/scalingpolicies.yaml",
+    "CircuitBreakerPolicy": "crds/circuitbreakerpolicies.yaml",
+    "RoutingPolicy": "crds/routingpolicies.yaml",
+}
+
+
+def last_decision_schema(kind: str) -> dict[str, Any]:
+    (crd,) = [d for d in yaml.safe_load_all((REPO / CRD_FILES[kind]).read_text()) if d]
+    (version,) = crd["spec"]["versions"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["lastDecision"]
+    return schema
+
+
+@pytest.mark.parametrize("build", ALL_DECISIONS.values(), ids=ALL_DECISIONS.keys())
+def test_status_keeps_the_path_of_a_predictive_decision_in_fields_the_crd_declares(build: Any) -> None:
+    record = build()
+    status = record.to_status()
+    assert status.get("path") == record.output.get("path"), "the path when the record has one, else none"
+    declared = last_decision_schema(record.kind)["properties"]
+    # The API server prunes undeclared status fields: each one written must be declared, with its values.
+    assert set(status) <= set(declared), set(status) - set(declared)
+    if "path" in status:
+        assert status["path"] in declared["path"]["enum"]
+    assert "path" not in record.to_log(), "the log line has it once, in its output"
 
 
 def test_the_predictive_scenarios_cover_every_path_with_its_forecast() -> None:

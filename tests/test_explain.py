@@ -117,8 +117,8 @@ def test_the_status_of_a_predictive_policy_gives_lead_time_capacity_and_forecast
         "forecast: q0.9 peak 8452 over the next 21.2s, issued 2026-11-29T07:23:59Z (fresh, model Auto);"
         " recent error 25% over 12 windows, coverage 0.9"
     ) in text
-    # status.lastDecision has no output (the CRD keeps it small): its message names the path.
-    assert "why:      50 -> 52 (forecast): " in text
+    # status.lastDecision has no output (the CRD keeps it small) but keeps the path that set the count.
+    assert "path:     forecast (the forecast's quantile over the lead time set the count)" in text
 
 
 def test_a_capacity_not_learned_yet_shows_unknown_in_the_status() -> None:
@@ -156,6 +156,7 @@ def test_without_a_log_the_status_gives_the_state_and_the_last_decision() -> Non
     assert "replicas: current 4, ready 4, desired 4" in text
     assert "Last decision (from status" in text
     assert f"id {last['id']}" in text and "ScaleDown -> ScaleDownStabilized" in text
+    assert "path:" not in text, "a reactive policy's decision has no path"
 
 
 def test_a_policy_not_reconciled_yet_says_so() -> None:

@@ -45,8 +45,8 @@ ACCURACY_PAIRS = 30
 
 Fetch = Callable[[float, float, float], Awaitable[RangeSamples]]
 """``fetch(start, end, step_s)``: the load's range query (raises :class:`MetricError`)."""
-RefitObserver = Callable[[float], None]
-"""Told the duration in seconds of every refit that finished."""
+RefitObserver = Callable[[float, str], None]
+"""Told the duration in seconds and the chosen model (:attr:`Refitted.model`) of every refit that finished."""
 
 
 def history_plan(step_s: int, history_s: float) -> tuple[int, float]:
@@ -131,17 +131,23 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class Refitted:
-    """What a refit in a worker sends back: the forecaster with its newly chosen model."""
+    """What a refit in a worker sends back: the forecaster with its newly chosen model.
+
+    ``model`` names that model (:attr:`LoadForecaster.chosen_model`), or the spec's setting when
+    the selection could not choose one (history unusable): the refit's cost is still the setting's.
+    """
 
     forecaster: LoadForecaster
     seconds: float
+    model: str
 
 
 def refit_in_worker(forecaster: LoadForecaster, now: float, window_s: float) -> Refitted:
     """Runs in the worker process: select and calibrate the model on the history."""
     started = time.perf_counter()
     forecaster.refit(now, window_s)
-    return Refitted(forecaster, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Refitted(forecaster, seconds, forecaster.chosen_model or forecaster.settings.model)
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,7 @@ class ForecastLoop:
             logger.exception("forecast model refit failed; retrying at the next cycle")
             return
         self.forecaster = refitted.forecaster
-        on_refit(refitted.seconds)
+        on_refit(refitted.seconds, refitted.model)
 
     def _score(self) -> None:
         end = self.forecaster.end_s

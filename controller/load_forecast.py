@@ -28,7 +28,15 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from controller.backtest.load import BURST_WINDOWS_S, burst_load
 from controller.forecast_spec import ForecastModel
-from forecasting import AutoForecaster, DampedTrend, Forecaster, ForecastInputError, LinearForecaster, SeasonalNaive
+from forecasting import (
+    AutoForecaster,
+    CalibratedForecaster,
+    DampedTrend,
+    Forecaster,
+    ForecastInputError,
+    LinearForecaster,
+    SeasonalNaive,
+)
 from policies.predictive import LoadForecast
 
 #: Fewer steps than this leave nothing to fit: the policy then runs on its reactive path.
@@ -82,6 +90,21 @@ class LoadForecaster:
         self._end_s: float | None = None
         self._model: Forecaster | None = None
         self._selected_at = -math.inf
+
+    @property
+    def chosen_model(self) -> str | None:
+        """The model that forecasts now, named as ``spec.forecast.model`` names models.
+
+        A fixed setting is its own name; ``Auto`` is the model its latest selection chose
+        (``None`` until one finished), so that status, the decision log and the refit metric
+        say which model the numbers came from, not only that one was to be selected.
+        """
+        if self.settings.model in ("WindowPeak", *_FIXED_MODELS):
+            return self.settings.model
+        if self._model is None:
+            return None
+        chosen = self._model.base if isinstance(self._model, CalibratedForecaster) else self._model
+        return next((name for name, kind in _FIXED_MODELS.items() if type(chosen) is kind), type(chosen).__name__)
 
     @property
     def end_s(self) -> float | None:
@@ -219,14 +242,17 @@ class LoadForecaster:
         return pd.Series(peaks, index=index)
 
     def _select(self, series: pd.Series, horizon: int) -> Forecaster:
-        fixed: dict[str, Forecaster] = {
-            "SeasonalNaive": SeasonalNaive(),
-            "DampedTrend": DampedTrend(),
-            "Linear": LinearForecaster(),
-        }
-        if self.settings.model in fixed:
-            return fixed[self.settings.model]
+        if self.settings.model in _FIXED_MODELS:
+            return _FIXED_MODELS[self.settings.model]()
         return AutoForecaster(horizon=horizon).fit(series).reusable()
+
+
+#: The models a spec may fix, by their spec name; Auto's choice is reported by the same names.
+_FIXED_MODELS: dict[str, type[SeasonalNaive | DampedTrend | LinearForecaster]] = {
+    "SeasonalNaive": SeasonalNaive,
+    "DampedTrend": DampedTrend,
+    "Linear": LinearForecaster,
+}
 
 
 def _weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:

@@ -194,7 +194,7 @@ async def plan_predictive(
     loop = session.loop
     accuracy = loop.accuracy if loop is not None else None
     shown: dict[str, Any] = {
-        "model": forecast_spec.model,
+        "model": _model_in_use(forecast_spec, session),
         "quantileLevel": forecast_spec.quantile,
         "leadTimeSeconds": lead_time.seconds,
         "observedLoad": outcome.observed_load,
@@ -307,12 +307,18 @@ async def _forecast(
             spec.prometheus, credentials, queries.load, start=start, end=end, step_s=step_s
         )
 
-    def refitted(seconds: float) -> None:
-        deps.metrics.observe_model_refit(KIND, policy.namespace, policy.name, forecast_spec.model, seconds)
+    def refitted(seconds: float, model: str) -> None:
+        deps.metrics.observe_model_refit(KIND, policy.namespace, policy.name, model, seconds)
 
     return await loop.cycle(
         fetch, now, window_s, spec.prometheus.max_staleness_s, deps.forecast_processes, refitted, sample_age_s
     )
+
+
+def _model_in_use(forecast_spec: ForecastSpec, session: ForecastSession) -> str:
+    """The model the forecast comes from; the setting (``Auto``) until its first selection finished."""
+    chosen = session.loop.forecaster.chosen_model if session.loop is not None else None
+    return chosen or forecast_spec.model
 
 
 def _forecast_status(
@@ -327,7 +333,7 @@ def _forecast_status(
     accuracy = session.loop.accuracy if session.loop is not None else None
     status: dict[str, Any] = {
         "quantile": forecast_spec.quantile,
-        "model": forecast_spec.model,
+        "model": _model_in_use(forecast_spec, session),
         "fresh": outcome.forecast is not None,
         "refitting": outcome.refitting,
         "windowSeconds": round(window_s, 1),

@@ -194,9 +194,17 @@ def predictive_spec(**forecast: Any) -> dict[str, Any]:
 
 
 def predictive_run(
-    raw_spec: dict[str, Any], prometheus: FakePrometheus, cycles: int, replicas: int = 2
+    raw_spec: dict[str, Any],
+    prometheus: FakePrometheus,
+    cycles: int,
+    replicas: int = 2,
+    statuses: list[dict[str, Any]] | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> list[DecisionRecord]:
-    """The records of ``cycles`` consecutive cycles, each built as reconcile_scaling builds it."""
+    """The records of ``cycles`` consecutive cycles, each built as reconcile_scaling builds it.
+
+    ``statuses``, when given, receives the status each cycle wrote; ``metrics`` sees the refits.
+    """
 
     async def run() -> list[DecisionRecord]:
         spec = parse_scaling_policy(raw_spec)
@@ -204,7 +212,7 @@ def predictive_run(
             kube=NoPods(),
             prometheus=prometheus,
             decision_sinks=(),
-            metrics=OperatorMetrics(),
+            metrics=metrics or OperatorMetrics(),
             forecast_processes=InlineExecutor(),
         )
         session, status, records = ForecastSession(), {}, []
@@ -228,10 +236,28 @@ def predictive_run(
             record = plan.annotate(_record(policy, spec, observed, readings, reactive, plan.desired, False, now))
             records.append(record)
             status = {**plan.status, "history": plan.state.to_dict()}
+            if statuses is not None:
+                statuses.append(status)
             await asyncio.sleep(0)  # the refit's completion callback runs
         return records
 
     return asyncio.run(run())
+
+
+def test_auto_reports_the_model_its_selection_chose_in_the_record_the_status_and_the_refit_metric() -> None:
+    statuses: list[dict[str, Any]] = []
+    metrics = OperatorMetrics()
+    records = predictive_run(
+        predictive_spec(model="Auto"), FakePrometheus(rising_load), 3, statuses=statuses, metrics=metrics
+    )
+    # The first cycle starts the selection in the worker: nothing chosen yet, the setting is shown.
+    assert records[0].inputs["forecast"]["model"] == statuses[0]["forecast"]["model"] == "Auto"
+    chosen = records[-1].inputs["forecast"]["model"]
+    assert chosen in {"SeasonalNaive", "DampedTrend", "Linear"}, chosen
+    assert statuses[-1]["forecast"]["model"] == chosen
+    count = metrics.registry.get_sample_value
+    assert count("infercast_model_refit_duration_seconds_count", {"model": chosen}) == 1
+    assert count("infercast_model_refit_duration_seconds_count", {"model": "Auto"}) is None
 
 
 # 50 replicas of 100 requests/s and a load rising 8/s: the observed (burst-aware, smoothed) load of

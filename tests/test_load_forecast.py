@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from controller.forecast_loop import refit_in_worker
 from controller.forecast_spec import ForecastModel
 from controller.load_forecast import LoadForecaster, LoadForecastSettings
 
@@ -73,3 +74,36 @@ def test_window_peak_never_asks_for_a_refit() -> None:
     forecaster = _fed(np.full(1_800, 5_000.0))
     assert not forecaster.refit_due(1_800.0)
     assert _fed(np.full(1_800, 5_000.0), model="Linear").refit_due(1_800.0)
+
+
+@pytest.mark.parametrize(
+    ("model", "chosen"),
+    [
+        ("WindowPeak", "WindowPeak"),
+        ("SeasonalNaive", "SeasonalNaive"),
+        ("DampedTrend", "DampedTrend"),
+        ("Linear", "Linear"),
+    ],
+)
+def test_a_fixed_model_is_the_chosen_one_before_and_after_a_refit(model: ForecastModel, chosen: str) -> None:
+    forecaster = _fed(np.full(1_800, 5_000.0), model=model)
+    assert forecaster.chosen_model == chosen
+    forecaster.refit(1_800.0, WINDOW_S)
+    assert forecaster.chosen_model == chosen
+
+
+def test_auto_names_no_model_until_a_selection_chose_one() -> None:
+    # Ten steps are too few to backtest: the selection falls back to a damped trend (AutoForecaster).
+    forecaster = _fed(np.full(600, 5_000.0), model="Auto")
+    assert forecaster.chosen_model is None
+    refitted = refit_in_worker(forecaster, 600.0, WINDOW_S)
+    assert forecaster.chosen_model == refitted.model == "DampedTrend"
+
+
+def test_auto_reports_the_model_its_backtest_selected_by_its_spec_name() -> None:
+    """Two hours of a steady ramp: a trend model beats the seasonal-naive baseline, and is named
+    as the spec names it, never by a wrapper's class (the calibration around it)."""
+    rates = np.linspace(1_000.0, 20_000.0, 7_200) + np.random.default_rng(3).normal(0.0, 100.0, 7_200)
+    forecaster = _fed(rates, model="Auto")
+    forecaster.refit(7_200.0, WINDOW_S)
+    assert forecaster.chosen_model in {"DampedTrend", "Linear"}

@@ -310,7 +310,8 @@ class OperatorMetrics:
         """A forecasting model of a policy was fitted again, in ``seconds`` of wall time.
 
         Call it from the cycle that refits (it has ``deps.metrics``); ``model`` is the model
-        family the selection chose (a short, bounded name such as ``seasonal_naive``).
+        the refit chose (:attr:`~controller.load_forecast.LoadForecaster.chosen_model`, a short
+        name from a bounded set such as ``DampedTrend``).
         """
         key = (kind, namespace, policy)
         with self._lock:

@@ -1,8 +1,10 @@
 """Proof of the observability end to end: the operator drives the simulated fleet, a real Prometheus scrapes both.
 
-The run uses the demo's predictive ScalingPolicy (forecast, learned lead time, model refits) and a
-reactive one on a metric that does not exist. One run (about a minute) checks everything a user of
-issue 6 relies on:
+The run uses the demo's predictive ScalingPolicy (forecast, learned lead time, model refits), a
+reactive one on a metric that does not exist, and a CircuitBreakerPolicy and a RoutingPolicy on an
+Istio DestinationRule and VirtualService with two subsets (upstream CRDs), whose Istio and vLLM
+series the session exporter serves, one backend failing throughout so that it is flagged and
+drained. One run (about a minute) checks everything a user of issue 6 relies on:
 
 * a live scrape of the operator's ``/metrics`` passes ``promtool check metrics``;
 * every decision line the operator wrote matches docs/decision-log.schema.json;
@@ -10,8 +12,8 @@ issue 6 relies on:
   decision timeline (with the path and the forecast) from the API and the log;
 * every PromQL expression of every dashboard panel and annotation, with the template variables
   resolved the way Grafana resolves them (their own queries run against the same Prometheus),
-  returns data — except the queries of features the operator does not produce yet, listed in
-  ``PENDING`` with the reason; those must return *no* data, so that the list cannot go stale.
+  returns data — except the queries of sources this run cannot have, listed in ``PENDING`` with
+  the reason; those must return *no* data, so that the list cannot go stale.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from controller.observability.metrics import (
     REFIT_DURATION,
     ROUTING,
 )
-from tests.conftest import REPO_ROOT, OperatorFactory
+from tests.conftest import EXPORTER_JOB, REPO_ROOT, OperatorFactory
+from tests.harness.exporter import Exporter
 from tests.harness.kube import deployment_manifest
 from tests.harness.polling import wait_until
+from tests.harness.traffic import Backend, Traffic, destination_rule, register_upstream_crds, virtual_service
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +54,16 @@ GROUP, VERSION, PLURAL = "infercast.io", "v1alpha1", "scalingpolicies"
 FLEET_DURATION_S = 60.0  # the demo's traffic slice replayed in a minute: quiet, peak, quiet
 RATE_INTERVAL = "20s"  # what Grafana's $__rate_interval is at a 1 s scrape interval and a short range
 
-# Sources of data the operator does not produce yet, with why; their queries must return nothing.
+# Sources of data this run cannot have, with why; their queries must return nothing.
 PENDING = {
-    # The traffic kinds' records are covered by unit tests (samples_of); this run has no mesh for them.
-    CIRCUIT_BREAKING: "this run has no CircuitBreakerPolicy: the simulated fleet has no Istio DestinationRule",
-    ROUTING: "this run has no RoutingPolicy: the simulated fleet has no VirtualService or HTTPRoute",
     "DCGM": "the simulated fleet has no GPU, so no NVIDIA DCGM exporter",
 }
+# The traffic policies (both named so that the traffic dashboard's policy variable selects both),
+# their mesh host and the two GPU pools behind it; h100 fails throughout (spec limit: 5 % 5xx).
+MESH_POLICY, MESH_HOST, MESH_OBJECT = "mesh", "vllm.svc.cluster.local", "vllm"  # MESH_OBJECT: DR and VS name
+POOLS = ("h100", "l4")
+HEALTH = {"maxErrorRate": 0.05, "maxTTFTSeconds": 4, "recoveryHoldSeconds": 20, "rateWindow": "10s"}
+BOARD_UIDS = tuple(board.uid for board in dashboards.BOARDS)
 SOURCES = {f.name: f.source for f in (*POLICY_GAUGES, REFIT_DURATION, LAST_REFIT)}
 
 
@@ -90,22 +97,73 @@ def with_namespace(manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
     return {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
 
 
+def create_mesh(kube: client.ApiClient, namespace: str) -> None:
+    """The pools' Deployments (4 ready replicas each), and the DestinationRule and VirtualService
+    with a subset per pool that the traffic policies act on."""
+    apps, custom = client.AppsV1Api(kube), client.CustomObjectsApi(kube)
+    register_upstream_crds(kube)
+    for pool in POOLS:
+        apps.create_namespaced_deployment(namespace, deployment_manifest(f"vllm-{pool}", replicas=4))
+        apps.patch_namespaced_deployment_status(
+            f"vllm-{pool}", namespace, {"status": {"replicas": 4, "readyReplicas": 4}}
+        )
+    rule = destination_rule(MESH_OBJECT, MESH_HOST, list(POOLS))
+    service = virtual_service(MESH_OBJECT, MESH_HOST, dict.fromkeys(POOLS, 50))
+    custom.create_namespaced_custom_object("networking.istio.io", "v1", namespace, "destinationrules", rule)
+    custom.create_namespaced_custom_object("networking.istio.io", "v1", namespace, "virtualservices", service)
+
+
+def traffic_policy(kind: str, target_kind: str, namespace: str, prometheus_url: str) -> dict[str, Any]:
+    backends = [
+        {
+            "name": pool,
+            "subset": pool,
+            "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"vllm-{pool}"},
+        }
+        for pool in POOLS
+    ]
+    if kind == CIRCUIT_BREAKING:
+        backends = [{**backend, "requestsPerReplica": 10} for backend in backends]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "metadata": {"name": MESH_POLICY, "namespace": namespace},
+        "spec": {
+            "interval": 5,
+            "prometheus": {"url": prometheus_url, "timeout": 1},
+            "targetRef": {"apiVersion": "networking.istio.io/v1", "kind": target_kind, "name": MESH_OBJECT},
+            "backends": backends,
+            "health": HEALTH,
+        },
+    }
+
+
 @pytest.fixture
 def run(
-    namespace: str, kube: client.ApiClient, apiserver: str, operator: OperatorFactory, tmp_path: pathlib.Path
+    namespace: str,
+    kube: client.ApiClient,
+    apiserver: str,
+    exporter: Exporter,
+    operator: OperatorFactory,
+    tmp_path: pathlib.Path,
 ) -> Iterator[Run]:
     apps, custom = client.AppsV1Api(kube), client.CustomObjectsApi(kube)
     apps.create_namespaced_deployment(namespace, with_namespace(demo.deployment_manifest(), namespace))
     # A second workload whose policy reads a metric that does not exist: query errors and a hold.
     apps.create_namespaced_deployment(namespace, deployment_manifest("idle", replicas=1))
     apps.patch_namespaced_deployment_status("idle", namespace, {"status": {"replicas": 1, "readyReplicas": 1}})
+    create_mesh(kube, namespace)
 
     fleet_port, metrics_port = free_port(), free_port()
     server = Prometheus(
-        {"vllm": [f"127.0.0.1:{fleet_port}"], "infercast": [f"127.0.0.1:{metrics_port}"]},
+        {
+            "vllm": [f"127.0.0.1:{fleet_port}"],
+            "infercast": [f"127.0.0.1:{metrics_port}"],
+            EXPORTER_JOB: [exporter.address],  # the mesh's Istio series and the pools' vLLM ones
+        },
         workdir=tmp_path / "prometheus",
     )
-    with server:
+    with server, Traffic(namespace, exporter, {"h100": Backend(error_rate=0.5), "l4": Backend()}):
         process = operator(
             [
                 sys.executable,
@@ -140,6 +198,13 @@ def run(
             {"name": "missing", "query": "sum(infercast_test_no_such_metric)", "target": {"type": "Value", "value": 1}}
         ]
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, broken)
+        for kind, plural, target_kind in (
+            (CIRCUIT_BREAKING, "circuitbreakerpolicies", "DestinationRule"),
+            (ROUTING, "routingpolicies", "VirtualService"),
+        ):
+            custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, traffic_policy(kind, target_kind, namespace, server.url)
+            )
         yield Run(namespace, server, process, metrics_port)
 
 
@@ -191,7 +256,8 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     run: Run, kubeconfig: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     namespace, prometheus = run.namespace, run.prometheus
-    chosen = {"namespace": namespace, "policy": demo.POLICY, "job": "infercast"}
+    fleet = {"namespace": namespace, "policy": demo.POLICY, "job": "infercast"}
+    chosen = {uid: {**fleet, "policy": MESH_POLICY} if uid == "infercast-traffic" else fleet for uid in BOARD_UIDS}
     boards = {b.uid: json.loads((dashboards.DASHBOARD_DIR / f"{b.uid}.json").read_text()) for b in dashboards.BOARDS}
     queries = dashboard_queries()
     proven = [(uid, title, expr) for uid, title, expr in queries if not sources_of(expr) & PENDING.keys()]
@@ -204,7 +270,7 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
         end = time.time()
         missing = []
         for uid, title, expr in proven:
-            values = resolve_variables(boards[uid], prometheus, chosen)
+            values = resolve_variables(boards[uid], prometheus, chosen[uid])
             result = prometheus.query_range(substitute(expr, values), start=run.started, end=end, step=2)
             if not any(series["values"] for series in result):
                 missing.append((uid, title, substitute(expr, values)))
@@ -220,15 +286,24 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
         wait_until(every_query_has_data, timeout=60, interval=2)
     except TimeoutError:
         pytest.fail(f"dashboard queries without data: {json.dumps(still_missing, indent=1)}")
-    # Every panel of the fleet and operator dashboards shows data, the forecast's included.
+    # Every panel of every dashboard shows data, the forecast's and the traffic policies' included.
     shown = {(uid, title) for uid, title, _ in proven}
     for uid, title, _ in queries:
-        if uid != "infercast-traffic":
-            assert (uid, title) in shown, (uid, title)
+        assert (uid, title) in shown, (uid, title)
+    # The failing pool was flagged, ejected sooner and drained: the traffic panels show it, not only zeros.
+    # (Its failure score is the detector's, which a run this short has not warmed: it proves data only.)
+    at = {"namespace": namespace, "policy": MESH_POLICY}
+    failing, healthy = {**at, "backend": "h100"}, {**at, "backend": "l4"}
+    assert max(series_values(prometheus, run, "infercast_flagged_backends", at)) == 1
+    errors = {**at, "setting": "consecutive5xxErrors"}
+    tight = min(series_values(prometheus, run, "infercast_outlier_setting", {**errors, "backend": "h100"}))
+    assert tight < min(series_values(prometheus, run, "infercast_outlier_setting", {**errors, "backend": "l4"}))
+    assert min(series_values(prometheus, run, "infercast_route_weight_ratio", failing)) < 0.5
+    assert max(series_values(prometheus, run, "infercast_route_weight_ratio", healthy)) > 0.5
 
     # The queries of features not there yet are valid PromQL and have no data: the list is exact.
     for uid, title, expr in pending:
-        values = resolve_variables(boards[uid], prometheus, chosen)
+        values = resolve_variables(boards[uid], prometheus, chosen[uid])
         result = prometheus.query_range(substitute(expr, values), start=run.started, end=time.time(), step=2)
         assert result == [], f"{uid} / {title} has data now: move its source out of PENDING ({expr})"
 
@@ -248,7 +323,7 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     for line in lines:
         jsonschema.validate(line, schema)
     actions = {(d["policy"].split("/")[1], d["action"]) for d in lines}
-    assert {("vllm", "ScaleUp"), ("idle", "Hold")} <= actions
+    assert {("vllm", "ScaleUp"), ("idle", "Hold"), (MESH_POLICY, "Tighten"), (MESH_POLICY, "Shift")} <= actions
     paths = {d["output"].get("path") for d in lines if d["policy"].endswith("/vllm")}
     assert "forecast" in paths, paths
 
@@ -274,6 +349,13 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     assert f"path:     {latest['output']['path']}" in text and "forecast: q0.9 " in text
     assert re.search(r"lead time: [0-9.]+s \((measured|default)", text), text
     assert f"capacity: {demo.CAPACITY_PER_REPLICA} PrefillTokensPerSecond per replica (spec)" in text
+
+
+def series_values(prometheus: Prometheus, run: Run, metric: str, labels: dict[str, str]) -> list[float]:
+    """Every value over the run of ``metric`` at ``labels``."""
+    selector = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    result = prometheus.query_range(f"{metric}{{{selector}}}", start=run.started, end=time.time(), step=2)
+    return [float(value) for series in result for _, value in series["values"]]
 
 
 def decision_lines_at(log: pathlib.Path, namespace: str) -> list[dict[str, Any]]:

@@ -13,10 +13,8 @@ import json
 import random
 import re
 import sys
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -32,7 +30,10 @@ from tests.harness.polling import wait_until
 from tests.harness.traffic import (
     DESTINATION_RULES,
     HTTP_ROUTES,
+    TTFT_BUCKETS,
     VIRTUAL_SERVICES,
+    Backend,
+    Traffic,
     destination_rule,
     http_route,
     register_upstream_crds,
@@ -45,60 +46,6 @@ pytestmark = pytest.mark.integration
 INTERVAL_S = 5
 CYCLE_TIMEOUT_S = 2 * INTERVAL_S + 4  # two cycles, plus a scrape, the rate window's first samples and the watch
 HOST = "vllm.svc.cluster.local"
-TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass
-class Backend:
-    """What one pool reports: its 5xx share and a TTFT range, both changed by the test."""
-
-    error_rate: float = 0.0
-    ttft: tuple[float, float] = (0.2, 0.4)
-    pod: str = "pod00"  # a new revision runs new pods, with new series
-
-
-@dataclass
-class Traffic:
-    namespace: str
-    exporter: Exporter
-    backends: dict[str, Backend]
-    weights: Callable[[], dict[str, int]] | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-
-    def _run(self) -> None:
-        rng = random.Random(7)
-        while not self._stop.wait(0.5):
-            weights = self.weights() if self.weights else None
-            for name, backend in self.backends.items():
-                requests = 20 if weights is None else round(40 * weights[name] / 100)
-                labels = {
-                    "reporter": "destination",
-                    "destination_workload": f"vllm-{name}",
-                    "destination_workload_namespace": self.namespace,
-                }
-                errors = sum(rng.random() < backend.error_rate for _ in range(requests))
-                self.exporter.inc_counter("istio_requests_total", requests - errors, response_code="200", **labels)
-                self.exporter.inc_counter("istio_requests_total", errors, response_code="503", **labels)
-                for _ in range(5 if requests else 0):  # enough samples for a p95, whatever the weight
-                    self.exporter.observe(
-                        "vllm:time_to_first_token_seconds",
-                        rng.uniform(*backend.ttft),
-                        buckets=TTFT_BUCKETS,
-                        namespace=self.namespace,
-                        pod=f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
-                        model_name="llama",
-                    )
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def calm_history(namespace: str, address: str, names: list[str], start: float, end: float) -> str:

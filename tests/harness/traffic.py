@@ -1,14 +1,19 @@
-"""Istio and Gateway API objects for the traffic-policy tests: upstream CRDs, and the objects themselves."""
+"""Istio and Gateway API objects for the traffic-policy tests: upstream CRDs, the objects, the traffic they carry."""
 
 from __future__ import annotations
 
 import pathlib
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.harness.exporter import Exporter
 from tests.harness.openapi import crd_version_schema, validator
 
 UPSTREAM_CRDS = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "crds"
@@ -16,6 +21,7 @@ DESTINATION_RULES = UPSTREAM_CRDS / "istio-destinationrules.networking.istio.io.
 VIRTUAL_SERVICES = UPSTREAM_CRDS / "istio-virtualservices.networking.istio.io.yaml"
 HTTP_ROUTES = UPSTREAM_CRDS / "gateway-api-httproutes.gateway.networking.k8s.io.yaml"
 INFERENCE_POOLS = UPSTREAM_CRDS / "gaie-inferencepools.inference.networking.k8s.io.yaml"
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def register_upstream_crds(kube: client.ApiClient) -> None:
@@ -79,3 +85,56 @@ def http_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
             "rules": [{"name": "completions", "backendRefs": refs}],
         },
     }
+
+
+@dataclass
+class Backend:
+    """What one pool reports: its 5xx share and a TTFT range, both changed by the test."""
+
+    error_rate: float = 0.0
+    ttft: tuple[float, float] = (0.2, 0.4)
+    pod: str = "pod00"  # a new revision runs new pods, with new series
+
+
+@dataclass
+class Traffic:
+    namespace: str
+    exporter: Exporter
+    backends: dict[str, Backend]
+    weights: Callable[[], dict[str, int]] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        while not self._stop.wait(0.5):
+            weights = self.weights() if self.weights else None
+            for name, backend in self.backends.items():
+                requests = 20 if weights is None else round(40 * weights[name] / 100)
+                labels = {
+                    "reporter": "destination",
+                    "destination_workload": f"vllm-{name}",
+                    "destination_workload_namespace": self.namespace,
+                }
+                errors = sum(rng.random() < backend.error_rate for _ in range(requests))
+                self.exporter.inc_counter("istio_requests_total", requests - errors, response_code="200", **labels)
+                self.exporter.inc_counter("istio_requests_total", errors, response_code="503", **labels)
+                for _ in range(5 if requests else 0):  # enough samples for a p95, whatever the weight
+                    self.exporter.observe(
+                        "vllm:time_to_first_token_seconds",
+                        rng.uniform(*backend.ttft),
+                        buckets=TTFT_BUCKETS,
+                        namespace=self.namespace,
+                        pod=f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
+                        model_name="llama",
+                    )
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

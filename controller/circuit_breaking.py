@@ -15,10 +15,9 @@ from typing import Any
 from controller.actuators.base import TargetError
 from controller.actuators.istio import DestinationRuleActuator
 from controller.actuators.traffic import TrafficObject
-from controller.conditions import iso
 from controller.credentials import read_credentials
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
-from controller.decisions import DecisionRecord, new_decision_id
+from controller.decisions import DecisionRecord
 from controller.kube import KubeError
 from controller.spec_common import SpecError
 from controller.traffic_cycle import (
@@ -147,19 +146,13 @@ def _record(
 ) -> DecisionRecord:
     """``from``/``to`` count the backends at the tight end of the bounds before and after."""
     reasons = tuple(str(r) for r in decision.reasons)
-    return DecisionRecord(
-        id=new_decision_id(),
-        time=iso(now),
-        kind=KIND,
-        namespace=policy.namespace,
-        name=policy.name,
-        target=spec.target.describe(),
-        mode=spec.mode,
+    return policy.record(
+        spec,
+        now,
         action=_action(decision, previous, changed),
         from_=sum(1 for b in decision.backends if previous.get(b.name, BackendHealth()).flagged),
         to=sum(1 for b in decision.backends if b.verdict.health.flagged),
         applied=applied,
-        reason=reasons[0] if reasons else "Hold",
         reasons=reasons,
         message=decision.message,
         inputs={"backends": inputs},

@@ -10,16 +10,17 @@ format for all of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from controller.conditions import Condition, find, iso, merge_conditions
-from controller.decisions import DecisionLog, DecisionRecord
+from controller.decisions import DecisionLog, DecisionRecord, new_decision_id
 from controller.kube import Kube, KubeError, ObjectRef
 from controller.observability import OperatorMetrics
 from controller.prometheus import PrometheusPool
+from controller.spec_common import TargetRef
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,16 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 DecisionSink = Callable[[DecisionRecord], None]
+
+
+class TargetedSpec(Protocol):
+    """What every parsed policy spec has that a decision record names."""
+
+    @property
+    def target(self) -> TargetRef: ...
+
+    @property
+    def mode(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,41 @@ class PolicySnapshot:
     @property
     def ref(self) -> ObjectRef:
         return ObjectRef(API_VERSION, self.kind, self.namespace, self.name, self.uid)
+
+    def record(
+        self,
+        spec: TargetedSpec,
+        now: float,
+        *,
+        action: str,
+        from_: int,
+        to: int,
+        applied: bool,
+        reasons: Sequence[str],
+        message: str,
+        inputs: dict[str, Any],
+        output: dict[str, Any],
+    ) -> DecisionRecord:
+        """A new decision about this policy: every kind names itself, its target and mode alike,
+        and leads with its first reason (``Hold`` when the policy gave none)."""
+        return DecisionRecord(
+            id=new_decision_id(),
+            time=iso(now),
+            kind=self.kind,
+            namespace=self.namespace,
+            name=self.name,
+            target=spec.target.describe(),
+            mode=spec.mode,
+            action=action,
+            from_=from_,
+            to=to,
+            applied=applied,
+            reason=reasons[0] if reasons else "Hold",
+            reasons=tuple(reasons),
+            message=message,
+            inputs=inputs,
+            output=output,
+        )
 
 
 @dataclass

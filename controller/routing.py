@@ -16,10 +16,9 @@ from controller.actuators.base import TargetError
 from controller.actuators.gateway import HTTPRouteActuator
 from controller.actuators.istio import RouteObservation, VirtualServiceActuator
 from controller.actuators.traffic import TrafficObject
-from controller.conditions import iso
 from controller.credentials import read_credentials
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
-from controller.decisions import DecisionRecord, new_decision_id
+from controller.decisions import DecisionRecord
 from controller.kube import KubeError
 from controller.spec_common import SpecError
 from controller.traffic_cycle import (
@@ -210,19 +209,13 @@ def _record(
     action = "Hold"
     if changed:
         action = _CANARY_ACTIONS.get(decision.reasons[0], "Shift") if spec.canary else "Shift"
-    return DecisionRecord(
-        id=new_decision_id(),
-        time=iso(now),
-        kind=KIND,
-        namespace=policy.namespace,
-        name=policy.name,
-        target=spec.target.describe(),
-        mode=spec.mode,
+    return policy.record(
+        spec,
+        now,
         action=action,
         from_=round(observed.weights.get(focus, 0.0)),
         to=decision.weight(focus),
         applied=applied,
-        reason=reasons[0] if reasons else "Hold",
         reasons=reasons,
         message=decision.message,
         inputs={

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.actuators import ScaleActuator, ScaleObservation, TargetError
-from controller.conditions import Condition, iso
+from controller.conditions import Condition
 from controller.credentials import read_credentials
 from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
-from controller.decisions import DecisionRecord, new_decision_id
+from controller.decisions import DecisionRecord
 from controller.forecast_loop import ForecastSession
 from controller.kube import KubeError
 from controller.predictive_scaling import PredictivePlan, plan_predictive
@@ -218,19 +218,13 @@ def _record(
     if desired != decision.desired_replicas:
         reasons = ("FallbackReplicas", *reasons)
         message = f"every metric is unavailable: fallback to {desired} replicas (never down); {message}"
-    return DecisionRecord(
-        id=new_decision_id(),
-        time=iso(now),
-        kind=KIND,
-        namespace=policy.namespace,
-        name=policy.name,
-        target=spec.target.describe(),
-        mode=spec.mode,
+    return policy.record(
+        spec,
+        now,
         action=_action(observed.spec_replicas, desired),
         from_=observed.spec_replicas,
         to=desired,
         applied=applied,
-        reason=reasons[0] if reasons else "Hold",
         reasons=reasons,
         message=message,
         inputs={

@@ -12,10 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from controller.actuators.base import TargetError
 from controller.actuators.istio import DestinationRuleActuator
 from controller.actuators.traffic import TrafficObject
-from controller.credentials import read_credentials
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError
@@ -23,13 +21,8 @@ from controller.spec_common import SpecError
 from controller.traffic_cycle import (
     backend_inputs,
     backend_status,
-    backends_condition,
-    metrics_condition,
-    note_missing_backends,
-    read_backends,
-    refuse,
+    observe_backends,
     refuse_claimed,
-    rejected_queries,
     report_decision,
 )
 from controller.traffic_signals import SignalMemory
@@ -63,31 +56,12 @@ async def reconcile_circuit_breakers(
         return await refuse_claimed(report, spec.target, older_policies)
 
     actuator = DestinationRuleActuator(TrafficObject(deps.kube, policy.namespace, spec.target), spec.backends)
-    try:
-        observed = await actuator.observe()
-        credentials = await read_credentials(deps.kube, policy.namespace, spec.prometheus)
-    except (TargetError, SpecError) as exc:
-        return await refuse(report, exc)
-    where = spec.target.describe()
-    await note_missing_backends(report, observed.live.missing, where)
-    found = [b for b in spec.backends if b.name not in observed.live.missing]
-    if not found:
-        return await report.not_ready("BackendNotFound", f"no backend's subset is in {where}")
-
-    readings = await read_backends(
-        deps,
-        policy.namespace,
-        spec.prometheus,
-        credentials,
-        found,
-        spec.health.rate_window,
-        memory,
-        spec.capacity,
-        spec.interval_s,
-        now,
+    seen = await observe_backends(
+        report, actuator.observe, spec, memory, spec.capacity, none_found="no backend's subset is"
     )
-    if rejected := rejected_queries(readings):
-        return await report.not_ready("QueryRejected", rejected)
+    if isinstance(seen, CycleOutcome):
+        return seen
+    observed, readings = seen.observed, seen.readings
 
     previous = health_from_dict((policy.status or {}).get("health"))
     inputs = BreakerInputs(
@@ -113,8 +87,7 @@ async def reconcile_circuit_breakers(
         "health": health_to_dict({**previous, **decision.health}),
         "flaggedBackends": sum(1 for v in verdicts if v.health.flagged),
     }
-    conditions = [metrics_condition(readings), backends_condition(observed.live.missing, where)]
-    return await report_decision(report, record, observed.live.ref, apply_error, conditions, status)
+    return await report_decision(report, record, observed.live.ref, apply_error, seen.conditions(), status)
 
 
 def _differs(live: BreakerSettings, desired: BreakerSettings) -> bool:

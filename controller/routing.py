@@ -12,11 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from controller.actuators.base import TargetError
 from controller.actuators.gateway import HTTPRouteActuator
 from controller.actuators.istio import RouteObservation, VirtualServiceActuator
 from controller.actuators.traffic import TrafficObject
-from controller.credentials import read_credentials
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError
@@ -24,13 +22,8 @@ from controller.spec_common import SpecError
 from controller.traffic_cycle import (
     backend_inputs,
     backend_status,
-    backends_condition,
-    metrics_condition,
-    note_missing_backends,
-    read_backends,
-    refuse,
+    observe_backends,
     refuse_claimed,
-    rejected_queries,
     report_decision,
 )
 from controller.traffic_signals import BackendReading, SignalMemory
@@ -80,34 +73,19 @@ async def reconcile_routing(
         if spec.is_gateway
         else VirtualServiceActuator(target, spec.backends, spec.route_name)
     )
-    try:
-        observed = await actuator.observe()
-        credentials = await read_credentials(deps.kube, policy.namespace, spec.prometheus)
-    except (TargetError, SpecError) as exc:
-        return await refuse(report, exc)
-    where = spec.target.describe()
-    await note_missing_backends(report, observed.live.missing, where)
-    found = [b for b in spec.backends if b.name not in observed.live.missing]
-    if spec.canary is not None and len(found) < len(spec.backends):
-        # A canary without its stable backend (or the reverse) cannot be compared: stop.
-        return await report.not_ready("BackendNotFound", f"the canary needs both backends in {where}")
-    if not found:
-        return await report.not_ready("BackendNotFound", f"no backend is in {where}")
-
-    readings = await read_backends(
-        deps,
-        policy.namespace,
-        spec.prometheus,
-        credentials,
-        found,
-        spec.health.rate_window,
+    seen = await observe_backends(
+        report,
+        actuator.observe,
+        spec,
         memory,
         None,
-        spec.interval_s,
-        now,
+        none_found="no backend is",
+        # A canary without its stable backend (or the reverse) cannot be compared: stop.
+        needs_every_backend="the canary needs both backends" if spec.canary is not None else None,
     )
-    if rejected := rejected_queries(readings):
-        return await report.not_ready("QueryRejected", rejected)
+    if isinstance(seen, CycleOutcome):
+        return seen
+    observed, readings = seen.observed, seen.readings
 
     status_in = policy.status or {}
     state = RoutingState(health_from_dict(status_in.get("health")), CanaryState.from_dict(status_in.get("canary")))
@@ -133,8 +111,7 @@ async def reconcile_routing(
     canary = decision.state.canary if applied or not changed or spec.mode == "Recommend" else state.canary
     if canary is not None:
         status["canary"] = canary.to_dict()
-    conditions = [metrics_condition(readings), backends_condition(observed.live.missing, where)]
-    return await report_decision(report, record, observed.live.ref, apply_error, conditions, status)
+    return await report_decision(report, record, observed.live.ref, apply_error, seen.conditions(), status)
 
 
 def _forecast_replicas(

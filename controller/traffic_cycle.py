@@ -9,22 +9,110 @@ changed, and ``status.lastDecision``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from controller.actuators.base import TargetError
 from controller.actuators.ownership import ForeignOwnerError
+from controller.actuators.traffic import LiveObject
 from controller.conditions import Condition
+from controller.credentials import read_credentials
 from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, Reporter
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError, ObjectRef
 from controller.prometheus import Credentials
 from controller.spec_common import PrometheusSpec, SpecError, TargetRef
 from controller.traffic_signals import BackendReading, SignalMemory, read_signals
-from controller.traffic_spec import BackendSpec, CapacitySpec
+from controller.traffic_spec import BackendSpec, CapacitySpec, HealthSpec
 from policies import BackendVerdict
 
 HEALTH_SIGNALS = ("error_rate", "latency_ms", "ttft_s", "saturation")
+
+
+class TrafficSpec(Protocol):
+    """What the circuit-breaker and routing specs share for observing their backends."""
+
+    @property
+    def target(self) -> TargetRef: ...
+
+    @property
+    def prometheus(self) -> PrometheusSpec: ...
+
+    @property
+    def backends(self) -> tuple[BackendSpec, ...]: ...
+
+    @property
+    def health(self) -> HealthSpec: ...
+
+    @property
+    def interval_s(self) -> int: ...
+
+
+class TrafficObservation(Protocol):
+    @property
+    def live(self) -> LiveObject: ...
+
+
+ObservationT = TypeVar("ObservationT", bound=TrafficObservation)
+
+
+@dataclass(frozen=True)
+class ObservedBackends(Generic[ObservationT]):
+    """The traffic object as observed and the signals of every backend found in it."""
+
+    observed: ObservationT
+    readings: list[BackendReading]
+    where: str  # the target, as conditions and Events name it
+
+    def conditions(self) -> list[Condition]:
+        return [metrics_condition(self.readings), backends_condition(self.observed.live.missing, self.where)]
+
+
+async def observe_backends(
+    report: Reporter,
+    observe: Callable[[], Awaitable[ObservationT]],
+    spec: TrafficSpec,
+    memory: SignalMemory,
+    capacity: CapacitySpec | None,
+    none_found: str,
+    needs_every_backend: str | None = None,
+) -> ObservedBackends[ObservationT] | CycleOutcome:
+    """Observe the target and read the signals of the backends it has, or stop the cycle.
+
+    Stops (the :class:`CycleOutcome`) when the target cannot be used, when no backend is in it
+    (``none_found``), when one is missing and ``needs_every_backend`` says why that matters, or
+    when Prometheus refuses a query. Missing backends otherwise get their Warning Event and the
+    ones found are still served.
+    """
+    deps, namespace = report.deps, report.policy.namespace
+    try:
+        observed = await observe()
+        credentials = await read_credentials(deps.kube, namespace, spec.prometheus)
+    except (TargetError, SpecError) as exc:
+        return await refuse(report, exc)
+    where = spec.target.describe()
+    await note_missing_backends(report, observed.live.missing, where)
+    found = [b for b in spec.backends if b.name not in observed.live.missing]
+    if needs_every_backend is not None and len(found) < len(spec.backends):
+        return await report.not_ready("BackendNotFound", f"{needs_every_backend} in {where}")
+    if not found:
+        return await report.not_ready("BackendNotFound", f"{none_found} in {where}")
+    readings = await read_backends(
+        deps,
+        namespace,
+        spec.prometheus,
+        credentials,
+        found,
+        spec.health.rate_window,
+        memory,
+        capacity,
+        spec.interval_s,
+        report.now,
+    )
+    if rejected := rejected_queries(readings):
+        return await report.not_ready("QueryRejected", rejected)
+    return ObservedBackends(observed, readings, where)
 
 
 async def read_backends(

@@ -253,7 +253,7 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 
 
 def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_prometheus(
-    run: Run, kubeconfig: pathlib.Path, tmp_path: pathlib.Path
+    run: Run, kube: client.ApiClient, kubeconfig: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     namespace, prometheus = run.namespace, run.prometheus
     fleet = {"namespace": namespace, "policy": demo.POLICY, "job": "infercast"}
@@ -326,6 +326,15 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     assert {("vllm", "ScaleUp"), ("idle", "Hold"), (MESH_POLICY, "Tighten"), (MESH_POLICY, "Shift")} <= actions
     paths = {d["output"].get("path") for d in lines if d["policy"].endswith("/vllm")}
     assert "forecast" in paths, paths
+    # The demo's model setting is Auto: the records, status and refit metric name the model it chose.
+    refits = prometheus.query(f'infercast_model_last_refit_duration_seconds{{namespace="{namespace}"}}')
+    policy = client.CustomObjectsApi(kube).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, demo.POLICY)
+    models = {d["inputs"]["forecast"]["model"] for d in run.decision_lines() if d["policy"].endswith("/vllm")}
+    chosen_models = models - {"Auto"}
+    assert chosen_models, models
+    assert refits and {s["metric"]["model"] for s in refits} <= chosen_models, refits
+    assert policy["status"]["forecast"]["model"] in chosen_models
+    assert policy["status"]["lastDecision"]["path"] in {"forecast", "reactive", "hold", "limit"}
 
     # `infercast explain` reads the status through the API and the timeline from the log.
     log = tmp_path / "operator.log"

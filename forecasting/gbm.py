@@ -16,14 +16,12 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from forecasting.base import Forecast, NotFittedError, check_request, future_index, make_forecast
-from forecasting.hygiene import regularize
+from forecasting.base import Forecast, future_index, make_forecast
 from forecasting.intervals import residual_quantiles
-from forecasting.level import DampedTrend
-from forecasting.regression import MIN_TRAINING_ROWS, feature_spec, slot_of
+from forecasting.regression import DirectHorizonModel
 
 
-class GradientBoostingForecaster:
+class GradientBoostingForecaster(DirectHorizonModel):
     """Histogram gradient boosting, direct multi-horizon, quantile loss at ``quantile_levels``.
 
     Levels asked of ``predict`` that were not trained come from the mean model's past errors, as
@@ -63,21 +61,12 @@ class GradientBoostingForecaster:
             return self._fit(y)
 
     def _fit(self, y: pd.Series) -> Self:
-        clean = regularize(y, min_points=2)
-        values = clean.values.to_numpy()
-        spec = feature_spec(clean, self.n_lags, self.fourier_order)
-        self.spec_ = spec
-        self.step_ = clean.step
-        self.last_ = clean.values.index[-1]
-        self.slot0_ = slot_of(clean)
-        scale = float(np.std(np.diff(values))) if len(values) > 2 else 0.0
-        self.scale_ = scale if scale > 0 else 1.0
-        self.values_ = values / self.scale_
+        clean = self._learn_history(y)
+        values, spec = clean.values.to_numpy(), self.spec_
         origins = np.arange(spec.warmup(self.max_horizon), len(values) - self.max_horizon)
-        self.fallback_model_ = DampedTrend().fit(clean.values) if len(origins) < MIN_TRAINING_ROWS else None
         self.models_: dict[float | None, HistGradientBoostingRegressor] = {}
         self.errors_: list[np.ndarray] = []
-        if self.fallback_model_ is not None:
+        if self._falls_back(clean, origins):
             return self
         rng = np.random.default_rng(self.random_state)
         rows_per_horizon = min(len(origins), self.max_rows // self.max_horizon)
@@ -104,14 +93,9 @@ class GradientBoostingForecaster:
         return self
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
-        levels = check_request(horizon, quantiles)
-        if not hasattr(self, "models_"):
-            raise NotFittedError("GradientBoostingForecaster.predict called before fit")
-        if horizon > self.max_horizon:
-            raise ValueError(f"horizon {horizon} exceeds max_horizon={self.max_horizon} set at construction")
-        if self.fallback_model_ is not None:
-            forecast = self.fallback_model_.predict(horizon, levels)
-            return make_forecast(forecast.index, forecast.mean, forecast.quantiles, forecast.model, True)
+        levels, fallback = self._checked_request(horizon, quantiles)
+        if fallback is not None:
+            return fallback
         origin = np.array([len(self.values_) - 1])
         features = np.vstack([self._rows(origin, h) for h in range(1, horizon + 1)])
         now = self.values_[-1]

@@ -48,7 +48,51 @@ def slot_of(clean: RegularSeries) -> int:
     return int(clean.values.index[0].value // clean.step.value)
 
 
-class LinearForecaster:
+class DirectHorizonModel:
+    """What the direct multi-horizon models (linear, boosted) share around their own learning.
+
+    Both learn on the history divided by the spread of its steps, so one regularisation suits
+    every series, and both hand a history too short to train on to a damped trend: they differ
+    only in how the change at each horizon is learnt from the features.
+    """
+
+    name: ClassVar[str]
+    max_horizon: int
+    n_lags: int
+    fourier_order: int
+
+    def _learn_history(self, y: pd.Series) -> RegularSeries:
+        """Learn the feature spec, grid and scale of ``y``; the regular series, for the caller to train on."""
+        clean = regularize(y, min_points=2)
+        values = clean.values.to_numpy()
+        self.spec_ = feature_spec(clean, self.n_lags, self.fourier_order)
+        self.step_ = clean.step
+        self.last_ = clean.values.index[-1]
+        self.slot0_ = slot_of(clean)
+        scale = float(np.std(np.diff(values))) if len(values) > 2 else 0.0
+        self.scale_ = scale if scale > 0 else 1.0
+        self.values_ = values / self.scale_
+        return clean
+
+    def _falls_back(self, clean: RegularSeries, origins: np.ndarray) -> bool:
+        """Whether too few training ``origins`` leave the forecasts to a damped trend (then fitted)."""
+        self.fallback_model_ = DampedTrend().fit(clean.values) if len(origins) < MIN_TRAINING_ROWS else None
+        return self.fallback_model_ is not None
+
+    def _checked_request(self, horizon: int, quantiles: Sequence[float]) -> tuple[tuple[float, ...], Forecast | None]:
+        """The quantile levels asked for, and the whole forecast when the damped trend stood in."""
+        levels = check_request(horizon, quantiles)
+        if not hasattr(self, "errors_"):
+            raise NotFittedError(f"{type(self).__name__}.predict called before fit")
+        if horizon > self.max_horizon:
+            raise ValueError(f"horizon {horizon} exceeds max_horizon={self.max_horizon} set at construction")
+        if self.fallback_model_ is None:
+            return levels, None
+        forecast = self.fallback_model_.predict(horizon, levels)
+        return levels, make_forecast(forecast.index, forecast.mean, forecast.quantiles, forecast.model, True)
+
+
+class LinearForecaster(DirectHorizonModel):
     """Ridge regression per horizon on :class:`LagFeatures`, quantiles from its own past errors.
 
     ``max_horizon`` is fixed at fit: each horizon is its own model. ``max_rows`` bounds the
@@ -72,25 +116,16 @@ class LinearForecaster:
         self.max_rows = max_rows
 
     def fit(self, y: pd.Series) -> Self:
-        clean = regularize(y, min_points=2)
-        values = clean.values.to_numpy()
-        spec = feature_spec(clean, self.n_lags, self.fourier_order)
-        self.spec_ = spec
-        self.step_ = clean.step
-        self.last_ = clean.values.index[-1]
-        self.slot0_ = slot_of(clean)
-        scale = float(np.std(np.diff(values))) if len(values) > 2 else 0.0
-        self.scale_ = scale if scale > 0 else 1.0
-        self.values_ = values / self.scale_
+        clean = self._learn_history(y)
+        values, spec = clean.values.to_numpy(), self.spec_
         # One set of origins for every horizon, so the horizon-independent block of the normal
         # equations is computed once; it costs the last ``max_horizon`` rows of the shortest ones.
         first = max(spec.warmup(self.max_horizon), len(values) - self.max_horizon - self.max_rows)
         origins = np.arange(first, len(values) - self.max_horizon)
-        self.fallback_model_ = DampedTrend().fit(clean.values) if len(origins) < MIN_TRAINING_ROWS else None
         self.coefficients_: list[np.ndarray] = []
         self.errors_: list[np.ndarray] = []
         self.feature_ranges_: list[tuple[np.ndarray, np.ndarray]] = []
-        if self.fallback_model_ is not None:
+        if self._falls_back(clean, origins):
             return self
         base = _with_intercept(spec.base_rows(self.values_, origins, self.slot0_))
         base_gram = base.T @ base
@@ -113,14 +148,9 @@ class LinearForecaster:
         return self
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
-        levels = check_request(horizon, quantiles)
-        if not hasattr(self, "coefficients_"):
-            raise NotFittedError("LinearForecaster.predict called before fit")
-        if horizon > self.max_horizon:
-            raise ValueError(f"horizon {horizon} exceeds max_horizon={self.max_horizon} set at construction")
-        if self.fallback_model_ is not None:
-            forecast = self.fallback_model_.predict(horizon, levels)
-            return make_forecast(forecast.index, forecast.mean, forecast.quantiles, forecast.model, True)
+        levels, fallback = self._checked_request(horizon, quantiles)
+        if fallback is not None:
+            return fallback
         origin = np.array([len(self.values_) - 1])
         base = _with_intercept(self.spec_.base_rows(self.values_, origin, self.slot0_))[0]
         # A state outside those the model was fitted on (the level just shifted, so every lag and

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, TypeVar
+
+from controller.kube import KubeError
+from controller.spec_common import TargetRef
 
 ObservedT = TypeVar("ObservedT")
 DesiredT_contra = TypeVar("DesiredT_contra", contravariant=True)
@@ -15,6 +20,22 @@ class TargetError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+@contextmanager
+def refused_when_missing(reason: str, message: str) -> Iterator[None]:
+    """The API's 404 inside the block as a :class:`TargetError`: a target or kind that does not
+    exist is the policy's problem (a condition), not the operator's (a crash); other errors pass."""
+    try:
+        yield
+    except KubeError as exc:
+        if exc.not_found:
+            raise TargetError(reason, message) from exc
+        raise
+
+
+def refused_when_target_missing(target: TargetRef, namespace: str) -> AbstractContextManager[None]:
+    return refused_when_missing("TargetNotFound", f"{target.describe()} not found in namespace {namespace}")
 
 
 class Actuator(Protocol[ObservedT, DesiredT_contra]):

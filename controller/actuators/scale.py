@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.actuators.base import TargetError
-from controller.kube import Kube, KubeError, ObjectRef, Resource
+from controller.actuators.base import TargetError, refused_when_missing, refused_when_target_missing
+from controller.kube import Kube, ObjectRef, Resource
 from controller.spec import TargetRef
 
 
@@ -29,27 +29,17 @@ class ScaleActuator:
     target: TargetRef
 
     async def _resource(self) -> Resource:
-        try:
+        with refused_when_missing("UnknownKind", f"{self.target.api_version} has no kind {self.target.kind}"):
             resource = await self.kube.resource(self.target.api_version, self.target.kind)
-        except KubeError as exc:
-            if exc.not_found:
-                raise TargetError("UnknownKind", f"{self.target.api_version} has no kind {self.target.kind}") from exc
-            raise
         if "scale" not in resource.subresources:
             raise TargetError("NoScaleSubresource", f"{self.target.kind} ({resource.plural}) has no scale subresource")
         return resource
 
     async def observe(self) -> ScaleObservation:
         resource = await self._resource()
-        try:
+        with refused_when_target_missing(self.target, self.namespace):
             scale = await self.kube.get(resource, self.namespace, self.target.name, "scale")
             workload = await self.kube.get(resource, self.namespace, self.target.name)
-        except KubeError as exc:
-            if exc.not_found:
-                raise TargetError(
-                    "TargetNotFound", f"{self.target.describe()} not found in namespace {self.namespace}"
-                ) from exc
-            raise
         status = workload.get("status") or {}
         meta = workload.get("metadata") or {}
         return ScaleObservation(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from controller.actuators.base import TargetError
+from controller.actuators.base import refused_when_missing, refused_when_target_missing
 from controller.actuators.ownership import refuse_foreign
 from controller.actuators.patching import Path, patch_ops
-from controller.kube import Kube, KubeError, ObjectRef, Resource
+from controller.kube import Kube, ObjectRef, Resource
 from controller.spec_common import TargetRef
 
 JSON_PATCH = "application/json-patch+json"
@@ -32,27 +32,15 @@ class TrafficObject:
     target: TargetRef
 
     async def _resource(self) -> Resource:
-        try:
+        unknown = f"the API serves no {self.target.kind} in {self.target.api_version}: is the CRD installed?"
+        with refused_when_missing("UnknownKind", unknown):
             return await self.kube.resource(self.target.api_version, self.target.kind)
-        except KubeError as exc:
-            if exc.not_found:
-                raise TargetError(
-                    "UnknownKind",
-                    f"the API serves no {self.target.kind} in {self.target.api_version}: is the CRD installed?",
-                ) from exc
-            raise
 
     async def read(self) -> tuple[ObjectRef, dict[str, Any]]:
         """The live object; refused when missing or managed by Flagger or Argo Rollouts."""
         resource = await self._resource()
-        try:
+        with refused_when_target_missing(self.target, self.namespace):
             body = await self.kube.get(resource, self.namespace, self.target.name)
-        except KubeError as exc:
-            if exc.not_found:
-                raise TargetError(
-                    "TargetNotFound", f"{self.target.describe()} not found in namespace {self.namespace}"
-                ) from exc
-            raise
         refuse_foreign(body, self.target.describe())
         ref = ObjectRef(
             self.target.api_version, self.target.kind, self.namespace, self.target.name, body["metadata"].get("uid")

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 
 import pytest
 
 from controller.devcluster.prometheus import Prometheus
 from controller.prometheus import MAX_RANGE_POINTS, Credentials, MetricError, PrometheusPool, parse_range, range_step
-from controller.spec import PrometheusSpec
 from tests.harness.exporter import Exporter
+from tests.harness.series import spec_for, two_pod_gauge
 
 
 @pytest.fixture(scope="module")
 def series(exporter: Exporter, prometheus: Prometheus) -> str:
     """A gauge unique to the test, exposed for two pods, with a few seconds of history already scraped."""
-    name = f"infercast_range_{secrets.token_hex(4)}"
-    exporter.set_gauge(name, 3.0, pod="a")
-    exporter.set_gauge(name, 4.5, pod="b")
-    prometheus.wait_for_series(f"count(count_over_time({name}[1m]) >= 6) == 2", timeout=20)
-    return name
-
-
-def spec_for(prometheus: Prometheus) -> PrometheusSpec:
-    return PrometheusSpec(url=prometheus.url, timeout_s=2.0)
+    return two_pod_gauge(exporter, prometheus, "infercast_range", "count(count_over_time({name}[1m]) >= 6) == 2")
 
 
 async def test_reads_the_history_of_one_series_on_the_step_grid(series: str, prometheus: Prometheus) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import pytest
 
@@ -11,6 +10,7 @@ from controller.devcluster.prometheus import Prometheus, free_port
 from controller.prometheus import Credentials, MetricError, PrometheusPool
 from controller.spec import PrometheusSpec
 from tests.harness.exporter import Exporter
+from tests.harness.series import spec_for, two_pod_gauge
 
 
 class FakeClock:
@@ -26,15 +26,7 @@ class FakeClock:
 @pytest.fixture
 def series(exporter: Exporter, prometheus: Prometheus) -> str:
     """A gauge name unique to the test, exposed for two pods and already scraped."""
-    name = f"infercast_test_{secrets.token_hex(4)}"
-    exporter.set_gauge(name, 3.0, pod="a")
-    exporter.set_gauge(name, 4.5, pod="b")
-    prometheus.wait_for_series(f"count({name}) == 2", timeout=20)
-    return name
-
-
-def spec_for(prometheus: Prometheus) -> PrometheusSpec:
-    return PrometheusSpec(url=prometheus.url, timeout_s=2.0)
+    return two_pod_gauge(exporter, prometheus, "infercast_test", "count({name}) == 2")
 
 
 async def test_reads_a_single_value(series: str, prometheus: Prometheus) -> None:

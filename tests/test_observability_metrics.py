@@ -130,6 +130,15 @@ def test_a_circuit_breaker_record_gives_scores_flagged_count_and_settings() -> N
     }
 
 
+def test_the_failure_score_is_the_one_the_decision_used() -> None:
+    """A backend flagged by a spec limit while its detector is still calm shows the decision's score."""
+    inputs = {"backends": [{"name": "v1", "failureScore": 0.0}]}
+    output = {"backends": [{"name": "v1", "failureScore": 1.0, "ejected": True}]}
+    cbp = record(kind="CircuitBreakerPolicy", action="Tighten", from_=0, to=1, inputs=inputs, output=output)
+    assert Sample("infercast_failure_score", 1.0, ("v1",)) in set(samples_of(cbp))
+    assert Sample("infercast_failure_score", 0.0, ("v1",)) not in set(samples_of(cbp))
+
+
 def test_a_real_circuit_breaker_record_gives_every_setting_of_every_backend() -> None:
     cbp = breaker_record({"h100": 0.3, "l4": 0.0})
     settings = {(s.family, s.extra): s.value for s in samples_of(cbp) if s.family.endswith("_setting")}

@@ -90,7 +90,12 @@ POLICY_GAUGES: tuple[Family, ...] = (
         "Recent relative error of the forecast (mean absolute error over mean load).",
         FORECAST,
     ),
-    Family("infercast_failure_score", "Anomaly score of a backend in [0, 1].", CIRCUIT_BREAKING, ("backend",)),
+    Family(
+        "infercast_failure_score",
+        "Failure score of a backend in [0, 1] as the decision used it (detector and spec limits).",
+        CIRCUIT_BREAKING,
+        ("backend",),
+    ),
     Family(
         "infercast_flagged_backends",
         "Backends the circuit breaker holds at the tight end of its bounds (ejecting outliers sooner).",
@@ -200,7 +205,10 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
     samples += _samples("infercast_capacity_per_replica", forecast.get("capacityPerReplica"))
     samples += _samples("infercast_lead_time_seconds", forecast.get("leadTimeSeconds"))
     samples += _samples("infercast_forecast_error_ratio", forecast.get("recentErrorRatio"))
-    for backend in _objects(inputs.get("backends")):
+    # The score the decision used (detector and spec limits combined) is in the output; a record
+    # without one shows the detector's own score from its inputs.
+    scored = _objects(output.get("backends")) or _objects(inputs.get("backends"))
+    for backend in scored:
         samples += _samples("infercast_failure_score", backend.get("failureScore"), str(backend.get("name")))
     if record.kind == CIRCUIT_BREAKING:
         samples += _samples("infercast_flagged_backends", record.to)  # `to` counts the flagged backends

@@ -22,6 +22,7 @@ prometheus:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check controller forecasting policies tests benchmarks
+	$(VENV)/bin/ruff format --check controller forecasting policies tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

@@ -63,8 +63,16 @@ def run(data_dir: Path, out_dir: Path) -> Path:
 
 def judge(results_dir: Path, judge_script: Path, labels: Path, data_dir: Path) -> int:
     """Run NAB's reference scorer on the results and let it print its table."""
-    command = [sys.executable, str(judge_script), "--results", str(results_dir),
-               "--labels", str(labels), "--data", str(data_dir)]
+    command = [
+        sys.executable,
+        str(judge_script),
+        "--results",
+        str(results_dir),
+        "--labels",
+        str(labels),
+        "--data",
+        str(data_dir),
+    ]
     print("$ " + " ".join(command), flush=True)
     return subprocess.run(command, check=False).returncode
 

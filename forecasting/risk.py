@@ -64,13 +64,23 @@ def _quantile_table(forecast: Forecast) -> tuple[np.ndarray, np.ndarray]:
 def _exceedance(levels: np.ndarray, quantiles: np.ndarray, threshold: float) -> float:
     """P(X > threshold) for one step whose quantile function passes through (levels, quantiles)."""
     if threshold < quantiles[0]:
-        lower_rate = _tail_rate(levels[0], levels[1] if len(levels) > 1 else None,
-                                quantiles[0], quantiles[1] if len(levels) > 1 else None, upper=False)
+        lower_rate = _tail_rate(
+            levels[0],
+            levels[1] if len(levels) > 1 else None,
+            quantiles[0],
+            quantiles[1] if len(levels) > 1 else None,
+            upper=False,
+        )
         below = levels[0] * math.exp(-(quantiles[0] - threshold) * lower_rate) if lower_rate else 0.0
         return 1.0 - below
     if threshold >= quantiles[-1]:
-        upper_rate = _tail_rate(levels[-1], levels[-2] if len(levels) > 1 else None,
-                                quantiles[-1], quantiles[-2] if len(levels) > 1 else None, upper=True)
+        upper_rate = _tail_rate(
+            levels[-1],
+            levels[-2] if len(levels) > 1 else None,
+            quantiles[-1],
+            quantiles[-2] if len(levels) > 1 else None,
+            upper=True,
+        )
         if not upper_rate:
             return 0.0
         return float((1.0 - levels[-1]) * math.exp(-(threshold - quantiles[-1]) * upper_rate))

@@ -64,9 +64,7 @@ def replicas_changed_within(events: Timed, period_seconds: int, now: float) -> i
     return sum(replicas for time, replicas in events if time > cutoff)
 
 
-def rate_limit(
-    direction: Direction, current: int, state: ScalingState, rules: ScalingRules, now: float
-) -> RateLimit:
+def rate_limit(direction: Direction, current: int, state: ScalingState, rules: ScalingRules, now: float) -> RateLimit:
     """The highest (``"up"``) or lowest (``"down"``) count the rules of ``direction`` allow."""
     if rules.select_policy == "Disabled":
         return RateLimit(current, None)

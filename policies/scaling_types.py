@@ -72,8 +72,7 @@ class ScalingPolicyRule:
             raise ValueError(f"scaling policy value must be > 0, got {self.value}")
         if not 0 < self.period_seconds <= MAX_POLICY_PERIOD_SECONDS:
             raise ValueError(
-                f"scaling policy period must be in (0, {MAX_POLICY_PERIOD_SECONDS}] s, "
-                f"got {self.period_seconds}"
+                f"scaling policy period must be in (0, {MAX_POLICY_PERIOD_SECONDS}] s, got {self.period_seconds}"
             )
 
     def __str__(self) -> str:

@@ -89,9 +89,7 @@ def test_invalid_arguments_are_refused() -> None:
         failure_risk(broken, 1.0)
 
 
-quantile_tables = st.lists(
-    st.floats(min_value=-1e3, max_value=1e3), min_size=3, max_size=3
-).map(sorted)
+quantile_tables = st.lists(st.floats(min_value=-1e3, max_value=1e3), min_size=3, max_size=3).map(sorted)
 
 
 @settings(max_examples=200, deadline=None)
@@ -99,9 +97,7 @@ quantile_tables = st.lists(
     table=st.lists(quantile_tables, min_size=1, max_size=4),
     thresholds=st.lists(st.floats(min_value=-2e3, max_value=2e3), min_size=2, max_size=8).map(sorted),
 )
-def test_risk_is_a_probability_monotone_in_the_threshold(
-    table: list[list[float]], thresholds: list[float]
-) -> None:
+def test_risk_is_a_probability_monotone_in_the_threshold(table: list[list[float]], thresholds: list[float]) -> None:
     steps = np.array(table).T  # levels x steps
     fc = forecast({0.1: list(steps[0]), 0.5: list(steps[1]), 0.95: list(steps[2])})
     above = [failure_risk(fc, t) for t in thresholds]

@@ -34,8 +34,9 @@ def echo(spec: kopf.Spec, namespace: str | None, body: kopf.Body, patch: kopf.Pa
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def created(spec: kopf.Spec, status: kopf.Status, namespace: str | None, body: kopf.Body, patch: kopf.Patch,
-            **_: Any) -> None:
+def created(
+    spec: kopf.Spec, status: kopf.Status, namespace: str | None, body: kopf.Body, patch: kopf.Patch, **_: Any
+) -> None:
     echo(spec, namespace, body, patch)
     # Counts creations so that a test can tell a resumed operator from one that starts over.
     patch.status["creations"] = int(status.get("creations", 0)) + 1

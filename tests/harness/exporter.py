@@ -63,9 +63,7 @@ class Exporter:
         """Counters only go up; ``name`` may end in ``_total`` (it is exposed with it either way)."""
         self._child(Counter, name, labels).inc(amount)
 
-    def observe(
-        self, name: str, value: float, *, buckets: Sequence[float] = DEFAULT_BUCKETS, **labels: str
-    ) -> None:
+    def observe(self, name: str, value: float, *, buckets: Sequence[float] = DEFAULT_BUCKETS, **labels: str) -> None:
         self._child(Histogram, name, labels, buckets=tuple(buckets)).observe(value)
 
     def remove(self, name: str, **labels: str) -> None:

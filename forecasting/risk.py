@@ -71,7 +71,8 @@ def _exceedance(levels: np.ndarray, quantiles: np.ndarray, threshold: float) -> 
             quantiles[1] if len(levels) > 1 else None,
             upper=False,
         )
-        below = levels[0] * math.exp(-(quantiles[0] - threshold) * lower_rate) if lower_rate else 0.0
+        distance = float(quantiles[0]) - float(threshold)
+        below = float(levels[0]) * math.exp(-distance * float(lower_rate)) if lower_rate else 0.0
         return 1.0 - below
     if threshold >= quantiles[-1]:
         upper_rate = _tail_rate(
@@ -83,7 +84,9 @@ def _exceedance(levels: np.ndarray, quantiles: np.ndarray, threshold: float) -> 
         )
         if not upper_rate:
             return 0.0
-        return float((1.0 - levels[-1]) * math.exp(-(threshold - quantiles[-1]) * upper_rate))
+        # Python floats: an astronomically far threshold gives exp(-inf) = 0, not a numpy overflow warning.
+        distance = float(threshold) - float(quantiles[-1])
+        return (1.0 - float(levels[-1])) * math.exp(-distance * float(upper_rate))
     # Inside the table: the CDF is linear between neighbouring quantiles. On a flat stretch (equal
     # quantiles) the highest level reached at the threshold is the CDF there.
     upper = int(np.searchsorted(quantiles, threshold, side="right"))

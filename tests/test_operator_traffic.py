@@ -195,35 +195,45 @@ def canary_ttft(mesh: Mesh) -> float | None:
     return next(b["ttftSeconds"] for b in inputs["backends"] if b["name"] == "canary")
 
 
-def test_a_failing_pool_is_tightened_and_drained_then_recovers_without_flapping(
-    mesh: Mesh, exporter: Exporter, operator: OperatorFactory
-) -> None:
-    pools = {"h100": Backend(), "l4": Backend()}
+def two_pools_in_a_mesh(mesh: Mesh) -> dict[str, Backend]:
+    """Pools h100 and l4, subsets of one DestinationRule and half the traffic each of one VirtualService."""
     mesh.create_pools("h100", "l4")
     mesh.create(destination_rule("vllm", HOST, ["h100", "l4"]))
     mesh.create(virtual_service("vllm", HOST, {"h100": 50, "l4": 50}))
+    return {"h100": Backend(), "l4": Backend()}
+
+
+def create_breaker_and_router(mesh: Mesh, health: dict[str, Any], **routing: Any) -> None:
+    """A CircuitBreakerPolicy on the DestinationRule (h100 serves twice what l4 does per replica)
+    and a RoutingPolicy on the VirtualService, both named ``vllm`` and judging by ``health``."""
+    mesh.create(
+        mesh.policy(
+            "CircuitBreakerPolicy",
+            "vllm",
+            targetRef={"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "name": "vllm"},
+            backends=[backend("h100", requestsPerReplica=20), backend("l4", requestsPerReplica=10)],
+            health=health,
+        )
+    )
+    mesh.create(
+        mesh.policy(
+            "RoutingPolicy",
+            "vllm",
+            targetRef={"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"},
+            backends=[backend("h100"), backend("l4")],
+            health=health,
+            **routing,
+        )
+    )
+
+
+def test_a_failing_pool_is_tightened_and_drained_then_recovers_without_flapping(
+    mesh: Mesh, exporter: Exporter, operator: OperatorFactory
+) -> None:
+    pools = two_pools_in_a_mesh(mesh)
     with Traffic(mesh.namespace, exporter, pools):
         process = start_operator(operator, mesh.namespace)
-        mesh.create(
-            mesh.policy(
-                "CircuitBreakerPolicy",
-                "vllm",
-                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "name": "vllm"},
-                backends=[backend("h100", requestsPerReplica=20), backend("l4", requestsPerReplica=10)],
-                health=HEALTH,
-            )
-        )
-        mesh.create(
-            mesh.policy(
-                "RoutingPolicy",
-                "vllm",
-                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"},
-                backends=[backend("h100"), backend("l4")],
-                health=HEALTH,
-                maxStepPercent=20,
-                probePercent=5,
-            )
-        )
+        create_breaker_and_router(mesh, HEALTH, maxStepPercent=20, probePercent=5)
         relaxed = wait_until(lambda: mesh.outlier("h100").get("consecutive5xxErrors"), timeout=30)
         assert relaxed == 10 and mesh.outlier("l4")["consecutive5xxErrors"] == 10
         wait_until(lambda: mesh.status("RoutingPolicy", "vllm").get("lastDecision"), timeout=CYCLE_TIMEOUT_S)
@@ -302,10 +312,7 @@ def test_warmed_detectors_tighten_and_drain_a_failure_the_spec_limits_miss(
 ) -> None:
     now = time.time()
     prometheus.backfill(calm_history(mesh.namespace, exporter.address, ["h100", "l4"], now - 1800, now - 60))
-    pools = {"h100": Backend(), "l4": Backend()}
-    mesh.create_pools("h100", "l4")
-    mesh.create(destination_rule("vllm", HOST, ["h100", "l4"]))
-    mesh.create(virtual_service("vllm", HOST, {"h100": 50, "l4": 50}))
+    pools = two_pools_in_a_mesh(mesh)
     with Traffic(mesh.namespace, exporter, pools):
         # Live samples for a whole rate window, so that the first live points look like the history.
         prometheus.wait_for_series(
@@ -314,25 +321,7 @@ def test_warmed_detectors_tighten_and_drain_a_failure_the_spec_limits_miss(
             timeout=30,
         )
         process = start_operator(operator, mesh.namespace)
-        target = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "name": "vllm"}
-        mesh.create(
-            mesh.policy(
-                "CircuitBreakerPolicy",
-                "vllm",
-                targetRef=target,
-                backends=[backend("h100", requestsPerReplica=20), backend("l4", requestsPerReplica=10)],
-                health=DETECTOR_HEALTH,
-            )
-        )
-        mesh.create(
-            mesh.policy(
-                "RoutingPolicy",
-                "vllm",
-                targetRef={"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "vllm"},
-                backends=[backend("h100"), backend("l4")],
-                health=DETECTOR_HEALTH,
-            )
-        )
+        create_breaker_and_router(mesh, DETECTOR_HEALTH)
         wait_until(lambda: len(decisions(process, "RoutingPolicy")) >= 2, timeout=30)
         warmed = [int(n) for n in re.findall(r"detectors of backend h100 warmed from (\d+) points", process.log_text())]
         assert len(warmed) == 2 and min(warmed) >= 2 * 150, (

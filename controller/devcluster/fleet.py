@@ -166,6 +166,11 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [base + (index < remainder) for index in range(parts)]
 
 
+# The simulated replicas are one GPU each; DCGM labels a GPU with its model name.
+SIMULATED_GPU = "NVIDIA H100 80GB HBM3 (simulated)"
+GPU_UTIL_SMOOTHING = 0.1
+
+
 class VllmMetrics:
     """The vLLM metric families of the fleet, one ``namespace``/``pod``/``model_name`` set per pod.
 
@@ -214,6 +219,13 @@ class VllmMetrics:
             "vllm:request_success", "Count of successfully processed requests.",
             (*labels, "finished_reason"), registry=self.registry,
         )  # fmt: skip
+        # What NVIDIA's DCGM exporter shows for the pod's one GPU (with its Kubernetes pod mapping):
+        # the share of recent time the engine was busy, as a percentage.
+        self._gpu_util = Gauge(
+            "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", ("namespace", "pod", "gpu", "modelName"),
+            registry=self.registry,
+        )  # fmt: skip
+        self._busy: dict[str, float] = {}
 
     def render(self) -> bytes:
         """The plain text exposition format, whatever the client asked for.
@@ -263,6 +275,11 @@ class VllmMetrics:
             waiting = replica.awaiting_prefill + router_share.get(replica.replica_id, 0)
             self._waiting.labels(*labels).set(waiting)
             self._kv_cache.labels(*labels).set(held / self._max_seqs)
+            # DCGM averages utilisation over its sampling period; an EWMA of "busy at this tick" does
+            # the same over about ten ticks.
+            busy = self._busy.get(pod, 0.0) + GPU_UTIL_SMOOTHING * (float(held > 0) - self._busy.get(pod, 0.0))
+            self._busy[pod] = busy
+            self._gpu_util.labels(self._namespace, pod, "0", SIMULATED_GPU).set(round(100 * busy, 1))
             # Decoding is a fluid in the engine; tokens leave a real engine whole.
             tokens = (replica.prompt_tokens_total, math.floor(replica.generation_tokens_total))
             prompt_before, generation_before = self._published_tokens.get(pod, (0, 0))
@@ -283,6 +300,8 @@ class VllmMetrics:
             self._prompt_tokens, self._generation_tokens, self._success,
         ):  # fmt: skip
             family.remove_by_labels({"pod": pod})
+        self._gpu_util.remove_by_labels({"pod": pod})
+        self._busy.pop(pod, None)
         self._published_tokens.pop(pod, None)
 
 

@@ -10,73 +10,24 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Self
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 
-class ReadyFollower:
-    def __init__(self, apps: client.AppsV1Api, namespace: str, name: str, *, delay_s: float = 0.0) -> None:
-        self.apps = apps
-        self.namespace = namespace
-        self.name = name
-        self.delay_s = delay_s
-        self.paused = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ready-{name}", daemon=True)
+class _Follower:
+    """Calls ``_sync`` every 0.2 s on a daemon thread for the length of a ``with`` block.
 
-    def __enter__(self) -> ReadyFollower:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        changed_at, last_spec = time.monotonic(), -1
-        while not self._stop.wait(0.2):
-            try:
-                deployment = self.apps.read_namespaced_deployment(self.name, self.namespace)
-            except ApiException:
-                continue
-            spec = deployment.spec.replicas or 0
-            if spec != last_spec:
-                changed_at, last_spec = time.monotonic(), spec
-            ready = deployment.status.ready_replicas if deployment.status else None
-            if self.paused or time.monotonic() - changed_at < self.delay_s or ready == spec:
-                continue
-            self.apps.patch_namespaced_deployment_status(
-                self.name,
-                self.namespace,
-                {"status": {"replicas": spec, "readyReplicas": spec, "availableReplicas": spec}},
-            )
-
-
-class PodFollower:
-    """A Deployment controller and kubelet that make Pod objects: one per replica, Ready ``delay_s`` after creation.
-
-    The API server stamps each Pod's ``creationTimestamp``; the ``Ready`` condition's
-    ``lastTransitionTime`` is written when the delay is over, so an operator measuring start-ups
-    from pods sees ``delay_s`` (to the second, the precision of Kubernetes timestamps).
-    Scale-downs delete the newest pods; the Deployment's ``readyReplicas`` follows the Ready pods.
+    An API error (a conflict with the operator's own write, a namespace being deleted) skips
+    that turn: the next one reads the Deployment afresh, as a real controller's resync would.
     """
 
-    def __init__(
-        self, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str, name: str, *, delay_s: float
-    ) -> None:
-        self.core = core
-        self.apps = apps
-        self.namespace = namespace
-        self.name = name
-        self.delay_s = delay_s
-        self._created: dict[str, float] = {}  # pod name -> monotonic creation time
-        self._ready: set[str] = set()
-        self._next = 0
+    def __init__(self, thread_name: str) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"pods-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
-    def __enter__(self) -> PodFollower:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -90,6 +41,57 @@ class PodFollower:
                 self._sync()
             except ApiException:
                 continue
+
+    def _sync(self) -> None:
+        raise NotImplementedError
+
+
+class ReadyFollower(_Follower):
+    def __init__(self, apps: client.AppsV1Api, namespace: str, name: str, *, delay_s: float = 0.0) -> None:
+        super().__init__(f"ready-{name}")
+        self.apps = apps
+        self.namespace = namespace
+        self.name = name
+        self.delay_s = delay_s
+        self.paused = False
+        self._changed_at, self._last_spec = time.monotonic(), -1
+
+    def _sync(self) -> None:
+        deployment = self.apps.read_namespaced_deployment(self.name, self.namespace)
+        spec = deployment.spec.replicas or 0
+        if spec != self._last_spec:
+            self._changed_at, self._last_spec = time.monotonic(), spec
+        ready = deployment.status.ready_replicas if deployment.status else None
+        if self.paused or time.monotonic() - self._changed_at < self.delay_s or ready == spec:
+            return
+        self.apps.patch_namespaced_deployment_status(
+            self.name,
+            self.namespace,
+            {"status": {"replicas": spec, "readyReplicas": spec, "availableReplicas": spec}},
+        )
+
+
+class PodFollower(_Follower):
+    """A Deployment controller and kubelet that make Pod objects: one per replica, Ready ``delay_s`` after creation.
+
+    The API server stamps each Pod's ``creationTimestamp``; the ``Ready`` condition's
+    ``lastTransitionTime`` is written when the delay is over, so an operator measuring start-ups
+    from pods sees ``delay_s`` (to the second, the precision of Kubernetes timestamps).
+    Scale-downs delete the newest pods; the Deployment's ``readyReplicas`` follows the Ready pods.
+    """
+
+    def __init__(
+        self, core: client.CoreV1Api, apps: client.AppsV1Api, namespace: str, name: str, *, delay_s: float
+    ) -> None:
+        super().__init__(f"pods-{name}")
+        self.core = core
+        self.apps = apps
+        self.namespace = namespace
+        self.name = name
+        self.delay_s = delay_s
+        self._created: dict[str, float] = {}  # pod name -> monotonic creation time
+        self._ready: set[str] = set()
+        self._next = 0
 
     def _sync(self) -> None:
         deployment = self.apps.read_namespaced_deployment(self.name, self.namespace)

@@ -18,12 +18,11 @@ from controller.actuators.ownership import ForeignOwnerError
 from controller.actuators.traffic import LiveObject
 from controller.conditions import Condition
 from controller.credentials import read_credentials
-from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, Reporter
+from controller.cycle import NO_CONFLICT, CycleOutcome, Reporter
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError, ObjectRef
-from controller.prometheus import Credentials
 from controller.spec_common import PrometheusSpec, SpecError, TargetRef
-from controller.traffic_signals import BackendReading, SignalMemory, read_signals
+from controller.traffic_signals import BackendReading, SignalMemory, SignalSource, read_signals
 from controller.traffic_spec import BackendSpec, CapacitySpec, HealthSpec
 from policies import BackendVerdict
 
@@ -98,55 +97,15 @@ async def observe_backends(
         return await report.not_ready("BackendNotFound", f"{needs_every_backend} in {where}")
     if not found:
         return await report.not_ready("BackendNotFound", f"{none_found} in {where}")
-    readings = await read_backends(
-        deps,
-        namespace,
-        spec.prometheus,
-        credentials,
-        found,
-        spec.health.rate_window,
-        memory,
-        capacity,
-        spec.interval_s,
-        report.now,
+    source = SignalSource(deps.prometheus, spec.prometheus, credentials, namespace, spec.health.rate_window)
+    readings = list(
+        await asyncio.gather(
+            *(read_signals(source, deps.kube, b, memory, capacity, spec.interval_s, report.now) for b in found)
+        )
     )
     if rejected := rejected_queries(readings):
         return await report.not_ready("QueryRejected", rejected)
     return ObservedBackends(observed, readings, where)
-
-
-async def read_backends(
-    deps: Deps,
-    namespace: str,
-    prometheus: PrometheusSpec,
-    credentials: Credentials,
-    backends: Sequence[BackendSpec],
-    window: str,
-    memory: SignalMemory,
-    capacity: CapacitySpec | None,
-    interval_s: int,
-    now: float,
-) -> list[BackendReading]:
-    return list(
-        await asyncio.gather(
-            *(
-                read_signals(
-                    deps.prometheus,
-                    deps.kube,
-                    prometheus,
-                    credentials,
-                    namespace,
-                    b,
-                    window,
-                    memory,
-                    capacity,
-                    interval_s,
-                    now,
-                )
-                for b in backends
-            )
-        )
-    )
 
 
 def rejected_queries(readings: Sequence[BackendReading]) -> str:

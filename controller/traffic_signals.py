@@ -55,6 +55,21 @@ WARMUP_POINTS = 360
 WARMUP_S = 3 * 3600
 
 
+@dataclass(frozen=True)
+class SignalSource:
+    """Where one policy reads its backends' signals: its Prometheus, as its credentials allow, for
+    its namespace, with rates over its window. The same for every backend and every query of a cycle."""
+
+    pool: PrometheusPool
+    prometheus: PrometheusSpec
+    credentials: Credentials
+    namespace: str
+    window: str
+
+    def queries(self, backend: BackendSpec) -> dict[str, str]:
+        return backend_queries(self.namespace, backend, self.window)
+
+
 def backend_queries(namespace: str, backend: BackendSpec, window: str) -> dict[str, str]:
     """PromQL per signal for one backend, over ``window`` (e.g. ``1m``)."""
     workload = backend.workload
@@ -150,15 +165,7 @@ def _requests_in(rate: float | None, window: str) -> float | None:
 
 
 async def warm_up(
-    pool: PrometheusPool,
-    prometheus: PrometheusSpec,
-    credentials: Credentials,
-    namespace: str,
-    backend: BackendSpec,
-    window: str,
-    memory: SignalMemory,
-    interval_s: int,
-    now: float,
+    source: SignalSource, backend: BackendSpec, memory: SignalMemory, interval_s: int, now: float
 ) -> None:
     """Once per backend and daemon: replay the recent history of its signals into its detectors.
 
@@ -170,13 +177,13 @@ async def warm_up(
     if backend.name in memory.warmed:
         return
     memory.warmed.add(backend.name)
-    queries = backend_queries(namespace, backend, window)
+    queries = source.queries(backend)
     span = min(WARMUP_S, WARMUP_POINTS * interval_s)
 
     async def history(metric: str) -> tuple[str, RangeSamples | None]:
         try:
-            samples = await pool.range_query(
-                prometheus, credentials, queries[metric], start=now - span, end=now, step_s=interval_s
+            samples = await source.pool.range_query(
+                source.prometheus, source.credentials, queries[metric], start=now - span, end=now, step_s=interval_s
             )
         except MetricError:
             return metric, None
@@ -208,47 +215,37 @@ class BackendReading:
 
 
 async def read_backend(
-    pool: PrometheusPool,
-    kube: Kube,
-    prometheus: PrometheusSpec,
-    credentials: Credentials,
-    namespace: str,
-    backend: BackendSpec,
-    window: str,
+    source: SignalSource, kube: Kube, backend: BackendSpec
 ) -> tuple[dict[str, float | None], dict[str, MetricError], int | None]:
     """Every query of one backend, and its ready replicas (``None`` when the workload cannot be read)."""
-    queries = backend_queries(namespace, backend, window)
+    queries = source.queries(backend)
 
     async def read(name: str, promql: str) -> tuple[str, float | None, MetricError | None]:
         try:
-            return name, await pool.query(prometheus, credentials, promql), None
+            return name, await source.pool.query(source.prometheus, source.credentials, promql), None
         except MetricError as exc:
             return name, None, exc
 
     results = await asyncio.gather(*(read(n, q) for n, q in queries.items()))
     ready: int | None
     try:
-        ready = (await ScaleActuator(kube, namespace, backend.workload).observe()).ready_replicas
+        ready = (await ScaleActuator(kube, source.namespace, backend.workload).observe()).ready_replicas
     except (TargetError, KubeError):
         ready = None
     return {n: v for n, v, _ in results}, {n: e for n, _, e in results if e is not None}, ready
 
 
 async def read_signals(
-    pool: PrometheusPool,
+    source: SignalSource,
     kube: Kube,
-    prometheus: PrometheusSpec,
-    credentials: Credentials,
-    namespace: str,
     backend: BackendSpec,
-    window: str,
     memory: SignalMemory,
     capacity: CapacitySpec | None,
     interval_s: int,
     now: float,
 ) -> BackendReading:
-    await warm_up(pool, prometheus, credentials, namespace, backend, window, memory, interval_s, now)
-    values, errors, ready = await read_backend(pool, kube, prometheus, credentials, namespace, backend, window)
+    await warm_up(source, backend, memory, interval_s, now)
+    values, errors, ready = await read_backend(source, kube, backend)
     needed = (
         memory.needed_replicas(backend, now, values.get("request_rate"), capacity, interval_s) if capacity else None
     )
@@ -262,7 +259,7 @@ async def read_signals(
         saturation=values.get("saturation"),
         ready_replicas=ready,
         needed_replicas=needed,
-        requests=_requests_in(values.get("request_rate"), window),
+        requests=_requests_in(values.get("request_rate"), source.window),
     )
     rejected = next((e for e in errors.values() if e.rejected), None)
     return BackendReading(signals, values, errors, rejected)

@@ -6,7 +6,15 @@ import random
 
 from controller.prometheus import Credentials, MetricError, RangeSamples
 from controller.spec_common import PrometheusSpec, TargetRef
-from controller.traffic_signals import DETECTED, WARMUP_POINTS, WARMUP_S, SignalMemory, backend_queries, warm_up
+from controller.traffic_signals import (
+    DETECTED,
+    WARMUP_POINTS,
+    WARMUP_S,
+    SignalMemory,
+    SignalSource,
+    backend_queries,
+    warm_up,
+)
 from controller.traffic_spec import BackendSpec
 
 NOW = 1_700_000_000.0
@@ -38,7 +46,8 @@ class RecordingPool:
 
 
 async def warm(memory: SignalMemory, pool: RecordingPool, interval_s: int = 5) -> None:
-    await warm_up(pool, PROMETHEUS, Credentials(), "ns", BACKEND, "1m", memory, interval_s, NOW)  # type: ignore[arg-type]
+    source = SignalSource(pool, PROMETHEUS, Credentials(), "ns", "1m")  # type: ignore[arg-type]
+    await warm_up(source, BACKEND, memory, interval_s, NOW)
 
 
 async def test_a_warmed_detector_scores_a_failure_at_once_where_a_cold_one_cannot() -> None:

@@ -17,12 +17,11 @@ from controller.actuators.traffic import TrafficObject
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError
-from controller.spec_common import SpecError
 from controller.traffic_cycle import (
     backend_inputs,
     backend_status,
     observe_backends,
-    refuse_claimed,
+    parse_or_stop,
     report_decision,
 )
 from controller.traffic_signals import SignalMemory
@@ -46,14 +45,9 @@ async def reconcile_circuit_breakers(
 ) -> CycleOutcome:
     """One cycle; ``older_policies`` are the CircuitBreakerPolicies that claimed the same target first."""
     report = Reporter(policy, deps, now)
-    try:
-        spec = parse_circuit_breaker_policy(policy.spec)
-    except SpecError as exc:
-        return await report.not_ready(exc.reason, exc.message)
-    if spec.mode == "Off":
-        return await report.off()
-    if older_policies:
-        return await refuse_claimed(report, spec.target, older_policies)
+    spec = await parse_or_stop(report, parse_circuit_breaker_policy, older_policies)
+    if isinstance(spec, CycleOutcome):
+        return spec
 
     actuator = DestinationRuleActuator(TrafficObject(deps.kube, policy.namespace, spec.target), spec.backends)
     seen = await observe_backends(

@@ -18,12 +18,11 @@ from controller.actuators.traffic import TrafficObject
 from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
 from controller.decisions import DecisionRecord
 from controller.kube import KubeError
-from controller.spec_common import SpecError
 from controller.traffic_cycle import (
     backend_inputs,
     backend_status,
     observe_backends,
-    refuse_claimed,
+    parse_or_stop,
     report_decision,
 )
 from controller.traffic_signals import BackendReading, SignalMemory
@@ -58,14 +57,9 @@ async def reconcile_routing(
     ``forecast_replicas`` the replicas forecast-driven ScalingPolicies decided, by workload
     (:func:`controller.cycle.target_key`)."""
     report = Reporter(policy, deps, now)
-    try:
-        spec = parse_routing_policy(policy.spec)
-    except SpecError as exc:
-        return await report.not_ready(exc.reason, exc.message)
-    if spec.mode == "Off":
-        return await report.off()
-    if older_policies:
-        return await refuse_claimed(report, spec.target, older_policies)
+    spec = await parse_or_stop(report, parse_routing_policy, older_policies)
+    if isinstance(spec, CycleOutcome):
+        return spec
 
     target = TrafficObject(deps.kube, policy.namespace, spec.target)
     actuator = (

@@ -9,7 +9,7 @@ changed, and ``status.lastDecision``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -47,6 +47,9 @@ class TrafficSpec(Protocol):
     @property
     def interval_s(self) -> int: ...
 
+    @property
+    def mode(self) -> str: ...
+
 
 class TrafficObservation(Protocol):
     @property
@@ -66,6 +69,25 @@ class ObservedBackends(Generic[ObservationT]):
 
     def conditions(self) -> list[Condition]:
         return [metrics_condition(self.readings), backends_condition(self.observed.live.missing, self.where)]
+
+
+SpecT = TypeVar("SpecT", bound=TrafficSpec)
+
+
+async def parse_or_stop(
+    report: Reporter, parse: Callable[[Mapping[str, Any]], SpecT], older_policies: Sequence[str]
+) -> SpecT | CycleOutcome:
+    """The spec of a policy that is to act this cycle, or how the cycle stopped: a bad spec,
+    mode ``Off``, or an older policy of the same kind that already writes the target."""
+    try:
+        spec = parse(report.policy.spec)
+    except SpecError as exc:
+        return await report.not_ready(exc.reason, exc.message)
+    if spec.mode == "Off":
+        return await report.off()
+    if older_policies:
+        return await refuse_claimed(report, spec.target, older_policies)
+    return spec
 
 
 async def observe_backends(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -65,7 +66,9 @@ async def test_no_history_is_read_as_zero(
 async def test_identical_ranges_within_one_step_share_a_request(series: str, prometheus: Prometheus) -> None:
     pool = PrometheusPool(coalesce_s=60.0)
     spec, query = spec_for(prometheus), f"sum({series})"
-    end = (time.time() // 10) * 10  # on the grid, so that end + 3 s stays in the same step
+    # On the grid, so that end + 3 s stays in the same step; the next grid point, not the last one, so
+    # that the range holds the series' samples even when it was first scraped a moment ago.
+    end = math.ceil(time.time() / 10) * 10
     answers = await asyncio.gather(
         *(
             pool.range_query(spec, Credentials(), query, start=end - 60 + i % 4, end=end + i % 4, step_s=10)

@@ -35,7 +35,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/forecast.py
-	$(PY) benchmarks/nab.py --data ../shared/data/nab/data --out results/nab
+	$(PY) benchmarks/nab.py --data ../shared/data/nab/data --out results/nab --score
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

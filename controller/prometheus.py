@@ -28,7 +28,7 @@ import asyncio
 import math
 import re
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -319,6 +319,3 @@ class PrometheusPool:
             self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
         if len(self._cache) > 10_000:  # bounded: drop expired entries when the map grows
             self._cache = {k: v for k, v in self._cache.items() if v.expires_at > now}
-
-
-QueryFn = Callable[[str], Awaitable[float]]

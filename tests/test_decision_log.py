@@ -91,7 +91,7 @@ def decide(
     """One cycle's record as reconcile_scaling builds it, without the cluster around it."""
     spec = parse_scaling_policy(raw_spec)
     policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, {})
-    observed = ScaleObservation(ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, replicas, "")
+    observed = ScaleObservation(ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, "")
     readings = [MetricReading(m, "query", value, error) for m in spec.metrics]
     inputs = ReactiveInputs(
         spec_replicas=replicas,
@@ -216,9 +216,7 @@ def predictive_run(
             forecast_processes=InlineExecutor(),
         )
         session, status, records = ForecastSession(), {}, []
-        observed = ScaleObservation(
-            ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, replicas, "app=vllm"
-        )
+        observed = ScaleObservation(ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, "app=vllm")
         for cycle in range(cycles):
             now = NOW + cycle * INTERVAL_S
             policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, status)

@@ -17,7 +17,6 @@ from controller.spec import TargetRef
 class ScaleObservation:
     target: ObjectRef
     spec_replicas: int
-    status_replicas: int
     ready_replicas: int
     selector: str
 
@@ -51,7 +50,6 @@ class ScaleActuator:
                 uid=meta.get("uid"),
             ),
             spec_replicas=int((scale.get("spec") or {}).get("replicas") or 0),
-            status_replicas=int((scale.get("status") or {}).get("replicas") or 0),
             # Workloads omit readyReplicas when it is 0; a workload without the field is treated the
             # same way, which is the cautious reading (unready replicas count as idle on scale-up).
             ready_replicas=int(status.get("readyReplicas") or 0),

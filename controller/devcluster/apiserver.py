@@ -52,7 +52,6 @@ from controller.devcluster import processes
 logger = logging.getLogger(__name__)
 
 CRD_RESOURCE = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-NAMESPACE_RESOURCE = kmock.resource("", "v1", "namespaces")
 
 # Subresources of a namespace itself; anything else after /namespaces/NAME/ is a namespaced resource.
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})

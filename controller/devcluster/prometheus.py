@@ -33,8 +33,6 @@ import yaml
 
 from controller.devcluster import processes
 
-DEFAULT_JOB = "devcluster"
-
 
 class PrometheusError(RuntimeError):
     """Prometheus failed to start, rejected a query, or promtool failed."""

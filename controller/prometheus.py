@@ -42,6 +42,9 @@ from urllib3.util.retry import Retry
 
 from controller.spec import PrometheusSpec
 
+#: Reasons that describe Prometheus being unavailable rather than the answer being unusable.
+OUTAGE_REASONS = frozenset({"Unreachable", "Timeout", "PrometheusError", "BackingOff"})
+
 
 class MetricError(Exception):
     """A metric could not be read. ``reason`` is a stable CamelCase code for conditions and logs.
@@ -55,6 +58,11 @@ class MetricError(Exception):
         self.reason = reason
         self.message = message
         self.rejected = rejected
+
+    @property
+    def outage(self) -> bool:
+        """Prometheus could not answer (down, slow, failing, or backed off): the same query may work later."""
+        return self.reason in OUTAGE_REASONS
 
 
 @dataclass(frozen=True)
@@ -309,8 +317,7 @@ class PrometheusPool:
     def _record(self, key: CacheKey, outcome: object) -> None:
         url = key[0]
         now = self.clock()
-        outage = isinstance(outcome, MetricError) and outcome.reason in ("Unreachable", "Timeout", "PrometheusError")
-        if outage:
+        if isinstance(outcome, MetricError) and outcome.outage:
             state = self._backoff.setdefault(url, _Backoff())
             state.failures += 1
             state.retry_at = now + min(self.backoff_cap_s, self.backoff_base_s * 2 ** (state.failures - 1))

@@ -14,8 +14,8 @@ this module produces them for one backend per cycle:
   Prometheus history (:func:`warm_up`): one range query per signal over the recent past, at the
   policy's interval, the same PromQL as the live reads, replayed through the detectors in a worker
   thread. It is bounded (:data:`WARMUP_POINTS` per signal, at most :data:`WARMUP_S`) and done once
-  per backend: a history that cannot be read leaves the detectors to learn from live points, the
-  spec's limits protecting the backend meanwhile;
+  per backend, retried only while Prometheus is down: a history that cannot be read leaves the
+  detectors to learn from live points, the spec's limits protecting the backend meanwhile;
 * **needed replicas**: the request rate's forecast at the spec's quantile over the horizon
   (:class:`forecasting.DampedTrend` on the rates seen by this daemon, the warm-up's history
   included; the current rate while fewer than ``MIN_FORECAST_POINTS`` are known) over the
@@ -120,6 +120,10 @@ class SignalMemory:
                 replayed += len(points)
         return replayed
 
+    def has_live_points(self, backend: str) -> bool:
+        """Whether any of the backend's detectors or its rate history has learned a point yet."""
+        return bool(self.rates.get(backend)) or any(name == backend for name, _ in self.detectors)
+
     def score(self, backend: str, now: float, values: dict[str, float | None]) -> float | None:
         """The largest detector score over the backend's readings; ``None`` when none was read."""
         scores = []
@@ -171,26 +175,33 @@ async def warm_up(
 
     The history is what the live cycles would have read, one point per interval: the same PromQL
     as :func:`backend_queries`, evaluated by a range query at the interval as its step. A signal
-    without history (no data, Prometheus down) starts cold; the warm-up is not retried, since the
-    live points that come meanwhile are newer than any history and a detector learns in time order.
+    without history (no data) starts cold, and once a live point has reached a detector the warm-up
+    is over for good: a detector learns in time order, and live points are newer than any history.
+    Only when Prometheus could not answer at all (an outage; the live reads fail too, so no detector
+    has learned anything yet) is the warm-up tried again at the next cycle.
     """
     if backend.name in memory.warmed:
         return
-    memory.warmed.add(backend.name)
     queries = source.queries(backend)
     span = min(WARMUP_S, WARMUP_POINTS * interval_s)
 
-    async def history(metric: str) -> tuple[str, RangeSamples | None]:
+    async def history(metric: str) -> tuple[str, RangeSamples | MetricError]:
         try:
             samples = await source.pool.range_query(
                 source.prometheus, source.credentials, queries[metric], start=now - span, end=now, step_s=interval_s
             )
-        except MetricError:
-            return metric, None
+        except MetricError as exc:
+            return metric, exc
         return metric, samples
 
     found = dict(await asyncio.gather(*(history(m) for m in (*DETECTED, "request_rate"))))
-    histories = {metric: samples for metric, samples in found.items() if samples is not None}
+    histories = {metric: answer for metric, answer in found.items() if isinstance(answer, RangeSamples)}
+    if not histories and not memory.has_live_points(backend.name):
+        outages = [answer for answer in found.values() if isinstance(answer, MetricError) and answer.outage]
+        if len(outages) == len(found):
+            logger.info("warm-up of backend %s deferred to the next cycle: %s", backend.name, outages[0].message)
+            return
+    memory.warmed.add(backend.name)
     replayed = await asyncio.get_running_loop().run_in_executor(None, memory.replay, backend.name, histories)
     logger.info(
         "detectors of backend %s warmed from %d points of history (%s)",

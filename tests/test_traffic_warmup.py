@@ -89,3 +89,26 @@ async def test_history_seeds_the_rate_forecast_and_missing_history_leaves_detect
     await warm(memory, RecordingPool({"request_rate": rates, "latency_ms": MetricError("Unreachable", "down")}))
     assert list(memory.rates["h100"]) == list(zip(rates.times, rates.values, strict=True))
     assert memory.detectors == {}, "no detector history was found: they start when live points come"
+
+
+async def test_an_outage_defers_the_warm_up_until_prometheus_answers() -> None:
+    down = MetricError("Unreachable", "cannot reach Prometheus")
+    memory = SignalMemory()
+    outage = RecordingPool({m: down for m in (*DETECTED, "request_rate")})
+    await warm(memory, outage)
+    assert "h100" not in memory.warmed and memory.detectors == {}
+    history = calm(NOW - 300 * 5, 5, 300, level=0.3, noise=0.03)
+    await warm(memory, RecordingPool({"ttft_s": history}))
+    assert "h100" in memory.warmed
+    assert memory.score("h100", NOW, {"ttft_s": 2.5}) >= 0.5, "the history read after the outage was replayed"
+
+
+async def test_no_retry_once_live_points_were_learned_or_prometheus_answered() -> None:
+    down = MetricError("Unreachable", "cannot reach Prometheus")
+    learned = SignalMemory()
+    learned.score("h100", NOW - 5, {"ttft_s": 0.3})
+    await warm(learned, RecordingPool({m: down for m in (*DETECTED, "request_rate")}))
+    assert "h100" in learned.warmed, "history older than a learned live point would be fed out of order"
+    answered = SignalMemory()
+    await warm(answered, RecordingPool({}))  # every signal: NoData, a real answer
+    assert "h100" in answered.warmed

@@ -5,8 +5,8 @@ policy objects (ScalingPolicy, CircuitBreakerPolicy, RoutingPolicy) are validate
 against their CRD's ``openAPIV3Schema``, translated the way the API server reads it
 (tests/harness/openapi.py): ``nullable``, boolean ``exclusiveMinimum``, list-type maps, and
 unknown fields rejected as ``kubectl``'s strict field validation does.
-The CEL rules (``x-kubernetes-validations``) need a CEL engine and are not evaluated here;
-``controller/spec.py`` checks the same cross-field rules at run time.
+The CEL rules (``x-kubernetes-validations``) are evaluated in tests/test_crd_rules.py (and by the
+emulated API server); ``controller/spec.py`` checks the same cross-field rules at run time.
 """
 
 from __future__ import annotations

@@ -234,8 +234,17 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
         # Each refused policy claims its own workload: the one-writer rule is not what is tested here.
         return {"targetRef": {"apiVersion": api_version, "kind": kind, "name": name}}
 
+    # The API server refuses what the CRD's rules state (as a cluster does, at kubectl apply time) ...
+    with pytest.raises(client.ApiException) as refused:
+        fleet.create_policy("bounds", prometheus.url, **target("b"), minReplicas=5, maxReplicas=2)
+    assert refused.value.status == 422
+    assert "minReplicas must not exceed maxReplicas" in refused.value.body
+    # ... and the operator refuses what only it can judge, each with a condition and one Event.
     bad = {
-        "bounds": ({**target("b"), "minReplicas": 5, "maxReplicas": 2}, "InvalidReplicaBounds"),
+        "refit": (
+            {**target("b"), "forecast": {"refitIntervalSeconds": 120, "stepSeconds": 300}},
+            "InvalidForecast",
+        ),
         "promql": (
             {
                 **target("other"),
@@ -257,7 +266,7 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
         assert reason in fleet.event_reasons(name), f"a Warning Event explains {name}"
     wait_until(lambda: fleet.replicas() == 3, timeout=DECISION_TIMEOUT_S)
     assert process.running(), "the operator keeps running"
-    stays(lambda: fleet.event_reasons("bounds").count("InvalidReplicaBounds") == 1, seconds=INTERVAL_S + 1)
+    stays(lambda: fleet.event_reasons("refit").count("InvalidForecast") == 1, seconds=INTERVAL_S + 1)
 
 
 def test_one_writer_per_workload(

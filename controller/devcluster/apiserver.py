@@ -48,6 +48,7 @@ import kmock
 import yaml
 
 from controller.devcluster import processes
+from controller.devcluster.cel import cel_violations
 
 logger = logging.getLogger(__name__)
 
@@ -334,13 +335,16 @@ def _nullable_as_type(schema: Any) -> Any:
 
 
 def schema_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """What is wrong with ``obj`` under a CRD's OpenAPI v3 schema (CEL rules are not evaluated)."""
+    """What is wrong with ``obj`` under a CRD's OpenAPI v3 schema, its CEL rules included."""
     # OpenAPI v3.0 schemas follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum), plus ``nullable``.
     validator = jsonschema.Draft4Validator(_nullable_as_type(schema))
-    return sorted(
+    problems = sorted(
         f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
         for error in validator.iter_errors(obj)
     )
+    # Like the API server, rules are judged only on an object of the right shape: a rule reading a
+    # field of the wrong type would only add a confusing second message.
+    return problems or cel_violations(obj, schema)
 
 
 def _object_matches(request: kmock.Request, obj: Mapping[str, Any]) -> bool:

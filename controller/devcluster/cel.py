@@ -1,0 +1,62 @@
+"""The CEL validation rules of a CRD schema (``x-kubernetes-validations``), evaluated as the API server does.
+
+Our CRDs state cross-field constraints (``minReplicas <= maxReplicas``, a Canary needs its two
+backends, ...) as CEL rules; a real API server rejects an object that breaks one with a 422 before
+any controller sees it. Without them the emulated API server would accept what a cluster refuses,
+and a rule with a typo would only be found in a cluster. ``cel-python`` evaluates standard CEL
+(``has``, ``all``, ``exists``, string functions), which is all our rules use; Kubernetes' own CEL
+libraries (``quantity``, ``url``, ...) and transition rules (``oldSelf``) are not supported, and a
+rule that uses them fails to compile, loudly, rather than passing unchecked.
+
+Each rule is evaluated with ``self`` bound to the value of the schema node that carries it, only
+where that value is present, after defaulting, like the API server. A rule that raises (e.g. reads
+an absent optional field without ``has``) is a violation, as it is in a cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import celpy
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
+
+_ENVIRONMENT = celpy.Environment()
+
+
+@functools.cache
+def _program(rule: str) -> celpy.Runner:
+    return _ENVIRONMENT.program(_ENVIRONMENT.compile(rule))
+
+
+def _nodes(value: Any, schema: Mapping[str, Any], path: str) -> Iterator[tuple[str, Any, Mapping[str, Any]]]:
+    """Every (path, value, schema) pair of ``value`` under ``schema``, parents first."""
+    yield path, value, schema
+    if isinstance(value, Mapping):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            subschema = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            if subschema is not None:
+                yield from _nodes(item, subschema, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from _nodes(item, schema["items"], f"{path}[{index}]")
+
+
+def cel_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The messages of the rules ``obj`` breaks, each prefixed with the path of the node that carries it."""
+    problems = []
+    for path, value, node in _nodes(obj, schema, ""):
+        for validation in node.get("x-kubernetes-validations") or ():
+            rule = validation["rule"]
+            try:
+                allowed = _program(rule).evaluate({"self": json_to_cel(value)})
+            except CELEvalError as exc:
+                problems.append(f"{path or '<root>'}: rule {rule!r} failed to evaluate: {exc.args[0]}")
+                continue
+            if not allowed:
+                problems.append(f"{path or '<root>'}: {validation.get('message') or f'failed rule: {rule}'}")
+    return problems

@@ -8,7 +8,8 @@ See ``docs/detector.md`` for the design and its measurements. In short, every up
 2. measures the residuals at several time scales (the last point, and the mean of the last k points)
    in robust standard deviations (MAD of the recent window), so one spike, a level shift and a slow
    drift each move at least one statistic; and measures whether the recent spread grew against the
-   reference spread (jitter, oscillation, flapping), which moves no mean at all;
+   reference spread (jitter, oscillation, flapping) or the recent points alternate around the usual
+   level (an overcorrecting control loop), neither of which moves the mean;
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
    very different noise, takes the smallest probability (Bonferroni-corrected for the number of
@@ -28,6 +29,24 @@ from forecasting.robust import PeriodicProfile, SlidingWindow, TailCalibrator, m
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_WEEK = 7
+ALTERNATION_CLIP = 5.0  # robust sigmas; farther points are already the level family's business
+
+
+def alternation(recent: np.ndarray, median: float, scale: float) -> float:
+    """How strongly ``recent`` swings back and forth around ``median``: minus its lag-1 autocorrelation, 0 if positive.
+
+    Why: a control loop that overcorrects (replicas flapping, a breaker opening and closing, a client
+    retrying in lockstep) pushes a metric up and down on alternate samples. Its mean does not move, and
+    while fewer than half of the points swing the MAD does not move either, but consecutive deviations
+    have opposite signs. Deviations are taken from the reference median, not the recent mean, so a
+    level shift reads as positive autocorrelation, never as alternation; they are clipped at
+    ``ALTERNATION_CLIP`` robust sigmas so one spike cannot outweigh every other pair.
+    """
+    deviations = np.clip((recent - median) / scale, -ALTERNATION_CLIP, ALTERNATION_CLIP)
+    energy = float(np.dot(deviations, deviations))
+    if energy == 0.0:
+        return 0.0
+    return max(0.0, -float(np.dot(deviations[1:], deviations[:-1])) / energy)
 
 
 class _SeasonalResiduals:
@@ -58,6 +77,10 @@ class StreamingDetector:
         lengths of the trailing means compared with the recent level (1 = the point itself).
     spread_scales:
         lengths of the trailing windows whose spread (MAD) is compared with the reference spread.
+    alternation_scales:
+        lengths of the trailing windows whose alternation around the reference level (see
+        :func:`alternation`) joins the spread family; scales also in ``level_scales`` or
+        ``spread_scales`` share their reference median and cost one dot product.
     seasonal_scales:
         the same as ``level_scales`` for the residuals against the time-of-day profile.
     weekly_scales:
@@ -92,6 +115,7 @@ class StreamingDetector:
         window: int = 200,
         level_scales: tuple[int, ...] = (1, 4, 16, 64),
         spread_scales: tuple[int, ...] = (16, 64),
+        alternation_scales: tuple[int, ...] = (64,),
         seasonal_scales: tuple[int, ...] = (1, 16, 64),
         weekly_scales: tuple[int, ...] = (16, 64),
         profile_buckets: int = 288,
@@ -104,6 +128,7 @@ class StreamingDetector:
         self.window = window
         self.level_scales = level_scales
         self.spread_scales = spread_scales
+        self.alternation_scales = alternation_scales
         self.seasonal_scales = seasonal_scales
         self.weekly_scales = weekly_scales
         self.profile_buckets = profile_buckets
@@ -116,7 +141,7 @@ class StreamingDetector:
 
     def reset(self) -> None:
         """Forget everything learned (the series restarted or its meaning changed)."""
-        self.values_ = SlidingWindow(self.window + max(self.level_scales + self.spread_scales))
+        self.values_ = SlidingWindow(self.window + max(self.level_scales + self._spread_family_scales))
         self.seasons_ = [
             _SeasonalResiduals(SECONDS_PER_DAY, self.profile_buckets, self.seasonal_scales, self.window),
             _SeasonalResiduals(
@@ -126,7 +151,8 @@ class StreamingDetector:
                 self.window,
             ),
         ]
-        family_sizes = [len(self.level_scales), len(self.spread_scales)] + [len(s.scales) for s in self.seasons_]
+        family_sizes = [len(self.level_scales), len(self._spread_family_scales)]
+        family_sizes += [len(season.scales) for season in self.seasons_]
         self.calibrators_ = [
             [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory) for _ in range(size)]
             for size in family_sizes
@@ -134,15 +160,19 @@ class StreamingDetector:
         self.n_seen_ = 0
         self.since_alert_ = self.dead_time + 1
 
+    @property
+    def _spread_family_scales(self) -> tuple[int, ...]:
+        return self.spread_scales + self.alternation_scales
+
     def _statistics(self, seconds: float, value: float) -> list[list[float | None]]:
         """The surprise statistics of the newest point, by family (None: not computable yet).
 
-        A family is one question asked at several time scales: has the level moved, has the spread
-        grown, is it unlike yesterday, is it unlike last week.
+        A family is one question asked at several time scales: has the level moved, has the series
+        become more irregular (wider spread or alternation), is it unlike yesterday, is it unlike last week.
         """
         level = self.values_.values()
         floor = self._scale_floor(level)
-        references = self._references(level, self.level_scales + self.spread_scales, floor)
+        references = self._references(level, self.level_scales + self._spread_family_scales, floor)
         families = [
             self._shift_statistics(level, self.level_scales, references),
             self._spread_statistics(level, references, floor),
@@ -197,7 +227,8 @@ class StreamingDetector:
     def _spread_statistics(
         self, series: np.ndarray, references: dict[int, tuple[float, float] | None], floor: float
     ) -> list[float | None]:
-        """For each k: log of how much wider the last k points spread than the reference (0 if narrower).
+        """Irregularity: for each spread scale k, log of how much wider the last k points spread than the
+        reference (0 if narrower); then for each alternation scale, :func:`alternation` of the last k.
 
         Only growth counts: a series that goes quiet is usually a service idling, and a stuck metric
         is already a level shift against the daily profile.
@@ -210,6 +241,9 @@ class StreamingDetector:
                 continue
             recent_scale = median_and_scale(series[-k:], floor)[1]
             statistics.append(max(0.0, math.log(recent_scale / reference[1])))
+        for k in self.alternation_scales:
+            reference = references[k]
+            statistics.append(None if reference is None else alternation(series[-k:], *reference))
         return statistics
 
     @staticmethod

@@ -69,6 +69,23 @@ def test_injected_anomalies_are_flagged(baseline: str, anomaly: str, latest_dete
     assert during[0] - ANOMALY_AT <= latest_detection
 
 
+def test_alternation_with_unchanged_mean_and_variance_is_flagged() -> None:
+    # An overcorrecting loop: from ANOMALY_AT the noise becomes AR(1) with coefficient -0.8, scaled to
+    # keep unit variance, so the level and the spread keep their distribution and only the sign of
+    # consecutive deviations changes. Without the alternation statistic this took 85 updates or more.
+    innovations = noise(seed=3)
+    swinging = np.zeros(N)
+    for t in range(1, N):
+        swinging[t] = -0.8 * swinging[t - 1] + 0.6 * innovations[t]
+    values = BASELINES["noise"].copy()
+    values[ANOMALY_AT:] = 50.0 + swinging[ANOMALY_AT:]
+    flagged = alerts(values)
+    assert len(flagged[flagged < ANOMALY_AT]) <= 1
+    during = flagged[flagged >= ANOMALY_AT]
+    assert len(during) > 0
+    assert during[0] - ANOMALY_AT <= 64
+
+
 def test_scores_before_a_change_do_not_depend_on_data_after_it() -> None:
     original = BASELINES["daily"]
     changed = original.copy()

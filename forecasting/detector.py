@@ -12,10 +12,11 @@ See ``docs/detector.md`` for the design and its measurements. In short, every up
    level (an overcorrecting control loop), neither of which moves the mean;
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
-   very different noise, takes the smallest probability (Bonferroni-corrected for the number of
-   statistics) and reports its ``-log10`` scaled to [0, 1];
-4. shapes the output for alerting: once a point reaches the alert level, later points stay below it
-   for ``dead_time`` updates, so one incident raises one alert rather than a burst.
+   very different noise, takes the smallest probability per family and corrects it with a weighted
+   Bonferroni bound over the families (the four core questions weigh 1, the auxiliary week-level
+   question half), and reports its ``-log10`` scaled to [0, 1];
+4. shapes the output for alerting: once a point reaches the alert level, every point of the next
+   ``dead_time`` updates is held below it, so one incident raises one alert rather than a burst.
 """
 
 from __future__ import annotations
@@ -66,6 +67,35 @@ class _SeasonalResiduals:
         return True
 
 
+class _LevelMemory:
+    """The last ``memory`` means of k consecutive points, to ask whether the current one is unlike any of them.
+
+    Why: the level family compares the recent mean with the ``window`` points before it (under a day
+    at 5-minute sampling), so a level that comes back after a long quiet spell, or one that creeps
+    for days, is judged against a reference that has already moved with it. A week of k-point means
+    is a long memory of which levels are usual at all; its median and MAD ignore the rare excursions.
+    The statistic needs a day of means (``MIN_MEANS``) before it is computed.
+    """
+
+    MIN_MEANS = 288
+
+    def __init__(self, k: int, memory: int) -> None:
+        self.k = k
+        self.means = SlidingWindow(memory)
+
+    def statistic(self, values: np.ndarray, floor: float) -> float | None:
+        """Robust distance of the mean of the last k ``values`` from the remembered means, then remember it."""
+        if len(values) < self.k:
+            return None
+        mean = float(values[-self.k :].mean())
+        statistic = None
+        if len(self.means) >= self.MIN_MEANS:
+            median, scale = median_and_scale(self.means.values(), floor)
+            statistic = abs(mean - median) / scale
+        self.means.append(mean)
+        return statistic
+
+
 class StreamingDetector:
     """Anomaly score of each new point of one metric series, scikit-learn style.
 
@@ -86,6 +116,15 @@ class StreamingDetector:
     weekly_scales:
         the same for the residuals against the time-of-week profile. Only sustained windows: single
         points are already judged against yesterday, and a week-old single value is a noisier forecast.
+    week_level_scales:
+        lengths of the trailing means compared with the distribution of the same means over the last
+        ``week_level_memory`` updates (the auxiliary *week-level* family, see :class:`_LevelMemory`).
+    week_level_memory:
+        how many past k-point means the week-level family remembers (2,016: a week of 5-minute points).
+    auxiliary_weight:
+        the week-level family's share of the false-alarm budget relative to a core family (weight 1):
+        it re-asks the level question over a longer memory, so it gets a smaller share and opening it
+        costs the core families little (see :meth:`update`).
     profile_buckets:
         time-of-day buckets of the daily profile (288 = 5 minutes each); the weekly profile has
         seven times as many, of the same width.
@@ -104,10 +143,11 @@ class StreamingDetector:
 
     The detector is the state of one series: keep one instance per series and feed it points in
     time order with :meth:`update`. Memory is bounded whatever the stream length: three sliding
-    windows, the daily and weekly profiles and one 400-bin histogram per statistic, about 12,000
-    floats (~100 KB). One update costs O(window): about two medians over the window per statistic
-    (see ``docs/detector.md`` for the measured time). NaN/inf values score 0 and leave the state
-    unchanged.
+    windows, the daily and weekly profiles, the week-level family's two memories of means and one
+    400-bin histogram per statistic, about 22,000 floats (~175 KB). One update costs
+    O(window + week_level_memory): about two medians over the window per statistic and one over each
+    memory of means (see ``docs/detector.md`` for the measured time). NaN/inf values score 0 and
+    leave the state unchanged.
     """
 
     def __init__(
@@ -118,6 +158,9 @@ class StreamingDetector:
         alternation_scales: tuple[int, ...] = (64,),
         seasonal_scales: tuple[int, ...] = (1, 16, 64),
         weekly_scales: tuple[int, ...] = (16, 64),
+        week_level_scales: tuple[int, ...] = (16, 64),
+        week_level_memory: int = 2016,
+        auxiliary_weight: float = 0.5,
         profile_buckets: int = 288,
         min_history: int = 50,
         warmup: int = 100,
@@ -131,6 +174,9 @@ class StreamingDetector:
         self.alternation_scales = alternation_scales
         self.seasonal_scales = seasonal_scales
         self.weekly_scales = weekly_scales
+        self.week_level_scales = week_level_scales
+        self.week_level_memory = week_level_memory
+        self.auxiliary_weight = auxiliary_weight
         self.profile_buckets = profile_buckets
         self.min_history = min_history
         self.warmup = warmup
@@ -152,7 +198,10 @@ class StreamingDetector:
             ),
         ]
         family_sizes = [len(self.level_scales), len(self._spread_family_scales)]
+        self.level_memories_ = [_LevelMemory(k, self.week_level_memory) for k in self.week_level_scales]
         family_sizes += [len(season.scales) for season in self.seasons_]
+        family_sizes.append(len(self.level_memories_))
+        self.family_weights_ = [1.0] * (len(family_sizes) - 1) + [self.auxiliary_weight]
         self.calibrators_ = [
             [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory) for _ in range(size)]
             for size in family_sizes
@@ -168,7 +217,8 @@ class StreamingDetector:
         """The surprise statistics of the newest point, by family (None: not computable yet).
 
         A family is one question asked at several time scales: has the level moved, has the series
-        become more irregular (wider spread or alternation), is it unlike yesterday, is it unlike last week.
+        become more irregular (wider spread or alternation), is it unlike yesterday, is it unlike last week;
+        and the auxiliary one: is the level unlike any level of the past week.
         """
         level = self.values_.values()
         floor = self._scale_floor(level)
@@ -190,6 +240,7 @@ class StreamingDetector:
                 )
             else:
                 families.append([None] * len(season.scales))
+        families.append([memory.statistic(level, floor) for memory in self.level_memories_])
         return families
 
     def _references(
@@ -260,8 +311,8 @@ class StreamingDetector:
         self.since_alert_ += 1
         families = self._statistics(timestamp.timestamp(), value)
 
-        family_pvalues = []
-        for calibrators, statistics in zip(self.calibrators_, families, strict=True):
+        family_pvalues: list[tuple[float, float]] = []
+        for calibrators, statistics, weight in zip(self.calibrators_, families, self.family_weights_, strict=True):
             pvalues = []
             for calibrator, statistic in zip(calibrators, statistics, strict=True):
                 if statistic is None:
@@ -270,22 +321,31 @@ class StreamingDetector:
                     pvalues.append(calibrator.pvalue(statistic))
                 calibrator.add(statistic)
             if pvalues:
-                family_pvalues.append(min(pvalues))
+                family_pvalues.append((min(pvalues), weight))
         if not family_pvalues:
             return 0.0
         # Bonferroni over families, not over scales: the scales of one family are nested trailing
         # windows of one series, so strongly dependent that counting each would over-correct and
-        # delay every detection; the families ask different questions.
-        surprise = max(0.0, -math.log10(min(1.0, min(family_pvalues) * len(family_pvalues))))
+        # delay every detection; the families ask different questions. Weighted Bonferroni (each
+        # family tested at its weight's share of the budget, min of p / share) is still a valid
+        # family-wise bound and lets a narrow auxiliary question in without diluting the core ones.
+        budget = sum(weight for _, weight in family_pvalues)
+        corrected = min(pvalue * budget / weight for pvalue, weight in family_pvalues)
+        surprise = max(0.0, -math.log10(min(1.0, corrected)))
         return self._shape(surprise)
 
     def _shape(self, surprise: float) -> float:
-        """Map ``-log10(p)`` to [0, 1]; hold repeated alerts of one incident below the alert level."""
-        if surprise >= self.alert_level:
-            if self.since_alert_ > self.dead_time:
-                self.since_alert_ = 0
-            else:
-                surprise = 0.5 * min(surprise, self.alert_level)
+        """Map ``-log10(p)`` to [0, 1]; hold repeated alerts of one incident below the alert level.
+
+        Every point of a dead time is halved (and capped at a quarter), not only those above the alert
+        level: holding only those would let a slightly less surprising point of the same incident
+        score twice as high as a more surprising one, just under the alert level. The score stays
+        monotone in the surprise within a dead time, and a dead time never raises an alert.
+        """
+        if self.since_alert_ <= self.dead_time:
+            surprise = 0.5 * min(surprise, self.alert_level)
+        elif surprise >= self.alert_level:
+            self.since_alert_ = 0
         return min(1.0, surprise / (2.0 * self.alert_level))
 
     def score_series(self, series: pd.Series) -> np.ndarray:

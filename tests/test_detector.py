@@ -127,6 +127,19 @@ def test_one_incident_raises_one_alert() -> None:
     assert len(incident) == 1
 
 
+def test_every_point_of_a_dead_time_is_held_at_a_quarter() -> None:
+    # After the alert, the rest of the incident is still surprising; points above the alert level and
+    # points just below it must be held alike, or a less surprising point outscores a more surprising one.
+    values = BASELINES["noise"].copy()
+    values[ANOMALY_AT : ANOMALY_AT + 20] += 10.0
+    all_scores = scores(values)
+    alert = int(np.flatnonzero(all_scores[ANOMALY_AT:] >= ALERT)[0]) + ANOMALY_AT
+    dead_time = StreamingDetector().dead_time
+    held = all_scores[alert + 1 : alert + 1 + dead_time]
+    assert held.max() <= 0.25
+    assert held.max() > 0.0
+
+
 def test_same_input_gives_same_scores() -> None:
     values = BASELINES["daily"]
     np.testing.assert_array_equal(scores(values), scores(values))

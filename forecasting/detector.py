@@ -13,8 +13,9 @@ See ``docs/detector.md`` for the design and its measurements. In short, every up
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
    very different noise, takes the smallest probability per family and corrects it with a weighted
-   Bonferroni bound over the families (the four core questions weigh 1, the auxiliary week-level
-   question half), and reports its ``-log10`` scaled to [0, 1];
+   Bonferroni bound over the families (the four core questions weigh 1, the auxiliary long-memory
+   question half: is the recent level or shape unlike anything of the past days), and reports its
+   ``-log10`` scaled to [0, 1];
 4. shapes the output for alerting: once a point reaches the alert level, every point of the next
    ``dead_time`` updates is held below it, so one incident raises one alert rather than a burst.
 """
@@ -26,11 +27,23 @@ import math
 import numpy as np
 import pandas as pd
 
-from forecasting.robust import PeriodicProfile, SlidingWindow, TailCalibrator, median_and_scale
+from forecasting.robust import (
+    PeriodicProfile,
+    ShapeMemory,
+    SlidingWindow,
+    TailCalibrator,
+    median_and_scale,
+    partition_median,
+)
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_WEEK = 7
-ALTERNATION_CLIP = 5.0  # robust sigmas; farther points are already the level family's business
+# Robust sigmas beyond which a deviation counts as "large" for the pattern statistics (alternation,
+# shape): how far a point went is already the level family's business, so one spike must not decide
+# the pattern.
+DEVIATION_CLIP = 5.0
+SHAPE_MIN_REMEMBERED = 50  # remembered shapes before a nearest-neighbour distance means anything
+SHAPE_NOVELTY_FLOOR = 0.1  # robust sigmas: neighbour distances below this are "identical shapes"
 
 
 def alternation(recent: np.ndarray, median: float, scale: float) -> float:
@@ -41,9 +54,9 @@ def alternation(recent: np.ndarray, median: float, scale: float) -> float:
     while fewer than half of the points swing the MAD does not move either, but consecutive deviations
     have opposite signs. Deviations are taken from the reference median, not the recent mean, so a
     level shift reads as positive autocorrelation, never as alternation; they are clipped at
-    ``ALTERNATION_CLIP`` robust sigmas so one spike cannot outweigh every other pair.
+    ``DEVIATION_CLIP`` robust sigmas so one spike cannot outweigh every other pair.
     """
-    deviations = np.clip((recent - median) / scale, -ALTERNATION_CLIP, ALTERNATION_CLIP)
+    deviations = np.clip((recent - median) / scale, -DEVIATION_CLIP, DEVIATION_CLIP)
     energy = float(np.dot(deviations, deviations))
     if energy == 0.0:
         return 0.0
@@ -118,13 +131,22 @@ class StreamingDetector:
         points are already judged against yesterday, and a week-old single value is a noisier forecast.
     week_level_scales:
         lengths of the trailing means compared with the distribution of the same means over the last
-        ``week_level_memory`` updates (the auxiliary *week-level* family, see :class:`_LevelMemory`).
+        ``week_level_memory`` updates (in the auxiliary *long-memory* family, see :class:`_LevelMemory`).
     week_level_memory:
-        how many past k-point means the week-level family remembers (2,016: a week of 5-minute points).
+        how many past k-point means the week-level statistics remember (2,016: a week of 5-minute points).
+    shape_scales:
+        lengths of the trailing shapes (the last k points in reference robust sigmas, clipped at
+        ``DEVIATION_CLIP``) whose nearest-neighbour novelty joins the long-memory family (see
+        :class:`forecasting.robust.ShapeMemory`).
+    shape_memory:
+        how many past shapes of each length are remembered.
+    shape_stride:
+        one shape in ``shape_stride`` updates is remembered (2,000 shapes every 4 updates: four weeks
+        of 5-minute points).
     auxiliary_weight:
-        the week-level family's share of the false-alarm budget relative to a core family (weight 1):
-        it re-asks the level question over a longer memory, so it gets a smaller share and opening it
-        costs the core families little (see :meth:`update`).
+        the long-memory family's share of the false-alarm budget relative to a core family (weight 1):
+        it re-asks the level and shape questions against a longer memory, so it gets a smaller share
+        and opening it costs the core families little (see :meth:`update`).
     profile_buckets:
         time-of-day buckets of the daily profile (288 = 5 minutes each); the weekly profile has
         seven times as many, of the same width.
@@ -143,11 +165,12 @@ class StreamingDetector:
 
     The detector is the state of one series: keep one instance per series and feed it points in
     time order with :meth:`update`. Memory is bounded whatever the stream length: three sliding
-    windows, the daily and weekly profiles, the week-level family's two memories of means and one
-    400-bin histogram per statistic, about 22,000 floats (~175 KB). One update costs
-    O(window + week_level_memory): about two medians over the window per statistic and one over each
-    memory of means (see ``docs/detector.md`` for the measured time). NaN/inf values score 0 and
-    leave the state unchanged.
+    windows, the daily and weekly profiles, the long-memory family's two memories of means and two
+    memories of shapes (2,000 x (8 + 16) values) and one 400-bin histogram per statistic, about
+    80,000 floats (~630 KB). One update costs O(window + week_level_memory + shape_memory x shape
+    length): about two medians over the window per statistic, one over each memory of means and one
+    nearest-neighbour scan of each memory of shapes (see ``docs/detector.md`` for the measured
+    time). NaN/inf values score 0 and leave the state unchanged.
     """
 
     def __init__(
@@ -160,6 +183,9 @@ class StreamingDetector:
         weekly_scales: tuple[int, ...] = (16, 64),
         week_level_scales: tuple[int, ...] = (16, 64),
         week_level_memory: int = 2016,
+        shape_scales: tuple[int, ...] = (8, 16),
+        shape_memory: int = 2000,
+        shape_stride: int = 4,
         auxiliary_weight: float = 0.5,
         profile_buckets: int = 288,
         min_history: int = 50,
@@ -176,6 +202,9 @@ class StreamingDetector:
         self.weekly_scales = weekly_scales
         self.week_level_scales = week_level_scales
         self.week_level_memory = week_level_memory
+        self.shape_scales = shape_scales
+        self.shape_memory = shape_memory
+        self.shape_stride = shape_stride
         self.auxiliary_weight = auxiliary_weight
         self.profile_buckets = profile_buckets
         self.min_history = min_history
@@ -187,7 +216,9 @@ class StreamingDetector:
 
     def reset(self) -> None:
         """Forget everything learned (the series restarted or its meaning changed)."""
-        self.values_ = SlidingWindow(self.window + max(self.level_scales + self._spread_family_scales))
+        self.values_ = SlidingWindow(
+            self.window + max(self.level_scales + self._spread_family_scales + self.shape_scales)
+        )
         self.seasons_ = [
             _SeasonalResiduals(SECONDS_PER_DAY, self.profile_buckets, self.seasonal_scales, self.window),
             _SeasonalResiduals(
@@ -199,8 +230,12 @@ class StreamingDetector:
         ]
         family_sizes = [len(self.level_scales), len(self._spread_family_scales)]
         self.level_memories_ = [_LevelMemory(k, self.week_level_memory) for k in self.week_level_scales]
+        self.shape_memories_ = [
+            ShapeMemory(k, self.shape_memory, self.shape_stride, SHAPE_MIN_REMEMBERED, SHAPE_NOVELTY_FLOOR)
+            for k in self.shape_scales
+        ]
         family_sizes += [len(season.scales) for season in self.seasons_]
-        family_sizes.append(len(self.level_memories_))
+        family_sizes.append(len(self.level_memories_) + len(self.shape_memories_))
         self.family_weights_ = [1.0] * (len(family_sizes) - 1) + [self.auxiliary_weight]
         self.calibrators_ = [
             [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory) for _ in range(size)]
@@ -218,11 +253,12 @@ class StreamingDetector:
 
         A family is one question asked at several time scales: has the level moved, has the series
         become more irregular (wider spread or alternation), is it unlike yesterday, is it unlike last week;
-        and the auxiliary one: is the level unlike any level of the past week.
+        and the auxiliary one: is the level unlike any level of the past week, or the recent shape
+        unlike any remembered shape.
         """
         level = self.values_.values()
         floor = self._scale_floor(level)
-        references = self._references(level, self.level_scales + self._spread_family_scales, floor)
+        references = self._references(level, self.level_scales + self._spread_family_scales + self.shape_scales, floor)
         families = [
             self._shift_statistics(level, self.level_scales, references),
             self._spread_statistics(level, references, floor),
@@ -240,7 +276,10 @@ class StreamingDetector:
                 )
             else:
                 families.append([None] * len(season.scales))
-        families.append([memory.statistic(level, floor) for memory in self.level_memories_])
+        families.append(
+            [memory.statistic(level, floor) for memory in self.level_memories_]
+            + self._shape_statistics(level, references)
+        )
         return families
 
     def _references(
@@ -297,10 +336,30 @@ class StreamingDetector:
             statistics.append(None if reference is None else alternation(series[-k:], *reference))
         return statistics
 
+    def _shape_statistics(
+        self, series: np.ndarray, references: dict[int, tuple[float, float] | None]
+    ) -> list[float | None]:
+        """For each shape scale k: novelty of the last k points, standardised against their reference.
+
+        Standardising against the reference (not the shape's own mean and spread) keeps "a burst from
+        a quiet spell" different from "a wiggle at the usual level"; clipping keeps the question about
+        the pattern, not the size.
+        """
+        statistics: list[float | None] = []
+        for k, memory in zip(self.shape_scales, self.shape_memories_, strict=True):
+            reference = references[k]
+            if reference is None:
+                statistics.append(None)
+                continue
+            median, scale = reference
+            shape = np.clip((series[-k:] - median) / scale, -DEVIATION_CLIP, DEVIATION_CLIP)
+            statistics.append(memory.novelty_then_learn(self.n_seen_, shape))
+        return statistics
+
     @staticmethod
     def _scale_floor(values: np.ndarray) -> float:
         """A scale below a thousandth of the level is noise-free for monitoring purposes."""
-        return 1e-3 * float(np.median(np.abs(values))) + 1e-9
+        return 1e-3 * partition_median(np.abs(values)) + 1e-9
 
     def update(self, timestamp: pd.Timestamp, value: float) -> float:
         """Score ``value`` observed at ``timestamp`` (after every earlier point), then learn from it."""

@@ -1,4 +1,5 @@
-"""Bounded-memory building blocks for streaming statistics: a sliding window and a tail calibrator.
+"""Bounded-memory building blocks for streaming statistics: a sliding window, a tail calibrator and a
+memory of recent shapes.
 
 Both keep a fixed amount of state however long the stream runs, so a detector built from them can be
 kept per series for thousands of series (see ``docs/detector.md``).
@@ -7,6 +8,7 @@ kept per series for thousands of series (see ``docs/detector.md``).
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
@@ -45,15 +47,29 @@ class SlidingWindow:
         return min(self._end, self.size)
 
 
+def partition_median(values: np.ndarray) -> float:
+    """The median of a non-empty array without NaN, as ``np.median`` computes it, at a fraction of its cost.
+
+    Why not ``np.median``: its generic machinery (axis handling, NaN checks, a mean over the middle
+    pair) costs several times the partition itself on the few hundred points a detector update
+    looks at, and an update takes about thirty medians.
+    """
+    half = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, half)[half])
+    middle = np.partition(values, (half - 1, half))
+    return float((middle[half - 1] + middle[half]) / 2.0)
+
+
 def median_and_scale(values: np.ndarray, floor: float) -> tuple[float, float]:
     """Median and MAD-based standard deviation of ``values``, the scale never below ``floor``.
 
     The floor keeps a constant (or quantised, mostly constant) stretch from producing a zero scale,
     which would make the first tiny change infinitely surprising.
     """
-    median = float(np.median(values))
-    scale = MAD_TO_SIGMA * float(np.median(np.abs(values - median)))
-    return median, max(scale, floor)
+    centre = partition_median(values)
+    scale = MAD_TO_SIGMA * partition_median(np.abs(values - centre))
+    return centre, max(scale, floor)
 
 
 class TailCalibrator:
@@ -103,6 +119,86 @@ class TailCalibrator:
         self._counts *= self.decay
         self._counts[self._bin(math.log1p(statistic))] += 1.0
         self.total = self.total * self.decay + 1.0
+
+
+class ShapeMemory:
+    """Past shapes (vectors of ``length`` values), to ask how far the current one is from any of them.
+
+    Why nearest-neighbour novelty: "ordinary values in a new rhythm" (routine-size excursions that
+    start recurring every few points, a burst after a long quiet spell) move no mean and no spread
+    beyond what the series has already done, but the recent *sequence* of values has no close match
+    in the past. The novelty is the distance (root mean square per coordinate) from the current shape
+    to its nearest remembered shape, divided by the median of the same nearest-neighbour distance
+    among the remembered shapes themselves: the raw distance shrinks as the memory fills (more
+    candidates, closer matches), so calibrating it against its own past would judge today's shapes
+    against distances measured when little was remembered; the ratio asks "farther than remembered
+    shapes are from each other", which does not drift as the memory grows (the nonconformity of
+    KNN-CAD's conformal detector).
+
+    One shape in ``stride`` is remembered, and only once it no longer overlaps the newest shape
+    (``length`` updates later): a shape always has a near twin in the shape one update earlier, which
+    would make everything look familiar. At most ``size`` shapes are kept (the oldest is overwritten);
+    a remembered shape's neighbour distance is only ever lowered by newer shapes, not raised when its
+    neighbour is overwritten, which errs towards a smaller normaliser (a little more novelty) once the
+    memory has wrapped around. ``min_shapes`` remembered shapes are needed before a novelty is given;
+    ``floor`` bounds the normaliser below (a series that repeats itself exactly has neighbour
+    distances of zero, and its first different shape should be very novel, not infinitely so).
+    """
+
+    def __init__(self, length: int, size: int, stride: int, min_shapes: int, floor: float) -> None:
+        self.length = length
+        self.stride = stride
+        self.min_shapes = min_shapes
+        self.floor = floor
+        self._shapes = np.zeros((size, length))
+        self._squared_norms = np.zeros(size)
+        self._nearest = np.full(size, np.inf)
+        self._typical_nearest = math.inf
+        self._count = 0
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
+
+    def novelty_then_learn(self, step: int, shape: np.ndarray) -> float | None:
+        """Novelty of ``shape`` observed at update ``step`` (None while too few shapes are remembered).
+
+        Shapes scheduled earlier that no longer overlap ``step`` join the memory first; then ``shape``
+        is scheduled if ``step`` falls on the stride.
+        """
+        while self._pending and self._pending[0][0] + self.length <= step:
+            self._remember(self._pending.popleft()[1])
+        novelty = None
+        remembered = min(self._count, len(self._shapes))
+        if remembered >= self.min_shapes:
+            nearest = math.sqrt(float(self._squared_distances(shape, remembered).min()) / self.length)
+            novelty = nearest / max(self._typical_nearest, self.floor)
+        if step % self.stride == 0:
+            self._pending.append((step, shape.copy()))
+        return novelty
+
+    def _squared_distances(self, shape: np.ndarray, remembered: int) -> np.ndarray:
+        """Squared distances from ``shape`` to the first ``remembered`` shapes.
+
+        Expanded as |a|^2 - 2 a.b + |b|^2 with the norms kept: one matrix-vector product instead of
+        a difference array per update (the scan is most of the statistic's cost).
+        """
+        products = self._shapes[:remembered] @ shape
+        squared = self._squared_norms[:remembered] - 2.0 * products + float(shape @ shape)
+        # Rounding can leave identical shapes slightly negative.
+        return np.asarray(np.maximum(squared, 0.0))
+
+    def _remember(self, shape: np.ndarray) -> None:
+        slot = self._count % len(self._shapes)
+        remembered = min(self._count, len(self._shapes))
+        if remembered:
+            distances = np.sqrt(self._squared_distances(shape, remembered) / self.length)
+            if remembered == len(self._shapes):
+                distances[slot] = np.inf  # the shape being overwritten is not a neighbour
+            np.minimum(self._nearest[:remembered], distances, out=self._nearest[:remembered])
+            self._nearest[slot] = distances.min()
+        self._shapes[slot] = shape
+        self._squared_norms[slot] = float(shape @ shape)
+        self._count += 1
+        # The normaliser only changes here, once per stride, so its median is not taken per update.
+        self._typical_nearest = partition_median(self._nearest[: min(self._count, len(self._shapes))])
 
 
 class PeriodicProfile:

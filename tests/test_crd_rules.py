@@ -126,11 +126,6 @@ BROKEN: dict[str, tuple[str, Callable[[Document], None], str]] = {
         set_fields(fallback={"onMetricsUnavailable": "Fallback"}),
         "spec.fallback: onMetricsUnavailable Fallback needs fallback.replicas",
     ),
-    "CA and insecure (ScalingPolicy)": (
-        "ScalingPolicy",
-        set_fields(prometheus__caSecretRef=SECRET, prometheus__insecureSkipVerify=True),
-        "spec.prometheus: caSecretRef and insecureSkipVerify exclude each other",
-    ),
     "modelName on a TGI preset": (
         "ScalingPolicy",
         set_fields(metrics__0__preset="tgi-queue-size"),
@@ -145,16 +140,6 @@ BROKEN: dict[str, tuple[str, Callable[[Document], None], str]] = {
         "ScalingPolicy",
         set_fields(forecast={"load": {"query": "sum(up)", "modelName": "m"}}),
         "spec.forecast.load: modelName and labelSelector apply to presets only",
-    ),
-    "CA and insecure (CircuitBreakerPolicy)": (
-        "CircuitBreakerPolicy",
-        set_fields(prometheus__caSecretRef=SECRET, prometheus__insecureSkipVerify=True),
-        "spec.prometheus: caSecretRef and insecureSkipVerify exclude each other",
-    ),
-    "health band upside down (CircuitBreakerPolicy)": (
-        "CircuitBreakerPolicy",
-        set_fields(health__lowerScore=0.9, health__upperScore=0.5),
-        "spec.health: lowerScore must be below upperScore",
     ),
     "canary without its backends": (
         "RoutingPolicy",
@@ -176,16 +161,23 @@ BROKEN: dict[str, tuple[str, Callable[[Document], None], str]] = {
         set_fields(targetRef__apiVersion="networking.istio.io/v1"),
         "spec.targetRef: VirtualService is networking.istio.io/v1, HTTPRoute gateway.networking.k8s.io/v1",
     ),
-    "CA and insecure (RoutingPolicy)": (
-        "RoutingPolicy",
+}
+
+# Rules that several kinds share, broken in each kind's example: (edit, message, kinds).
+SHARED: dict[str, tuple[Callable[[Document], None], str, tuple[str, ...]]] = {
+    "CA and insecure": (
         set_fields(prometheus__caSecretRef=SECRET, prometheus__insecureSkipVerify=True),
         "spec.prometheus: caSecretRef and insecureSkipVerify exclude each other",
+        tuple(CRDS),
     ),
-    "health band upside down (RoutingPolicy)": (
-        "RoutingPolicy",
+    "health band upside down": (
         set_fields(health__lowerScore=0.9, health__upperScore=0.5),
         "spec.health: lowerScore must be below upperScore",
+        ("CircuitBreakerPolicy", "RoutingPolicy"),
     ),
+}
+BROKEN |= {
+    f"{rule} ({kind})": (kind, edit, message) for rule, (edit, message, kinds) in SHARED.items() for kind in kinds
 }
 
 

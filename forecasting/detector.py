@@ -228,15 +228,16 @@ class StreamingDetector:
                 self.window,
             ),
         ]
-        family_sizes = [len(self.level_scales), len(self._spread_family_scales)]
         self.level_memories_ = [_LevelMemory(k, self.week_level_memory) for k in self.week_level_scales]
         self.shape_memories_ = [
             ShapeMemory(k, self.shape_memory, self.shape_stride, SHAPE_MIN_REMEMBERED, SHAPE_NOVELTY_FLOOR)
             for k in self.shape_scales
         ]
-        family_sizes += [len(season.scales) for season in self.seasons_]
-        family_sizes.append(len(self.level_memories_) + len(self.shape_memories_))
-        self.family_weights_ = [1.0] * (len(family_sizes) - 1) + [self.auxiliary_weight]
+        # In the order _statistics returns them: level, irregularity, daily, weekly, then the auxiliary one.
+        core_sizes = [len(self.level_scales), len(self._spread_family_scales)]
+        core_sizes += [len(season.scales) for season in self.seasons_]
+        family_sizes = [*core_sizes, len(self.level_memories_) + len(self.shape_memories_)]
+        self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight]
         self.calibrators_ = [
             [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory) for _ in range(size)]
             for size in family_sizes

@@ -13,11 +13,16 @@ How a series is forecast is decided by how the candidates would have done on its
    the baseline". Candidates are listed simplest first and a later one must beat the best so far
    by ``min_improvement``: a complex model that only ties the baseline in backtest is the one that
    loses to it out of sample.
-3. **Adaptive conformal calibration.** The chosen model's backtest errors fix how far its
-   quantiles must be stretched so that, on its own recent past, the 0.9 quantile was exceeded 10%
-   of the time; the level of that conformal quantile is itself adapted (adaptive conformal
-   inference, Gibbs & Candès 2021) by replaying the backtest in time order, so a band that kept
-   being exceeded lately is widened beyond what the pooled errors say.
+3. **Adaptive conformal calibration of the selection.** The backtest errors fix how far the
+   chosen model's quantiles must be stretched so that, on the recent past, the 0.9 quantile was
+   exceeded 10% of the time; the level of that conformal quantile is itself adapted (adaptive
+   conformal inference, Gibbs & Candès 2021) by replaying the backtest in time order, so a band
+   that kept being exceeded lately is widened beyond what the pooled errors say. The errors are
+   not the winner's own: the winner is the candidate that looked best on exactly these origins,
+   so its errors there understate what follows (the winner's curse), and calibrating on them
+   under-covers. Each origin contributes instead the error of the candidate the rule picks from
+   the *other* origins (:func:`held_out_choices`), i.e. of "select, then forecast" judged out of
+   sample, origin by origin, at no extra fit.
 
 Selection costs ``n_origins`` fits per candidate; :meth:`AutoForecaster.reusable` hands back the
 chosen model and its calibration as one cheap forecaster, to refit every cycle between
@@ -248,6 +253,56 @@ class CalibratedForecaster:
         return forecast if self.calibration is None else self.calibration.apply(forecast)
 
 
+def choose(losses: Sequence[np.ndarray], min_improvement: float, significance: float) -> int:
+    """Position of the winner among per-origin ``losses`` listed simplest first: a later candidate
+    replaces the best so far only if it :func:`beats` it."""
+    best = 0
+    for position in range(1, len(losses)):
+        if beats(losses[position], losses[best], min_improvement, significance):
+            best = position
+    return best
+
+
+def held_out_choices(losses: Sequence[np.ndarray], min_improvement: float, significance: float) -> np.ndarray:
+    """For each origin, the candidate :func:`choose` picks from the other origins' losses alone.
+
+    Calibrating on the winner's own backtest errors is optimistic: among candidates that trade
+    places from origin to origin, the one chosen is the one whose errors happened to be small on
+    these very origins. Leaving each origin out of the choice that judges it (as leave-one-out
+    cross-validation does for a fitted model) makes its error an out-of-sample error of the whole
+    procedure: where the choice is clear this is the winner's error anyway; where a single origin
+    tipped it, that origin gets the runner-up's (typically larger) error, which is what the
+    procedure risks there. The choice itself still uses every origin.
+    """
+    n_origins = len(losses[0])
+    return np.array(
+        [
+            choose([loss[np.arange(n_origins) != held_out] for loss in losses], min_improvement, significance)
+            for held_out in range(n_origins)
+        ],
+        dtype=int,
+    )
+
+
+def selection_backtest(results: Sequence[Backtest], choices: np.ndarray) -> Backtest:
+    """The backtest of "select, then forecast": at each origin, the forecast of the candidate
+    ``choices`` names for it (results share their origins, outcomes and scales)."""
+    rows = np.arange(len(choices))
+
+    def picked(per_candidate: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(np.stack(per_candidate)[choices, rows])
+
+    first = results[0]
+    return Backtest(
+        model="selection",
+        origins=first.origins,
+        actual=first.actual,
+        mean=picked([result.mean for result in results]),
+        quantiles={level: picked([result.quantiles[level] for result in results]) for level in first.quantiles},
+        scales=first.scales,
+    )
+
+
 class AutoForecaster:
     """Chooses among ``candidates`` per series by backtest and calibrates the winner's quantiles.
 
@@ -255,8 +310,9 @@ class AutoForecaster:
     scored against. ``adaptation_rate`` is the step of the adaptive conformal calibration
     (:func:`adaptive_level`; ``None`` for plain split conformal). Learned: ``scores_``
     (``position:model`` -> score relative to the first), ``backtests_``, ``chosen_`` (the winning
-    prototype, unfitted), ``calibration_`` and ``model_`` (the winner refitted on the whole
-    history).
+    prototype, unfitted), ``held_out_choices_`` (per backtest origin, the position of the candidate
+    chosen without that origin: whose errors calibrate the winner; see :func:`held_out_choices`),
+    ``calibration_`` and ``model_`` (the winner refitted on the whole history).
     """
 
     name: ClassVar[str] = "auto"
@@ -288,6 +344,7 @@ class AutoForecaster:
         origins = rolling_origins(len(clean), self.horizon, self.n_origins)
         self.scores_: dict[str, float] = {}
         self.backtests_: dict[str, Backtest] = {}
+        self.held_out_choices_ = np.empty(0, dtype=int)
         if len(clean) < self.min_selection_points or len(origins) < MIN_ORIGINS:
             self.fallback_ = True
             self.chosen_: Forecaster = DampedTrend()
@@ -301,21 +358,17 @@ class AutoForecaster:
     def _select(
         self, candidates: tuple[Forecaster, ...], y: pd.Series, origins: np.ndarray, levels: tuple[float, ...]
     ) -> tuple[Forecaster, Calibration]:
-        baseline: Backtest | None = None
-        best: tuple[np.ndarray, Forecaster, Backtest] | None = None
-        for candidate in candidates:
-            result = backtest(candidate, y, origins, self.horizon, levels)
-            if baseline is None:
-                baseline = result
-            losses = result.losses(baseline)
-            key = f"{len(self.scores_)}:{result.model}"  # unique even when two candidates share a model
-            self.scores_[key] = float(np.mean(losses))
-            self.backtests_[key] = result
-            if best is None or beats(losses, best[0], self.min_improvement, self.significance):
-                best = (losses, candidate, result)
-        assert best is not None
-        _, chosen, result = best
-        return chosen, Calibration.from_backtest(result, self.calibrated_levels, self.adaptation_rate)
+        results = [backtest(candidate, y, origins, self.horizon, levels) for candidate in candidates]
+        # keys unique even when two candidates share a model
+        self.backtests_ = {f"{position}:{result.model}": result for position, result in enumerate(results)}
+        losses = [result.losses(results[0]) for result in results]
+        self.scores_ = {key: float(np.mean(loss)) for key, loss in zip(self.backtests_, losses, strict=True)}
+        chosen = choose(losses, self.min_improvement, self.significance)
+        self.held_out_choices_ = held_out_choices(losses, self.min_improvement, self.significance)
+        calibration_backtest = selection_backtest(results, self.held_out_choices_)
+        return candidates[chosen], Calibration.from_backtest(
+            calibration_backtest, self.calibrated_levels, self.adaptation_rate
+        )
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
         levels = check_request(horizon, quantiles)

@@ -9,7 +9,7 @@ from scipy.stats import norm
 
 from forecasting import AutoForecaster, Backtest, Calibration, DampedTrend, Forecast, LinearForecaster, SeasonalNaive
 from forecasting.metrics import coverage, pinball_loss
-from forecasting.selection import adaptive_level, beats, rolling_origins
+from forecasting.selection import adaptive_level, beats, choose, held_out_choices, rolling_origins, selection_backtest
 
 
 def seasonal_period_of(model: object) -> int | None:
@@ -203,3 +203,55 @@ def test_adaptive_level_replays_the_backtest_in_time_order(
     result = backtest_of_errors(errors, origins)
     got = adaptive_level(errors, result.origins, 0.9, rate=0.1, horizon=6)
     assert got == pytest.approx(expected), case
+
+
+ONES = np.ones(20)
+TIPPED = np.where(np.arange(20) == 0, 0.0, 1.01)  # better than the baseline only at origin 0
+
+
+@pytest.mark.parametrize(
+    ("case", "challenger", "min_improvement", "significance", "winner", "expected"),
+    [
+        # Better at every origin: no origin left out changes the choice.
+        ("clear winner", ONES - 0.5, 0.02, 0.1, 1, np.ones(20, dtype=int)),
+        # Never better: the baseline everywhere.
+        ("never better", ONES + 0.5, 0.02, 0.1, 0, np.zeros(20, dtype=int)),
+        # Chosen on the mean thanks to origin 0 alone: without it the baseline wins, so origin 0 is
+        # judged by the baseline's forecast, the others by the challenger's.
+        ("tipped by one origin", TIPPED, 0.0, 0.5, 1, (np.arange(20) != 0).astype(int)),
+    ],
+)
+def test_held_out_choices_leave_each_origin_out_of_the_choice_that_judges_it(
+    case: str, challenger: np.ndarray, min_improvement: float, significance: float, winner: int, expected: np.ndarray
+) -> None:
+    losses = [ONES, challenger]
+    assert choose(losses, min_improvement, significance) == winner, case
+    np.testing.assert_array_equal(held_out_choices(losses, min_improvement, significance), expected, err_msg=case)
+
+
+def test_calibrating_the_selection_not_the_winner_keeps_coverage_after_a_lucky_choice() -> None:
+    """Eight equally good candidates whose errors have sd 1 or 3 at random per origin (their bands
+    say sd 1), chosen by the lowest mean loss: the winner is the one that drew sd 1 most often,
+    which says nothing about its next error (sd 1 or 3, even odds). Calibrated on its own errors,
+    its band covers the next outcome well under 0.9 (the winner's curse); calibrated on the errors
+    of the candidate chosen without each origin, 0.88-0.92. Coverage of the next error is exact:
+    (Phi(f z) + Phi(f z / 3)) / 2 for a band f z (z: the standard normal 0.9 quantile)."""
+    z = norm.ppf(0.9)
+
+    def next_coverage(calibration: Calibration) -> float:
+        return float(np.mean(norm.cdf(calibration.factors[0.9] * z / np.array([1.0, 3.0]))))
+
+    own, held_out = [], []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        results = []
+        for _ in range(8):
+            sd = np.where(rng.random((20, 1)) < 0.5, 1.0, 3.0)
+            results.append(backtest_of_errors(rng.normal(0, 1, (20, 6)) * sd / z))
+        losses = [result.losses(results[0]) for result in results]
+        winner = results[choose(losses, 0.0, 0.5)]
+        selection = selection_backtest(results, held_out_choices(losses, 0.0, 0.5))
+        own.append(next_coverage(Calibration.from_backtest(winner, (0.9,), adaptation_rate=0.1)))
+        held_out.append(next_coverage(Calibration.from_backtest(selection, (0.9,), adaptation_rate=0.1)))
+    assert np.mean(own) < 0.88
+    assert 0.88 <= np.mean(held_out) <= 0.92

@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 .PHONY: install prometheus test lint unit demo bench clean
 
 $(STAMP): pyproject.toml
+	@# Debian ships venv's ensurepip in a separate package.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "installing python3-venv (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

@@ -67,7 +67,10 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infercast", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="infercast",
+        description="Predictive scaling, circuit breakers and routing for GPU inference services on Kubernetes.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the operator")

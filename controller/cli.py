@@ -114,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    # Imported here: pandas, the forecasters and matplotlib are not needed to run the operator.
     from controller.backtest.run import main as backtest_main
 
     return backtest_main(args)

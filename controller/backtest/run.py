@@ -42,11 +42,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="with --prometheus: seed of the synthesized arrivals")
     parser.add_argument("--policy", type=Path, required=True, help="ScalingPolicy YAML with a spec.forecast section")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--baselines", default="hpa,kpa", help="comma-separated baselines to run too ('' for none)")
+    parser.add_argument(
+        "--baselines", default="hpa,kpa", help="comma-separated baselines to run too ('' for none; default hpa,kpa)"
+    )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is no TTY")
     parser.add_argument("--no-plot", action="store_true", help="skip backtest.png")
+    engine = parser.add_argument_group("the simulated replica (judge-equivalent engine model)")
     for field, default in asdict(EngineParams()).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default, dest=field)
+        engine.add_argument(
+            f"--{field.replace('_', '-')}",
+            type=type(default),
+            default=default,
+            dest=field,
+            help=f"{ENGINE_FLAG_HELP[field]} (default {default})",
+        )
+
+
+#: What each engine constant means, for ``--help`` (the fields of :class:`EngineParams`).
+ENGINE_FLAG_HELP = {
+    "max_seqs": "requests one replica holds at once: waiting for prefill, prefilling or decoding",
+    "prefill_tokens_per_s": "prompt tokens one replica prefills per second",
+    "step_base_s": "seconds of one decode step with no sequence in it",
+    "step_per_seq_s": "seconds one decode step grows by per decoding sequence",
+    "cold_start_s": "seconds from a replica's creation to ready (model load)",
+}
 
 
 def load_policy(path: Path) -> ScalingPolicySpec:

@@ -4,10 +4,11 @@ The predictive policy is pure: it wants the chosen quantile of load per future s
 numbers. This module makes those numbers from whatever history the caller has (the per-second
 prompt tokens of a backtest, or a Prometheus range query of prefill tokens/s in the operator):
 
-1. the samples are turned into the burst-aware load of :mod:`controller.backtest.load`, since
+1. the samples are turned into the burst-aware load of :mod:`forecasting.burst`, since
    a burst of prompt tokens, not the average rate, is what breaks the TTFT SLO;
-2. the peak of that load per step (``step_s``) is the series to forecast;
-3. a model is selected (rolling-origin backtest + conformal calibration,
+2. ``WindowPeak`` (:class:`forecasting.WindowPeak`) forecasts the peak of that load over the
+   whole window from it directly; every other model forecasts the peak of that load per step
+   (``step_s``), and is selected (rolling-origin backtest + conformal calibration,
    :class:`forecasting.AutoForecaster`, or the fixed model the spec names) every
    ``refit_interval_s`` and refitted on the latest history at every forecast.
 
@@ -24,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
-from controller.backtest.load import BURST_WINDOWS_S, burst_load
 from controller.forecast_spec import ForecastModel
 from forecasting import (
+    BURST_WINDOWS_S,
     AutoForecaster,
     CalibratedForecaster,
     DampedTrend,
@@ -36,12 +36,15 @@ from forecasting import (
     ForecastInputError,
     LinearForecaster,
     SeasonalNaive,
+    WindowPeak,
+    burst_load,
 )
 from policies.predictive import LoadForecast
 
 #: Fewer steps than this leave nothing to fit: the policy then runs on its reactive path.
 MIN_HISTORY_STEPS = 4
-#: WindowPeak: the "recent level" is the mean burst-aware load over this many seconds.
+#: WindowPeak, in seconds (the model counts in samples): the "recent level" is the mean
+#: burst-aware load over this long.
 LEVEL_WINDOW_S = 120.0
 #: WindowPeak: past forecast origins are taken this often; a decision interval is 15 s by default.
 ORIGIN_STRIDE_S = 15.0
@@ -133,7 +136,7 @@ class LoadForecaster:
             self._rates = self._rates[-keep:]
 
     def burst_load(self, samples: int | None = None) -> np.ndarray:
-        """The burst-aware load (see :mod:`controller.backtest.load`) of the newest ``samples``
+        """The burst-aware load (see :mod:`forecasting.burst`) of the newest ``samples``
         samples held (all when ``None``), oldest first, in the samples' unit."""
         sample = self.settings.sample_s
         held = self._rates if samples is None else self._rates[len(self._rates) - min(samples, len(self._rates)) :]
@@ -197,35 +200,26 @@ class LoadForecaster:
         )
 
     def _window_peak(self, now: float, window_s: float) -> LoadForecast | None:
-        """One value for the whole window: the recent level plus the chosen quantile of how far
-        the window's peak has risen above the level before it, in this workload's own history.
-
-        Forecasting the peak of each step and taking the highest over the window stacks one
-        quantile per step, which over-provisions a smooth load; and a per-step model cannot learn
-        that a load which was silent a minute ago bursts to many replicas. The past excesses
-        carry both: small on a smooth load, large on a bursty one, and recent bursts weigh most
-        because bursts recur.
-        """
+        """:class:`forecasting.WindowPeak`'s one value for the whole window, from the burst-aware load."""
         if self._end_s is None:
             return None
         sample = self.settings.sample_s
         ahead = math.ceil(window_s / sample)
-        level = max(1, round(LEVEL_WINDOW_S / sample))
-        stride = max(1, round(ORIGIN_STRIDE_S / sample))
-        memory = min(self.settings.history_s, EXCESS_MEMORY_HALF_LIVES * EXCESS_HALF_LIFE_S)
-        load = self.burst_load(math.ceil(memory / sample) + ahead + level)
-        # Origins t with a full level window before and a full provisioning window after.
-        origins = np.arange(len(load) - ahead, level - 1, -stride)[::-1]
-        if len(origins) < MIN_HISTORY_STEPS:
+        model = _window_peak_model(self.settings)
+        # Only the samples the model reads (memory, window and level): the burst load is computed
+        # afresh at every decision, and the history held may be days long.
+        load = self.burst_load(model.memory + ahead + model.level)
+        try:
+            predicted = model.fit(pd.Series(load, index=self._times(len(load), sample))).predict(
+                ahead, (self.settings.quantile,)
+            )
+        except ForecastInputError:
             return None
-        cumulative = np.concatenate(([0.0], np.cumsum(load)))
-        peaks = sliding_window_view(load, ahead).max(axis=1)
-        excess = peaks[origins] - (cumulative[origins] - cumulative[origins - level]) / level
-        weights = 0.5 ** ((len(load) - ahead - origins) * sample / EXCESS_HALF_LIFE_S)
-        now_level = (cumulative[-1] - cumulative[-1 - level]) / level
-        upper = max(0.0, now_level + _weighted_quantile(excess, weights, self.settings.quantile))
+        if predicted.fallback:
+            return None  # too few past windows to learn the excess from: the policy's reactive path
+        upper = max(0.0, float(predicted.quantile(self.settings.quantile)[0]))
         span = max(now + window_s - self._end_s, sample)
-        return LoadForecast(self._end_s, float(span), (float(upper),), self.settings.quantile)
+        return LoadForecast(self._end_s, float(span), (upper,), self.settings.quantile)
 
     def _horizon(self, now: float, window_s: float) -> int:
         issued_at = self._end_s if self._end_s is not None else now
@@ -235,11 +229,15 @@ class LoadForecaster:
         peaks = self.step_peaks()
         if len(peaks) < MIN_HISTORY_STEPS:
             return None
-        step = self.settings.step_s
-        ends = (self._end_s or 0.0) - step * np.arange(len(peaks) - 1, -1, -1)
-        # Real times, so that a model with a daily or weekly season sees the time of day.
-        index = pd.to_datetime(ends, unit="s")
-        return pd.Series(peaks, index=index)
+        return pd.Series(peaks, index=self._times(len(peaks), self.settings.step_s))
+
+    def _times(self, count: int, spacing: float) -> pd.DatetimeIndex:
+        """The end times of ``count`` values ``spacing`` seconds apart, the newest ending at :attr:`end_s`.
+
+        Real times, so that a model with a daily or weekly season sees the time of day.
+        """
+        end = pd.Timestamp(self._end_s or 0.0, unit="s")
+        return pd.date_range(end=end, periods=count, freq=pd.Timedelta(seconds=spacing))
 
     def _select(self, series: pd.Series, horizon: int) -> Forecaster:
         if self.settings.model in _FIXED_MODELS:
@@ -255,8 +253,13 @@ _FIXED_MODELS: dict[str, type[SeasonalNaive | DampedTrend | LinearForecaster]] =
 }
 
 
-def _weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
-    """The smallest value whose share of the total weight at or below it reaches ``level``."""
-    order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, level * cumulative[-1])])
+def _window_peak_model(settings: LoadForecastSettings) -> WindowPeak:
+    """WindowPeak with the durations above counted in samples; its memory never exceeds the history."""
+    sample = settings.sample_s
+    return WindowPeak(
+        level=max(1, round(LEVEL_WINDOW_S / sample)),
+        stride=max(1, round(ORIGIN_STRIDE_S / sample)),
+        half_life=EXCESS_HALF_LIFE_S / sample,
+        memory=math.ceil(min(settings.history_s, EXCESS_MEMORY_HALF_LIVES * EXCESS_HALF_LIFE_S) / sample),
+        min_origins=MIN_HISTORY_STEPS,
+    )

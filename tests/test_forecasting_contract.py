@@ -18,6 +18,7 @@ from forecasting import (
     NotFittedError,
     ProphetForecaster,
     SeasonalNaive,
+    WindowPeak,
     clone,
 )
 
@@ -27,6 +28,7 @@ FAST: dict[str, Callable[[], Forecaster]] = {
     "linear": LinearForecaster,
     "gbm": lambda: GradientBoostingForecaster(max_iter=20, max_rows=2000, random_state=3),
     "auto": lambda: AutoForecaster(n_origins=4),
+    "window_peak": WindowPeak,
 }
 ALL = FAST | {"prophet": lambda: ProphetForecaster(uncertainty_samples=50, seed=3)}
 
@@ -86,7 +88,7 @@ def test_same_seed_same_forecast_and_clone_is_unfitted(name: str) -> None:
 def test_short_history_still_forecasts_and_says_so_when_it_falls_back(name: str) -> None:
     forecast = ALL[name]().fit(series(12)).predict(3, (0.9,))
     assert np.all(np.isfinite(forecast.mean))
-    if name in ("linear", "gbm", "auto"):
+    if name in ("linear", "gbm", "auto", "window_peak"):
         assert forecast.fallback
 
 
@@ -160,3 +162,56 @@ def test_linear_model_does_not_extrapolate_past_the_states_it_was_fitted_on() ->
     y = pd.Series(values, index=pd.date_range("2024-03-04", periods=len(values), freq="5min"))
     forecast = LinearForecaster().fit(y).predict(6)
     assert np.all(forecast.mean > 12)
+
+
+def _steps(values: np.ndarray) -> pd.Series:
+    return pd.Series(values, index=pd.date_range("2024-03-04", periods=len(values), freq="1s"))
+
+
+@pytest.mark.parametrize("length", [600, 604, 607])
+def test_window_peak_forecasts_the_spike_every_window_holds(length: int) -> None:
+    """Load 10 with a spike to 50 every 10 steps: a 12-step window always holds one spike, so its
+    peak is 50 however the history ends (just after a spike or just before one), at every level;
+    a per-step forecast of the quiet steps would say 10."""
+    values = np.where(np.arange(length) % 10 == 0, 50.0, 10.0)
+    forecast = WindowPeak(level=20, stride=1).fit(_steps(values)).predict(12, (0.1, 0.5, 0.9))
+    for level in (0.1, 0.5, 0.9):
+        np.testing.assert_allclose(forecast.quantiles[level], 50.0)
+    np.testing.assert_allclose(forecast.mean, 50.0)
+    assert not forecast.fallback
+
+
+def test_window_peak_of_a_bursty_load_spans_quiet_to_burst_where_a_smooth_one_stays_near_its_level() -> None:
+    """Both have mean 10. The bursty one is 0 with 100 every 10th step: half of the 5-step windows
+    peak at 100 above a level of 10, half at 0; so its band runs from 0 to 100 while the smooth
+    load's stays within its noise."""
+    n = 2_000
+    bursty = np.where(np.arange(n) % 10 == 0, 100.0, 0.0)
+    smooth = np.random.default_rng(4).normal(10.0, 0.5, n)
+    model = WindowPeak(level=20, stride=1)
+    bursty_forecast = model.fit(_steps(bursty)).predict(5, (0.1, 0.9))
+    smooth_forecast = model.fit(_steps(smooth)).predict(5, (0.1, 0.9))
+    np.testing.assert_allclose(bursty_forecast.quantiles[0.1], 0.0, atol=1e-9)
+    np.testing.assert_allclose(bursty_forecast.quantiles[0.9], 100.0)
+    assert np.all(smooth_forecast.quantiles[0.1] > 9.0)
+    assert np.all(smooth_forecast.quantiles[0.9] < 12.0)
+
+
+def test_window_peak_weighs_recent_bursts_more_than_old_ones() -> None:
+    """Ten bursts to 100 on a load of 1, each seen by 5 of the 5-step windows (12% of the ~400
+    origins): with a 50-step half-life, the same bursts 15..200 steps ago carry ~19% of the weight,
+    above the 10% the 0.9 quantile leaves, so it is the burst's peak (100); 215..400 steps ago they
+    carry ~1%, and it is the quiet load (1). Weighed alike, both histories give 100."""
+
+    def history(first_burst: int) -> pd.Series:
+        values = np.ones(600)
+        values[first_burst : first_burst + 200 : 20] = 100.0
+        return _steps(values)
+
+    recent, old = history(400), history(200)
+    model = WindowPeak(level=10, stride=1, half_life=50.0, memory=400)
+    assert model.fit(recent).predict(5).quantiles[0.9][0] == pytest.approx(100.0)
+    assert model.fit(old).predict(5).quantiles[0.9][0] == pytest.approx(1.0)
+    alike = WindowPeak(level=10, stride=1, half_life=1e9, memory=400)
+    assert alike.fit(old).predict(5).quantiles[0.9][0] == pytest.approx(100.0)
+    assert alike.fit(recent).predict(5).quantiles[0.9][0] == pytest.approx(100.0)

@@ -11,10 +11,10 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from controller.backtest.load import burst_load
 from controller.backtest.predictive import PredictiveController
 from controller.backtest.score import SloTargets, window_table
 from controller.backtest.simulate import Run
+from forecasting import burst_load
 
 
 def plot_run(run: Run, controller: PredictiveController, slo: SloTargets, path: Path) -> None:

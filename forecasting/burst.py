@@ -8,6 +8,9 @@ these over windows from one second to a few minutes, so it equals the average ra
 load and rises with a burst as soon as the burst is seen. Divided by a replica's prefill rate
 times its target utilization (the headroom that keeps decoding within the TPOT SLO, since
 decoding pauses during prefill), it gives replicas.
+
+It lives here, not with the controller, because it is pure signal processing on a series: the
+operator's forecasting loop and the backtester both derive their load from it.
 """
 
 from __future__ import annotations
@@ -32,12 +35,3 @@ def burst_load(prompt_tokens: np.ndarray, ttft_slo_s: float, windows: tuple[int,
         arrived = cumulative[ends] - cumulative[np.maximum(ends - window, 0)]
         load = np.maximum(load, arrived / (window + ttft_slo_s))
     return load
-
-
-def step_peaks(values: np.ndarray, step_s: int) -> np.ndarray:
-    """The highest value of each complete step of ``step_s`` seconds (a partial last step is dropped)."""
-    whole = len(values) // step_s * step_s
-    if whole == 0:
-        return np.zeros(0)
-    peaks: np.ndarray = np.asarray(values[:whole], dtype=float).reshape(-1, step_s).max(axis=1)
-    return peaks

@@ -1,0 +1,101 @@
+"""WindowPeak: the peak of the whole coming window, from the recent level and past windows' rises.
+
+A replica count must cover the highest load of the time it takes a new replica to serve (the
+lead time), so what is needed is one number per window, not one per step. Taking the highest of
+per-step quantiles stacks one quantile per step and over-provisions a smooth load; and a
+per-step model cannot learn that a load which was silent a minute ago bursts to many replicas.
+The distribution of how far a window's peak rose above the level before it carries both: it is
+narrow on a smooth load and wide on a bursty one, whatever the load is doing at the moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Self
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from forecasting.base import Forecast, NotFittedError, check_request, future_index, make_forecast
+from forecasting.hygiene import regularize
+from forecasting.level import DampedTrend
+
+
+class WindowPeak:
+    """The recent level plus a recency-weighted quantile of past windows' excess over their level.
+
+    At every past origin ``t`` (every ``stride`` steps back from the newest one that has a full
+    window after it) the *excess* is the peak of the ``horizon`` values from ``t`` minus the mean
+    of the ``level`` values before ``t``. The forecast at level ``q`` is the mean of the last
+    ``level`` values plus the weighted ``q``-quantile of the excesses, an excess ``half_life``
+    steps older than the newest weighing half as much: bursts recur, so recent ones tell most,
+    and a burst an hour ago still widens the band now that the load is quiet. ``mean`` is the
+    level plus the weighted mean excess (the expected window peak, not the expected load).
+
+    Every step of the returned arrays carries the same value, the whole window's: the forecast
+    is of the peak of the ``horizon`` steps after the history, so it depends on ``horizon``.
+
+    Hyperparameters are in steps of the fitted series (the defaults suit a 1-s series: a 2-min
+    level, origins 15 s apart, a 30-min half-life, 4 h of memory). ``memory`` bounds how far
+    before the newest origin origins are taken (8 half-lives: older weights are below 1/256),
+    which also bounds the cost. With fewer than ``min_origins`` origins (a history shorter than
+    ``level + horizon`` and a few strides) there is no excess distribution to speak of: the
+    damped trend answers, per step, with ``fallback`` set.
+    """
+
+    name: ClassVar[str] = "window_peak"
+
+    def __init__(
+        self,
+        level: int = 120,
+        stride: int = 15,
+        half_life: float = 1800.0,
+        memory: int = 14_400,
+        min_origins: int = 4,
+    ) -> None:
+        self.level = level
+        self.stride = stride
+        self.half_life = half_life
+        self.memory = memory
+        self.min_origins = min_origins
+
+    def fit(self, y: pd.Series) -> Self:
+        """Keep the regularised history: the excesses depend on the horizon, known at ``predict``."""
+        if self.level < 1 or self.stride < 1 or self.memory < 0 or not self.half_life > 0:
+            raise ValueError("level and stride must be >= 1, memory >= 0 and half_life > 0")
+        clean = regularize(y, min_points=2)
+        self.history_ = clean.values
+        self.step_ = clean.step
+        self.last_ = clean.values.index[-1]
+        return self
+
+    def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
+        levels = check_request(horizon, quantiles)
+        if not hasattr(self, "history_"):
+            raise NotFittedError("WindowPeak.predict called before fit")
+        values = self.history_.to_numpy()
+        values = values[len(values) - min(len(values), self.memory + horizon + self.level) :]
+        # Origins with a full level window before them and a full window after, newest first.
+        origins = np.arange(len(values) - horizon, self.level - 1, -self.stride)[::-1]
+        if len(origins) < self.min_origins:
+            stand_in = DampedTrend().fit(self.history_).predict(horizon, levels)
+            return make_forecast(stand_in.index, stand_in.mean, stand_in.quantiles, stand_in.model, fallback=True)
+        cumulative = np.concatenate(([0.0], np.cumsum(values)))
+        peaks = sliding_window_view(values, horizon).max(axis=1)
+        excess = peaks[origins] - (cumulative[origins] - cumulative[origins - self.level]) / self.level
+        weights = 0.5 ** ((len(values) - horizon - origins) / self.half_life)
+        now_level = (cumulative[-1] - cumulative[-1 - self.level]) / self.level
+        mean = np.full(horizon, now_level + np.average(excess, weights=weights))
+        bands = {q: np.full(horizon, now_level + weighted_quantile(excess, weights, q)) for q in levels}
+        return make_forecast(future_index(self.last_, self.step_, horizon), mean, bands, self.name)
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
+    """The smallest value whose share of the total weight at or below it reaches ``level``.
+
+    No interpolation between values: the answer is always an excess that was seen.
+    """
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, level * cumulative[-1])])

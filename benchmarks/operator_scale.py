@@ -130,25 +130,20 @@ def main() -> int:
         prometheus.wait_for_series("up == 1", timeout=30)
         kubeconfig = write_kubeconfig(api.url, workdir / "kubeconfig")
         kube = client.ApiClient(client.Configuration(host=api.url))
-        client.CoreV1Api(kube).create_namespace({"metadata": {"name": NAMESPACE}})
+        client.CoreV1Api(kube).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         apps, custom = client.AppsV1Api(kube), client.CustomObjectsApi(kube)
         started = time.monotonic()
         for i in range(args.policies):
             labels = {"app": f"vllm-{i}"}
-            apps.create_namespaced_deployment(
-                NAMESPACE,
-                {
-                    "metadata": {"name": f"vllm-{i}"},
-                    "spec": {
-                        "replicas": 1,
-                        "selector": {"matchLabels": labels},
-                        "template": {
-                            "metadata": {"labels": labels},
-                            "spec": {"containers": [{"name": "s", "image": "x"}]},
-                        },
-                    },
+            deployment = {
+                "metadata": {"name": f"vllm-{i}"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "s", "image": "x"}]}},
                 },
-            )
+            }
+            apps.create_namespaced_deployment(NAMESPACE, client.V1Deployment.model_validate(deployment))
             apps.patch_namespaced_deployment_status(
                 f"vllm-{i}", NAMESPACE, {"status": {"replicas": 1, "readyReplicas": 1}}
             )

@@ -81,7 +81,7 @@ def namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterato
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{slug}-{secrets.token_hex(3)}"
     core = client.CoreV1Api(kube)
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
 

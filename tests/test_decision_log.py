@@ -215,7 +215,8 @@ def predictive_run(
             metrics=metrics or OperatorMetrics(),
             forecast_processes=InlineExecutor(),
         )
-        session, status, records = ForecastSession(), {}, []
+        session, records = ForecastSession(), []
+        status: dict[str, Any] = {}
         observed = ScaleObservation(ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, "app=vllm")
         for cycle in range(cycles):
             now = NOW + cycle * INTERVAL_S

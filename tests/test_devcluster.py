@@ -9,6 +9,8 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, watch
@@ -214,7 +216,7 @@ def test_a_resource_without_scale_subresource_has_no_scale(core, namespace, apis
     assert status == 404
 
 
-def rollout_crd(group: str) -> dict:
+def rollout_crd(group: str) -> client.V1CustomResourceDefinition:
     """A CRD like Argo's Rollout: status and scale subresources, a schema with defaults and bounds."""
     integer = {"type": "integer", "minimum": 0}
     spec = {
@@ -231,40 +233,44 @@ def rollout_crd(group: str) -> dict:
         "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector",
     }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"rollouts.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout", "shortNames": ["ro"]},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": schema},
-                    "subresources": {"status": {}, "scale": scale},
-                }
-            ],
-        },
-    }
+    return client.V1CustomResourceDefinition.model_validate(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"rollouts.{group}"},
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": {"plural": "rollouts", "singular": "rollout", "kind": "Rollout", "shortNames": ["ro"]},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": schema},
+                        "subresources": {"status": {}, "scale": scale},
+                    }
+                ],
+            },
+        }
+    )
 
 
 ROLLOUTS_GROUP = "rollouts.test.infercast.io"
 
 
 @pytest.fixture(scope="module")
-def rollouts(kube):
+def rollouts(kube: client.ApiClient) -> Iterator[client.V1CustomResourceDefinition]:
     """The Rollout CRD, registered through the API for this module's tests."""
     extensions = client.ApiextensionsV1Api(kube)
-    created = extensions.create_custom_resource_definition(rollout_crd(ROLLOUTS_GROUP))
+    crd = rollout_crd(ROLLOUTS_GROUP)
+    created = extensions.create_custom_resource_definition(crd)
     yield created
-    extensions.delete_custom_resource_definition(created.metadata.name)
+    assert crd.metadata is not None and crd.metadata.name is not None
+    extensions.delete_custom_resource_definition(crd.metadata.name)
 
 
-def rollout(name: str, **spec) -> dict:
+def rollout(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": f"{ROLLOUTS_GROUP}/v1", "kind": "Rollout", "metadata": {"name": name}, "spec": spec}
 
 
@@ -317,7 +323,8 @@ def test_deleting_a_crd_stops_serving_its_resource(kube, custom, namespace):
     extensions.create_custom_resource_definition(crd)
     custom.list_namespaced_custom_object("deleted.test.infercast.io", "v1", namespace, "rollouts")
 
-    extensions.delete_custom_resource_definition(crd["metadata"]["name"])
+    assert crd.metadata is not None and crd.metadata.name is not None
+    extensions.delete_custom_resource_definition(crd.metadata.name)
 
     with pytest.raises(ApiException) as error:
         custom.list_namespaced_custom_object("deleted.test.infercast.io", "v1", namespace, "rollouts")

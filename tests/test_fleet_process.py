@@ -17,7 +17,7 @@ from kubernetes import client
 from controller.devcluster.processes import ManagedProcess, start_process, wait_for
 from controller.devcluster.prometheus import Prometheus
 from tests.conftest import REPO_ROOT
-from tests.harness.kube import deployment_manifest
+from tests.harness.kube import deployment
 from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -41,8 +41,7 @@ class Fleet:
 
 @pytest.fixture
 def fleet(apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: pathlib.Path) -> Iterator[Fleet]:
-    manifest = deployment_manifest(DEPLOYMENT, replicas=1)
-    client.AppsV1Api(kube).create_namespaced_deployment(namespace, manifest)  # type: ignore[arg-type]
+    client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment(DEPLOYMENT, replicas=1))
     ready_file = tmp_path / "fleet.url"
     argv = [
         sys.executable, "-m", "controller.devcluster.fleet",

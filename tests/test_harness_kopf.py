@@ -11,7 +11,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness.kube import deployment_manifest, events_for
+from tests.harness.kube import custom_object, deployment_manifest, events_for, scale_replicas
 from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -52,12 +52,8 @@ def create_echo(custom: client.CustomObjectsApi, namespace: str, name: str, targ
 
 
 def echo_status(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    echo = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    echo = custom_object(custom, GROUP, VERSION, namespace, PLURAL, name)
     return dict(echo.get("status") or {})
-
-
-def scale_replicas(apps: client.AppsV1Api, namespace: str, name: str) -> int:
-    return int(apps.read_namespaced_deployment_scale(name, namespace).spec.replicas)
 
 
 @pytest.mark.usefixtures("echo_crd")

@@ -231,13 +231,13 @@ def test_every_spec_field_is_typed_and_bounded(kind: str) -> None:
     for path, node in fields(kind).items():
         if not path.startswith("spec"):
             continue
-        kind = node.get("type")
-        if kind == "string" and "enum" not in node and "maxLength" not in node:
+        node_type = node.get("type")
+        if node_type == "string" and "enum" not in node and "maxLength" not in node:
             unbounded.append(f"{path}: string without maxLength or enum")
-        if kind == "array" and "maxItems" not in node:
+        if node_type == "array" and "maxItems" not in node:
             unbounded.append(f"{path}: array without maxItems")
-        if kind in ("integer", "number") and not {"minimum", "maximum"} <= node.keys():
-            unbounded.append(f"{path}: {kind} without minimum and maximum")
+        if node_type in ("integer", "number") and not {"minimum", "maximum"} <= node.keys():
+            unbounded.append(f"{path}: {node_type} without minimum and maximum")
     assert unbounded == []
 
 

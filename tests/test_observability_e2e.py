@@ -40,7 +40,7 @@ from controller.observability.metrics import (
 )
 from tests.conftest import EXPORTER_JOB, REPO_ROOT, OperatorFactory
 from tests.harness.exporter import Exporter
-from tests.harness.kube import deployment_manifest
+from tests.harness.kube import custom_object, deployment
 from tests.harness.polling import wait_until
 from tests.harness.traffic import Backend, Traffic, destination_rule, register_upstream_crds, virtual_service
 
@@ -83,7 +83,7 @@ def create_mesh(kube: client.ApiClient, namespace: str) -> None:
     apps, custom = client.AppsV1Api(kube), client.CustomObjectsApi(kube)
     register_upstream_crds(kube)
     for pool in POOLS:
-        apps.create_namespaced_deployment(namespace, deployment_manifest(f"vllm-{pool}", replicas=4))
+        apps.create_namespaced_deployment(namespace, deployment(f"vllm-{pool}", replicas=4))
         apps.patch_namespaced_deployment_status(
             f"vllm-{pool}", namespace, {"status": {"replicas": 4, "readyReplicas": 4}}
         )
@@ -94,7 +94,7 @@ def create_mesh(kube: client.ApiClient, namespace: str) -> None:
 
 
 def traffic_policy(kind: str, target_kind: str, namespace: str, prometheus_url: str) -> dict[str, Any]:
-    backends = [
+    backends: list[dict[str, Any]] = [
         {
             "name": pool,
             "subset": pool,
@@ -128,9 +128,11 @@ def run(
     tmp_path: pathlib.Path,
 ) -> Iterator[Run]:
     apps, custom = client.AppsV1Api(kube), client.CustomObjectsApi(kube)
-    apps.create_namespaced_deployment(namespace, with_namespace(demo.deployment_manifest(), namespace))
+    apps.create_namespaced_deployment(
+        namespace, client.V1Deployment.model_validate(with_namespace(demo.deployment_manifest(), namespace))
+    )
     # A second workload whose policy reads a metric that does not exist: query errors and a hold.
-    apps.create_namespaced_deployment(namespace, deployment_manifest("idle", replicas=1))
+    apps.create_namespaced_deployment(namespace, deployment("idle", replicas=1))
     apps.patch_namespaced_deployment_status("idle", namespace, {"status": {"replicas": 1, "readyReplicas": 1}})
     create_mesh(kube, namespace)
 
@@ -296,7 +298,7 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     assert "forecast" in paths, paths
     # The demo's model setting is Auto: the records, status and refit metric name the model it chose.
     refits = prometheus.query(f'infercast_model_last_refit_duration_seconds{{namespace="{namespace}"}}')
-    policy = client.CustomObjectsApi(kube).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, demo.POLICY)
+    policy = custom_object(client.CustomObjectsApi(kube), GROUP, VERSION, namespace, PLURAL, demo.POLICY)
     models = {d["inputs"]["forecast"]["model"] for d in run.decision_lines() if d["policy"].endswith("/vllm")}
     chosen_models = models - {"Auto"}
     assert chosen_models, models

@@ -300,7 +300,9 @@ async def test_the_pool_reports_each_request_it_sends_and_no_cache_hit(
     exporter.set_gauge(name, 3.0, pod="a")
     prometheus.wait_for_series(name, timeout=20)
     seen: list[tuple[float, str | None]] = []
-    pool = PrometheusPool(on_request=lambda seconds, error: seen.append((seconds, error and error.reason)))
+    pool = PrometheusPool(
+        on_request=lambda seconds, error: seen.append((seconds, None if error is None else error.reason))
+    )
     spec = PrometheusSpec(url=prometheus.url, timeout_s=2.0)
     assert await pool.query(spec, Credentials(), f"sum({name})") == 3.0
     assert await pool.query(spec, Credentials(), f"sum({name})") == 3.0  # coalesced: no request

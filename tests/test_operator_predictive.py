@@ -68,22 +68,20 @@ class Ramp:
 def test_scales_up_ahead_of_a_ramp_and_learns_the_lead_time(
     fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, exporter: Exporter, pods: PodFollower
 ) -> None:
-    fleet.apps.create_namespaced_deployment(
-        fleet.namespace,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": fleet.name},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": fleet.name}},
-                "template": {
-                    "metadata": {"labels": {"app": fleet.name}},
-                    "spec": {"containers": [{"name": "server", "image": "vllm"}]},
-                },
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": fleet.name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": fleet.name}},
+            "template": {
+                "metadata": {"labels": {"app": fleet.name}},
+                "spec": {"containers": [{"name": "server", "image": "vllm"}]},
             },
         },
-    )
+    }
+    fleet.apps.create_namespaced_deployment(fleet.namespace, client.V1Deployment.model_validate(manifest))
     with Ramp(exporter, fleet.namespace) as ramp:
         process = start_operator(operator, fleet.namespace)
         fleet.create_policy(

@@ -11,8 +11,10 @@ import json
 import pathlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from controller.devcluster.processes import ManagedProcess
 from controller.devcluster.prometheus import Prometheus
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
-from tests.harness.kube import deployment_manifest, events_for
+from tests.harness.kube import custom_object, deployment, events_for, scale_replicas
 from tests.harness.polling import wait_until
 from tests.harness.workload import ReadyFollower
 
@@ -54,7 +56,7 @@ class Fleet:
         return client.CustomObjectsApi(self.kube)
 
     def create(self, replicas: int) -> None:
-        self.apps.create_namespaced_deployment(self.namespace, deployment_manifest(self.name, replicas=replicas))
+        self.apps.create_namespaced_deployment(self.namespace, deployment(self.name, replicas=replicas))
         self.apps.patch_namespaced_deployment_status(
             self.name, self.namespace, {"status": {"replicas": replicas, "readyReplicas": replicas}}
         )
@@ -65,7 +67,7 @@ class Fleet:
         self.exporter.set_gauge(WAITING, total, namespace=self.namespace, pod=pod, model_name="llama")
 
     def replicas(self) -> int:
-        return int(self.apps.read_namespaced_deployment_scale(self.name, self.namespace).spec.replicas)
+        return scale_replicas(self.apps, self.namespace, self.name)
 
     def create_policy(self, name: str, prometheus_url: str, **spec: Any) -> None:
         body = {
@@ -91,13 +93,18 @@ class Fleet:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
 
     def status(self, policy: str) -> dict[str, Any]:
-        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, policy)
+        obj = custom_object(self.custom, GROUP, VERSION, self.namespace, PLURAL, policy)
         return dict(obj.get("status") or {})
 
     def condition(self, policy: str, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.status(policy).get("conditions", []) if c["type"] == type_), None)
 
-    def event_reasons(self, name: str) -> list[str]:
+    def condition_with_status(self, policy: str, type_: str, status: str) -> dict[str, Any] | None:
+        """The condition if it has ``status``, else ``None`` (for polling)."""
+        condition = self.condition(policy, type_)
+        return condition if condition is not None and condition["status"] == status else None
+
+    def event_reasons(self, name: str) -> list[str | None]:
         return [e.reason for e in events_for(client.CoreV1Api(self.kube), self.namespace, name)]
 
 
@@ -124,7 +131,17 @@ def decision_lines(process: ManagedProcess) -> list[dict[str, Any]]:
     return [d for d in map(json.loads, lines) if d.get("event") == "decision"]
 
 
-def stays(predicate: Any, seconds: float, interval: float = 0.5) -> None:
+def stabilized(process: ManagedProcess) -> list[dict[str, Any]]:
+    """The decisions that held a scale-down back for the stabilization window."""
+    return [d for d in decision_lines(process) if "ScaleDownStabilized" in d["reasons"]]
+
+
+def decided_at(decision: dict[str, Any]) -> float:
+    """When the operator decided, by its own clock (whole seconds, as logged)."""
+    return datetime.fromisoformat(decision["time"]).timestamp()
+
+
+def stays(predicate: Callable[[], bool], seconds: float, interval: float = 0.5) -> None:
     """Assert that ``predicate`` holds for the whole of ``seconds`` (bounded, polled)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -153,8 +170,8 @@ def test_scales_up_on_load_and_reports_the_decision(
     assert "InfercastRescale" in fleet.event_reasons(fleet.name), "an Event on the scaled workload"
     status = fleet.status("vllm")
     assert status["lastScaleTime"]
-    assert fleet.condition("vllm", "Ready")["status"] == "True"  # type: ignore[index]
-    assert fleet.condition("vllm", "MetricsAvailable")["status"] == "True"  # type: ignore[index]
+    assert fleet.condition_with_status("vllm", "Ready", "True")
+    assert fleet.condition_with_status("vllm", "MetricsAvailable", "True")
 
 
 def test_scales_down_only_after_the_stabilization_window(
@@ -193,8 +210,7 @@ def test_holds_through_a_prometheus_outage_and_recovers_by_itself(
         own.stop()
         fleet.set_waiting(0)  # were it seen, this would scale the fleet down to 1
         outage = wait_until(
-            lambda: (c := fleet.condition("vllm", "MetricsAvailable")) and c["status"] == "False" and c,
-            timeout=DECISION_TIMEOUT_S,
+            lambda: fleet.condition_with_status("vllm", "MetricsAvailable", "False"), timeout=DECISION_TIMEOUT_S
         )
         assert outage["reason"] in ("Unreachable", "BackingOff", "Timeout")
         stays(lambda: fleet.replicas() == 3, seconds=3 * INTERVAL_S)
@@ -215,7 +231,7 @@ def test_recommend_mode_reports_but_never_writes(
 
     status = wait_until(lambda: (s := fleet.status("vllm")).get("desiredReplicas") == 5 and s, timeout=30)
     assert status["lastDecision"]["applied"] is False
-    assert fleet.condition("vllm", "Ready")["reason"] == "Recommending"  # type: ignore[index]
+    assert (fleet.condition("vllm", "Ready") or {}).get("reason") == "Recommending"
     stays(lambda: fleet.replicas() == 1, seconds=2 * INTERVAL_S)
     assert all(not d["applied"] for d in decision_lines(process))
     assert "InfercastRescale" not in fleet.event_reasons(fleet.name)
@@ -238,7 +254,7 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
     with pytest.raises(client.ApiException) as refused:
         fleet.create_policy("bounds", prometheus.url, **target("b"), minReplicas=5, maxReplicas=2)
     assert refused.value.status == 422
-    assert "minReplicas must not exceed maxReplicas" in refused.value.body
+    assert refused.value.body is not None and "minReplicas must not exceed maxReplicas" in refused.value.body
     # ... and the operator refuses what only it can judge, each with a condition and one Event.
     bad = {
         "refit": (
@@ -260,7 +276,7 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
     fleet.create_policy("good", prometheus.url)
 
     for name, (_, reason) in bad.items():
-        ready = wait_until(lambda n=name: fleet.condition(n, "Ready"), timeout=DECISION_TIMEOUT_S)
+        ready = wait_until(partial(fleet.condition, name, "Ready"), timeout=DECISION_TIMEOUT_S)
         assert (ready["status"], ready["reason"]) == ("False", reason), name
         assert ready["message"]
         assert reason in fleet.event_reasons(name), f"a Warning Event explains {name}"
@@ -275,18 +291,18 @@ def test_one_writer_per_workload(
     fleet.create(replicas=1)
     fleet.set_waiting(50)
     autoscaling = client.AutoscalingV2Api(kube)
-    autoscaling.create_namespaced_horizontal_pod_autoscaler(
-        fleet.namespace,
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": "vllm-hpa"},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": fleet.name},
-                "minReplicas": 1,
-                "maxReplicas": 4,
-            },
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "vllm-hpa"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": fleet.name},
+            "minReplicas": 1,
+            "maxReplicas": 4,
         },
+    }
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        fleet.namespace, client.V2HorizontalPodAutoscaler.model_validate(hpa)
     )
     start_operator(operator, fleet.namespace)
     fleet.create_policy("first", prometheus.url)
@@ -314,12 +330,24 @@ def test_an_operator_restart_keeps_the_stabilization_state(
     wait_until(lambda: fleet.status("vllm").get("history", {}).get("recommendations"), timeout=DECISION_TIMEOUT_S)
 
     fleet.set_waiting(5)
-    dropped_at = time.monotonic()
+    # Two holds of the low load: the first operator's last recommendation of 4 is then over an interval old.
+    wait_until(lambda: len(stabilized(first)) >= 2, timeout=DECISION_TIMEOUT_S + INTERVAL_S)
     first.stop()
-    start_operator(operator, fleet.namespace)
-    # A fresh operator without the persisted history would scale to 1 on its first cycle.
-    stays(lambda: fleet.replicas() == 4, seconds=window - (time.monotonic() - dropped_at) - 5)
-    wait_until(lambda: fleet.replicas() == 1, timeout=window + DECISION_TIMEOUT_S)
+    last_high = [d for d in decision_lines(first) if d["output"]["recommendedReplicas"] == 4][-1]
+    second = start_operator(operator, fleet.namespace)
+
+    held = wait_until(lambda: decision_lines(second), timeout=DECISION_TIMEOUT_S)[0]
+    assert decided_at(held) - decided_at(last_high) < window, "the second operator first decided after the window"
+    assert (held["from"], held["to"]) == (4, 4) and "ScaleDownStabilized" in held["reasons"], held["message"]
+    assert fleet.replicas() == 4
+    scaled = wait_until(
+        lambda: [d for d in decision_lines(second) if d["to"] == 1], timeout=window + DECISION_TIMEOUT_S
+    )[0]
+    # The window counts from the first operator's last recommendation of 4, across the restart; a lost history
+    # would count it from the second operator's first look (the policy seeds an empty history with the count).
+    assert decided_at(scaled) - decided_at(last_high) >= window
+    assert decided_at(scaled) - decided_at(held) < window, "the history did not survive the restart"
+    wait_until(lambda: fleet.replicas() == 1, timeout=DECISION_TIMEOUT_S)
 
 
 class LaggingGauge:
@@ -349,7 +377,7 @@ def test_a_stale_metric_is_missing_and_never_scales_down(
         value=0.1,
         lag_s=60,
     )
-    fleet.exporter.registry.register(lagging)  # type: ignore[arg-type]
+    fleet.exporter.registry.register(lagging)
     try:
         start_operator(operator, fleet.namespace)
         fleet.create_policy(
@@ -363,11 +391,10 @@ def test_a_stale_metric_is_missing_and_never_scales_down(
             ],
         )
         stale = wait_until(
-            lambda: (c := fleet.condition("vllm", "MetricsAvailable")) and c["status"] == "False" and c,
-            timeout=DECISION_TIMEOUT_S,
+            lambda: fleet.condition_with_status("vllm", "MetricsAvailable", "False"), timeout=DECISION_TIMEOUT_S
         )
         assert stale["reason"] == "Stale" and "kv" in stale["message"]
         stays(lambda: fleet.replicas() == 3, seconds=2 * INTERVAL_S)
         assert "MetricMissing" in fleet.status("vllm")["lastDecision"]["reasons"]
     finally:
-        fleet.exporter.registry.unregister(lagging)  # type: ignore[arg-type]
+        fleet.exporter.registry.unregister(lagging)

@@ -25,7 +25,7 @@ from controller.devcluster.processes import ManagedProcess
 from controller.devcluster.prometheus import Prometheus
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
-from tests.harness.kube import deployment_manifest, events_for
+from tests.harness.kube import custom_object, deployment, events_for
 from tests.harness.polling import wait_until
 from tests.harness.traffic import (
     DESTINATION_RULES,
@@ -103,7 +103,7 @@ class Mesh:
     def create_pools(self, *names: str, replicas: int = 4) -> None:
         apps = client.AppsV1Api(self.kube)
         for name in names:
-            apps.create_namespaced_deployment(self.namespace, deployment_manifest(f"vllm-{name}", replicas=replicas))
+            apps.create_namespaced_deployment(self.namespace, deployment(f"vllm-{name}", replicas=replicas))
             apps.patch_namespaced_deployment_status(
                 f"vllm-{name}", self.namespace, {"status": {"replicas": replicas, "readyReplicas": replicas}}
             )
@@ -114,10 +114,7 @@ class Mesh:
 
     def get(self, api_version: str, kind: str, name: str) -> dict[str, Any]:
         group, version = api_version.split("/")
-        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            group, version, self.namespace, _plural(kind), name
-        )
-        return obj
+        return custom_object(self.custom, group, version, self.namespace, _plural(kind), name)
 
     def patch_policy(self, kind: str, name: str, spec: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(
@@ -192,7 +189,8 @@ def decisions(process: ManagedProcess, kind: str) -> list[dict[str, Any]]:
 
 def canary_ttft(mesh: Mesh) -> float | None:
     inputs = mesh.status("RoutingPolicy", "vllm")["lastDecision"]["inputs"]
-    return next(b["ttftSeconds"] for b in inputs["backends"] if b["name"] == "canary")
+    ttft: float | None = next(b["ttftSeconds"] for b in inputs["backends"] if b["name"] == "canary")
+    return ttft
 
 
 def two_pools_in_a_mesh(mesh: Mesh) -> dict[str, Backend]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TypedDict, Unpack
 
 import pytest
 
 from policies import (
+    BackendBreaker,
     BackendHealth,
     BackendSignals,
     BreakerBounds,
+    BreakerDecision,
     BreakerInputs,
     BreakerSettings,
     CanarySpec,
@@ -17,6 +20,7 @@ from policies import (
     HealthLimits,
     Reason,
     RoutedBackend,
+    RoutingDecision,
     RoutingInputs,
     RoutingState,
     Tightening,
@@ -85,6 +89,7 @@ def test_a_wobble_between_thresholds_restarts_the_hold() -> None:
 def test_health_state_round_trips_and_never_raises_on_garbage() -> None:
     state = {"a": BackendHealth(True, NOW), "b": BackendHealth()}
     assert health_from_dict(health_to_dict(state)) == state
+    garbage: object
     for garbage in (None, [], {"a": 3}, {"a": {"flagged": "yes", "calmSince": True}}, {"a": {"calmSince": -5}}):
         assert all(h == BackendHealth() for h in health_from_dict(garbage).values())
 
@@ -105,7 +110,9 @@ BOUNDS = BreakerBounds(
 )
 
 
-def breaker(signals: BackendSignals, previous: BackendHealth | None = None, current: BreakerSettings | None = None):
+def breaker(
+    signals: BackendSignals, previous: BackendHealth | None = None, current: BreakerSettings | None = None
+) -> tuple[BackendBreaker, BreakerDecision]:
     inputs = BreakerInputs((signals,), {signals.name: current} if current else {}, BOUNDS, LIMITS)
     decision = decide_breakers(inputs, {signals.name: previous} if previous else {}, NOW)
     (backend,) = decision.backends
@@ -195,7 +202,9 @@ def backend(name: str, weight: float, ready: int = 4, per_replica: float = 1.0, 
     return RoutedBackend(BackendSignals(name, ready_replicas=ready, **signals), weight, per_replica)
 
 
-def route(*backends: RoutedBackend, state: RoutingState | None = None, max_step: int = 20, probe: int = 5):
+def route(
+    *backends: RoutedBackend, state: RoutingState | None = None, max_step: int = 20, probe: int = 5
+) -> RoutingDecision:
     inputs = RoutingInputs(tuple(backends), LIMITS, max_step=max_step, probe=probe)
     return decide_routing(inputs, state or RoutingState(), NOW)
 
@@ -285,7 +294,17 @@ def test_weight_returns_only_after_the_hold() -> None:
 CANARY = CanarySpec(stable="v1", canary="v2", revision="7", step=25, step_interval_s=30)
 
 
-def canary_route(v1: float, v2: float, state: CanaryState | None = None, **canary_signals: float):
+class CanarySignals(TypedDict, total=False):
+    """The signals a canary is compared with its stable version on; a table case sets some of them."""
+
+    ttft_s: float
+    tpot_s: float
+    error_rate: float
+
+
+def canary_route(
+    v1: float, v2: float, state: CanaryState | None = None, **canary_signals: Unpack[CanarySignals]
+) -> RoutingDecision:
     stable = RoutedBackend(BackendSignals("v1", ttft_s=0.5, tpot_s=0.05, error_rate=0.01), v1)
     canary = RoutedBackend(BackendSignals("v2", **canary_signals), v2)
     inputs = RoutingInputs((stable, canary), LIMITS, canary=CANARY)
@@ -329,7 +348,7 @@ CANARY_CASES = {
     ("v1", "v2", "state", "signals", "canary_weight", "reason"), CANARY_CASES.values(), ids=CANARY_CASES.keys()
 )
 def test_canary(
-    v1: float, v2: float, state: CanaryState | None, signals: dict[str, float], canary_weight: int, reason: Reason
+    v1: float, v2: float, state: CanaryState | None, signals: CanarySignals, canary_weight: int, reason: Reason
 ) -> None:
     decision = canary_route(v1, v2, state, **signals)
     assert (decision.weight("v2"), decision.weight("v1")) == (canary_weight, 100 - canary_weight)
@@ -338,8 +357,8 @@ def test_canary(
 
 
 GUARDED = CanarySpec(stable="v1", canary="v2", revision="7", step=25, step_interval_s=30, min_requests=100)
-AS_GOOD = {"ttft_s": 0.5, "tpot_s": 0.05, "error_rate": 0.01}
-MUCH_WORSE = {"ttft_s": 0.9, "tpot_s": 0.05, "error_rate": 0.01}  # 80 % slower, within the TTFT limit
+AS_GOOD: CanarySignals = {"ttft_s": 0.5, "tpot_s": 0.05, "error_rate": 0.01}
+MUCH_WORSE: CanarySignals = {"ttft_s": 0.9, "tpot_s": 0.05, "error_rate": 0.01}  # 80 % slower, within the TTFT limit
 
 MIN_SAMPLE_CASES = {
     "enough on both sides: step": (AS_GOOD, 100, 900, 25, 50, Reason.CanaryStep),
@@ -366,7 +385,7 @@ MIN_SAMPLE_CASES = {
     ids=MIN_SAMPLE_CASES.keys(),
 )
 def test_a_canary_comparison_needs_enough_requests_on_both_sides(
-    signals: dict[str, float],
+    signals: CanarySignals,
     canary_requests: float | None,
     stable_requests: float,
     weight: int,

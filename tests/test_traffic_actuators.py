@@ -24,7 +24,7 @@ from controller.kube import Kube, KubeError, load_api_client
 from controller.spec_common import TargetRef
 from controller.traffic_spec import BackendRef, BackendSpec
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
-from tests.harness.kube import raw_request
+from tests.harness.kube import custom_object, raw_request
 from tests.harness.traffic import (
     DESTINATION_RULES,
     HTTP_ROUTES,
@@ -70,10 +70,7 @@ def create(custom: client.CustomObjectsApi, namespace: str, obj: dict[str, Any])
 def read(custom: client.CustomObjectsApi, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
     group, version = obj["apiVersion"].split("/")
     plural = {"DestinationRule": "destinationrules", "VirtualService": "virtualservices", "HTTPRoute": "httproutes"}
-    result: dict[str, Any] = custom.get_namespaced_custom_object(
-        group, version, namespace, plural[obj["kind"]], obj["metadata"]["name"]
-    )
-    return result
+    return custom_object(custom, group, version, namespace, plural[obj["kind"]], obj["metadata"]["name"])
 
 
 def backend(name: str, **fields: Any) -> BackendSpec:

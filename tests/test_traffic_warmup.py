@@ -54,8 +54,9 @@ async def test_a_warmed_detector_scores_a_failure_at_once_where_a_cold_one_canno
     history = calm(NOW - 300 * 5, 5, 300, level=0.3, noise=0.03)
     warmed, cold = SignalMemory(), SignalMemory()
     await warm(warmed, RecordingPool({"ttft_s": history}))
-    failing = {"ttft_s": 2.5}
-    assert warmed.score("h100", NOW, failing) >= 0.5, "the learned baseline makes 2.5 s an alert"
+    failing: dict[str, float | None] = {"ttft_s": 2.5}
+    score = warmed.score("h100", NOW, failing)
+    assert score is not None and score >= 0.5, "the learned baseline makes 2.5 s an alert"
     assert cold.score("h100", NOW, failing) == 0.0, "a cold detector has nothing to compare with"
 
 
@@ -100,7 +101,8 @@ async def test_an_outage_defers_the_warm_up_until_prometheus_answers() -> None:
     history = calm(NOW - 300 * 5, 5, 300, level=0.3, noise=0.03)
     await warm(memory, RecordingPool({"ttft_s": history}))
     assert "h100" in memory.warmed
-    assert memory.score("h100", NOW, {"ttft_s": 2.5}) >= 0.5, "the history read after the outage was replayed"
+    score = memory.score("h100", NOW, {"ttft_s": 2.5})
+    assert score is not None and score >= 0.5, "the history read after the outage was replayed"
 
 
 async def test_no_retry_once_live_points_were_learned_or_prometheus_answered() -> None:

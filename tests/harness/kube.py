@@ -34,6 +34,27 @@ def deployment_manifest(name: str, *, replicas: int, labels: dict[str, str] | No
     }
 
 
+def deployment(name: str, *, replicas: int, labels: dict[str, str] | None = None) -> client.V1Deployment:
+    """``deployment_manifest`` as the client's model, the type its create methods declare."""
+    return client.V1Deployment.model_validate(deployment_manifest(name, replicas=replicas, labels=labels))
+
+
+def custom_object(
+    custom: client.CustomObjectsApi, group: str, version: str, namespace: str, plural: str, name: str
+) -> dict[str, Any]:
+    """A custom object as the JSON map it is (the client declares its return as ``object``)."""
+    body = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+    assert isinstance(body, dict), f"{plural}/{name} is not a JSON object: {body!r}"
+    return body
+
+
+def scale_replicas(apps: client.AppsV1Api, namespace: str, name: str) -> int:
+    """``spec.replicas`` of a Deployment's scale subresource, which the API server always sets."""
+    spec = apps.read_namespaced_deployment_scale(name, namespace).spec
+    assert spec is not None and spec.replicas is not None, f"the scale of {name} has no spec.replicas"
+    return spec.replicas
+
+
 def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
     """Events whose involvedObject is ``name`` in ``namespace``, oldest first."""
     events = core.list_namespaced_event(namespace).items

@@ -9,8 +9,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.1) -> T:
-    """Call ``predicate`` until it returns something truthy and return that value.
+def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.1) -> T:
+    """Call ``predicate`` until it returns something truthy and return that value (never ``None``, hence ``T``).
 
     Exceptions from ``predicate`` propagate: a 404 or a KeyError while waiting is a bug to see, not
     a condition to wait out; write the predicate so that "not yet" is a falsy value.

@@ -100,10 +100,10 @@ class PodFollower(_Follower):
         while len(self._created) < wanted:
             pod = f"{self.name}-7d4b9c6f5d-{self._next:05d}"
             self._next += 1
-            body = {
-                "metadata": {"name": pod, "labels": labels},
-                "spec": {"containers": [{"name": "server", "image": "vllm"}]},
-            }
+            body = client.V1Pod(
+                metadata=client.V1ObjectMeta(name=pod, labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="server", image="vllm")]),
+            )
             self.core.create_namespaced_pod(self.namespace, body)
             self._created[pod] = time.monotonic()
         for pod in sorted(self._created)[wanted:]:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -38,10 +38,10 @@ from controller.actuators.traffic import LiveObject
 from controller.cycle import Deps, PolicySnapshot
 from controller.decisions import DecisionRecord
 from controller.forecast_loop import ForecastSession
-from controller.kube import ObjectRef
+from controller.kube import Kube, ObjectRef
 from controller.observability import OperatorMetrics
 from controller.predictive_scaling import plan_predictive
-from controller.prometheus import Credentials, MetricError, RangeSamples
+from controller.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
 from controller.scaling import MetricReading, _apply_fallback, _record
 from controller.spec import parse_scaling_policy
 from controller.traffic_cycle import backend_inputs
@@ -209,8 +209,9 @@ def predictive_run(
     async def run() -> list[DecisionRecord]:
         spec = parse_scaling_policy(raw_spec)
         deps = Deps(
-            kube=NoPods(),
-            prometheus=prometheus,
+            # Duck-typed fakes: they answer the few calls a predictive cycle makes.
+            kube=cast(Kube, NoPods()),
+            prometheus=cast(PrometheusPool, prometheus),
             decision_sinks=(),
             metrics=metrics or OperatorMetrics(),
             forecast_processes=InlineExecutor(),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from typing import cast
 
-from controller.prometheus import Credentials, MetricError, RangeSamples
+from controller.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
 from controller.spec_common import PrometheusSpec, TargetRef
 from controller.traffic_signals import (
     DETECTED,
@@ -46,7 +47,8 @@ class RecordingPool:
 
 
 async def warm(memory: SignalMemory, pool: RecordingPool, interval_s: int = 5) -> None:
-    source = SignalSource(pool, PROMETHEUS, Credentials(), "ns", "1m")  # type: ignore[arg-type]
+    # A duck-typed fake pool: it answers the range queries a warm-up makes.
+    source = SignalSource(cast(PrometheusPool, pool), PROMETHEUS, Credentials(), "ns", "1m")
     await warm_up(source, BACKEND, memory, interval_s, NOW)
 
 

@@ -52,7 +52,12 @@ class ProphetForecaster:
 
     def fit(self, y: pd.Series) -> Self:
         with _quiet():
-            from prophet import Prophet  # imported here: it takes a second and only this model needs it
+            try:
+                from prophet import Prophet  # imported here: it takes a second and only this model needs it
+            except ImportError as error:
+                raise ImportError(
+                    "ProphetForecaster needs Prophet, an optional dependency: pip install 'infercast[prophet]'"
+                ) from error
 
         clean = regularize(y, min_points=2)
         history = clean.values.iloc[-self.max_points :]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import pathlib
 import sys
@@ -35,8 +34,9 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import generate_latest
 
 from controller.devcluster.apiserver import start_apiserver, write_kubeconfig
-from controller.devcluster.processes import start_process
+from controller.devcluster.processes import operator_argv, start_process
 from controller.devcluster.prometheus import Prometheus
+from controller.explain import decision_records
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INTERVAL_S = 15
@@ -154,26 +154,14 @@ def main() -> int:
 
         log = workdir / "operator.log"
         operator = start_process(
-            [
-                sys.executable,
-                "-m",
-                "controller.cli",
-                "run",
-                "--standalone",
-                "-n",
-                NAMESPACE,
-                "--metrics-port",
-                "0",
-                "-q",
-            ],
+            operator_argv(NAMESPACE, "--metrics-port", "0", "-q"),
             log_path=log,
             env={"KUBECONFIG": str(kubeconfig)},
             cwd=ROOT,
         )
 
         def decisions() -> list[dict[str, Any]]:
-            lines = (line for line in log.read_text().splitlines() if line.startswith('{"event":"decision"'))
-            return [json.loads(line) for line in lines]
+            return decision_records(log.read_text().splitlines())
 
         deadline = time.monotonic() + 600
         while len({d["policy"] for d in decisions()}) < args.policies and time.monotonic() < deadline:

@@ -20,7 +20,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import json
 import pathlib
 import signal
 import sys
@@ -37,6 +36,7 @@ import yaml
 from controller.devcluster import processes
 from controller.devcluster.apiserver import start_apiserver, write_kubeconfig
 from controller.devcluster.prometheus import Prometheus, free_port
+from controller.explain import decision_records
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
@@ -47,7 +47,6 @@ TIMELINE_STEP_S = 10.0
 #: Prompt tokens/s one simulated replica serves within the SLO (a quarter of its prefill rate).
 CAPACITY_PER_REPLICA = 3000
 LOAD_RATE_WINDOW_S = 15
-OPERATOR_ARGV = (sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", NAMESPACE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,13 +232,7 @@ class DecisionStream:
             text = self._partial + log.read()
             self._offset = log.tell()
         *lines, self._partial = text.split("\n")
-        for line in lines:
-            if not line.startswith("{"):
-                continue
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("event") == "decision":
-                    yield record
+        yield from decision_records(lines)
 
 
 class HoldFilter:
@@ -443,7 +436,7 @@ class Demo:
 
         operator = self._start(
             "operator",
-            [*OPERATOR_ARGV, "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)],
+            processes.operator_argv(NAMESPACE, "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)),
             env={"KUBECONFIG": str(kubeconfig)},
         )
         fleet = self._start(

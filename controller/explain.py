@@ -33,12 +33,12 @@ KINDS = {
 }
 
 
-def decision_lines(lines: Iterable[str], kind: str, policy: str) -> list[dict[str, Any]]:
-    """The decision records of one policy (``NAMESPACE/NAME``) among any log lines, in log order.
+def decision_records(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """Every decision record among any log lines, in log order.
 
-    An operator log mixes Kopf's lines, other policies' decisions and, when it comes through
-    ``kubectl logs``, perhaps a prefix per line: anything that is not a JSON decision object of
-    this policy is skipped.
+    An operator log mixes Kopf's lines with the decisions and, when it comes through
+    ``kubectl logs``, perhaps a prefix per line: anything that is not a JSON decision object is
+    skipped.
     """
     found = []
     for line in lines:
@@ -49,14 +49,14 @@ def decision_lines(lines: Iterable[str], kind: str, policy: str) -> list[dict[st
             record = json.loads(line[start:])
         except ValueError:
             continue
-        if (
-            isinstance(record, dict)
-            and record.get("event") == "decision"
-            and record.get("kind") == kind
-            and record.get("policy") == policy
-        ):
+        if isinstance(record, dict) and record.get("event") == "decision":
             found.append(record)
     return found
+
+
+def decision_lines(lines: Iterable[str], kind: str, policy: str) -> list[dict[str, Any]]:
+    """The decision records of one policy (``NAMESPACE/NAME``) of ``kind`` among any log lines."""
+    return [r for r in decision_records(lines) if r.get("kind") == kind and r.get("policy") == policy]
 
 
 async def read_status(kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any]:

@@ -31,8 +31,9 @@ import pytest
 from kubernetes import client
 
 from controller import demo
-from controller.devcluster.processes import ManagedProcess
+from controller.devcluster.processes import ManagedProcess, operator_argv
 from controller.devcluster.prometheus import Prometheus, free_port
+from controller.explain import decision_records
 from controller.observability import dashboards
 from controller.observability.metrics import (
     CIRCUIT_BREAKING,
@@ -69,8 +70,7 @@ class Run:
         self.started = time.time()
 
     def decision_lines(self) -> list[dict[str, Any]]:
-        lines = (line for line in self.operator.log_text().splitlines() if line.startswith("{"))
-        return [d for d in map(json.loads, lines) if d.get("event") == "decision"]
+        return decision_records(self.operator.log_text().splitlines())
 
 
 def with_namespace(manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -147,19 +147,7 @@ def run(
     )
     with server, Traffic(namespace, exporter, {"h100": Backend(error_rate=0.5), "l4": Backend()}):
         process = operator(
-            [
-                sys.executable,
-                "-m",
-                "controller.cli",
-                "run",
-                "--standalone",
-                "--namespace",
-                namespace,
-                "--metrics-address",
-                "127.0.0.1",
-                "--metrics-port",
-                str(metrics_port),
-            ]
+            operator_argv(namespace, "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port))
         )
         operator(
             [
@@ -338,8 +326,7 @@ def series_values(prometheus: Prometheus, run: Run, metric: str, labels: dict[st
 
 
 def decision_lines_at(log: pathlib.Path, namespace: str) -> list[dict[str, Any]]:
-    lines = (line for line in log.read_text().splitlines() if line.startswith("{"))
-    return [d for d in map(json.loads, lines) if d.get("event") == "decision" and d["policy"].startswith(namespace)]
+    return [d for d in decision_records(log.read_text().splitlines()) if d["policy"].startswith(namespace)]
 
 
 def _get(url: str) -> bytes:

@@ -7,9 +7,7 @@ Deployment controller (there is none behind the emulated API server).
 
 from __future__ import annotations
 
-import json
 import pathlib
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +19,9 @@ import pytest
 from kubernetes import client
 from prometheus_client.core import GaugeMetricFamily
 
-from controller.devcluster.processes import ManagedProcess
+from controller.devcluster.processes import ManagedProcess, operator_argv
 from controller.devcluster.prometheus import Prometheus
+from controller.explain import decision_records
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import custom_object, deployment, events_for, scale_replicas
@@ -121,14 +120,12 @@ def follower(fleet: Fleet) -> Iterator[ReadyFollower]:
 
 def start_operator(operator: OperatorFactory, namespace: str) -> ManagedProcess:
     # The operator's own metrics are tested in test_observability_e2e.py; here they stay off.
-    argv = [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace]
-    return operator([*argv, "--metrics-port", "0"])
+    return operator(operator_argv(namespace, "--metrics-port", "0"))
 
 
 def decision_lines(process: ManagedProcess) -> list[dict[str, Any]]:
     """The operator's decision log: one JSON object per line, among Kopf's own log lines."""
-    lines = (line for line in process.log_text().splitlines() if line.startswith("{"))
-    return [d for d in map(json.loads, lines) if d.get("event") == "decision"]
+    return decision_records(process.log_text().splitlines())
 
 
 def stabilized(process: ManagedProcess) -> list[dict[str, Any]]:

@@ -9,10 +9,8 @@ it splits the requests by them, so a backend at weight 0 reports nothing, as a r
 
 from __future__ import annotations
 
-import json
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +19,9 @@ import pytest
 from kubernetes import client
 from prometheus_client.utils import floatToGoString
 
-from controller.devcluster.processes import ManagedProcess
+from controller.devcluster.processes import ManagedProcess, operator_argv
 from controller.devcluster.prometheus import Prometheus
+from controller.explain import decision_records
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import custom_object, deployment, events_for
@@ -177,14 +176,11 @@ def mesh(namespace: str, kube: client.ApiClient, prometheus: Prometheus) -> Mesh
 
 
 def start_operator(operator: OperatorFactory, namespace: str) -> ManagedProcess:
-    return operator(
-        [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace, "--metrics-port", "0"]
-    )
+    return operator(operator_argv(namespace, "--metrics-port", "0"))
 
 
 def decisions(process: ManagedProcess, kind: str) -> list[dict[str, Any]]:
-    lines = (line for line in process.log_text().splitlines() if line.startswith("{"))
-    return [d for d in map(json.loads, lines) if d.get("event") == "decision" and d["kind"] == kind]
+    return [d for d in decision_records(process.log_text().splitlines()) if d["kind"] == kind]
 
 
 def canary_ttft(mesh: Mesh) -> float | None:

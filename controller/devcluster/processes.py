@@ -24,6 +24,15 @@ from types import TracebackType
 _PR_SET_PDEATHSIG = 1
 
 
+def operator_argv(namespace: str, *options: str) -> list[str]:
+    """The command line of one standalone operator (no peering) watching ``namespace``, plus ``options``.
+
+    The demo, the end-to-end tests and the benchmarks all start the operator this way, as a user
+    would (``infercast run``), from this Python and source tree.
+    """
+    return [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace, *options]
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec; any failure here is ignored on purpose: the process
     # group stop remains, this is only the safety net for a parent that cannot run its cleanup.

@@ -11,6 +11,7 @@ session, so give every series a label unique to the test, usually ``namespace=<t
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 from collections.abc import Sequence
@@ -107,7 +108,9 @@ class Exporter:
                 self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                # A scraper that gave up (scrape timeout, Prometheus stopped mid-scrape) has closed its end.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per scrape per second would drown the test output

@@ -79,7 +79,8 @@ def regularize(
         raise ForecastInputError(f"values are not numeric: {error}") from error
     # pandas keeps the resolution it was given (s, ms, us, ns); integer arithmetic below needs one.
     raw.index = pd.DatetimeIndex(y.index).as_unit("ns")
-    raw = raw.sort_index(kind="stable")
+    if not raw.index.is_monotonic_increasing:  # the usual input is sorted: no copy for it
+        raw = raw.sort_index(kind="stable")
     if step is None:
         # From every timestamp, NaN rows included: a missing value is still a scrape that happened.
         spacing = np.diff(pd.DatetimeIndex(raw.index).asi8)
@@ -91,7 +92,8 @@ def regularize(
         raise ForecastInputError(f"step must be positive, got {step}")
     finite = np.isfinite(raw.to_numpy())
     n_nonfinite = int((~finite).sum())
-    raw = raw[finite]
+    if n_nonfinite:
+        raw = raw[finite]
     if len(raw) < 2:
         raise ForecastInputError(f"only {len(raw)} finite value(s); need at least {max(min_points, 2)}")
 

@@ -51,12 +51,12 @@ def custom_object(
     custom: client.CustomObjectsApi, group: str, version: str, namespace: str, plural: str, name: str
 ) -> dict[str, Any]:
     """A custom object as the JSON map it is (the client declares its return as ``object``)."""
-    return json_object(custom.get_namespaced_custom_object(group, version, namespace, plural, name))
+    return json_object(custom.get_namespaced_custom_object(group, version, namespace, plural, name), f"{plural}/{name}")
 
 
-def json_object(body: object) -> dict[str, Any]:
+def json_object(body: object, what: str = "the answer") -> dict[str, Any]:
     """A custom-object call's answer as the JSON map it is (the client declares it as ``object``)."""
-    assert isinstance(body, dict), f"not a JSON object: {body!r}"
+    assert isinstance(body, dict), f"{what} is not a JSON object: {body!r}"
     return body
 
 

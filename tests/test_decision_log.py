@@ -361,7 +361,7 @@ def routing_record(error_rates: dict[str, float | None], weights: dict[str, int]
     return routing._record(policy, spec, decision, observed, changed, changed, read, NOW)
 
 
-TRAFFIC_DECISIONS = {
+TRAFFIC_DECISIONS: dict[str, Callable[[], DecisionRecord]] = {
     "breaker-tighten": lambda: breaker_record({"h100": 0.3, "l4": 0.0}),
     "breaker-signals-missing": lambda: breaker_record({"h100": None, "l4": 0.0}),
     "routing-shift": lambda: routing_record({"h100": 0.3, "l4": 0.0}, {"h100": 50, "l4": 50}),

@@ -20,7 +20,7 @@ from controller.devcluster.apiserver import merge_patch, parse_api_path, selecto
 from controller.devcluster.processes import start_process
 from controller.devcluster.prometheus import Prometheus, PrometheusError
 from tests.harness.exporter import Exporter
-from tests.harness.kube import deployment_manifest, raw_request
+from tests.harness.kube import deployment, deployment_manifest, json_object, present, raw_request
 from tests.harness.polling import wait_until
 
 # -- pure helpers --------------------------------------------------------------------------------
@@ -38,13 +38,13 @@ from tests.harness.polling import wait_until
         ("/apis/harness.infercast.io", ("harness.infercast.io", None, None, None, None, None)),
     ],
 )
-def test_api_paths_are_parsed_like_the_api_server_does(path, expected):
+def test_api_paths_are_parsed_like_the_api_server_does(path: str, expected: tuple[str | None, ...]) -> None:
     parsed = parse_api_path(path)
     assert parsed is not None
     assert (parsed.group, parsed.version, parsed.plural, parsed.namespace, parsed.name, parsed.subresource) == expected
 
 
-def test_non_api_paths_are_not_parsed():
+def test_non_api_paths_are_not_parsed() -> None:
     assert parse_api_path("/version") is None
     assert parse_api_path("/metrics") is None
 
@@ -69,7 +69,9 @@ def test_non_api_paths_are_not_parsed():
         ),
     ],
 )
-def test_label_selectors_have_the_string_form_of_scale_status(selector, expected):
+def test_label_selectors_have_the_string_form_of_scale_status(
+    selector: str | dict[str, Any] | None, expected: str
+) -> None:
     assert selector_to_string(selector) == expected
 
 
@@ -82,7 +84,7 @@ def test_label_selectors_have_the_string_form_of_scale_status(selector, expected
         ({"a": {"b": 2}}, {"a": 1}, {"a": 1}),
     ],
 )
-def test_merge_patch_follows_rfc_7386(target, patch, expected):
+def test_merge_patch_follows_rfc_7386(target: dict[str, Any], patch: dict[str, Any], expected: dict[str, Any]) -> None:
     assert merge_patch(target, patch) == expected
 
 
@@ -90,68 +92,77 @@ def test_merge_patch_follows_rfc_7386(target, patch, expected):
 
 
 @pytest.fixture
-def core(kube):
+def core(kube: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(kube)
 
 
 @pytest.fixture
-def apps(kube):
+def apps(kube: client.ApiClient) -> client.AppsV1Api:
     return client.AppsV1Api(kube)
 
 
 @pytest.fixture
-def custom(kube):
+def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube)
 
 
-def test_create_answers_201_with_server_assigned_metadata(apps, namespace):
-    created, status, _ = apps.create_namespaced_deployment_with_http_info(
-        namespace, deployment_manifest("llm", replicas=2)
-    )
+def test_create_answers_201_with_server_assigned_metadata(apps: client.AppsV1Api, namespace: str) -> None:
+    created, status, _ = apps.create_namespaced_deployment_with_http_info(namespace, deployment("llm", replicas=2))
     assert status == 201
-    assert created.metadata.uid and created.metadata.resource_version and created.metadata.creation_timestamp
-    assert created.metadata.generation == 1
-    assert created.metadata.namespace == namespace
+    assert (
+        present(created.metadata).uid
+        and present(created.metadata).resource_version
+        and present(created.metadata).creation_timestamp
+    )
+    assert present(created.metadata).generation == 1
+    assert present(created.metadata).namespace == namespace
 
 
-def test_a_second_create_of_the_same_name_is_a_conflict(apps, namespace):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_a_second_create_of_the_same_name_is_a_conflict(apps: client.AppsV1Api, namespace: str) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     with pytest.raises(ApiException) as error:
-        apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+        apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     assert error.value.status == 409
 
 
-def test_generate_name_gives_distinct_names(core, namespace):
+def test_generate_name_gives_distinct_names(core: client.CoreV1Api, namespace: str) -> None:
     event = {"metadata": {"generateName": "scaled-"}, "involvedObject": {"name": "llm"}, "reason": "Scaled"}
-    names = {core.create_namespaced_event(namespace, event).metadata.name for _ in range(3)}
+    names = {
+        present(
+            present(core.create_namespaced_event(namespace, client.CoreV1Event.model_validate(event)).metadata).name
+        )
+        for _ in range(3)
+    }
     assert len(names) == 3
     assert all(name.startswith("scaled-") and len(name) > len("scaled-") for name in names)
 
 
-def test_generation_follows_spec_changes_only(apps, namespace):
-    created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_generation_follows_spec_changes_only(apps: client.AppsV1Api, namespace: str) -> None:
+    created = apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
 
     after_status = apps.patch_namespaced_deployment_status("llm", namespace, {"status": {"replicas": 1}})
     after_labels = apps.patch_namespaced_deployment("llm", namespace, {"metadata": {"labels": {"x": "y"}}})
     after_spec = apps.patch_namespaced_deployment("llm", namespace, {"spec": {"replicas": 4}})
 
-    assert [after_status.metadata.generation, after_labels.metadata.generation] == [1, 1]
-    assert after_spec.metadata.generation == 2
-    versions = [int(o.metadata.resource_version) for o in (created, after_status, after_labels, after_spec)]
+    assert [present(after_status.metadata).generation, present(after_labels.metadata).generation] == [1, 1]
+    assert present(after_spec.metadata).generation == 2
+    versions = [
+        int(present(present(o.metadata).resource_version)) for o in (created, after_status, after_labels, after_spec)
+    ]
     assert versions == sorted(set(versions))
 
 
-def test_a_no_op_patch_keeps_the_resource_version(apps, namespace):
-    created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_a_no_op_patch_keeps_the_resource_version(apps: client.AppsV1Api, namespace: str) -> None:
+    created = apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     patched = apps.patch_namespaced_deployment("llm", namespace, {"spec": {"replicas": 1}})
-    assert patched.metadata.resource_version == created.metadata.resource_version
+    assert present(patched.metadata).resource_version == present(created.metadata).resource_version
 
 
-def test_a_stale_resource_version_is_a_conflict(apps, namespace):
-    created = apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_a_stale_resource_version_is_a_conflict(apps: client.AppsV1Api, namespace: str) -> None:
+    created = apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     apps.patch_namespaced_deployment("llm", namespace, {"spec": {"replicas": 2}})
 
-    stale = {"metadata": {"resourceVersion": created.metadata.resource_version}, "spec": {"replicas": 3}}
+    stale = {"metadata": {"resourceVersion": present(created.metadata).resource_version}, "spec": {"replicas": 3}}
     with pytest.raises(ApiException) as patch_error:
         apps.patch_namespaced_deployment("llm", namespace, stale)
     created.spec.replicas = 3
@@ -162,8 +173,8 @@ def test_a_stale_resource_version_is_a_conflict(apps, namespace):
     assert apps.read_namespaced_deployment("llm", namespace).spec.replicas == 2
 
 
-def test_a_failing_json_patch_test_is_unprocessable(core, namespace, apiserver):
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}})
+def test_a_failing_json_patch_test_is_unprocessable(core: client.CoreV1Api, namespace: str, apiserver: str) -> None:
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap.model_validate({"metadata": {"name": "c"}}))
     ops = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": "0"},
         {"op": "add", "path": "/metadata/finalizers", "value": ["x"]},
@@ -171,47 +182,52 @@ def test_a_failing_json_patch_test_is_unprocessable(core, namespace, apiserver):
     path = f"/api/v1/namespaces/{namespace}/configmaps/c"
     status, body = raw_request(apiserver, "PATCH", path, ops, content_type="application/json-patch+json")
     assert (status, body["reason"]) == (422, "Invalid")
-    assert core.read_namespaced_config_map("c", namespace).metadata.finalizers is None
+    assert present(core.read_namespaced_config_map("c", namespace).metadata).finalizers is None
 
 
-def test_status_is_written_only_through_the_status_subresource(apps, namespace):
+def test_status_is_written_only_through_the_status_subresource(apps: client.AppsV1Api, namespace: str) -> None:
     manifest = {**deployment_manifest("llm", replicas=1), "status": {"replicas": 9}}
-    created = apps.create_namespaced_deployment(namespace, manifest)
+    created = apps.create_namespaced_deployment(namespace, client.V1Deployment.model_validate(manifest))
     assert created.status is None or created.status.replicas is None
 
     apps.patch_namespaced_deployment("llm", namespace, {"status": {"replicas": 5}})
     apps.patch_namespaced_deployment_status("llm", namespace, {"status": {"replicas": 1}, "spec": {"replicas": 7}})
 
     got = apps.read_namespaced_deployment("llm", namespace)
-    assert (got.spec.replicas, got.status.replicas) == (1, 1)
+    assert (present(got.spec).replicas, present(got.status).replicas) == (1, 1)
 
 
-def test_scale_is_a_real_scale_object(apps, namespace):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=2, labels={"app": "vllm"}))
+def test_scale_is_a_real_scale_object(apps: client.AppsV1Api, namespace: str) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=2, labels={"app": "vllm"}))
     apps.patch_namespaced_deployment_status("llm", namespace, {"status": {"replicas": 2}})
 
     scale = apps.read_namespaced_deployment_scale("llm", namespace)
 
     assert (scale.api_version, scale.kind) == ("autoscaling/v1", "Scale")
-    assert scale.metadata.name == "llm"
-    assert (scale.spec.replicas, scale.status.replicas, scale.status.selector) == (2, 2, "app=vllm")
+    assert present(scale.metadata).name == "llm"
+    scale_status = present(scale.status)
+    assert (present(scale.spec).replicas, scale_status.replicas, scale_status.selector) == (2, 2, "app=vllm")
 
 
-def test_scale_writes_change_the_replicas_of_the_target(apps, namespace):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=2))
+def test_scale_writes_change_the_replicas_of_the_target(apps: client.AppsV1Api, namespace: str) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=2))
 
     patched = apps.patch_namespaced_deployment_scale("llm", namespace, {"spec": {"replicas": 5}})
-    assert patched.spec.replicas == 5
-    patched.spec.replicas = 6
+    assert present(patched.spec).replicas == 5
+    present(patched.spec).replicas = 6
     replaced = apps.replace_namespaced_deployment_scale("llm", namespace, patched)
 
-    assert replaced.spec.replicas == 6
-    deployment = apps.read_namespaced_deployment("llm", namespace)
-    assert (deployment.spec.replicas, deployment.metadata.generation) == (6, 3)
+    assert present(replaced.spec).replicas == 6
+    target = apps.read_namespaced_deployment("llm", namespace)
+    assert (present(target.spec).replicas, present(target.metadata).generation) == (6, 3)
 
 
-def test_a_resource_without_scale_subresource_has_no_scale(core, namespace, apiserver):
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c"}, "data": {}})
+def test_a_resource_without_scale_subresource_has_no_scale(
+    core: client.CoreV1Api, namespace: str, apiserver: str
+) -> None:
+    core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap.model_validate({"metadata": {"name": "c"}, "data": {}})
+    )
     status, _ = raw_request(apiserver, "GET", f"/api/v1/namespaces/{namespace}/configmaps/c/scale")
     assert status == 404
 
@@ -274,50 +290,67 @@ def rollout(name: str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": f"{ROLLOUTS_GROUP}/v1", "kind": "Rollout", "metadata": {"name": name}, "spec": spec}
 
 
-def test_a_crd_created_through_the_api_is_established_and_discoverable(rollouts, kube):
-    assert {c.type: c.status for c in rollouts.status.conditions} == {"NamesAccepted": "True", "Established": "True"}
+def test_a_crd_created_through_the_api_is_established_and_discoverable(
+    rollouts: client.V1CustomResourceDefinition, kube: client.ApiClient
+) -> None:
+    assert {c.type: c.status for c in present(present(rollouts.status).conditions)} == {
+        "NamesAccepted": "True",
+        "Established": "True",
+    }
     resources = client.CustomObjectsApi(kube).get_api_resources(ROLLOUTS_GROUP, "v1").resources
     assert {r.name for r in resources} == {"rollouts", "rollouts/status", "rollouts/scale"}
 
 
 @pytest.mark.usefixtures("rollouts")
-def test_custom_object_create_returns_the_object_with_schema_defaults(custom, namespace):
-    created = custom.create_namespaced_custom_object(ROLLOUTS_GROUP, "v1", namespace, "rollouts", rollout("r"))
+def test_custom_object_create_returns_the_object_with_schema_defaults(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    created = json_object(
+        custom.create_namespaced_custom_object(ROLLOUTS_GROUP, "v1", namespace, "rollouts", rollout("r"))
+    )
     assert created["metadata"]["uid"]
     assert created["spec"] == {"replicas": 1, "strategy": "Canary"}
 
 
 @pytest.mark.usefixtures("rollouts")
 @pytest.mark.parametrize("spec", [{"replicas": -1}, {"strategy": "Linear"}, {"replicas": "two"}])
-def test_objects_violating_the_crd_schema_are_rejected(custom, namespace, spec):
+def test_objects_violating_the_crd_schema_are_rejected(
+    custom: client.CustomObjectsApi, namespace: str, spec: dict[str, Any]
+) -> None:
     with pytest.raises(ApiException) as error:
         custom.create_namespaced_custom_object(ROLLOUTS_GROUP, "v1", namespace, "rollouts", rollout("r", **spec))
     assert error.value.status == 422
 
 
 @pytest.mark.usefixtures("rollouts")
-def test_fields_unknown_to_the_crd_schema_are_pruned(custom, namespace):
+def test_fields_unknown_to_the_crd_schema_are_pruned(custom: client.CustomObjectsApi, namespace: str) -> None:
     group = (ROLLOUTS_GROUP, "v1", namespace, "rollouts")
-    created = custom.create_namespaced_custom_object(*group, rollout("r", replicas=2, paused=True))
-    patched = custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 2, "phase": "x"}})
+    created = json_object(custom.create_namespaced_custom_object(*group, rollout("r", replicas=2, paused=True)))
+    patched = json_object(
+        custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 2, "phase": "x"}})
+    )
     assert created["spec"] == {"replicas": 2, "strategy": "Canary"}
     assert patched["status"] == {"replicas": 2}
 
 
 @pytest.mark.usefixtures("rollouts")
-def test_the_scale_subresource_of_a_crd_maps_to_its_declared_paths(custom, namespace):
+def test_the_scale_subresource_of_a_crd_maps_to_its_declared_paths(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
     group = (ROLLOUTS_GROUP, "v1", namespace, "rollouts")
     custom.create_namespaced_custom_object(*group, rollout("r", replicas=1))
     custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 1, "selector": "app=r"}})
 
     custom.patch_namespaced_custom_object_scale(*group, "r", {"spec": {"replicas": 3}})
 
-    scale = custom.get_namespaced_custom_object_scale(*group, "r")
+    scale = json_object(custom.get_namespaced_custom_object_scale(*group, "r"))
     assert (scale["spec"]["replicas"], scale["status"]["replicas"], scale["status"]["selector"]) == (3, 1, "app=r")
-    assert custom.get_namespaced_custom_object(*group, "r")["spec"]["replicas"] == 3
+    assert json_object(custom.get_namespaced_custom_object(*group, "r"))["spec"]["replicas"] == 3
 
 
-def test_deleting_a_crd_stops_serving_its_resource(kube, custom, namespace):
+def test_deleting_a_crd_stops_serving_its_resource(
+    kube: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
+) -> None:
     extensions = client.ApiextensionsV1Api(kube)
     crd = rollout_crd("deleted.test.infercast.io")
     extensions.create_custom_resource_definition(crd)
@@ -331,17 +364,21 @@ def test_deleting_a_crd_stops_serving_its_resource(kube, custom, namespace):
     assert error.value.status == 404
 
 
-def test_the_preloaded_crds_are_served(custom, namespace):
-    listing = custom.list_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies")
+def test_the_preloaded_crds_are_served(custom: client.CustomObjectsApi, namespace: str) -> None:
+    listing = json_object(
+        custom.list_namespaced_custom_object("infercast.io", "v1alpha1", namespace, "scalingpolicies")
+    )
     assert listing["items"] == []
 
 
-def test_finalizers_hold_the_deletion_until_removed(core, namespace):
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "c", "finalizers": ["test/hold"]}})
+def test_finalizers_hold_the_deletion_until_removed(core: client.CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap.model_validate({"metadata": {"name": "c", "finalizers": ["test/hold"]}})
+    )
 
     core.delete_namespaced_config_map("c", namespace)
     held = core.read_namespaced_config_map("c", namespace)
-    assert held.metadata.deletion_timestamp is not None
+    assert present(held.metadata).deletion_timestamp is not None
 
     core.patch_namespaced_config_map("c", namespace, {"metadata": {"finalizers": None}})
     with pytest.raises(ApiException) as error:
@@ -349,17 +386,24 @@ def test_finalizers_hold_the_deletion_until_removed(core, namespace):
     assert error.value.status == 404
 
 
-def test_lists_filter_by_label_selector(core, namespace):
+def test_lists_filter_by_label_selector(core: client.CoreV1Api, namespace: str) -> None:
     for name, tier in (("a", "gpu"), ("b", "cpu"), ("c", "gpu")):
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": {"tier": tier}}})
-    names = [cm.metadata.name for cm in core.list_namespaced_config_map(namespace, label_selector="tier=gpu").items]
+        core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap.model_validate({"metadata": {"name": name, "labels": {"tier": tier}}})
+        )
+    names = [
+        present(present(cm.metadata).name)
+        for cm in core.list_namespaced_config_map(namespace, label_selector="tier=gpu").items
+    ]
     assert sorted(names) == ["a", "c"]
 
 
-def test_a_watch_resumes_from_a_resource_version_and_honours_its_timeout(core, namespace):
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before"}})
-    since = core.list_namespaced_config_map(namespace).metadata.resource_version
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "after"}})
+def test_a_watch_resumes_from_a_resource_version_and_honours_its_timeout(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap.model_validate({"metadata": {"name": "before"}}))
+    since = present(core.list_namespaced_config_map(namespace).metadata).resource_version
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap.model_validate({"metadata": {"name": "after"}}))
     core.patch_namespaced_config_map("after", namespace, {"data": {"k": "v"}})
 
     started = time.monotonic()
@@ -370,15 +414,17 @@ def test_a_watch_resumes_from_a_resource_version_and_honours_its_timeout(core, n
     assert time.monotonic() - started < 5
 
 
-def test_server_side_apply_is_refused_rather_than_ignored(apps, namespace, apiserver):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_server_side_apply_is_refused_rather_than_ignored(
+    apps: client.AppsV1Api, namespace: str, apiserver: str
+) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     path = f"/apis/apps/v1/namespaces/{namespace}/deployments/llm"
     status, _ = raw_request(apiserver, "PATCH", path, {"spec": {"replicas": 3}}, "application/apply-patch+yaml")
     assert status == 415
     assert apps.read_namespaced_deployment("llm", namespace).spec.replicas == 1
 
 
-def test_the_api_server_process_exits_cleanly_on_sigterm(tmp_path):
+def test_the_api_server_process_exits_cleanly_on_sigterm(tmp_path: pathlib.Path) -> None:
     server = start_apiserver(tmp_path)
     with urllib.request.urlopen(f"{server.url}/version", timeout=5) as response:
         assert response.status == 200
@@ -388,7 +434,9 @@ def test_the_api_server_process_exits_cleanly_on_sigterm(tmp_path):
 # -- Prometheus ----------------------------------------------------------------------------------
 
 
-def test_prometheus_scrapes_colon_named_metrics_of_the_exporter(prometheus, exporter, namespace):
+def test_prometheus_scrapes_colon_named_metrics_of_the_exporter(
+    prometheus: Prometheus, exporter: Exporter, namespace: str
+) -> None:
     # The session's exporter is shared: vLLM metrics always carry the labels a vLLM pod has.
     pod = "vllm-7d4b9c6f5d-abcde"
     exporter.set_gauge("vllm:num_requests_waiting", 7, namespace=namespace, pod=pod, model_name="llama")
@@ -403,7 +451,9 @@ def test_prometheus_scrapes_colon_named_metrics_of_the_exporter(prometheus, expo
     assert counter[0]["value"][1] == "100"
 
 
-def test_prometheus_sees_new_values_within_a_few_scrapes(prometheus, exporter, namespace):
+def test_prometheus_sees_new_values_within_a_few_scrapes(
+    prometheus: Prometheus, exporter: Exporter, namespace: str
+) -> None:
     selector = f'tgi_queue_size{{namespace="{namespace}"}}'
     exporter.set_gauge("tgi_queue_size", 1, namespace=namespace)
     prometheus.wait_for_series(f"{selector} == 1", timeout=10)
@@ -413,7 +463,7 @@ def test_prometheus_sees_new_values_within_a_few_scrapes(prometheus, exporter, n
     wait_until(lambda: prometheus.query(f"{selector} == 12"), timeout=5, interval=0.2)
 
 
-def test_the_exporter_serves_plain_text_even_when_openmetrics_is_asked_for(exporter, namespace):
+def test_the_exporter_serves_plain_text_even_when_openmetrics_is_asked_for(exporter: Exporter, namespace: str) -> None:
     exporter.set_gauge("vllm:num_requests_running", 3, namespace=namespace, pod="vllm-7d4b9c6f5d-abcde", model_name="m")
     request = urllib.request.Request(exporter.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     with urllib.request.urlopen(request, timeout=5) as response:
@@ -425,7 +475,7 @@ def test_the_exporter_serves_plain_text_even_when_openmetrics_is_asked_for(expor
     )
 
 
-def test_an_unavailable_exporter_shows_as_down(prometheus, exporter):
+def test_an_unavailable_exporter_shows_as_down(prometheus: Prometheus, exporter: Exporter) -> None:
     exporter.set_available(False)
     try:
         wait_until(lambda: prometheus.query('up{job="exporter"} == 0'), timeout=5, interval=0.2)
@@ -434,7 +484,7 @@ def test_an_unavailable_exporter_shows_as_down(prometheus, exporter):
     wait_until(lambda: prometheus.query('up{job="exporter"} == 1'), timeout=5, interval=0.2)
 
 
-def test_a_rejected_query_raises(prometheus):
+def test_a_rejected_query_raises(prometheus: Prometheus) -> None:
     with pytest.raises(PrometheusError, match="bad_data"):
         prometheus.query("sum(")
 
@@ -447,7 +497,7 @@ def openmetrics_history(name: str, labels: dict[str, str], values: list[float], 
     return "\n".join([*lines, "# EOF"])
 
 
-def test_backfilled_history_is_queryable_before_and_after_a_start(tmp_path):
+def test_backfilled_history_is_queryable_before_and_after_a_start(tmp_path: pathlib.Path) -> None:
     address = "127.0.0.1:1"  # never scraped successfully: only history exists
     labels = Prometheus.instance_labels("fleet", address)
     now = time.time()
@@ -465,7 +515,7 @@ def test_backfilled_history_is_queryable_before_and_after_a_start(tmp_path):
         assert server.query(f"count_over_time(load2[1h] @ {now - 600:.0f})")[0]["value"][1] == "2"
 
 
-def test_a_stopped_prometheus_leaves_no_process_and_no_temp_dir():
+def test_a_stopped_prometheus_leaves_no_process_and_no_temp_dir() -> None:
     server = Prometheus({}).start()
     url, workdir = server.url, server.workdir
     server.stop()
@@ -478,18 +528,18 @@ def test_a_stopped_prometheus_leaves_no_process_and_no_temp_dir():
 # -- processes -----------------------------------------------------------------------------------
 
 
-def test_stop_reaches_grandchildren(tmp_path):
+def test_stop_reaches_grandchildren(tmp_path: pathlib.Path) -> None:
     pid_file = tmp_path / "grandchild.pid"
     script = f"sleep 60 & echo $! > {pid_file}; wait"
     process = start_process(["sh", "-c", script], log_path=tmp_path / "sh.log")
-    grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=5))
+    grandchild = int(wait_until(lambda: pid_file.read_text().strip() if pid_file.exists() else None, timeout=5))
 
     process.stop(timeout=2)
 
     wait_until(lambda: not pathlib.Path(f"/proc/{grandchild}").exists() or _is_zombie(grandchild), timeout=5)
 
 
-def test_stop_kills_a_process_that_ignores_sigterm(tmp_path):
+def test_stop_kills_a_process_that_ignores_sigterm(tmp_path: pathlib.Path) -> None:
     code = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);print('ready', flush=True); time.sleep(60)"
     )
@@ -506,7 +556,7 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def test_children_get_the_parent_death_signal(tmp_path):
+def test_children_get_the_parent_death_signal(tmp_path: pathlib.Path) -> None:
     # The safety net for a parent killed with SIGKILL (no cleanup runs): the kernel kills the child.
     code = (
         "import sys; sys.path.insert(0, {root!r});"
@@ -523,7 +573,7 @@ def test_children_get_the_parent_death_signal(tmp_path):
     wait_until(lambda: not pathlib.Path(f"/proc/{child}").exists() or _is_zombie(child), timeout=5)
 
 
-def test_exporter_rejects_a_metric_reused_with_other_labels():
+def test_exporter_rejects_a_metric_reused_with_other_labels() -> None:
     exporter = Exporter()
     try:
         exporter.set_gauge("g", 1, namespace="a")

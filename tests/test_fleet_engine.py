@@ -11,6 +11,8 @@ import random
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -49,7 +51,7 @@ def burst(count: int, spacing_s: float, prompt: int = 1000, output: int = 200, s
 # -- one replica -----------------------------------------------------------------------------------
 
 
-def test_a_lone_request_takes_its_prefill_then_one_step_per_token():
+def test_a_lone_request_takes_its_prefill_then_one_step_per_token() -> None:
     engine = FleetEngine(PARAMS, initial_replicas=1)
     request = Request(1.0, prompt_tokens=1200, output_tokens=11)
     events = engine.advance(30.0, [request])
@@ -58,14 +60,14 @@ def test_a_lone_request_takes_its_prefill_then_one_step_per_token():
     assert finishes(events)[request] == pytest.approx(ttft + 10 * step_s(1))
 
 
-def test_a_one_token_output_finishes_at_its_first_token():
+def test_a_one_token_output_finishes_at_its_first_token() -> None:
     engine = FleetEngine(PARAMS, initial_replicas=1)
     request = Request(0.0, prompt_tokens=600, output_tokens=1)
     events = engine.advance(5.0, [request])
     assert finishes(events)[request] == pytest.approx(600 / PREFILL_TPS)
 
 
-def test_prefill_is_fifo_and_pauses_decoding():
+def test_prefill_is_fifo_and_pauses_decoding() -> None:
     engine = FleetEngine(PARAMS, initial_replicas=1)
     first = Request(0.0, prompt_tokens=1200, output_tokens=101)
     second = Request(0.0, prompt_tokens=2400, output_tokens=101)
@@ -77,7 +79,7 @@ def test_prefill_is_fifo_and_pauses_decoding():
     assert finishes(events)[second] == pytest.approx(0.3 + 100 * step_s(2))
 
 
-def test_the_decode_step_slows_down_with_the_batch():
+def test_the_decode_step_slows_down_with_the_batch() -> None:
     lone = FleetEngine(PARAMS, initial_replicas=1)
     crowd = FleetEngine(PARAMS, initial_replicas=1)
     probe = Request(0.0, prompt_tokens=12, output_tokens=500)
@@ -89,7 +91,7 @@ def test_the_decode_step_slows_down_with_the_batch():
     assert crowd_e2e == pytest.approx(64 * 0.001 + 499 * step_s(64))
 
 
-def test_a_full_replica_leaves_requests_waiting_at_the_router():
+def test_a_full_replica_leaves_requests_waiting_at_the_router() -> None:
     engine = FleetEngine(EngineParams(max_seqs=2), initial_replicas=1)
     requests = burst(3, spacing_s=0.0, output=1000)
     engine.advance(0.5, requests)
@@ -122,7 +124,7 @@ def run_load(replicas: int, requests: list[Request], until_s: float) -> tuple[li
     return ttfts, most_waiting
 
 
-def test_more_replicas_give_lower_ttft_and_less_waiting():
+def test_more_replicas_give_lower_ttft_and_less_waiting() -> None:
     rng = random.Random(7)
     requests = [Request(rng.uniform(0, 60), rng.randint(200, 3000), rng.randint(20, 400)) for _ in range(900)]
     results = {n: run_load(n, requests, until_s=240.0) for n in (1, 2, 4)}
@@ -134,14 +136,14 @@ def test_more_replicas_give_lower_ttft_and_less_waiting():
     assert waiting[1] > waiting[2] >= waiting[4]
 
 
-def test_requests_go_to_the_least_loaded_ready_replica():
+def test_requests_go_to_the_least_loaded_ready_replica() -> None:
     engine = FleetEngine(PARAMS, initial_replicas=3)
     engine.advance(0.01, burst(7, spacing_s=0.0, output=1000))
     held = sorted(r.running + r.awaiting_prefill for r in engine.snapshot().replicas)
     assert held == [2, 2, 3]
 
 
-def test_a_new_replica_takes_requests_only_after_its_cold_start():
+def test_a_new_replica_takes_requests_only_after_its_cold_start() -> None:
     engine = FleetEngine(EngineParams(max_seqs=1, cold_start_s=10.0), initial_replicas=1)
     engine.advance(2.0)
     engine.scale(2)
@@ -156,7 +158,7 @@ def test_a_new_replica_takes_requests_only_after_its_cold_start():
     assert first_tokens(events)[queued] == pytest.approx(12.0 - 5.0 + 12 / PREFILL_TPS)
 
 
-def test_scale_down_cancels_cold_starts_before_touching_ready_replicas():
+def test_scale_down_cancels_cold_starts_before_touching_ready_replicas() -> None:
     engine = FleetEngine(PARAMS, initial_replicas=2)
     engine.advance(1.0)
     engine.scale(4)
@@ -168,7 +170,7 @@ def test_scale_down_cancels_cold_starts_before_touching_ready_replicas():
     assert phases.count(ReplicaPhase.STARTING) == 1
 
 
-def test_a_draining_replica_finishes_its_running_requests_and_hands_back_the_rest():
+def test_a_draining_replica_finishes_its_running_requests_and_hands_back_the_rest() -> None:
     engine = FleetEngine(PARAMS, initial_replicas=1)
     engine.advance(1.0)
     engine.scale(2)
@@ -194,7 +196,7 @@ def test_a_draining_replica_finishes_its_running_requests_and_hands_back_the_res
     assert len(engine.snapshot().replicas) == 1
 
 
-def test_the_simulation_is_deterministic():
+def test_the_simulation_is_deterministic() -> None:
     rng = random.Random(3)
     requests = sorted(
         (Request(rng.uniform(0, 30), rng.randint(10, 5000), rng.randint(1, 600)) for _ in range(300)),
@@ -223,7 +225,7 @@ def test_the_simulation_is_deterministic():
         (lambda e: e.advance(-1.0), "time runs forward"),
     ],
 )
-def test_invalid_commands_are_refused(change, message):
+def test_invalid_commands_are_refused(change: Callable[[FleetEngine], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         change(FleetEngine(PARAMS))
 
@@ -248,17 +250,19 @@ def small_trace(tmp_path: pathlib.Path) -> pathlib.Path:
         ({"start_offset_s": 4.0, "speedup": 4.0}, [i / 4 for i in range(6)]),
     ],
 )
-def test_the_trace_replays_in_compressed_time(small_trace, slice_, expected_arrivals):
+def test_the_trace_replays_in_compressed_time(
+    small_trace: pathlib.Path, slice_: dict[str, Any], expected_arrivals: list[float]
+) -> None:
     requests = read_trace(TraceSlice(small_trace, **slice_))
     assert [r.arrival_s for r in requests] == pytest.approx(expected_arrivals)
 
 
-def test_the_trace_keeps_token_counts_and_counts_zero_as_one(small_trace):
+def test_the_trace_keeps_token_counts_and_counts_zero_as_one(small_trace: pathlib.Path) -> None:
     requests = read_trace(TraceSlice(small_trace))
     assert [(r.prompt_tokens, r.output_tokens) for r in requests[:3]] == [(100, 1), (200, 1), (300, 2)]
 
 
-def test_the_load_scale_multiplies_the_requests(small_trace):
+def test_the_load_scale_multiplies_the_requests(small_trace: pathlib.Path) -> None:
     assert len(read_trace(TraceSlice(small_trace, load_scale=3.0))) == 30
     assert len(read_trace(TraceSlice(small_trace, load_scale=0.0))) == 0
     thinned = [len(read_trace(TraceSlice(small_trace, load_scale=0.5, seed=seed))) for seed in range(40)]
@@ -269,14 +273,14 @@ def test_the_load_scale_multiplies_the_requests(small_trace):
 
 
 @pytest.mark.parametrize(("total", "parts"), [(0, 3), (7, 3), (2, 5), (128, 1)])
-def test_split_evenly(total, parts):
+def test_split_evenly(total: int, parts: int) -> None:
     shares = split_evenly(total, parts)
     assert sum(shares) == total
     assert len(shares) == parts
     assert max(shares) - min(shares) <= 1
 
 
-def test_pod_names_look_like_a_replica_sets():
+def test_pod_names_look_like_a_replica_sets() -> None:
     names = {pod_name("vllm", "0123456789", replica_id) for replica_id in range(50)}
     assert len(names) == 50
     for name in names:

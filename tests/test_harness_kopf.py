@@ -11,7 +11,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.harness.kube import custom_object, deployment_manifest, events_for, scale_replicas
+from tests.conftest import OperatorFactory
+from tests.harness.kube import custom_object, deployment, events_for, scale_replicas
 from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -57,8 +58,14 @@ def echo_status(custom: client.CustomObjectsApi, namespace: str, name: str) -> d
 
 
 @pytest.mark.usefixtures("echo_crd")
-def test_create_patches_status_posts_event_and_scales_target(namespace, operator, apps, custom, kube):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_create_patches_status_posts_event_and_scales_target(
+    namespace: str,
+    operator: OperatorFactory,
+    apps: client.AppsV1Api,
+    custom: client.CustomObjectsApi,
+    kube: client.ApiClient,
+) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     operator.kopf(ECHO_OPERATOR, namespace)
 
     create_echo(custom, namespace, "echo", target="llm", replicas=3)
@@ -71,8 +78,10 @@ def test_create_patches_status_posts_event_and_scales_target(namespace, operator
 
 
 @pytest.mark.usefixtures("echo_crd")
-def test_restarted_operator_resumes_instead_of_starting_over(namespace, operator, apps, custom):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_restarted_operator_resumes_instead_of_starting_over(
+    namespace: str, operator: OperatorFactory, apps: client.AppsV1Api, custom: client.CustomObjectsApi
+) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     first = operator.kopf(ECHO_OPERATOR, namespace)
     create_echo(custom, namespace, "echo", target="llm", replicas=2)
     wait_until(lambda: echo_status(custom, namespace, "echo").get("echoedReplicas") == 2, timeout=15)
@@ -89,8 +98,10 @@ def test_restarted_operator_resumes_instead_of_starting_over(namespace, operator
 
 
 @pytest.mark.usefixtures("echo_crd")
-def test_deletion_runs_the_finalizer_handler_before_the_object_goes(namespace, operator, apps, custom):
-    apps.create_namespaced_deployment(namespace, deployment_manifest("llm", replicas=1))
+def test_deletion_runs_the_finalizer_handler_before_the_object_goes(
+    namespace: str, operator: OperatorFactory, apps: client.AppsV1Api, custom: client.CustomObjectsApi
+) -> None:
+    apps.create_namespaced_deployment(namespace, deployment("llm", replicas=1))
     operator.kopf(ECHO_OPERATOR, namespace)
     create_echo(custom, namespace, "echo", target="llm", replicas=4)
     wait_until(lambda: echo_status(custom, namespace, "echo").get("echoedReplicas") == 4, timeout=15)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,8 @@ from policies import (
     ScalingState,
     decide_reactive,
 )
-from policies.behavior import rate_limit, stabilize
+from policies.behavior import Direction, rate_limit, stabilize
+from policies.scaling_types import Timed
 
 NOW = 1_700_000_000.0
 UP_DEFAULT = ScalingRules.default_scale_up()
@@ -67,7 +70,7 @@ def replay(behavior: Behavior, start: int, wanted: int, times: list[float]) -> l
 # --- defaults --------------------------------------------------------------------------------
 
 
-def test_documented_defaults():
+def test_documented_defaults() -> None:
     behavior = Behavior()
 
     assert behavior.scale_up == ScalingRules(0, "Max", (percent(100, 15), pods(4, 15)))
@@ -118,7 +121,15 @@ RATE_CASES = [
     [case[1:] for case in RATE_CASES],
     ids=[case[0] for case in RATE_CASES],
 )
-def test_rate_limit(direction, current, scaling_rules, up_events, down_events, expected, rule):
+def test_rate_limit(
+    direction: Direction,
+    current: int,
+    scaling_rules: ScalingRules,
+    up_events: Timed,
+    down_events: Timed,
+    expected: int,
+    rule: ScalingPolicyRule | None,
+) -> None:
     state = ScalingState(scale_up_events=up_events, scale_down_events=down_events)
 
     limit = rate_limit(direction, current, state, scaling_rules, NOW)
@@ -129,7 +140,7 @@ def test_rate_limit(direction, current, scaling_rules, up_events, down_events, e
 # --- the docs' scale-down example, replayed --------------------------------------------------
 
 
-def test_docs_scale_down_80_to_10_at_most_max_of_4_pods_or_10_percent_per_minute():
+def test_docs_scale_down_80_to_10_at_most_max_of_4_pods_or_10_percent_per_minute() -> None:
     # "if there are 80 replicas and the target has to be scaled down to 10 replicas then during
     # the first step 8 replicas will be reduced. In the next iteration when the number of
     # replicas is 72, 10% of the pods is 7.2 but the number is rounded up to 8. [...] When the
@@ -143,7 +154,7 @@ def test_docs_scale_down_80_to_10_at_most_max_of_4_pods_or_10_percent_per_minute
     assert counts == [72, 64, 57, 51, 45, 40, 36, 32, 28, 24, 20, 16, 12, 10, 10]
 
 
-def test_docs_scale_down_waits_for_the_period():
+def test_docs_scale_down_waits_for_the_period() -> None:
     # Within the minute after 80 -> 72 the budget is spent: no second step until it has passed.
     behavior = Behavior(scale_down=rules(pods(4, 60), percent(10, 60)))
 
@@ -152,7 +163,7 @@ def test_docs_scale_down_waits_for_the_period():
     assert counts == [72, 72, 72, 72, 64]
 
 
-def test_rate_limited_hold_is_reported():
+def test_rate_limited_hold_is_reported() -> None:
     behavior = Behavior(scale_down=rules(pods(4, 60), percent(10, 60)))
     first = decide_reactive(asking_for(10, 80, behavior), ScalingState(), NOW)
 
@@ -162,7 +173,7 @@ def test_rate_limited_hold_is_reported():
     assert "limited by scaleDown policy Percent 10%/60s" in second.message
 
 
-def test_docs_default_scale_up_doubles_or_adds_four_every_15_seconds():
+def test_docs_default_scale_up_doubles_or_adds_four_every_15_seconds() -> None:
     # "4 pods or a 100% of the currently running replicas may at most be added every 15
     # seconds": 1 -> 5 -> 10 -> 20 -> 40 -> 50.
     counts = replay(Behavior(), start=1, wanted=50, times=[NOW + 15 * i for i in range(6)])
@@ -170,7 +181,7 @@ def test_docs_default_scale_up_doubles_or_adds_four_every_15_seconds():
     assert counts == [5, 10, 20, 40, 50, 50]
 
 
-def test_docs_disable_scale_down():
+def test_docs_disable_scale_down() -> None:
     behavior = Behavior(scale_down=rules(select="Disabled"))
 
     decision = decide_reactive(asking_for(1, 10, behavior), ScalingState(), NOW)
@@ -179,7 +190,7 @@ def test_docs_disable_scale_down():
     assert decision.reasons == (Reason.ScaleDown, Reason.ScaleDownDisabled)
 
 
-def test_disabled_scale_up_still_scales_down():
+def test_disabled_scale_up_still_scales_down() -> None:
     behavior = Behavior(scale_up=rules(select="Disabled"), scale_down=rules(percent(100, 15)))
 
     up = decide_reactive(asking_for(20, 10, behavior), ScalingState(), NOW)
@@ -216,7 +227,9 @@ STABILIZE_CASES = [
     [case[1:] for case in STABILIZE_CASES],
     ids=[case[0] for case in STABILIZE_CASES],
 )
-def test_stabilize(history, recommended, current, up_window, down_window, expected):
+def test_stabilize(
+    history: list[tuple[int, int]], recommended: int, current: int, up_window: int, down_window: int, expected: int
+) -> None:
     behavior = Behavior(
         scale_up=rules(pods(4, 15), window=up_window), scale_down=rules(pods(4, 15), window=down_window)
     )
@@ -225,7 +238,7 @@ def test_stabilize(history, recommended, current, up_window, down_window, expect
     assert stabilize(recommendations, recommended, current, behavior, NOW) == expected
 
 
-def test_docs_scale_down_stabilization_smooths_a_dip():
+def test_docs_scale_down_stabilization_smooths_a_dip() -> None:
     # Load dips for one reading then recovers: with the default 300 s window the dip never
     # reaches the replica count; without a window it does, and the default scale-up then needs
     # two steps to come back (3 -> max(3 + 4, 2 x 3) = 7 -> 10).
@@ -244,7 +257,7 @@ def test_docs_scale_down_stabilization_smooths_a_dip():
     assert run(Behavior(scale_down=rules(percent(100, 15)))) == [10, 10, 3, 7, 10]
 
 
-def test_docs_scale_down_window_of_one_minute():
+def test_docs_scale_down_window_of_one_minute() -> None:
     # "To provide a custom downscale stabilization window of 1 minute": a steady low load
     # scales down once the minute since the last high recommendation has passed.
     behavior = Behavior(scale_down=rules(percent(100, 15), window=60))
@@ -257,7 +270,7 @@ def test_docs_scale_down_window_of_one_minute():
     assert (after.desired_replicas, after.reasons) == (4, (Reason.ScaleDown,))
 
 
-def test_scale_up_window_reports_stabilized():
+def test_scale_up_window_reports_stabilized() -> None:
     behavior = Behavior(scale_up=rules(percent(100, 15), window=60))
     calm = decide_reactive(asking_for(3, 3, behavior), ScalingState(), NOW)
 
@@ -270,7 +283,7 @@ def test_scale_up_window_reports_stabilized():
 # --- the persisted state ---------------------------------------------------------------------
 
 
-def test_state_round_trips_through_json():
+def test_state_round_trips_through_json() -> None:
     state = ScalingState(
         recommendations=((NOW - 30, 4), (NOW, 7)),
         scale_up_events=((NOW, 3),),
@@ -292,11 +305,11 @@ def test_state_round_trips_through_json():
     [None, "corrupt", 42, [], {"recommendations": "x"}, {"recommendations": [1, "a", None]}, {"scaleUpEvents": {}}],
     ids=["none", "string", "number", "list", "string-field", "junk-items", "dict-field"],
 )
-def test_garbage_state_is_empty(garbage):
+def test_garbage_state_is_empty(garbage: Any) -> None:
     assert ScalingState.from_dict(garbage) == ScalingState()
 
 
-def test_state_keeps_the_good_items_and_drops_the_bad():
+def test_state_keeps_the_good_items_and_drops_the_bad() -> None:
     data = {
         "recommendations": [
             {"time": NOW, "replicas": 3},
@@ -316,7 +329,7 @@ def test_state_keeps_the_good_items_and_drops_the_bad():
     assert state.scale_up_events == state.scale_down_events == ()
 
 
-def test_state_is_pruned_to_what_windows_and_periods_can_see():
+def test_state_is_pruned_to_what_windows_and_periods_can_see() -> None:
     behavior = Behavior(scale_up=rules(pods(4, 30)), scale_down=rules(pods(4, 60), window=120))
     state = ScalingState(
         recommendations=((NOW - 200, 9), (NOW - 100, 8)),
@@ -354,6 +367,6 @@ def test_state_is_pruned_to_what_windows_and_periods_can_see():
         "unknown-select",
     ],
 )
-def test_invalid_behavior_is_rejected(make):
+def test_invalid_behavior_is_rejected(make: Callable[[], object]) -> None:
     with pytest.raises(ValueError):
         make()

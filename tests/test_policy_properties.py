@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,7 +102,7 @@ states = st.builds(
 
 
 @given(reactive_inputs(), states)
-def test_decision_is_within_bounds(inputs, state):
+def test_decision_is_within_bounds(inputs: ReactiveInputs, state: ScalingState) -> None:
     decision = decide_reactive(inputs, state, NOW)
 
     if inputs.spec_replicas == 0:
@@ -111,7 +112,7 @@ def test_decision_is_within_bounds(inputs, state):
 
 
 @given(reactive_inputs(in_bounds=True), states)
-def test_behavior_only_holds_back(inputs, state):
+def test_behavior_only_holds_back(inputs: ReactiveInputs, state: ScalingState) -> None:
     decision = decide_reactive(inputs, state, NOW)
 
     clamped = min(max(decision.recommended_replicas, inputs.min_replicas), inputs.max_replicas)
@@ -120,7 +121,7 @@ def test_behavior_only_holds_back(inputs, state):
 
 
 @given(reactive_inputs(in_bounds=True), states)
-def test_never_scales_down_while_a_metric_is_missing(inputs, state):
+def test_never_scales_down_while_a_metric_is_missing(inputs: ReactiveInputs, state: ScalingState) -> None:
     decision = decide_reactive(inputs, state, NOW)
 
     if any(m.missing for m in inputs.metrics):
@@ -129,7 +130,7 @@ def test_never_scales_down_while_a_metric_is_missing(inputs, state):
 
 
 @given(reactive_inputs(), states)
-def test_action_matches_the_count(inputs, state):
+def test_action_matches_the_count(inputs: ReactiveInputs, state: ScalingState) -> None:
     decision = decide_reactive(inputs, state, NOW)
 
     change = decision.desired_replicas - inputs.spec_replicas
@@ -139,7 +140,7 @@ def test_action_matches_the_count(inputs, state):
 
 
 @given(reactive_inputs(), states)
-def test_new_state_keeps_only_what_can_still_be_seen(inputs, state):
+def test_new_state_keeps_only_what_can_still_be_seen(inputs: ReactiveInputs, state: ScalingState) -> None:
     new = decide_reactive(inputs, state, NOW).state
 
     behavior = inputs.behavior
@@ -190,7 +191,13 @@ single_rule = st.builds(
     start=st.integers(1, 40),
     steps=st.lists(st.tuples(st.floats(0.5, 40), st.integers(0, 400), st.booleans()), min_size=1, max_size=30),
 )
-def test_rate_limits_hold_over_any_sequence(up, down, windows, start, steps):
+def test_rate_limits_hold_over_any_sequence(
+    up: ScalingPolicyRule,
+    down: ScalingPolicyRule,
+    windows: tuple[int, int],
+    start: int,
+    steps: list[tuple[float, int, bool]],
+) -> None:
     behavior = Behavior(
         scale_up=ScalingRules(windows[0], "Max", (up,)),
         scale_down=ScalingRules(windows[1], "Max", (down,)),
@@ -216,7 +223,7 @@ def test_rate_limits_hold_over_any_sequence(up, down, windows, start, steps):
 
 
 @given(states)
-def test_state_round_trips(state):
+def test_state_round_trips(state: ScalingState) -> None:
     assert ScalingState.from_dict(state.to_dict()) == state
 
 
@@ -235,7 +242,7 @@ state_like = st.dictionaries(
 
 @settings(max_examples=60)
 @given(st.one_of(json_values, state_like))
-def test_from_dict_never_raises_and_yields_a_usable_state(data):
+def test_from_dict_never_raises_and_yields_a_usable_state(data: Any) -> None:
     state = ScalingState.from_dict(data)
 
     assert ScalingState.from_dict(state.to_dict()) == state

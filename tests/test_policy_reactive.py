@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ PROPOSAL_CASES = [
     [case[1:] for case in PROPOSAL_CASES],
     ids=[case[0] for case in PROPOSAL_CASES],
 )
-def test_metric_proposal(metric, spec, ready, expected, reason):
+def test_metric_proposal(metric: MetricObservation, spec: int, ready: int, expected: int, reason: Reason) -> None:
     proposal = propose(metric, spec, ready, tolerance=0.1)
 
     assert (proposal.replicas, proposal.reason) == (expected, reason)
@@ -128,7 +129,7 @@ def test_metric_proposal(metric, spec, ready, expected, reason):
     ],
     ids=["none", "stale", "nan", "inf", "negative"],
 )
-def test_unusable_metric_is_missing(metric):
+def test_unusable_metric_is_missing(metric: MetricObservation) -> None:
     proposal = propose(metric, 4, 4, tolerance=0.1)
 
     assert proposal.replicas is None
@@ -136,20 +137,20 @@ def test_unusable_metric_is_missing(metric):
     assert proposal.reason is Reason.MetricMissing
 
 
-def test_usage_ratio_is_reported_on_ready_replicas():
+def test_usage_ratio_is_reported_on_ready_replicas() -> None:
     # The audit log shows the ratio the operator measured, not the one adjusted for pending pods.
     assert propose(per_replica(10, 4), 4, 2, tolerance=0.1).usage_ratio == pytest.approx(1.25)
     assert propose(for_total(0.3, 0.2), 4, 2, tolerance=0.1).usage_ratio == pytest.approx(1.5)
 
 
-def test_a_huge_total_does_not_overflow():
+def test_a_huge_total_does_not_overflow() -> None:
     proposal = propose(per_replica(1e308, 1e-308), 4, 4, tolerance=0.1)
 
     assert proposal.reason is Reason.ScaleUp
     assert proposal.replicas is not None and proposal.replicas > 1_000_000
 
 
-def test_tolerance_is_an_input():
+def test_tolerance_is_an_input() -> None:
     # 1.15x: outside a 0.1 tolerance, inside a 0.2 one.
     assert propose(per_replica(46, 4), 10, 10, tolerance=0.1).replicas == 12
     assert propose(per_replica(46, 4), 10, 10, tolerance=0.2).reason is Reason.WithinTolerance
@@ -256,7 +257,7 @@ DECISION_CASES = [
     [case[1:] for case in DECISION_CASES],
     ids=[case[0] for case in DECISION_CASES],
 )
-def test_decision(inputs, desired, action, reasons):
+def test_decision(inputs: ReactiveInputs, desired: int, action: str, reasons: tuple[Reason, ...]) -> None:
     decision = decide_reactive(inputs, ScalingState(), NOW)
 
     assert (decision.desired_replicas, decision.action, decision.reasons) == (desired, action, reasons)
@@ -264,14 +265,14 @@ def test_decision(inputs, desired, action, reasons):
     assert decision.message.startswith(f"{inputs.spec_replicas} -> {desired}: ")
 
 
-def test_recommended_replicas_shows_what_was_limited():
+def test_recommended_replicas_shows_what_was_limited() -> None:
     decision = decide_reactive(workload(per_replica(400, 4), spec=8, hi=10), ScalingState(), NOW)
 
     assert decision.recommended_replicas == 100
     assert decision.desired_replicas == 10
 
 
-def test_message_names_the_metric_and_the_limiting_policy():
+def test_message_names_the_metric_and_the_limiting_policy() -> None:
     # The brief's own example: 42 waiting over 3 ready is 3.5x the target 4; the default scale-up
     # allows max(3 + 4 pods, 2 x 3) = 7.
     decision = decide_reactive(workload(per_replica(42, 4), spec=3, behavior=Behavior()), ScalingState(), NOW)
@@ -283,13 +284,13 @@ def test_message_names_the_metric_and_the_limiting_policy():
     )
 
 
-def test_missing_metric_is_named_in_the_message():
+def test_missing_metric_is_named_in_the_message() -> None:
     decision = decide_reactive(workload(per_replica(2, 4), for_total(None, 0.2, name="p95")), ScalingState(), NOW)
 
     assert "p95" in decision.message
 
 
-def test_a_fresh_history_waits_the_scale_down_window():
+def test_a_fresh_history_waits_the_scale_down_window() -> None:
     # The HPA seeds its history with the current count, so a newly watched target is not
     # scaled down on its first low reading; after the default 300 s window it is.
     low = workload(per_replica(4, 4), spec=4, behavior=Behavior())
@@ -301,14 +302,14 @@ def test_a_fresh_history_waits_the_scale_down_window():
     assert (later.desired_replicas, later.reasons) == (1, (Reason.ScaleDown,))
 
 
-def test_holds_for_missing_data_are_not_recorded_as_recommendations():
+def test_holds_for_missing_data_are_not_recorded_as_recommendations() -> None:
     # A hold says nothing about the load: it must not stretch a later stabilization window.
     decision = decide_reactive(workload(per_replica(None, 4), behavior=Behavior()), ScalingState(), NOW)
 
     assert decision.state.recommendations == ((NOW, 4),)  # only the seed
 
 
-def test_every_decision_records_its_scale_event():
+def test_every_decision_records_its_scale_event() -> None:
     up = decide_reactive(workload(per_replica(32, 4), spec=4), ScalingState(), NOW)
     assert up.state.scale_up_events == ((NOW, 4),)
 
@@ -327,19 +328,25 @@ def test_every_decision_records_its_scale_event():
     ],
     ids=["min-above-max", "min-zero", "negative-spec", "negative-tolerance", "nan-tolerance"],
 )
-def test_invalid_inputs_are_rejected(kwargs, message):
-    fields = {"spec_replicas": 2, "ready_replicas": 2, "min_replicas": 1, "max_replicas": 4, "metrics": ()}
+def test_invalid_inputs_are_rejected(kwargs: dict[str, Any], message: str) -> None:
+    fields: dict[str, Any] = {
+        "spec_replicas": 2,
+        "ready_replicas": 2,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "metrics": (),
+    }
     with pytest.raises(ValueError, match=message):
         ReactiveInputs(**(fields | kwargs))
 
 
 @pytest.mark.parametrize("target", [0.0, -1.0, math.nan, math.inf], ids=["zero", "negative", "nan", "inf"])
-def test_a_metric_needs_a_positive_target(target):
+def test_a_metric_needs_a_positive_target(target: float) -> None:
     with pytest.raises(ValueError, match="target"):
         MetricObservation("waiting", 1.0, "AverageValue", target)
 
 
-def test_on_a_tie_the_first_metric_explains():
+def test_on_a_tie_the_first_metric_explains() -> None:
     decision = decide_reactive(
         workload(for_total(0.4, 0.2, name="p95"), per_replica(32, 4, name="waiting")), ScalingState(), NOW
     )

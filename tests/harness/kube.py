@@ -6,9 +6,11 @@ import json
 import pathlib
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client, config
+
+T = TypeVar("T")
 
 
 def api_client(kubeconfig: pathlib.Path) -> client.ApiClient:
@@ -39,12 +41,22 @@ def deployment(name: str, *, replicas: int, labels: dict[str, str] | None = None
     return client.V1Deployment.model_validate(deployment_manifest(name, replicas=replicas, labels=labels))
 
 
+def present(value: T | None) -> T:
+    """``value``, asserted set: the client types every model field as optional, even those the server always sets."""
+    assert value is not None, "a field the API server always sets is missing"
+    return value
+
+
 def custom_object(
     custom: client.CustomObjectsApi, group: str, version: str, namespace: str, plural: str, name: str
 ) -> dict[str, Any]:
     """A custom object as the JSON map it is (the client declares its return as ``object``)."""
-    body = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
-    assert isinstance(body, dict), f"{plural}/{name} is not a JSON object: {body!r}"
+    return json_object(custom.get_namespaced_custom_object(group, version, namespace, plural, name), f"{plural}/{name}")
+
+
+def json_object(body: object, what: str = "the answer") -> dict[str, Any]:
+    """A custom-object call's answer as the JSON map it is (the client declares it as ``object``)."""
+    assert isinstance(body, dict), f"{what} is not a JSON object: {body!r}"
     return body
 
 

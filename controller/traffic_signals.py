@@ -47,10 +47,10 @@ logger = logging.getLogger(__name__)
 MIN_FORECAST_POINTS = 10
 RATE_HISTORY = 360  # points of request rate kept per backend for the forecast
 DETECTED = ("error_rate", "latency_ms", "ttft_s", "tpot_s")
-#: Warm-up history per signal: enough for a detector to score (~150 points) and to calibrate its
-#: tails on a few hundred more, while one replay (~0.5 ms per point and signal) stays about a
-#: second per backend.
-WARMUP_POINTS = 360
+#: Warm-up history per signal: enough for a detector to score (a reference window of 50 points
+#: plus its longest scale, 64, plus 250 calibration values: ~365 points) and to calibrate its tails
+#: on more, while one replay (~0.5 ms per point and signal) stays about a second per backend.
+WARMUP_POINTS = 480
 #: ... and never older than this, whatever the interval: the baseline is the recent past.
 WARMUP_S = 3 * 3600
 

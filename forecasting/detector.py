@@ -44,6 +44,12 @@ DAYS_PER_WEEK = 7
 DEVIATION_CLIP = 5.0
 SHAPE_MIN_REMEMBERED = 50  # remembered shapes before a nearest-neighbour distance means anything
 SHAPE_NOVELTY_FLOOR = 0.1  # robust sigmas: neighbour distances below this are "identical shapes"
+# The calibrators' tail beyond the largest value seen is an exponential fitted on their top TAIL_MASS
+# of values; an alert-level p-value is always such an extrapolation, so a statistic may raise the score
+# only once that fit rests on MIN_TAIL_VALUES values (after 100 values it would rest on two).
+TAIL_MASS = 0.02
+MIN_TAIL_VALUES = 5
+WARMUP = math.ceil(MIN_TAIL_VALUES / TAIL_MASS)  # 250 values
 
 
 def alternation(recent: np.ndarray, median: float, scale: float) -> float:
@@ -154,7 +160,8 @@ class StreamingDetector:
         points a reference window needs before its statistic is computed at all.
     warmup:
         past values a statistic's calibrator needs before that statistic may raise the score
-        (a tail probability learned from a handful of values means nothing).
+        (a tail probability learned from a handful of values means nothing): by default enough for
+        the tail fit to rest on ``MIN_TAIL_VALUES`` values (``WARMUP``, 250).
     memory:
         effective length, in updates, of the calibrators' exponentially decaying history.
     alert_level:
@@ -189,7 +196,7 @@ class StreamingDetector:
         auxiliary_weight: float = 0.5,
         profile_buckets: int = 288,
         min_history: int = 50,
-        warmup: int = 100,
+        warmup: int = WARMUP,
         memory: float = 50_000.0,
         alert_level: float = 2.75,
         dead_time: int = 144,
@@ -239,7 +246,7 @@ class StreamingDetector:
         family_sizes = [*core_sizes, len(self.level_memories_) + len(self.shape_memories_)]
         self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight]
         self.calibrators_ = [
-            [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=0.02, memory=self.memory) for _ in range(size)]
+            [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=TAIL_MASS, memory=self.memory) for _ in range(size)]
             for size in family_sizes
         ]
         self.n_seen_ = 0

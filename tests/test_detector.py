@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecasting.detector import StreamingDetector
+from forecasting.detector import MIN_TAIL_VALUES, TAIL_MASS, WARMUP, StreamingDetector
 
 ALERT = 0.5  # the score at which the detector's own alert level is reached (see its docstring)
 N = 2400  # 5-minute points: a bit over 8 days, so the daily profile is learned
@@ -170,3 +172,13 @@ def test_scores_are_always_in_unit_interval(values: list[float]) -> None:
     result = StreamingDetector().score_series(pd.Series(values, index=index, dtype=float))
     assert result.shape == (len(values),)
     assert ((result >= 0.0) & (result <= 1.0)).all()
+
+
+def test_no_alert_before_the_tail_fit_rests_on_enough_values() -> None:
+    # An alert-level p-value is an extrapolation of the calibrator's top TAIL_MASS of values; before
+    # WARMUP values that fit rests on fewer than MIN_TAIL_VALUES points, so nothing may alert yet.
+    assert math.ceil(MIN_TAIL_VALUES / TAIL_MASS) == WARMUP
+    for at, judged in ((50 + WARMUP // 2, False), (3 * WARMUP, True)):
+        values = BASELINES["noise"].copy()
+        values[at] += 20.0  # one 20-sigma spike per series: a calibrator learns every value it sees
+        assert (at in alerts(values)) == judged, f"spike at update {at}: judged {judged}"

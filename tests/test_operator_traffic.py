@@ -309,7 +309,8 @@ def test_warmed_detectors_tighten_and_drain_a_failure_the_spec_limits_miss(
     mesh: Mesh, exporter: Exporter, prometheus: Prometheus, operator: OperatorFactory
 ) -> None:
     now = time.time()
-    prometheus.backfill(calm_history(mesh.namespace, exporter.address, ["h100", "l4"], now - 1800, now - 60))
+    # As much history as a warm-up asks for (WARMUP_POINTS at the 5 s interval) and a little more.
+    prometheus.backfill(calm_history(mesh.namespace, exporter.address, ["h100", "l4"], now - 2700, now - 60))
     pools = two_pools_in_a_mesh(mesh)
     with Traffic(mesh.namespace, exporter, pools):
         # Live samples for a whole rate window, so that the first live points look like the history.

@@ -53,7 +53,7 @@ async def warm(memory: SignalMemory, pool: RecordingPool, interval_s: int = 5) -
 
 
 async def test_a_warmed_detector_scores_a_failure_at_once_where_a_cold_one_cannot() -> None:
-    history = calm(NOW - 300 * 5, 5, 300, level=0.3, noise=0.03)
+    history = calm(NOW - WARMUP_POINTS * 5, 5, WARMUP_POINTS, level=0.3, noise=0.03)
     warmed, cold = SignalMemory(), SignalMemory()
     await warm(warmed, RecordingPool({"ttft_s": history}))
     failing: dict[str, float | None] = {"ttft_s": 2.5}
@@ -64,7 +64,8 @@ async def test_a_warmed_detector_scores_a_failure_at_once_where_a_cold_one_canno
 
 async def test_calm_live_points_after_the_history_stay_calm() -> None:
     memory = SignalMemory()
-    await warm(memory, RecordingPool({"ttft_s": calm(NOW - 300 * 5, 5, 300, level=0.3, noise=0.03)}))
+    history = calm(NOW - WARMUP_POINTS * 5, 5, WARMUP_POINTS, level=0.3, noise=0.03)
+    await warm(memory, RecordingPool({"ttft_s": history}))
     live = calm(NOW, 5, 30, level=0.3, noise=0.03, seed=2)
     scores = [memory.score("h100", t, {"ttft_s": v}) for t, v in zip(live.times, live.values, strict=True)]
     assert max(s for s in scores if s is not None) < 0.5
@@ -100,7 +101,7 @@ async def test_an_outage_defers_the_warm_up_until_prometheus_answers() -> None:
     outage = RecordingPool({m: down for m in (*DETECTED, "request_rate")})
     await warm(memory, outage)
     assert "h100" not in memory.warmed and memory.detectors == {}
-    history = calm(NOW - 300 * 5, 5, 300, level=0.3, noise=0.03)
+    history = calm(NOW - WARMUP_POINTS * 5, 5, WARMUP_POINTS, level=0.3, noise=0.03)
     await warm(memory, RecordingPool({"ttft_s": history}))
     assert "h100" in memory.warmed
     score = memory.score("h100", NOW, {"ttft_s": 2.5})

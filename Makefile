@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# devtools/ (emulated API server, simulated fleet, demo) is not part of the wheel: the dev venv
+	@# finds it through this path entry instead.
+	$(PY) -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "infercast-devtools.pth").write_text("$(CURDIR)\n")'
 	touch $(STAMP)
 
 install: $(STAMP) prometheus
@@ -25,8 +28,8 @@ prometheus:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check controller forecasting policies tests benchmarks
-	$(VENV)/bin/ruff format --check controller forecasting policies tests benchmarks
+	$(VENV)/bin/ruff check controller forecasting policies devtools tests benchmarks
+	$(VENV)/bin/ruff format --check controller forecasting policies devtools tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -35,7 +38,7 @@ test: install lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
 demo: install
-	$(VENV)/bin/infercast demo
+	$(PY) -m devtools.demo
 
 bench: install
 	$(PY) benchmarks/forecast.py

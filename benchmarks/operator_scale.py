@@ -33,10 +33,10 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import generate_latest
 
-from controller.devcluster.apiserver import start_apiserver, write_kubeconfig
-from controller.devcluster.processes import operator_argv, start_process
-from controller.devcluster.prometheus import Prometheus
-from controller.explain import decision_records
+from controller.observability.explain import decision_records
+from devtools.apiserver import start_apiserver, write_kubeconfig
+from devtools.processes import operator_argv, start_process
+from devtools.prometheus_server import Prometheus
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INTERVAL_S = 15

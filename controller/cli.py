@@ -34,17 +34,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from controller.demo import run_demo
-
-    return run_demo(duration_s=args.duration)
-
-
 def _explain(args: argparse.Namespace) -> int:
     import asyncio
 
-    from controller.explain import KINDS, decision_lines, explain, read_status
-    from controller.kube import Kube, KubeError, load_api_client
+    from controller.clients.kube import Kube, KubeError, load_api_client
+    from controller.observability.explain import KINDS, decision_lines, explain, read_status
 
     namespace, _, name = args.policy.partition("/")
     if not namespace or not name:
@@ -100,10 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config or in-cluster")
     explain.add_argument("--limit", type=int, default=20, help="show the last N decisions of the log (default 20)")
     explain.set_defaults(func=_explain)
-
-    demo = commands.add_parser("demo", help="the operator driving a simulated GPU fleet on this machine")
-    demo.add_argument("--duration", type=float, default=180.0, help="seconds of simulated traffic (default 180)")
-    demo.set_defaults(func=_demo)
 
     backtest = commands.add_parser("backtest", help="our policy, the HPA and the KPA closed-loop on a request trace")
     from controller.backtest.run import add_arguments

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 from kubernetes import client
 
-from controller.devcluster.apiserver import start_apiserver, write_kubeconfig
-from controller.devcluster.processes import ManagedProcess, start_process
-from controller.devcluster.prometheus import Prometheus
+from devtools.apiserver import start_apiserver, write_kubeconfig
+from devtools.processes import ManagedProcess, start_process
+from devtools.prometheus_server import Prometheus
 from tests.harness.exporter import Exporter
 from tests.harness.kube import api_client
 

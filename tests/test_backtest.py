@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.backtest.engine import EngineParams
 from controller.backtest.run import load_policy, predictive_controller
 from controller.backtest.simulate import simulate
 from controller.backtest.trace import Trace, load_trace
 from controller.cli import main
-from controller.devcluster.engine import EngineParams
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = REPO.parent / "shared/data/llm_traces/azure_llm_2023_code.csv"

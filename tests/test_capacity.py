@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.capacity import (
+from controller.scaling.capacity import (
     CONFIRMATIONS,
     SHORT_QUEUE_PER_REPLICA,
     Capacity,

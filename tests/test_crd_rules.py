@@ -3,7 +3,7 @@
 A cluster refuses a policy that breaks one of these rules at ``kubectl apply`` time, with the rule's
 message; the table below breaks each rule once, on top of an example that satisfies all of them,
 and checks the message the API server would give. The devcluster's validation
-(:func:`controller.devcluster.apiserver.schema_violations`) is the one the tests and the demo run.
+(:func:`devtools.apiserver.schema_violations`) is the one the tests and the demo run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.devcluster.apiserver import apply_defaults, schema_violations
-from controller.devcluster.cel import cel_violations
+from devtools.apiserver import apply_defaults, schema_violations
+from devtools.cel import cel_violations
 
 REPO = Path(__file__).resolve().parent.parent
 CRDS = {

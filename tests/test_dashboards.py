@@ -14,7 +14,6 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from controller.observability import dashboards
 from controller.observability.metrics import (
     DECISIONS,
     LAST_REFIT,
@@ -24,6 +23,7 @@ from controller.observability.metrics import (
     RECONCILE,
     REFIT_DURATION,
 )
+from devtools import dashboards
 
 GENERATED = dashboards.generated_files()
 BOARDS = {
@@ -48,7 +48,7 @@ def metric_names(expr: str) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted(GENERATED), ids=lambda p: p.name)
 def test_committed_files_equal_the_generated_ones(path: Any) -> None:
-    assert path.read_text() == GENERATED[path], "run: python -m controller.observability.dashboards"
+    assert path.read_text() == GENERATED[path], "run: python -m devtools.dashboards"
 
 
 @pytest.mark.parametrize("uid", BOARDS)

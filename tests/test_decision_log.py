@@ -31,22 +31,23 @@ import jsonschema
 import pytest
 import yaml
 
-from controller import circuit_breaking, routing
 from controller.actuators import ScaleObservation
 from controller.actuators.istio import RouteObservation
-from controller.actuators.traffic import LiveObject
-from controller.cycle import Deps, PolicySnapshot
-from controller.decisions import DecisionRecord
-from controller.forecast_loop import ForecastSession
-from controller.kube import Kube, ObjectRef
+from controller.actuators.objects import LiveObject
+from controller.clients.kube import Kube, ObjectRef
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
 from controller.observability import OperatorMetrics
-from controller.predictive_scaling import plan_predictive
-from controller.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
-from controller.scaling import MetricReading, _apply_fallback, _record
-from controller.spec import parse_scaling_policy
-from controller.traffic_cycle import backend_inputs
-from controller.traffic_signals import BackendReading
-from controller.traffic_spec import parse_circuit_breaker_policy, parse_routing_policy
+from controller.observability.decisions import DecisionRecord
+from controller.reconcile.cycle import Deps, PolicySnapshot
+from controller.scaling.cycle import MetricReading, _apply_fallback, _record
+from controller.scaling.forecast_loop import ForecastSession
+from controller.scaling.predictive import plan_predictive
+from controller.scaling.spec import parse_scaling_policy
+from controller.traffic import circuit_breakers as circuit_breaking
+from controller.traffic import routing_weights as routing
+from controller.traffic.cycle import backend_inputs
+from controller.traffic.signals import BackendReading
+from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_policy
 from policies import (
     BackendSignals,
     BreakerInputs,

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from controller.demo import REPO_ROOT, ReplicaSample, run_demo_result, timeline_steps
-from controller.devcluster.processes import start_process, wait_for
+from devtools.demo import REPO_ROOT, ReplicaSample, run_demo_result, timeline_steps
+from devtools.processes import start_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_the_timeline_is_a_step_function_sampled_every_step() -> None:
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: pathlib.Path) -> None:
     workdir = tmp_path / "demo"
-    argv = [sys.executable, "-m", "controller.demo", "--duration", "120", "--workdir", str(workdir)]
+    argv = [sys.executable, "-m", "devtools.demo", "--duration", "120", "--workdir", str(workdir)]
     demo = start_process(argv, log_path=tmp_path / "demo.out", cwd=REPO_ROOT)
     try:
         wait_for(

@@ -16,9 +16,9 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from controller.devcluster.apiserver import merge_patch, parse_api_path, selector_to_string, start_apiserver
-from controller.devcluster.processes import start_process
-from controller.devcluster.prometheus import Prometheus, PrometheusError
+from devtools.apiserver import merge_patch, parse_api_path, selector_to_string, start_apiserver
+from devtools.processes import start_process
+from devtools.prometheus_server import Prometheus, PrometheusError
 from tests.harness.exporter import Exporter
 from tests.harness.kube import deployment, deployment_manifest, json_object, present, raw_request
 from tests.harness.polling import wait_until
@@ -560,7 +560,7 @@ def test_children_get_the_parent_death_signal(tmp_path: pathlib.Path) -> None:
     # The safety net for a parent killed with SIGKILL (no cleanup runs): the kernel kills the child.
     code = (
         "import sys; sys.path.insert(0, {root!r});"
-        "from controller.devcluster.processes import start_process; import pathlib, time;"
+        "from devtools.processes import start_process; import pathlib, time;"
         "p = start_process(['sleep', '60'], log_path=pathlib.Path({log!r}));"
         "print(p.pid, flush=True); time.sleep(60)"
     ).format(root=str(pathlib.Path(__file__).resolve().parent.parent), log=str(tmp_path / "sleep.log"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.explain import decision_lines, explain
+from controller.observability.explain import decision_lines, explain
 from tests.test_decision_log import (
     capacity_unknown,
     forecast_rate_limited,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from controller.devcluster.engine import (
+from controller.backtest.engine import (
     EngineEvent,
     EngineParams,
     Finished,
@@ -26,7 +26,7 @@ from controller.devcluster.engine import (
     ReplicaPhase,
     Request,
 )
-from controller.devcluster.fleet import TraceSlice, pod_name, read_trace, split_evenly
+from devtools.fleet import TraceSlice, pod_name, read_trace, split_evenly
 
 PARAMS = EngineParams(cold_start_s=10.0)
 PREFILL_TPS = PARAMS.prefill_tokens_per_s
@@ -296,7 +296,7 @@ def test_time_keeps_moving_after_36_hours_of_simulation() -> None:
     regression fails on the timeout instead of hanging the suite.
     """
     script = (
-        "from controller.devcluster.engine import EngineParams, FleetEngine, Request\n"
+        "from controller.backtest.engine import EngineParams, FleetEngine, Request\n"
         "e = FleetEngine(EngineParams(), initial_replicas=1)\n"
         "t = 131_000.0\n"
         "e.advance(t)\n"

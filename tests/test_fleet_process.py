@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from controller.devcluster.processes import ManagedProcess, start_process, wait_for
-from controller.devcluster.prometheus import Prometheus
+from devtools.processes import ManagedProcess, start_process, wait_for
+from devtools.prometheus_server import Prometheus
 from tests.conftest import REPO_ROOT
 from tests.harness.kube import deployment
 from tests.harness.polling import wait_until
@@ -44,7 +44,7 @@ def fleet(apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: path
     client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment(DEPLOYMENT, replicas=1))
     ready_file = tmp_path / "fleet.url"
     argv = [
-        sys.executable, "-m", "controller.devcluster.fleet",
+        sys.executable, "-m", "devtools.fleet",
         "--api", apiserver, "--namespace", namespace, "--deployment", DEPLOYMENT,
         "--trace", str(TRACE), "--port", "0", "--ready-file", str(ready_file),
         "--start-offset", "900", "--speedup", "20", "--load-scale", "0.05", "--cold-start", str(COLD_START_S),

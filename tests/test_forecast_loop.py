@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.forecast_loop import MAX_FILLED_GAP_S, Accuracy, dense_tail, history_plan
-from controller.prometheus import MAX_RANGE_POINTS, RangeSamples
+from controller.clients.prometheus import MAX_RANGE_POINTS, RangeSamples
+from controller.scaling.forecast_loop import MAX_FILLED_GAP_S, Accuracy, dense_tail, history_plan
 from policies.predictive import LoadForecast
 
 

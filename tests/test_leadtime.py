@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.leadtime import MAX_SAMPLES, LeadTime, estimate, learn, startup_seconds
+from controller.scaling.leadtime import MAX_SAMPLES, LeadTime, estimate, learn, startup_seconds
 
 T0 = 1_800_000_000.0
 

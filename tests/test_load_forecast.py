@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.forecast_loop import refit_in_worker
-from controller.forecast_spec import ForecastModel
-from controller.load_forecast import LoadForecaster, LoadForecastSettings
+from controller.scaling.forecast_loop import refit_in_worker
+from controller.scaling.forecast_spec import ForecastModel
+from controller.scaling.load_forecast import LoadForecaster, LoadForecastSettings
 
 WINDOW_S = 105.0
 

@@ -6,7 +6,7 @@ against their CRD's ``openAPIV3Schema``, translated the way the API server reads
 (tests/harness/openapi.py): ``nullable``, boolean ``exclusiveMinimum``, list-type maps, and
 unknown fields rejected as ``kubectl``'s strict field validation does.
 The CEL rules (``x-kubernetes-validations``) are evaluated in tests/test_crd_rules.py (and by the
-emulated API server); ``controller/spec.py`` checks the same cross-field rules at run time.
+emulated API server); ``controller/scaling/spec.py`` checks the same cross-field rules at run time.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller.traffic_spec import parse_circuit_breaker_policy, parse_routing_policy
+from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_policy
 from tests.harness.openapi import JUNCTORS, KubernetesValidator, to_json_schema
 from tests.harness.traffic import DESTINATION_RULES, HTTP_ROUTES, VIRTUAL_SERVICES
 from tests.harness.traffic import schema_errors as schema_errors_upstream

@@ -30,15 +30,14 @@ import jsonschema
 import pytest
 from kubernetes import client
 
-from controller import demo
-from controller.devcluster.processes import ManagedProcess, operator_argv
-from controller.devcluster.prometheus import Prometheus, free_port
-from controller.explain import decision_records
-from controller.observability import dashboards
+from controller.observability.explain import decision_records
 from controller.observability.metrics import (
     CIRCUIT_BREAKING,
     ROUTING,
 )
+from devtools import dashboards, demo
+from devtools.processes import ManagedProcess, operator_argv
+from devtools.prometheus_server import Prometheus, free_port
 from tests.conftest import EXPORTER_JOB, REPO_ROOT, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import custom_object, deployment
@@ -151,7 +150,7 @@ def run(
         )
         operator(
             [
-                sys.executable, "-m", "controller.devcluster.fleet", "--api", apiserver, "--namespace", namespace,
+                sys.executable, "-m", "devtools.fleet", "--api", apiserver, "--namespace", namespace,
                 "--deployment", demo.DEPLOYMENT, "--port", str(fleet_port), "--model-name", demo.MODEL,
                 *demo.Scenario().fleet_args(FLEET_DURATION_S),
             ],

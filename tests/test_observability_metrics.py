@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from controller.decisions import DecisionRecord
-from controller.devcluster.prometheus import Prometheus, free_port
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
 from controller.observability import OperatorMetrics, samples_of
+from controller.observability.decisions import DecisionRecord
 from controller.observability.metrics import Sample
-from controller.prometheus import Credentials, MetricError, PrometheusPool
-from controller.spec import PrometheusSpec
+from controller.scaling.spec import PrometheusSpec
+from devtools.prometheus_server import Prometheus, free_port
 from tests.harness.exporter import Exporter
 from tests.test_decision_log import breaker_record, capacity_unknown, forecast_rate_limited, forecast_scale_up
 

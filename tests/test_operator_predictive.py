@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from controller.devcluster.prometheus import Prometheus
+from devtools.prometheus_server import Prometheus
 from tests.conftest import OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.polling import wait_until

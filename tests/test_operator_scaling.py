@@ -19,9 +19,9 @@ import pytest
 from kubernetes import client
 from prometheus_client.core import GaugeMetricFamily
 
-from controller.devcluster.processes import ManagedProcess, operator_argv
-from controller.devcluster.prometheus import Prometheus
-from controller.explain import decision_records
+from controller.observability.explain import decision_records
+from devtools.processes import ManagedProcess, operator_argv
+from devtools.prometheus_server import Prometheus
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import custom_object, deployment, events_for, scale_replicas

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from controller.presets import PRESETS, render_preset
+from controller.clients.servers import PRESETS, render_preset
 
 
 def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:

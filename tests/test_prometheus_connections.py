@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from controller.prometheus import Credentials, PrometheusPool
-from controller.spec import PrometheusSpec
+from controller.clients.prometheus import Credentials, PrometheusPool
+from controller.scaling.spec import PrometheusSpec
 
 PARALLEL = 16
 

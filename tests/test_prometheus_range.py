@@ -8,8 +8,15 @@ import time
 
 import pytest
 
-from controller.devcluster.prometheus import Prometheus
-from controller.prometheus import MAX_RANGE_POINTS, Credentials, MetricError, PrometheusPool, parse_range, range_step
+from controller.clients.prometheus import (
+    MAX_RANGE_POINTS,
+    Credentials,
+    MetricError,
+    PrometheusPool,
+    parse_range,
+    range_step,
+)
+from devtools.prometheus_server import Prometheus
 from tests.harness.exporter import Exporter
 from tests.harness.series import spec_for, two_pod_gauge
 

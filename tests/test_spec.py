@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.spec import SpecError, parse_scaling_policy
+from controller.scaling.spec import SpecError, parse_scaling_policy
 from policies import Behavior
 
 VALID: dict[str, Any] = {

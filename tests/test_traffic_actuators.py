@@ -17,12 +17,12 @@ from kubernetes import client
 from controller.actuators.base import TargetError
 from controller.actuators.gateway import HTTPRouteActuator
 from controller.actuators.istio import DestinationRuleActuator, VirtualServiceActuator, parse_duration_s
+from controller.actuators.objects import TrafficObject
 from controller.actuators.ownership import ForeignOwnerError, foreign_manager
 from controller.actuators.patching import patch_ops
-from controller.actuators.traffic import TrafficObject
-from controller.kube import Kube, KubeError, load_api_client
-from controller.spec_common import TargetRef
-from controller.traffic_spec import BackendRef, BackendSpec
+from controller.clients.kube import Kube, KubeError, load_api_client
+from controller.reconcile.spec import TargetRef
+from controller.traffic.spec import BackendRef, BackendSpec
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
 from tests.harness.kube import custom_object, raw_request
 from tests.harness.traffic import (

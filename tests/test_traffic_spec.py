@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from controller.spec_common import SpecError
-from controller.traffic_spec import parse_routing_policy, window_seconds
+from controller.reconcile.spec import SpecError
+from controller.traffic.spec import parse_routing_policy, window_seconds
 
 
 def routing(**spec: Any) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import cast
 
-from controller.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
-from controller.spec_common import PrometheusSpec, TargetRef
-from controller.traffic_signals import (
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
+from controller.reconcile.spec import PrometheusSpec, TargetRef
+from controller.traffic.signals import (
     DETECTED,
     WARMUP_POINTS,
     WARMUP_S,
@@ -16,7 +16,7 @@ from controller.traffic_signals import (
     backend_queries,
     warm_up,
 )
-from controller.traffic_spec import BackendSpec
+from controller.traffic.spec import BackendSpec
 
 NOW = 1_700_000_000.0
 BACKEND = BackendSpec("h100", TargetRef("apps/v1", "Deployment", "vllm-h100"), subset="h100")

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, TypeVar
 
-from controller.kube import KubeError
-from controller.spec_common import TargetRef
+from controller.clients.kube import KubeError
+from controller.reconcile.spec import TargetRef
 
 ObservedT = TypeVar("ObservedT")
 DesiredT_contra = TypeVar("DesiredT_contra", contravariant=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.actuators.istio import RouteObservation, pick_route, write_weights
+from controller.actuators.objects import LiveObject, TrafficObject
 from controller.actuators.patching import Path
-from controller.actuators.traffic import LiveObject, TrafficObject
-from controller.traffic_spec import BackendRef, BackendSpec
+from controller.traffic.spec import BackendRef, BackendSpec
 
 GATEWAY_TOTAL = 100
 DEFAULT_WEIGHT = 1  # the Gateway API's default for a backendRef without a weight

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.actuators.base import TargetError
+from controller.actuators.objects import LiveObject, TrafficObject
 from controller.actuators.patching import Path
-from controller.actuators.traffic import LiveObject, TrafficObject
-from controller.traffic_spec import BackendSpec
+from controller.traffic.spec import BackendSpec
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.actuators.base import TargetError, refused_when_missing, refused_when_target_missing
-from controller.kube import Kube, ObjectRef, Resource
-from controller.spec import TargetRef
+from controller.clients.kube import Kube, ObjectRef, Resource
+from controller.scaling.spec import TargetRef
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each decision does what the operator's forecasting loop does, on the samples of the seconds
 already over: hand the new per-second prompt tokens to the forecaster
-(:class:`controller.load_forecast.LoadForecaster`, which owns the burst-aware load, the model
+(:class:`controller.scaling.load_forecast.LoadForecaster`, which owns the burst-aware load, the model
 selection and its refit cadence) and pass its forecast, with the burst-aware load of the last
 second as the observed load, to the pure policy.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.backtest.simulate import FleetView, Observations
-from controller.load_forecast import LoadForecaster, LoadForecastSettings
+from controller.scaling.load_forecast import LoadForecaster, LoadForecastSettings
 from policies.predictive import (
     PredictiveDecision,
     PredictiveInputs,

@@ -19,14 +19,14 @@ from typing import TextIO
 import yaml
 
 from controller.backtest.baselines import HpaBaseline, KpaBaseline
+from controller.backtest.engine import EngineParams
 from controller.backtest.predictive import PredictiveController
 from controller.backtest.score import SloTargets, Summary, markdown, summarize, window_table
 from controller.backtest.simulate import Controller, Run, simulate
 from controller.backtest.trace import Trace, load_trace
-from controller.devcluster.engine import EngineParams
-from controller.forecast_spec import ForecastSpec
-from controller.load_forecast import LoadForecastSettings
-from controller.spec import ScalingPolicySpec, SpecError, parse_scaling_policy
+from controller.scaling.forecast_spec import ForecastSpec
+from controller.scaling.load_forecast import LoadForecastSettings
+from controller.scaling.spec import ScalingPolicySpec, SpecError, parse_scaling_policy
 from policies.predictive import PredictiveSettings
 
 

@@ -1,6 +1,6 @@
 """Run a controller closed-loop against the fleet model, observing only complete past samples.
 
-Every second the fleet (:class:`~controller.devcluster.engine.FleetEngine`) runs forward with
+Every second the fleet (:class:`~controller.backtest.engine.FleetEngine`) runs forward with
 that second's arrivals, and one observation sample is appended: the time averages over the
 second of the requests in flight (router queue plus ready replicas, as the reference judge
 counts them) and of the ready replicas, the arrivals, and the prompt tokens they bring. A
@@ -18,8 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controller.backtest.trace import Trace
-from controller.devcluster.engine import (
+from controller.backtest.engine import (
     EngineParams,
     Finished,
     FirstToken,
@@ -28,6 +27,7 @@ from controller.devcluster.engine import (
     ReplicaPhase,
     Request,
 )
+from controller.backtest.trace import Trace
 
 
 @dataclass

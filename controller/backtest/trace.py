@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from controller.devcluster.engine import Request
+from controller.backtest.engine import Request
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from typing import Any
 
 import kopf
 
-from controller.cycle import Deps
-from controller.decisions import DecisionLog
-from controller.kube import Kube, load_api_client
+from controller.clients.kube import Kube, load_api_client
+from controller.clients.prometheus import PrometheusPool
 from controller.observability import MetricsServer, OperatorMetrics
-from controller.prometheus import PrometheusPool
+from controller.observability.decisions import DecisionLog
+from controller.reconcile.cycle import Deps
 
 # Blocking client calls (Kubernetes, Prometheus) run here, never on the event loop.
 IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))

@@ -1,10 +1,10 @@
 """The daemon of a traffic policy (CircuitBreakerPolicy, RoutingPolicy), shared by both kinds.
 
 The cycle loop, its cadence and the one-writer claims are every kind's (:mod:`.daemons`). In
-addition a traffic daemon owns the policy's :class:`~controller.traffic_signals.SignalMemory`
+addition a traffic daemon owns the policy's :class:`~controller.traffic.signals.SignalMemory`
 (detectors and request-rate history), which lives as long as the daemon; its first cycle warms
 the detectors from Prometheus history, so an operator restart does not start their learning over
-(:func:`controller.traffic_signals.warm_up`).
+(:func:`controller.traffic.signals.warm_up`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 
 import kopf
 
-from controller.cycle import CycleOutcome, Deps, PolicySnapshot
 from controller.handlers.daemons import Claims, older_claims, run_cycles
-from controller.traffic_signals import SignalMemory
+from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot
+from controller.traffic.signals import SignalMemory
 
 Reconcile = Callable[[PolicySnapshot, Deps, SignalMemory, float, tuple[str, ...]], Awaitable[CycleOutcome]]
 

@@ -1,7 +1,7 @@
 """The operator's own Prometheus metrics: what it saw, predicted and decided, and how it is doing.
 
 Almost every per-policy series is *derived from the decision record* a cycle already produces
-(:class:`~controller.decisions.DecisionRecord`), through :meth:`OperatorMetrics.record_decision`,
+(:class:`~controller.observability.decisions.DecisionRecord`), through :meth:`OperatorMetrics.record_decision`,
 which the operator installs as one of its decision sinks. The record is the audit trail; deriving
 the metrics from it means a dashboard can never show something the decision log does not say.
 
@@ -29,8 +29,8 @@ from typing import Any, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import start_http_server
 
-from controller.decisions import DecisionRecord
-from controller.prometheus import MetricError
+from controller.clients.prometheus import MetricError
+from controller.observability.decisions import DecisionRecord
 from policies.predictive import Path
 
 logger = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ class OperatorMetrics:
         """A forecasting model of a policy was fitted again, in ``seconds`` of wall time.
 
         Call it from the cycle that refits (it has ``deps.metrics``); ``model`` is the model
-        the refit chose (:attr:`~controller.load_forecast.LoadForecaster.chosen_model`, a short
+        the refit chose (:attr:`~controller.scaling.load_forecast.LoadForecaster.chosen_model`, a short
         name from a bounded set such as ``DampedTrend``).
         """
         key = (kind, namespace, policy)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import secrets
 
-from controller.devcluster.prometheus import Prometheus
-from controller.spec import PrometheusSpec
+from controller.scaling.spec import PrometheusSpec
+from devtools.prometheus_server import Prometheus
 from tests.harness.exporter import Exporter
 
 

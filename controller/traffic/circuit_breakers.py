@@ -13,19 +13,19 @@ from dataclasses import asdict
 from typing import Any
 
 from controller.actuators.istio import DestinationRuleActuator
-from controller.actuators.traffic import TrafficObject
-from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
-from controller.decisions import DecisionRecord
-from controller.kube import KubeError
-from controller.traffic_cycle import (
+from controller.actuators.objects import TrafficObject
+from controller.clients.kube import KubeError
+from controller.observability.decisions import DecisionRecord
+from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.traffic.cycle import (
     backend_inputs,
     backend_status,
     observe_backends,
     parse_or_stop,
     report_decision,
 )
-from controller.traffic_signals import SignalMemory
-from controller.traffic_spec import CircuitBreakerPolicySpec, parse_circuit_breaker_policy
+from controller.traffic.signals import SignalMemory
+from controller.traffic.spec import CircuitBreakerPolicySpec, parse_circuit_breaker_policy
 from policies import (
     BackendBreaker,
     BackendHealth,

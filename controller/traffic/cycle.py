@@ -1,8 +1,8 @@
 """What the circuit-breaker and routing cycles share: reading backends, conditions, reporting.
 
 Both cycles follow the scaling cycle's shape (observe -> decide -> act -> report, see
-:mod:`controller.scaling`) and report the same three ways from one
-:class:`~controller.decisions.DecisionRecord`: a JSON log line, Events only when something
+:mod:`controller.scaling.cycle`) and report the same three ways from one
+:class:`~controller.observability.decisions.DecisionRecord`: a JSON log line, Events only when something
 changed, and ``status.lastDecision``.
 """
 
@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from controller.actuators.base import TargetError
+from controller.actuators.objects import LiveObject
 from controller.actuators.ownership import ForeignOwnerError
-from controller.actuators.traffic import LiveObject
-from controller.conditions import Condition
-from controller.credentials import read_credentials
-from controller.cycle import NO_CONFLICT, CycleOutcome, Reporter
-from controller.decisions import DecisionRecord
-from controller.kube import KubeError, ObjectRef
-from controller.spec_common import PrometheusSpec, SpecError, TargetRef
-from controller.traffic_signals import BackendReading, SignalMemory, SignalSource, read_signals
-from controller.traffic_spec import BackendSpec, CapacitySpec, HealthSpec
+from controller.clients.credentials import read_credentials
+from controller.clients.kube import KubeError, ObjectRef
+from controller.observability.decisions import DecisionRecord
+from controller.reconcile.conditions import Condition
+from controller.reconcile.cycle import NO_CONFLICT, CycleOutcome, Reporter
+from controller.reconcile.spec import PrometheusSpec, SpecError, TargetRef
+from controller.traffic.signals import BackendReading, SignalMemory, SignalSource, read_signals
+from controller.traffic.spec import BackendSpec, CapacitySpec, HealthSpec
 from policies import BackendVerdict
 
 HEALTH_SIGNALS = ("error_rate", "latency_ms", "ttft_s", "saturation")

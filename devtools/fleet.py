@@ -3,7 +3,7 @@
 ``make demo`` has no GPU and no cluster, yet the operator must see the same things it sees in
 production: a Deployment whose ``spec.replicas`` it changes, pods that take a while to become
 Ready, and vLLM metrics in Prometheus that react to the replica count. This process provides all
-three. It replays a slice of an Azure LLM trace through :mod:`controller.devcluster.engine`
+three. It replays a slice of an Azure LLM trace through :mod:`controller.backtest.engine`
 (in compressed time, with an optional load multiplier) and plays the Kubernetes parts that a real
 cluster would: the ReplicaSet controller and the kubelet. It polls the Deployment's
 ``spec.replicas``, creates and deletes Pod objects, flips their ``Ready`` condition after the cold
@@ -11,7 +11,7 @@ start and writes the Deployment's ``status`` through ``/status``. It serves ``/m
 vLLM metric names and a ``namespace``/``pod``/``model_name`` label set per pod, as Prometheus would
 see them after Kubernetes service discovery.
 
-Run it as ``python -m controller.devcluster.fleet --api URL --namespace NS --deployment NAME
+Run it as ``python -m devtools.fleet --api URL --namespace NS --deployment NAME
 --trace CSV --port P``; it logs to stderr and stops on SIGTERM or SIGINT.
 """
 
@@ -42,7 +42,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from controller.devcluster.engine import (
+from controller.backtest.engine import (
     EngineEvent,
     EngineParams,
     Finished,
@@ -653,7 +653,7 @@ def run_fleet(options: FleetOptions, stop: threading.Event) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> FleetOptions:
-    parser = argparse.ArgumentParser(prog="python -m controller.devcluster.fleet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.fleet", description=__doc__)
     parser.add_argument("--api", required=True, help="URL of the Kubernetes API server")
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--deployment", required=True)

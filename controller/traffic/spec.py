@@ -1,6 +1,6 @@
 """Parse CircuitBreakerPolicy and RoutingPolicy specs into frozen, validated values.
 
-As for ScalingPolicy (:mod:`controller.spec`), the CRD schema rejects wrong types and ranges at
+As for ScalingPolicy (:mod:`controller.scaling.spec`), the CRD schema rejects wrong types and ranges at
 admission; what is checked here is what OpenAPI cannot say (rules across fields, which the CRD
 states as CEL rules the API server may not evaluate everywhere) and objects stored before a
 schema change. Every refusal is a :class:`SpecError` with a stable reason.
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from controller.spec_common import (
+from controller.reconcile.spec import (
     Mode,
     PrometheusSpec,
     SpecError,

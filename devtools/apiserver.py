@@ -16,7 +16,7 @@ module keeps kmock's reading side and replaces the writing side with API-server 
   then works for the custom resources.
 
 It touches kmock internals (``_objects``, ``_buses``, ``_lock``), hence kmock is pinned in pyproject.
-Run it as a process: ``python -m controller.devcluster.apiserver --port 0``.
+Run it as a process: ``python -m devtools.apiserver --port 0``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ import jsonschema
 import kmock
 import yaml
 
-from controller.devcluster import processes
-from controller.devcluster.cel import cel_violations
+from devtools import processes
+from devtools.cel import cel_violations
 
 logger = logging.getLogger(__name__)
 
@@ -844,7 +844,7 @@ async def serve(host: str, port: int, preloaded: Sequence[Mapping[str, Any]], re
 
 @dataclasses.dataclass
 class ApiServerProcess:
-    """A running ``python -m controller.devcluster.apiserver`` and its URL."""
+    """A running ``python -m devtools.apiserver`` and its URL."""
 
     url: str
     process: processes.ManagedProcess
@@ -860,7 +860,7 @@ def start_apiserver(
     workdir.mkdir(parents=True, exist_ok=True)
     ready_file = workdir / "apiserver.url"
     ready_file.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "controller.devcluster.apiserver", "--host", "127.0.0.1", "--port", "0"]
+    argv = [sys.executable, "-m", "devtools.apiserver", "--host", "127.0.0.1", "--port", "0"]
     argv += ["--ready-file", str(ready_file)]
     for crd in crds:
         argv += ["--crd", str(crd)]
@@ -894,7 +894,7 @@ def write_kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m controller.devcluster.apiserver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.apiserver", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument(

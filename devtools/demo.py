@@ -2,9 +2,9 @@
 
 No cluster and no GPU: every piece but the fleet is the real thing, each in its own process:
 
-* the dev API server (:mod:`controller.devcluster.apiserver`), to which the demo applies
+* the dev API server (:mod:`devtools.apiserver`), to which the demo applies
   ``crds/scalingpolicies.yaml``, then namespace ``demo``, a vLLM Deployment and a ScalingPolicy;
-* the simulated fleet (:mod:`controller.devcluster.fleet`), which replays a slice of the Azure LLM
+* the simulated fleet (:mod:`devtools.fleet`), which replays a slice of the Azure LLM
   conversation trace, follows the Deployment's replicas with a cold start and serves vLLM metrics;
 * a real Prometheus scraping the fleet every second;
 * the operator, ``infercast run --standalone --namespace demo``, through a temporary kubeconfig.
@@ -33,10 +33,10 @@ import kubernetes.client
 import urllib3.exceptions
 import yaml
 
-from controller.devcluster import processes
-from controller.devcluster.apiserver import start_apiserver, write_kubeconfig
-from controller.devcluster.prometheus import Prometheus, free_port
-from controller.explain import decision_records
+from controller.observability.explain import decision_records
+from devtools import processes
+from devtools.apiserver import start_apiserver, write_kubeconfig
+from devtools.prometheus_server import Prometheus, free_port
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "demo"
@@ -442,7 +442,7 @@ class Demo:
         fleet = self._start(
             "fleet",
             [
-                sys.executable, "-m", "controller.devcluster.fleet",
+                sys.executable, "-m", "devtools.fleet",
                 "--api", apiserver.url, "--namespace", NAMESPACE, "--deployment", DEPLOYMENT,
                 "--port", str(fleet_port), "--model-name", MODEL,
                 *self.scenario.fleet_args(self.duration_s),
@@ -539,7 +539,7 @@ def run_demo_result(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m controller.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of simulated traffic")
     parser.add_argument("--workdir", type=pathlib.Path, help="where the logs go (default: a new temp dir)")
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ backtest over the history, :class:`forecasting.AutoForecaster`); it runs every
 ``spec.forecast.refitIntervalSeconds`` in the operator's shared **process pool**, so neither
 the event loop nor the other policies wait for it (a copy of the forecaster goes there
 pickled and comes back fitted). A forecast with the chosen model is cheap and runs every cycle
-in a thread. The "history -> forecast" step itself is :class:`controller.load_forecast.LoadForecaster`,
+in a thread. The "history -> forecast" step itself is :class:`controller.scaling.load_forecast.LoadForecaster`,
 shared with the backtester; this module only feeds it and schedules it:
 
 * **History**: one range query of the load over ``historySeconds`` at the start, then only the
@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
-from controller.load_forecast import LoadForecaster, LoadForecastSettings
-from controller.prometheus import MAX_RANGE_POINTS, MetricError, RangeSamples
+from controller.clients.prometheus import MAX_RANGE_POINTS, MetricError, RangeSamples
+from controller.scaling.load_forecast import LoadForecaster, LoadForecastSettings
 from policies.predictive import LoadForecast
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ this module produces them for one backend per cycle:
 * **readings** from Prometheus: the 5xx fraction and request rate from Istio's
   ``istio_requests_total`` (destination telemetry, selected by the backend's workload), p95 latency
   from ``istio_request_duration_milliseconds``, p95 TTFT and TPOT and the mean KV-cache usage from
-  the vLLM pods. A query that fails is ``None``, never 0 (:class:`~controller.prometheus.PrometheusPool`);
+  the vLLM pods. A query that fails is ``None``, never 0 (:class:`~controller.clients.prometheus.PrometheusPool`);
 * **failure scores** from one :class:`forecasting.StreamingDetector` per backend and metric, which
   learns the backend's own baseline. Detectors live in the daemon's memory (:class:`SignalMemory`).
   A detector scores nothing before about 150 points (12 minutes at a 5 s interval), so a daemon
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from controller.actuators import ScaleActuator, TargetError
-from controller.kube import Kube, KubeError
-from controller.presets import PRESETS, default_selector
-from controller.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
-from controller.spec_common import PrometheusSpec
-from controller.traffic_spec import BackendSpec, CapacitySpec, window_seconds
+from controller.clients.kube import Kube, KubeError
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
+from controller.clients.servers import PRESETS, default_selector
+from controller.reconcile.spec import PrometheusSpec
+from controller.traffic.spec import BackendSpec, CapacitySpec, window_seconds
 from forecasting import DampedTrend, ForecastInputError
 from forecasting.detector import StreamingDetector
 from policies import BackendSignals

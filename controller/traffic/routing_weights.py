@@ -14,19 +14,19 @@ from typing import Any
 
 from controller.actuators.gateway import HTTPRouteActuator
 from controller.actuators.istio import RouteObservation, VirtualServiceActuator
-from controller.actuators.traffic import TrafficObject
-from controller.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
-from controller.decisions import DecisionRecord
-from controller.kube import KubeError
-from controller.traffic_cycle import (
+from controller.actuators.objects import TrafficObject
+from controller.clients.kube import KubeError
+from controller.observability.decisions import DecisionRecord
+from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
+from controller.traffic.cycle import (
     backend_inputs,
     backend_status,
     observe_backends,
     parse_or_stop,
     report_decision,
 )
-from controller.traffic_signals import BackendReading, SignalMemory
-from controller.traffic_spec import RoutingPolicySpec, parse_routing_policy
+from controller.traffic.signals import BackendReading, SignalMemory
+from controller.traffic.spec import RoutingPolicySpec, parse_routing_policy
 from policies import (
     CanarySpec,
     CanaryState,
@@ -55,7 +55,7 @@ async def reconcile_routing(
 ) -> CycleOutcome:
     """One cycle; ``older_policies`` are the RoutingPolicies that claimed the same target first;
     ``forecast_replicas`` the replicas forecast-driven ScalingPolicies decided, by workload
-    (:func:`controller.cycle.target_key`)."""
+    (:func:`controller.reconcile.cycle.target_key`)."""
     report = Reporter(policy, deps, now)
     spec = await parse_or_stop(report, parse_routing_policy, older_policies)
     if isinstance(spec, CycleOutcome):

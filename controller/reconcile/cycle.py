@@ -2,7 +2,7 @@
 
 A cycle of any kind (scaling, circuit breaking, routing) ends the same way: a status patch with
 Kubernetes-style conditions, Events only when something changed, and, when it decided something,
-one :class:`~controller.decisions.DecisionRecord` handed to every decision sink (the JSON log line,
+one :class:`~controller.observability.decisions.DecisionRecord` handed to every decision sink (the JSON log line,
 the operator's metrics). Keeping that here means every kind reports alike and a person reads one
 format for all of them.
 """
@@ -15,12 +15,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.conditions import Condition, find, iso, merge_conditions
-from controller.decisions import DecisionLog, DecisionRecord, new_decision_id
-from controller.kube import Kube, KubeError, ObjectRef
+from controller.clients.kube import Kube, KubeError, ObjectRef
+from controller.clients.prometheus import PrometheusPool
 from controller.observability import OperatorMetrics
-from controller.prometheus import PrometheusPool
-from controller.spec_common import TargetRef
+from controller.observability.decisions import DecisionLog, DecisionRecord, new_decision_id
+from controller.reconcile.conditions import Condition, find, iso, merge_conditions
+from controller.reconcile.spec import TargetRef
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from controller.spec import PrometheusSpec
+from controller.scaling.spec import PrometheusSpec
 
 #: Reasons that describe Prometheus being unavailable rather than the answer being unusable.
 OUTAGE_REASONS = frozenset({"Unreachable", "Timeout", "PrometheusError", "BackingOff"})

@@ -1,16 +1,16 @@
 """The decide step of a ScalingPolicy with ``spec.forecast``: forecast, lead time and capacity -> the predictive policy.
 
-:func:`controller.scaling.reconcile_scaling` observes the target and reads the spec's metrics
+:func:`controller.scaling.cycle.reconcile_scaling` observes the target and reads the spec's metrics
 for every policy; with ``spec.forecast`` set it asks :func:`plan_predictive` for the count
 instead of the reactive policy, then acts and reports as for any policy. Per cycle this:
 
 1. learns the **lead time** from the target's pods (``scale.status.selector``; creation to
-   Ready, :mod:`controller.leadtime`), the spec's default until one start-up was seen;
+   Ready, :mod:`controller.scaling.leadtime`), the spec's default until one start-up was seen;
 2. reads the server's **latency and queue** (TTFT p95 and waiting requests for vLLM, queue
    time and queue size for TGI and Triton) and runs the **forecasting loop**
-   (:mod:`controller.forecast_loop`) on the load, a preset chosen by server and capacity unit
+   (:mod:`controller.scaling.forecast_loop`) on the load, a preset chosen by server and capacity unit
    or the spec's own query;
-3. learns the **per-replica capacity** (:mod:`controller.capacity`) unless the spec sets it;
+3. learns the **per-replica capacity** (:mod:`controller.scaling.capacity`) unless the spec sets it;
 4. decides with :func:`policies.decide_predictive`. While the capacity is still unknown, the
    reactive policy's decision on the spec's metrics stands (path ``reactive``, reason
    ``CapacityUnknown``), and the loop keeps learning.
@@ -26,19 +26,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.actuators import ScaleObservation
-from controller.capacity import Capacity, CapacityObservation, learn
-from controller.conditions import iso
-from controller.cycle import Deps, PolicySnapshot
-from controller.decisions import DecisionRecord
-from controller.forecast_loop import ForecastOutcome, ForecastSession, history_plan
-from controller.forecast_spec import CapacityUnit, ForecastSpec, Server
-from controller.kube import PODS, KubeError
-from controller.leadtime import LeadTime
-from controller.leadtime import learn as learn_lead_time
-from controller.load_forecast import LoadForecastSettings
-from controller.presets import render_preset
-from controller.prometheus import Credentials, MetricError, RangeSamples
-from controller.spec import ScalingPolicySpec
+from controller.clients.kube import PODS, KubeError
+from controller.clients.prometheus import Credentials, MetricError, RangeSamples
+from controller.clients.servers import render_preset
+from controller.observability.decisions import DecisionRecord
+from controller.reconcile.conditions import iso
+from controller.reconcile.cycle import Deps, PolicySnapshot
+from controller.scaling.capacity import Capacity, CapacityObservation, learn
+from controller.scaling.forecast_loop import ForecastOutcome, ForecastSession, history_plan
+from controller.scaling.forecast_spec import CapacityUnit, ForecastSpec, Server
+from controller.scaling.leadtime import LeadTime
+from controller.scaling.leadtime import learn as learn_lead_time
+from controller.scaling.load_forecast import LoadForecastSettings
+from controller.scaling.spec import ScalingPolicySpec
 from policies import ScalingDecision, ScalingState
 from policies.predictive import (
     LoadForecast,

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from controller.forecast_spec import ForecastSpec, ForecastSpecError, parse_forecast
-from controller.presets import PRESETS
-from controller.spec_common import (
+from controller.clients.servers import PRESETS
+from controller.reconcile.spec import (
     MAX_INTERVAL_S,
     MIN_INTERVAL_S,
     Mode,
@@ -29,6 +28,7 @@ from controller.spec_common import (
     parse_prometheus,
     parse_target_ref,
 )
+from controller.scaling.forecast_spec import ForecastSpec, ForecastSpecError, parse_forecast
 from policies import Behavior, ScalingPolicyRule, ScalingRules
 
 # The shared names stay importable from here, where they were defined before every policy kind shared them.

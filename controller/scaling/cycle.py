@@ -22,16 +22,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.actuators import ScaleActuator, ScaleObservation, TargetError
-from controller.conditions import Condition
-from controller.credentials import read_credentials
-from controller.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
-from controller.decisions import DecisionRecord
-from controller.forecast_loop import ForecastSession
-from controller.kube import KubeError
-from controller.predictive_scaling import PredictivePlan, plan_predictive
-from controller.presets import render_preset
-from controller.prometheus import Credentials, MetricError, PrometheusPool
-from controller.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
+from controller.clients.credentials import read_credentials
+from controller.clients.kube import KubeError
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
+from controller.clients.servers import render_preset
+from controller.observability.decisions import DecisionRecord
+from controller.reconcile.conditions import Condition
+from controller.reconcile.cycle import NO_CONFLICT, CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.scaling.forecast_loop import ForecastSession
+from controller.scaling.predictive import PredictivePlan, plan_predictive
+from controller.scaling.spec import MetricSpec, ScalingPolicySpec, SpecError, parse_scaling_policy
 from policies import (
     MetricObservation,
     ReactiveInputs,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from controller.presets import PRESETS
+from controller.clients.servers import PRESETS
 
 CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
 Server = Literal["vLLM", "TGI", "Triton"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from controller.devcluster import processes
+from devtools import processes
 
 
 class PrometheusError(RuntimeError):

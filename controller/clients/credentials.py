@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from controller.kube import Kube, KubeError
-from controller.prometheus import Credentials
-from controller.spec_common import PrometheusSpec, SpecError
+from controller.clients.kube import Kube, KubeError
+from controller.clients.prometheus import Credentials
+from controller.reconcile.spec import PrometheusSpec, SpecError
 
 
 async def read_credentials(kube: Kube, namespace: str, refs: PrometheusSpec) -> Credentials:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controller.cycle import API_VERSION
-from controller.kube import Kube
+from controller.clients.kube import Kube
+from controller.reconcile.cycle import API_VERSION
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def decision_lines(lines: Iterable[str], kind: str, policy: str) -> list[dict[st
 
 
 async def read_status(kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any]:
-    """The policy object from the API (raises :class:`~controller.kube.KubeError`, 404 if absent)."""
+    """The policy object from the API (raises :class:`~controller.clients.kube.KubeError`, 404 if absent)."""
     resource = await kube.resource(API_VERSION, kind)
     return await kube.get(resource, namespace, name)
 

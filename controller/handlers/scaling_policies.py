@@ -1,4 +1,4 @@
-"""Kopf handlers of ScalingPolicies: thin glue between Kopf's events and :mod:`controller.scaling`.
+"""Kopf handlers of ScalingPolicies: thin glue between Kopf's events and :mod:`controller.scaling.cycle`.
 
 * one **daemon** per ScalingPolicy runs a cycle every ``spec.interval`` seconds (a spec change
   wakes it at once), and keeps the policy's forecasting loop (load history, fitted model) in
@@ -15,10 +15,10 @@ from typing import Any
 
 import kopf
 
-from controller.cycle import GROUP, VERSION, CycleOutcome, Deps, PolicySnapshot, target_key
-from controller.forecast_loop import ForecastSession
 from controller.handlers.daemons import Claims, TargetKey, claim, older_claims, run_cycles, wake_daemon
-from controller.scaling import KIND, OtherWriters, reconcile_scaling
+from controller.reconcile.cycle import GROUP, VERSION, CycleOutcome, Deps, PolicySnapshot, target_key
+from controller.scaling.cycle import KIND, OtherWriters, reconcile_scaling
+from controller.scaling.forecast_loop import ForecastSession
 
 PLURAL = "scalingpolicies"
 

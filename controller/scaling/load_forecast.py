@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from controller.forecast_spec import ForecastModel
+from controller.scaling.forecast_spec import ForecastModel
 from forecasting import (
     BURST_WINDOWS_S,
     AutoForecaster,

@@ -1,0 +1,1 @@
+"""Adapters to the systems the operator reads: the Kubernetes API and Prometheus, and the PromQL of the servers."""

@@ -1,0 +1,1 @@
+"""What every policy kind's reconcile cycle shares: snapshot, dependencies, spec parts, conditions, reporting."""

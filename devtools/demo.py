@@ -25,7 +25,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, TextIO
 
@@ -33,7 +33,7 @@ import kubernetes.client
 import urllib3.exceptions
 import yaml
 
-from controller.observability.explain import decision_records
+from controller.observability.explain import decision_records, learned_lines
 from devtools import processes
 from devtools.apiserver import start_apiserver, write_kubeconfig
 from devtools.prometheus_server import Prometheus, free_port
@@ -268,7 +268,7 @@ def summarize(result: DemoResult, out: TextIO) -> None:
     for (action, reason), count in sorted(by_reason.items()):
         print(f"  {action:<9} {reason:<32} {count:>4}", file=out)
     print("\nLearned by the operator (the policy's status):", file=out)
-    for line in learned_lines(result.policy_status):
+    for line in learned_lines(result.policy_status) or ["(status not read)"]:
         print(f"  {line}", file=out)
     print(f"\nReplicas over time (every {TIMELINE_STEP_S:.0f} s; # ready, + not ready yet):", file=out)
     print("     t  desired  ready", file=out)
@@ -281,34 +281,6 @@ def summarize(result: DemoResult, out: TextIO) -> None:
     print(f"\nGrafana dashboards (fleet, traffic, operator health): {REPO_ROOT / 'dashboards'}/*.json", file=out)
     print("  import: Grafana > Dashboards > New > Import, upload a file, pick your Prometheus data source;", file=out)
     print("  in a cluster with kube-prometheus-stack: kubectl apply -f deploy/06-grafana-dashboards.yaml", file=out)
-
-
-def learned_lines(status: Mapping[str, Any]) -> list[str]:
-    """Lead time, capacity and forecast from a ScalingPolicy's status, one line each."""
-    if not status:
-        return ["(status not read)"]
-    lead = status.get("leadTime") or {}
-    capacity = status.get("capacity") or {}
-    forecast = status.get("forecast") or {}
-    accuracy = forecast.get("accuracy") or {}
-    samples = ", ".join(f"{s:g}" for s in lead.get("samples") or ()) or "none yet"
-    error = accuracy.get("errorRatio")
-    return [
-        f"lead time   {_number(lead.get('seconds'))} s ({lead.get('source', '?')}; pod start-ups seen: {samples})",
-        f"capacity    {_number(capacity.get('perReplica'))} {capacity.get('unit', '')} per replica"
-        f" ({capacity.get('source', '?')})",
-        f"forecast    q{_number(forecast.get('quantile'))} peak {_number(forecast.get('peak'))} over the next"
-        f" {_number(forecast.get('windowSeconds'))} s, issued {forecast.get('issuedAt', 'never')},"
-        f" model {forecast.get('model', '?')}",
-        f"accuracy    {accuracy.get('windows', 0)} window(s) scored, error"
-        f" {'n/a' if error is None else f'{error:.0%}'}, coverage {_number(accuracy.get('coverage'))}",
-    ]
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "unknown"
-    return f"{value:.4g}"
 
 
 def timeline_steps(samples: Sequence[ReplicaSample], step_s: float) -> list[ReplicaSample]:

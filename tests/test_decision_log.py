@@ -3,7 +3,7 @@
 Records come from the controller's own record builders fed by the real policies:
 
 * reactive scaling: scale-up, recommendation, stabilized hold, rate-limited scale-up, hold on
-  missing metrics, fallback (``_record`` and ``decide_reactive``);
+  missing metrics, fallback (``_record`` and ``plan_reactive``);
 * predictive scaling: the predictive decide step (``plan_predictive``, its forecasting loop and
   ``decide_predictive``) over a fake Prometheus and a fake pod listing, on each path: forecast,
   reactive (capacity not learned yet), hold (load history missing) and limit (rate-limited);
@@ -32,15 +32,18 @@ import pytest
 import yaml
 
 from controller.actuators import ScaleObservation
-from controller.actuators.istio import RouteObservation
 from controller.actuators.objects import LiveObject
-from controller.clients.kube import Kube, ObjectRef
+from controller.actuators.weights import RouteObservation
+from controller.clients.kube import Kube
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
+from controller.clients.refs import ObjectRef
 from controller.observability import OperatorMetrics
 from controller.observability.decisions import DecisionRecord
 from controller.reconcile.cycle import Deps, PolicySnapshot
-from controller.scaling.cycle import MetricReading, _apply_fallback, _record
+from controller.scaling.cycle import _record
 from controller.scaling.forecast_loop import ForecastSession
+from controller.scaling.observe import MetricReading, observe_predictive
+from controller.scaling.plan import plan_reactive
 from controller.scaling.predictive import plan_predictive
 from controller.scaling.spec import parse_scaling_policy
 from controller.traffic import circuit_breakers as circuit_breaking
@@ -51,12 +54,9 @@ from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_
 from policies import (
     BackendSignals,
     BreakerInputs,
-    MetricObservation,
-    ReactiveInputs,
     RoutingState,
     ScalingState,
     decide_breakers,
-    decide_reactive,
     decide_routing,
 )
 
@@ -94,18 +94,9 @@ def decide(
     policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, {})
     observed = ScaleObservation(ObjectRef("apps/v1", "Deployment", "demo", "vllm"), replicas, replicas, "")
     readings = [MetricReading(m, "query", value, error) for m in spec.metrics]
-    inputs = ReactiveInputs(
-        spec_replicas=replicas,
-        ready_replicas=replicas,
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
-        metrics=tuple(MetricObservation(m.name, value, m.target_type, m.target) for m in spec.metrics),
-        behavior=spec.behavior,
-    )
-    decision = decide_reactive(inputs, state or ScalingState(), now)
-    desired = _apply_fallback(decision, spec, observed, readings)
-    applied = spec.mode == "Auto" and desired != replicas
-    return _record(policy, spec, observed, readings, decision, desired, applied, now), decision.state
+    plan = plan_reactive(spec, observed, readings, state or ScalingState(), now)
+    applied = spec.mode == "Auto" and plan.desired != replicas
+    return _record(policy, spec, observed, readings, plan, applied, now), plan.state
 
 
 def scale_up() -> DecisionRecord:
@@ -224,17 +215,10 @@ def predictive_run(
             now = NOW + cycle * INTERVAL_S
             policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, status)
             readings = [MetricReading(m, "query", 1.0, None) for m in spec.metrics]
-            reactive = decide_reactive(
-                ReactiveInputs(
-                    replicas, replicas, spec.min_replicas, spec.max_replicas,
-                    tuple(MetricObservation(m.name, 1.0, m.target_type, m.target) for m in spec.metrics),
-                    spec.behavior,
-                ),
-                ScalingState.from_dict(status.get("history")),
-                now,
-            )  # fmt: skip
-            plan = await plan_predictive(policy, spec, observed, reactive, Credentials(), deps, session, now)
-            record = plan.annotate(_record(policy, spec, observed, readings, reactive, plan.desired, False, now))
+            state = ScalingState.from_dict(status.get("history"))
+            signals = await observe_predictive(policy, spec, observed, Credentials(), deps, session, now)
+            plan = plan_predictive(spec, observed, readings, signals, state, status, session, now)
+            record = _record(policy, spec, observed, readings, plan, False, now)
             records.append(record)
             status = {**plan.status, "history": plan.state.to_dict()}
             if statuses is not None:

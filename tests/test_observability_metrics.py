@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
+from controller.clients.refs import PrometheusSpec
 from controller.observability import OperatorMetrics, samples_of
 from controller.observability.decisions import DecisionRecord
 from controller.observability.metrics import Sample
-from controller.scaling.spec import PrometheusSpec
 from devtools.prometheus_server import Prometheus, free_port
 from tests.harness.exporter import Exporter
 from tests.test_decision_log import breaker_record, capacity_unknown, forecast_rate_limited, forecast_scale_up

@@ -85,5 +85,6 @@ def test_istio_preset_selects_by_destination_workload() -> None:
 
 def test_freshness_reads_every_series_a_preset_may_use() -> None:
     query = render_preset("vllm-kv-cache-usage", namespace="prod", kind="Deployment", name="vllm").freshness
+    assert query is not None
     assert query.startswith("time() - max(")
     assert "kv_cache_usage_perc" in query and "gpu_cache_usage_perc" in query

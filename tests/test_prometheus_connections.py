@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from controller.clients.prometheus import Credentials, PrometheusPool
-from controller.scaling.spec import PrometheusSpec
+from controller.clients.refs import PrometheusSpec
 
 PARALLEL = 16
 

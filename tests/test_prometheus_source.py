@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
-from controller.scaling.spec import PrometheusSpec
+from controller.clients.refs import PrometheusSpec
 from devtools.prometheus_server import Prometheus, free_port
 from tests.harness.exporter import Exporter
 from tests.harness.series import spec_for, two_pod_gauge

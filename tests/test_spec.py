@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller.scaling.spec import SpecError, parse_scaling_policy
+from controller.errors import SpecError
+from controller.scaling.spec import parse_scaling_policy
 from policies import Behavior
 
 VALID: dict[str, Any] = {

@@ -14,15 +14,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from controller.actuators.base import TargetError
 from controller.actuators.gateway import HTTPRouteActuator
 from controller.actuators.istio import DestinationRuleActuator, VirtualServiceActuator, parse_duration_s
 from controller.actuators.objects import TrafficObject
 from controller.actuators.ownership import ForeignOwnerError, foreign_manager
 from controller.actuators.patching import patch_ops
 from controller.clients.kube import Kube, KubeError, load_api_client
-from controller.reconcile.spec import TargetRef
-from controller.traffic.spec import BackendRef, BackendSpec
+from controller.clients.refs import BackendRef, TargetRef
+from controller.errors import TargetError
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
 from tests.harness.kube import custom_object, raw_request
 from tests.harness.traffic import (
@@ -73,10 +72,6 @@ def read(custom: client.CustomObjectsApi, namespace: str, obj: dict[str, Any]) -
     return custom_object(custom, group, version, namespace, plural[obj["kind"]], obj["metadata"]["name"])
 
 
-def backend(name: str, **fields: Any) -> BackendSpec:
-    return BackendSpec(name=name, workload=WORKLOAD, **fields)
-
-
 def test_destination_rule_gets_owned_fields_only_and_stays_valid(
     custom: client.CustomObjectsApi, adapter: Kube, namespace: str
 ) -> None:
@@ -85,7 +80,7 @@ def test_destination_rule_gets_owned_fields_only_and_stays_valid(
     create(custom, namespace, rule)
     actuator = DestinationRuleActuator(
         TrafficObject(adapter, namespace, TargetRef(ISTIO, "DestinationRule", "vllm")),
-        (backend("h100", subset="h100"), backend("l4", subset="l4"), backend("a100", subset="a100")),
+        {"h100": "h100", "l4": "l4", "a100": "a100"},
     )
 
     async def run() -> tuple[bool, bool, Any]:
@@ -115,7 +110,7 @@ def test_virtual_service_weights_and_a_concurrent_writer(
     create(custom, namespace, service)
     actuator = VirtualServiceActuator(
         TrafficObject(adapter, namespace, TargetRef(ISTIO, "VirtualService", "vllm")),
-        (backend("h100", subset="h100"), backend("l4", subset="l4")),
+        {"h100": "h100", "l4": "l4"},
         route_name="completions",
     )
 
@@ -147,10 +142,7 @@ def test_http_route_weights_on_an_inference_pool(
     create(custom, namespace, route)
     actuator = HTTPRouteActuator(
         TrafficObject(adapter, namespace, TargetRef(GATEWAY, "HTTPRoute", "vllm")),
-        (
-            backend("h100", backend_ref=BackendRef("vllm-h100", "inference.networking.k8s.io", "InferencePool")),
-            backend("l4", backend_ref=BackendRef("vllm-l4")),
-        ),
+        {"h100": BackendRef("vllm-h100", "inference.networking.k8s.io", "InferencePool"), "l4": BackendRef("vllm-l4")},
         rule_name=None,
     )
 
@@ -182,7 +174,7 @@ def test_objects_of_canary_tools_are_refused(
     create(custom, namespace, service)
     actuator = VirtualServiceActuator(
         TrafficObject(adapter, namespace, TargetRef(ISTIO, "VirtualService", "vllm")),
-        (backend("h100", subset="h100"),),
+        {"h100": "h100"},
         None,
     )
     with pytest.raises(ForeignOwnerError):
@@ -191,7 +183,7 @@ def test_objects_of_canary_tools_are_refused(
 
 def test_a_missing_object_is_a_target_error(custom: client.CustomObjectsApi, adapter: Kube, namespace: str) -> None:
     actuator = DestinationRuleActuator(
-        TrafficObject(adapter, namespace, TargetRef(ISTIO, "DestinationRule", "nope")), (backend("a"),)
+        TrafficObject(adapter, namespace, TargetRef(ISTIO, "DestinationRule", "nope")), {"a": None}
     )
     with pytest.raises(TargetError) as missing:
         asyncio.run(actuator.observe())

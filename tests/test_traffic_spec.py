@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.reconcile.spec import SpecError
+from controller.errors import SpecError
 from controller.traffic.spec import parse_routing_policy, window_seconds
 
 

@@ -6,14 +6,13 @@ import random
 from typing import cast
 
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
-from controller.reconcile.spec import PrometheusSpec, TargetRef
+from controller.clients.refs import PrometheusSpec, TargetRef
 from controller.traffic.signals import (
     DETECTED,
     WARMUP_POINTS,
     WARMUP_S,
     SignalMemory,
     SignalSource,
-    backend_queries,
     warm_up,
 )
 from controller.traffic.spec import BackendSpec
@@ -21,6 +20,11 @@ from controller.traffic.spec import BackendSpec
 NOW = 1_700_000_000.0
 BACKEND = BackendSpec("h100", TargetRef("apps/v1", "Deployment", "vllm-h100"), subset="h100")
 PROMETHEUS = PrometheusSpec(url="http://prometheus:9090")
+
+
+def backend_queries() -> dict[str, str]:
+    """The PromQL per signal the warm-up reads for BACKEND in namespace ``ns`` over a 1-minute window."""
+    return SignalSource(cast(PrometheusPool, None), PROMETHEUS, Credentials(), "ns", "1m").queries(BACKEND)
 
 
 def calm(start: float, step: float, points: int, level: float, noise: float, seed: int = 1) -> RangeSamples:
@@ -33,7 +37,7 @@ class RecordingPool:
     """Answers range queries from canned history by signal; records what was asked."""
 
     def __init__(self, histories: dict[str, RangeSamples | MetricError]) -> None:
-        self.by_query = {backend_queries("ns", BACKEND, "1m")[m]: h for m, h in histories.items()}
+        self.by_query = {backend_queries()[m]: h for m, h in histories.items()}
         self.asked: list[tuple[str, float, float, float]] = []
 
     async def range_query(
@@ -78,7 +82,7 @@ async def test_one_bounded_range_query_per_signal_once_per_backend() -> None:
         memory.warmed.clear()
         pool.asked.clear()
         await warm(memory, pool, interval_s)
-        queries = backend_queries("ns", BACKEND, "1m")
+        queries = backend_queries()
         assert sorted(q for q, *_ in pool.asked) == sorted(queries[m] for m in (*DETECTED, "request_rate"))
         span = min(WARMUP_POINTS * interval_s, WARMUP_S)
         assert {(start, end, step) for _, start, end, step in pool.asked} == {(NOW - span, NOW, interval_s)}

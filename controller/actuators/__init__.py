@@ -4,7 +4,8 @@ Adding a target kind (Istio DestinationRule, Gateway API HTTPRoute ...) means ad
 here that observes the live object and writes only the fields it owns, only when they differ.
 """
 
-from controller.actuators.base import Actuator, TargetError
+from controller.actuators.base import Actuator
 from controller.actuators.scale import ScaleActuator, ScaleObservation
+from controller.errors import TargetError
 
 __all__ = ["Actuator", "ScaleActuator", "ScaleObservation", "TargetError"]

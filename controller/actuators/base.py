@@ -7,19 +7,11 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol, TypeVar
 
 from controller.clients.kube import KubeError
-from controller.reconcile.spec import TargetRef
+from controller.clients.refs import TargetRef
+from controller.errors import TargetError
 
 ObservedT = TypeVar("ObservedT")
 DesiredT_contra = TypeVar("DesiredT_contra", contravariant=True)
-
-
-class TargetError(Exception):
-    """The target cannot be observed or changed; ``reason`` is a CamelCase condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @contextmanager

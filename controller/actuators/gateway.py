@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.actuators.istio import RouteObservation, pick_route, write_weights
 from controller.actuators.objects import LiveObject, TrafficObject
 from controller.actuators.patching import Path
-from controller.traffic.spec import BackendRef, BackendSpec
+from controller.actuators.weights import RouteObservation, pick_route, write_weights
+from controller.clients.refs import BackendRef
 
 GATEWAY_TOTAL = 100
 DEFAULT_WEIGHT = 1  # the Gateway API's default for a backendRef without a weight
@@ -29,8 +29,11 @@ def _identity(ref: Mapping[str, Any]) -> BackendRef:
 
 @dataclass
 class HTTPRouteActuator:
+    """``refs``: per backend name, the backendRef whose weight it owns, in the rule named ``rule_name``
+    (or the first)."""
+
     target: TrafficObject
-    backends: tuple[BackendSpec, ...]
+    refs: Mapping[str, BackendRef | None]
     rule_name: str | None
 
     async def observe(self) -> RouteObservation:
@@ -43,14 +46,14 @@ class HTTPRouteActuator:
         paths: dict[str, Path] = {}
         guards: dict[Path, Any] = {}
         missing = []
-        for backend in self.backends:
-            if backend.backend_ref is None or backend.backend_ref not in identities:
-                missing.append(backend.name)
+        for backend, wanted in self.refs.items():
+            if wanted is None or wanted not in identities:
+                missing.append(backend)
                 continue
-            j = identities.index(backend.backend_ref)
-            weights[backend.name] = float(refs[j].get("weight", DEFAULT_WEIGHT))
-            paths[backend.name] = ("spec", "rules", index, "backendRefs", j, "weight")
-            guards[("spec", "rules", index, "backendRefs", j, "name")] = backend.backend_ref.name
+            j = identities.index(wanted)
+            weights[backend] = float(refs[j].get("weight", DEFAULT_WEIGHT))
+            paths[backend] = ("spec", "rules", index, "backendRefs", j, "weight")
+            guards[("spec", "rules", index, "backendRefs", j, "name")] = wanted.name
         return RouteObservation(LiveObject(ref, body, tuple(missing)), weights, GATEWAY_TOTAL, paths, guards)
 
     async def apply(self, desired: Mapping[str, int], observed: RouteObservation) -> bool:

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.actuators.base import TargetError
 from controller.actuators.objects import LiveObject, TrafficObject
 from controller.actuators.patching import Path
-from controller.traffic.spec import BackendSpec
+from controller.actuators.weights import RouteObservation, pick_route, write_weights
+from controller.errors import TargetError
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -93,8 +93,10 @@ class DestinationRuleObservation:
 
 @dataclass
 class DestinationRuleActuator:
+    """``subsets``: per backend name, the subset whose traffic policy it owns (``None``: the top-level one)."""
+
     target: TrafficObject
-    backends: tuple[BackendSpec, ...]
+    subsets: Mapping[str, str | None]
 
     async def observe(self) -> DestinationRuleObservation:
         ref, body = await self.target.read()
@@ -103,15 +105,15 @@ class DestinationRuleActuator:
         paths: dict[str, Path] = {}
         guards: dict[Path, Any] = {}
         missing = []
-        for backend in self.backends:
-            if backend.subset is None:
-                paths[backend.name] = ("spec", "trafficPolicy")
-            elif backend.subset in subsets:
-                index = subsets.index(backend.subset)
-                paths[backend.name] = ("spec", "subsets", index, "trafficPolicy")
-                guards[("spec", "subsets", index, "name")] = backend.subset
+        for backend, subset in self.subsets.items():
+            if subset is None:
+                paths[backend] = ("spec", "trafficPolicy")
+            elif subset in subsets:
+                index = subsets.index(subset)
+                paths[backend] = ("spec", "subsets", index, "trafficPolicy")
+                guards[("spec", "subsets", index, "name")] = subset
             else:
-                missing.append(backend.name)
+                missing.append(backend)
         settings = {name: _live_settings(_at(body, path)) for name, path in paths.items()}
         return DestinationRuleObservation(LiveObject(ref, body, tuple(missing)), settings, paths, guards)
 
@@ -137,36 +139,15 @@ def _at(body: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
     return node or {}
 
 
-@dataclass(frozen=True)
-class RouteObservation:
-    """A route's weights: ours per backend found, the total left to us after foreign destinations."""
-
-    live: LiveObject
-    weights: Mapping[str, float]
-    total: int
-    paths: Mapping[str, Path]  # per backend found: the weight's path
-    guards: Mapping[Path, Any]
-
-
-def pick_route(routes: list[Mapping[str, Any]], name: str | None, described: str) -> int:
-    """Index of the route (rule) named ``name``, or the first one."""
-    if not routes:
-        raise TargetError("NoRoute", f"{described} has no routes")
-    if name is None:
-        return 0
-    for index, route in enumerate(routes):
-        if route.get("name") == name:
-            return index
-    raise TargetError("RouteNotFound", f"{described} has no route named {name!r}")
-
-
 VS_TOTAL = 100
 
 
 @dataclass
 class VirtualServiceActuator:
+    """``subsets``: per backend name, the subset of its destination in the route named ``route_name`` (or the first)."""
+
     target: TrafficObject
-    backends: tuple[BackendSpec, ...]
+    subsets: Mapping[str, str | None]
     route_name: str | None
 
     async def observe(self) -> RouteObservation:
@@ -180,16 +161,16 @@ class VirtualServiceActuator:
         guards: dict[Path, Any] = {}
         missing = []
         ours = set()
-        for backend in self.backends:
-            if backend.subset not in subsets:
-                missing.append(backend.name)
+        for backend, subset in self.subsets.items():
+            if subset is None or subset not in subsets:
+                missing.append(backend)
                 continue
-            j = subsets.index(backend.subset)
+            j = subsets.index(subset)
             ours.add(j)
             # A lone destination without a weight takes all of the traffic.
-            weights[backend.name] = float(destinations[j].get("weight", VS_TOTAL if len(destinations) == 1 else 0))
-            paths[backend.name] = ("spec", "http", index, "route", j, "weight")
-            guards[("spec", "http", index, "route", j, "destination", "subset")] = backend.subset
+            weights[backend] = float(destinations[j].get("weight", VS_TOTAL if len(destinations) == 1 else 0))
+            paths[backend] = ("spec", "http", index, "route", j, "weight")
+            guards[("spec", "http", index, "route", j, "destination", "subset")] = subset
         foreign = sum(int(d.get("weight") or 0) for j, d in enumerate(destinations) if j not in ours)
         if foreign >= VS_TOTAL and weights:
             raise TargetError("NoWeightLeft", f"destinations infercast does not manage already carry {foreign}%")
@@ -198,8 +179,3 @@ class VirtualServiceActuator:
 
     async def apply(self, desired: Mapping[str, int], observed: RouteObservation) -> bool:
         return await write_weights(self.target, desired, observed)
-
-
-async def write_weights(target: TrafficObject, desired: Mapping[str, int], observed: RouteObservation) -> bool:
-    changes = {observed.paths[name]: weight for name, weight in desired.items() if name in observed.paths}
-    return await target.write(observed.live.body, changes, dict(observed.guards))

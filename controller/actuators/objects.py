@@ -8,8 +8,8 @@ from typing import Any
 from controller.actuators.base import refused_when_missing, refused_when_target_missing
 from controller.actuators.ownership import refuse_foreign
 from controller.actuators.patching import Path, patch_ops
-from controller.clients.kube import Kube, ObjectRef, Resource
-from controller.reconcile.spec import TargetRef
+from controller.clients.kube import Kube, Resource
+from controller.clients.refs import ObjectRef, TargetRef
 
 JSON_PATCH = "application/json-patch+json"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.actuators.base import TargetError
+from controller.errors import TargetError
 
 # API groups of the tools' own objects (owner references) and the domains of their labels/annotations.
 FOREIGN_GROUPS = ("flagger.app", "argoproj.io")

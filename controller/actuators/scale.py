@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.actuators.base import TargetError, refused_when_missing, refused_when_target_missing
-from controller.clients.kube import Kube, ObjectRef, Resource
-from controller.scaling.spec import TargetRef
+from controller.actuators.base import refused_when_missing, refused_when_target_missing
+from controller.clients.kube import Kube, Resource
+from controller.clients.refs import ObjectRef, TargetRef
+from controller.errors import TargetError
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from controller.backtest.predictive import PredictiveController
 from controller.backtest.score import SloTargets, Summary, markdown, summarize, window_table
 from controller.backtest.simulate import Controller, Run, simulate
 from controller.backtest.trace import Trace, load_trace
+from controller.errors import SpecError
 from controller.scaling.forecast_spec import ForecastSpec
-from controller.scaling.load_forecast import LoadForecastSettings
-from controller.scaling.spec import ScalingPolicySpec, SpecError, parse_scaling_policy
-from policies.predictive import PredictiveSettings
+from controller.scaling.settings import forecast_settings, predictive_min_replicas, predictive_settings
+from controller.scaling.spec import ScalingPolicySpec, parse_scaling_policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,22 +85,9 @@ def predictive_controller(spec: ScalingPolicySpec, params: EngineParams) -> Pred
     forecast: ForecastSpec = spec.forecast or ForecastSpec()
     capacity = forecast.capacity.per_replica or params.prefill_tokens_per_s * forecast.capacity.target_utilization
     return PredictiveController(
-        forecast=LoadForecastSettings(
-            quantile=forecast.quantile,
-            step_s=forecast.step_s,
-            history_s=forecast.history_s,
-            refit_interval_s=forecast.refit_interval_s,
-            model=forecast.model,
-            ttft_slo_s=forecast.slo.ttft_s,
-        ),
-        policy=PredictiveSettings(
-            capacity_per_replica=capacity,
-            lead_time_s=forecast.lead_time_s,
-            interval_s=float(spec.interval_s),
-            ttft_slo_s=forecast.slo.ttft_s,
-            behavior=spec.behavior,
-        ),
-        min_replicas=max(1, spec.min_replicas),
+        forecast=forecast_settings(forecast),
+        policy=predictive_settings(spec, capacity, forecast.lead_time_s),
+        min_replicas=predictive_min_replicas(spec),
         max_replicas=spec.max_replicas,
     )
 

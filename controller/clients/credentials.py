@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from controller.clients.kube import Kube, KubeError
 from controller.clients.prometheus import Credentials
-from controller.reconcile.spec import PrometheusSpec, SpecError
+from controller.clients.refs import PrometheusSpec
+from controller.errors import SpecError
 
 
 async def read_credentials(kube: Kube, namespace: str, refs: PrometheusSpec) -> Credentials:

@@ -24,19 +24,30 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from controller.clients.refs import ObjectRef
+from controller.errors import InfercastError
 
-class KubeError(Exception):
+#: Statuses the same request may not meet again: no answer, a conflict, throttling, a server error.
+TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
+
+
+class KubeError(InfercastError):
     """An API call failed; ``status`` is the HTTP status (0 when no answer came)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
+        super().__init__(reason, message)
         self.status = status
-        self.reason = reason
-        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}"
 
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def temporary(self) -> bool:
+        return self.status in TEMPORARY_STATUSES
 
 
 @dataclass(frozen=True)
@@ -69,17 +80,6 @@ class Resource:
 EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
 SECRETS = Resource("", "v1", "secrets", "Secret", namespaced=True)
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """Enough of an object to address it and to name it in an Event."""
-
-    api_version: str
-    kind: str
-    namespace: str
-    name: str
-    uid: str | None = None
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:

@@ -40,13 +40,14 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from controller.scaling.spec import PrometheusSpec
+from controller.clients.refs import PrometheusSpec
+from controller.errors import InfercastError
 
 #: Reasons that describe Prometheus being unavailable rather than the answer being unusable.
 OUTAGE_REASONS = frozenset({"Unreachable", "Timeout", "PrometheusError", "BackingOff"})
 
 
-class MetricError(Exception):
+class MetricError(InfercastError):
     """A metric could not be read. ``reason`` is a stable CamelCase code for conditions and logs.
 
     ``rejected`` marks errors of the query itself (Prometheus answered 400/422): the spec is
@@ -54,15 +55,17 @@ class MetricError(Exception):
     """
 
     def __init__(self, reason: str, message: str, *, rejected: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+        super().__init__(reason, message)
         self.rejected = rejected
 
     @property
     def outage(self) -> bool:
         """Prometheus could not answer (down, slow, failing, or backed off): the same query may work later."""
         return self.reason in OUTAGE_REASONS
+
+    @property
+    def temporary(self) -> bool:
+        return self.outage
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,48 @@
-"""PromQL templates for the metrics GPU inference servers export.
+"""The PromQL of inference servers and of the mesh: one profile per server, and the presets built from it.
 
-Every preset yields ONE number for the whole workload (a sum over its pods, or a quantile over
-all of them), which the policy compares with a per-replica (``AverageValue``) or total
-(``Value``) target. How a preset finds the target's series:
+Every number a policy reads from Prometheus is written here, and only here:
+
+* :data:`SERVERS`, one :class:`ServerProfile` per inference server (vLLM, TGI, Triton): how its
+  series are named, its presets (named PromQL templates a spec may use), which of them give the
+  load per capacity unit, which judge a replica's capacity (latency and queue), and which
+  histograms and gauges judge a backend's health. **Adding a server (say SGLang) is adding one
+  entry** (plus its names in the CRDs' enums, which a test compares with this table).
+* :data:`PRESETS`: every server's presets, plus those of the GPU exporter (DCGM) and the mesh (Istio).
+* :class:`MetricSource`: where a spec's number comes from (a preset, or the spec's own PromQL),
+  with :func:`render_source`, its one renderer.
+* :func:`backend_queries`: the per-backend health signals the traffic policies read.
+
+How a preset finds the target's series:
 
 * ``<selector>`` defaults to the workload's pods: ``namespace="<ns>"`` and a ``pod`` regex built
   from the workload's name and kind (a Deployment's pods are ``<name>-<rs-hash>-<suffix>``, a
   StatefulSet's ``<name>-<ordinal>``), so ``vllm`` never matches the pods of ``vllm-canary``.
   These are the labels the Prometheus Operator's PodMonitor and the usual
   ``kubernetes_sd_configs`` relabelling attach. ``labelSelector`` in the spec replaces it.
-* ``modelName`` adds the server's model label (``model_name`` for vLLM, ``model`` for Triton).
+* ``modelName`` adds the server's model label (``model_name`` for vLLM, ``model`` for Triton),
+  always escaped as a PromQL string.
 * vLLM names contain colons (``vllm:num_requests_waiting``); some scrape paths (OpenMetrics
   negotiation in prometheus-client, some remote-write bridges) turn them into underscores, so the
-  presets match both spellings with ``__name__=~"vllm[:_]..."``.
+  vLLM series match both spellings with ``__name__=~"vllm[:_]..."``.
+
+Pure string building: no I/O here.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Server = Literal["vLLM", "TGI", "Triton"]
+CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
+
+CAPACITY_UNITS: tuple[CapacityUnit, ...] = ("PrefillTokensPerSecond", "RequestsPerSecond")
+
+SELECTOR = "<selector>"
+#: The rate window of the presets: Prometheus' usual minute.
+PRESET_WINDOW = "1m"
 
 _POD_PATTERNS = {
     "Deployment": "{name}-[a-z0-9]{{5,10}}-[a-z0-9]{{5}}",
@@ -39,112 +63,244 @@ class Preset:
     workload_selector: bool = True  # False: the template selects by Istio's workload labels instead
 
 
-SELECTOR = "<selector>"
+# -- PromQL shapes, shared by every server and the mesh ---------------------------------------------------------
 
 
-def _vllm(metric: str) -> str:
-    return f'{{__name__=~"vllm[:_]{metric}",{SELECTOR}}}'
+def gauge_sum(series: str) -> str:
+    return f"sum({series})"
 
 
-def _quantile_over(bucket: str, q: float = 0.95) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate({_vllm(bucket)}[1m])))"
+def rate_sum(series: str, window: str = PRESET_WINDOW) -> str:
+    return f"sum(rate({series}[{window}]))"
 
 
-PRESETS: dict[str, Preset] = {
-    "vllm-requests-waiting": Preset(
-        "requests queued in vLLM engines, summed", f"sum({_vllm('num_requests_waiting')})", "model_name"
-    ),
-    "vllm-requests-running": Preset(
-        "requests being decoded by vLLM engines, summed", f"sum({_vllm('num_requests_running')})", "model_name"
-    ),
-    "vllm-kv-cache-usage": Preset(
-        "KV-cache usage fraction summed over pods (the deprecated gpu_cache_usage_perc as fallback)",
-        f"(sum({_vllm('kv_cache_usage_perc')}) or sum({_vllm('gpu_cache_usage_perc')}))",
-        "model_name",
-    ),
-    "vllm-ttft-p95": Preset(
-        "p95 time to first token over 1 min, seconds",
-        _quantile_over("time_to_first_token_seconds_bucket"),
-        "model_name",
-    ),
-    "vllm-e2e-latency-p95": Preset(
-        "p95 end-to-end request latency over 1 min, seconds",
-        _quantile_over("e2e_request_latency_seconds_bucket"),
-        "model_name",
-    ),
-    "vllm-prompt-tokens-rate": Preset(
-        "prompt (prefill) tokens per second", f"sum(rate({_vllm('prompt_tokens_total')}[1m]))", "model_name"
-    ),
-    "vllm-generation-tokens-rate": Preset(
-        "generated (decode) tokens per second", f"sum(rate({_vllm('generation_tokens_total')}[1m]))", "model_name"
-    ),
-    "vllm-request-rate": Preset(
-        "requests finished per second", f"sum(rate({_vllm('request_success_total')}[1m]))", "model_name"
-    ),
-    "triton-pending-requests": Preset(
-        "requests pending in Triton schedulers, summed",
-        f"sum(nv_inference_pending_request_count{{{SELECTOR}}})",
-        "model",
-    ),
-    "triton-queue-duration": Preset(
-        "mean Triton queue time per request over 1 min, seconds",
-        f"(sum(rate(nv_inference_queue_duration_us{{{SELECTOR}}}[1m]))"
-        f" / clamp_min(sum(rate(nv_inference_request_success{{{SELECTOR}}}[1m])), 1e-9) / 1e6)",
-        "model",
-    ),
-    "triton-request-rate": Preset(
-        "requests served successfully per second",
-        f"sum(rate(nv_inference_request_success{{{SELECTOR}}}[1m]))",
-        "model",
-    ),
-    "tgi-queue-size": Preset("requests waiting in TGI routers, summed", f"sum(tgi_queue_size{{{SELECTOR}}})"),
-    "tgi-queue-duration-p95": Preset(
-        "p95 time a request waited in the TGI router's queue over 1 min, seconds",
-        f"histogram_quantile(0.95, sum by (le) (rate(tgi_request_queue_duration_bucket{{{SELECTOR}}}[1m])))",
-    ),
-    "tgi-request-rate": Preset(
-        "requests served successfully per second", f"sum(rate(tgi_request_success{{{SELECTOR}}}[1m]))"
-    ),
-    "tgi-input-tokens-rate": Preset(
-        "prompt (input) tokens per second", f"sum(rate(tgi_request_input_length_sum{{{SELECTOR}}}[1m]))"
-    ),
+def p95(bucket_series: str, window: str = PRESET_WINDOW) -> str:
+    """The p95 of a histogram over every series the selector matches, from its ``_bucket`` series."""
+    return f"histogram_quantile(0.95, sum by (le) (rate({bucket_series}[{window}])))"
+
+
+def first_of(*expressions: str) -> str:
+    """The first expression that has data (a renamed metric with its deprecated name as fallback)."""
+    return "(" + " or ".join(expressions) + ")"
+
+
+def vllm_series(metric: str, selector: str = SELECTOR) -> str:
+    """A vLLM series under either spelling of vLLM's names (``vllm:`` or ``vllm_``)."""
+    return f'{{__name__=~"vllm[:_]{metric}",{selector}}}'
+
+
+def plain_series(metric: str, selector: str = SELECTOR) -> str:
+    return f"{metric}{{{selector}}}"
+
+
+# -- the servers -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    """One inference server's metrics: names, presets, and the signals the policies judge it by.
+
+    ``series(metric, selector)`` is how the server's series are selected. ``load`` names the preset
+    giving the load per capacity unit (a server without a token counter has none for tokens),
+    ``latency`` and ``queue`` the presets the capacity estimate is judged by
+    (:mod:`controller.scaling.capacity`). ``ttft_bucket``, ``tpot_bucket`` and ``cache_usage`` are
+    the raw series a traffic policy reads per backend (unset when the server exports none).
+    """
+
+    name: Server
+    model_label: str | None
+    series: Callable[[str, str], str]
+    presets: Mapping[str, Preset]
+    load: Mapping[CapacityUnit, str]
+    latency: str
+    queue: str
+    ttft_bucket: str | None = None
+    tpot_bucket: str | None = None
+    cache_usage: tuple[str, ...] = field(default=())
+
+
+def _vllm() -> ServerProfile:
+    def preset(description: str, template: str) -> Preset:
+        return Preset(description, template, "model_name")
+
+    s = vllm_series
+    return ServerProfile(
+        name="vLLM",
+        model_label="model_name",
+        series=vllm_series,
+        presets={
+            "vllm-requests-waiting": preset(
+                "requests queued in vLLM engines, summed", gauge_sum(s("num_requests_waiting"))
+            ),
+            "vllm-requests-running": preset(
+                "requests being decoded by vLLM engines, summed", gauge_sum(s("num_requests_running"))
+            ),
+            "vllm-kv-cache-usage": preset(
+                "KV-cache usage fraction summed over pods (the deprecated gpu_cache_usage_perc as fallback)",
+                first_of(gauge_sum(s("kv_cache_usage_perc")), gauge_sum(s("gpu_cache_usage_perc"))),
+            ),
+            "vllm-ttft-p95": preset(
+                "p95 time to first token over 1 min, seconds", p95(s("time_to_first_token_seconds_bucket"))
+            ),
+            "vllm-e2e-latency-p95": preset(
+                "p95 end-to-end request latency over 1 min, seconds", p95(s("e2e_request_latency_seconds_bucket"))
+            ),
+            "vllm-prompt-tokens-rate": preset("prompt (prefill) tokens per second", rate_sum(s("prompt_tokens_total"))),
+            "vllm-generation-tokens-rate": preset(
+                "generated (decode) tokens per second", rate_sum(s("generation_tokens_total"))
+            ),
+            "vllm-request-rate": preset("requests finished per second", rate_sum(s("request_success_total"))),
+        },
+        load={"PrefillTokensPerSecond": "vllm-prompt-tokens-rate", "RequestsPerSecond": "vllm-request-rate"},
+        latency="vllm-ttft-p95",
+        queue="vllm-requests-waiting",
+        ttft_bucket="time_to_first_token_seconds_bucket",
+        tpot_bucket="time_per_output_token_seconds_bucket",
+        cache_usage=("kv_cache_usage_perc", "gpu_cache_usage_perc"),
+    )
+
+
+def _tgi() -> ServerProfile:
+    s = plain_series
+    return ServerProfile(
+        name="TGI",
+        model_label=None,  # one model per TGI router: no label to filter on
+        series=plain_series,
+        presets={
+            "tgi-queue-size": Preset("requests waiting in TGI routers, summed", gauge_sum(s("tgi_queue_size"))),
+            "tgi-queue-duration-p95": Preset(
+                "p95 time a request waited in the TGI router's queue over 1 min, seconds",
+                p95(s("tgi_request_queue_duration_bucket")),
+            ),
+            "tgi-request-rate": Preset("requests served successfully per second", rate_sum(s("tgi_request_success"))),
+            "tgi-input-tokens-rate": Preset(
+                "prompt (input) tokens per second", rate_sum(s("tgi_request_input_length_sum"))
+            ),
+        },
+        load={"PrefillTokensPerSecond": "tgi-input-tokens-rate", "RequestsPerSecond": "tgi-request-rate"},
+        latency="tgi-queue-duration-p95",
+        queue="tgi-queue-size",
+    )
+
+
+def _triton() -> ServerProfile:
+    s = plain_series
+
+    def preset(description: str, template: str) -> Preset:
+        return Preset(description, template, "model")
+
+    return ServerProfile(
+        name="Triton",
+        model_label="model",
+        series=plain_series,
+        presets={
+            "triton-pending-requests": preset(
+                "requests pending in Triton schedulers, summed", gauge_sum(s("nv_inference_pending_request_count"))
+            ),
+            "triton-queue-duration": preset(
+                "mean Triton queue time per request over 1 min, seconds",
+                f"({rate_sum(s('nv_inference_queue_duration_us'))}"
+                f" / clamp_min({rate_sum(s('nv_inference_request_success'))}, 1e-9) / 1e6)",
+            ),
+            "triton-request-rate": preset(
+                "requests served successfully per second", rate_sum(s("nv_inference_request_success"))
+            ),
+        },
+        # Triton's own metrics count requests, not tokens: a token load needs load.query.
+        load={"RequestsPerSecond": "triton-request-rate"},
+        latency="triton-queue-duration",
+        queue="triton-pending-requests",
+    )
+
+
+SERVERS: dict[Server, ServerProfile] = {profile.name: profile for profile in (_vllm(), _tgi(), _triton())}
+
+#: Istio's destination telemetry, selected by the workload's labels rather than its pods.
+ISTIO_REQUESTS = 'istio_requests_total{reporter="destination",' + SELECTOR + "}"
+ISTIO_ERRORS = 'istio_requests_total{reporter="destination",response_code=~"5..",' + SELECTOR + "}"
+ISTIO_DURATION_BUCKET = 'istio_request_duration_milliseconds_bucket{reporter="destination",' + SELECTOR + "}"
+
+#: Presets of no inference server: the GPU exporter's and the mesh's.
+OTHER_PRESETS: dict[str, Preset] = {
     "dcgm-gpu-utilization": Preset(
         "GPU utilisation percent (DCGM exporter) summed over the workload's GPUs",
-        f"sum(DCGM_FI_DEV_GPU_UTIL{{{SELECTOR}}})",
+        gauge_sum(plain_series("DCGM_FI_DEV_GPU_UTIL")),
     ),
     "istio-request-rate": Preset(
         "requests per second received by the workload (Istio destination telemetry)",
-        f'sum(rate(istio_requests_total{{reporter="destination",{SELECTOR}}}[1m]))',
+        rate_sum(ISTIO_REQUESTS),
         workload_selector=False,
     ),
 }
 
+PRESETS: dict[str, Preset] = {
+    **{name: preset for profile in SERVERS.values() for name, preset in profile.presets.items()},
+    **OTHER_PRESETS,
+}
+
+# -- selecting a workload's series -------------------------------------------------------------------------------
+
 _LABEL_VALUE_UNSAFE = re.compile(r'["\\\n]')
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
     """Escape a label value for a PromQL string literal."""
     return _LABEL_VALUE_UNSAFE.sub(lambda m: "\\" + {"\n": "n"}.get(m.group(), m.group()), value)
 
 
-def default_selector(preset: Preset, *, namespace: str, kind: str, name: str) -> str:
-    if not preset.workload_selector:
-        return f'destination_workload="{_quote(name)}",destination_workload_namespace="{_quote(namespace)}"'
+def pods_selector(*, namespace: str, kind: str, name: str) -> str:
+    """The labels of a workload's pods: its namespace and a pod-name pattern by workload kind."""
     # Kubernetes names are DNS labels/subdomains: "." is the only regex metacharacter they can hold.
     pod = _POD_PATTERNS.get(kind, _DEFAULT_POD_PATTERN).format(name=name.replace(".", r"\."))
-    return f'namespace="{_quote(namespace)}",pod=~"{_quote(pod)}"'
+    return f'namespace="{quote(namespace)}",pod=~"{quote(pod)}"'
+
+
+def istio_selector(*, namespace: str, name: str) -> str:
+    """Istio's destination labels of a workload."""
+    return f'destination_workload="{quote(name)}",destination_workload_namespace="{quote(namespace)}"'
+
+
+def default_selector(preset: Preset, *, namespace: str, kind: str, name: str) -> str:
+    if not preset.workload_selector:
+        return istio_selector(namespace=namespace, name=name)
+    return pods_selector(namespace=namespace, kind=kind, name=name)
+
+
+def with_model(selector: str, label: str | None, model_name: str | None) -> str:
+    """``selector`` narrowed to one model, when the server has a model label and a model is named."""
+    if not (label and model_name):
+        return selector
+    return f'{selector},{label}="{quote(model_name)}"'
+
+
+# -- rendering ---------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class PresetQueries:
-    """A preset rendered for one workload: its value, and the age of the newest sample behind it.
+class MetricSource:
+    """Where a policy's number comes from: a preset rendered for the target, or the spec's own PromQL.
+
+    ``model_name`` and ``label_selector`` shape a preset's selection (see the module docstring);
+    a query is used as written.
+    """
+
+    preset: str | None = None
+    query: str | None = None
+    model_name: str | None = None
+    label_selector: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderedQuery:
+    """A source rendered for one workload: its value, and the age of the newest sample behind it.
 
     Prometheus answers an instant query from samples up to 5 minutes old; ``maxStaleness`` is
-    enforced with ``freshness`` instead, on every raw series the preset may read.
+    enforced with ``freshness`` instead, on every raw series a preset may read. The spec's own
+    PromQL has no known series, hence no freshness query.
     """
 
     value: str
-    freshness: str
+    freshness: str | None
 
 
 # A series selector of a template: an optional metric name and the braces holding SELECTOR.
@@ -161,16 +317,67 @@ def render_preset(
     name: str,
     model_name: str | None = None,
     label_selector: str | None = None,
-) -> PresetQueries:
+) -> RenderedQuery:
     """The PromQL of a preset for one workload. Raises KeyError for an unknown preset."""
     preset = PRESETS[preset_name]
     selector = label_selector or default_selector(preset, namespace=namespace, kind=kind, name=name)
-    if model_name and preset.model_label:
-        selector += f',{preset.model_label}="{_quote(model_name)}"'
+    selector = with_model(selector, preset.model_label, model_name)
     # Every series the template may read (e.g. the kv-cache preset's deprecated fallback name).
     series = dict.fromkeys(m.group(0).replace(SELECTOR, selector) for m in _SERIES.finditer(preset.template))
     assert series, f"preset {preset_name} has no series selector"
-    return PresetQueries(
+    return RenderedQuery(
         value=preset.template.replace(SELECTOR, selector),
         freshness=f"time() - max({' or '.join(f'timestamp({s})' for s in series)})",
     )
+
+
+def render_source(
+    source: MetricSource, *, namespace: str, kind: str, name: str, default_preset: str | None = None
+) -> RenderedQuery:
+    """The spec's query as written, or its preset (``default_preset`` when it names neither) for the workload."""
+    if source.query:
+        return RenderedQuery(source.query, None)
+    preset = source.preset or default_preset
+    assert preset is not None, "the spec parser guarantees a preset or a query"
+    return render_preset(
+        preset,
+        namespace=namespace,
+        kind=kind,
+        name=name,
+        model_name=source.model_name,
+        label_selector=source.label_selector,
+    )
+
+
+# -- a traffic backend's health ----------------------------------------------------------------------------------
+
+
+def backend_queries(
+    *, namespace: str, kind: str, name: str, model_name: str | None, window: str, server: Server = "vLLM"
+) -> dict[str, str]:
+    """PromQL per health signal of one backend (a workload), rates over ``window`` (e.g. ``1m``).
+
+    The mesh gives the error rate, the request rate and the p95 latency; the server gives p95 TTFT
+    and TPOT and the mean KV-cache usage (``saturation``) of the workload's pods.
+    """
+    profile = SERVERS[server]
+    mesh = istio_selector(namespace=namespace, name=name)
+    pods = with_model(pods_selector(namespace=namespace, kind=kind, name=name), profile.model_label, model_name)
+
+    def istio(template: str) -> str:
+        return template.replace(SELECTOR, mesh)
+
+    requests = rate_sum(istio(ISTIO_REQUESTS), window)
+    queries = {
+        # No 5xx series at all is a 0 error rate; no request series at all stays missing.
+        "error_rate": f"({rate_sum(istio(ISTIO_ERRORS), window)} or vector(0)) / {requests}",
+        "request_rate": requests,
+        "latency_ms": p95(istio(ISTIO_DURATION_BUCKET), window),
+    }
+    if profile.ttft_bucket:
+        queries["ttft_s"] = p95(profile.series(profile.ttft_bucket, pods), window)
+    if profile.tpot_bucket:
+        queries["tpot_s"] = p95(profile.series(profile.tpot_bucket, pods), window)
+    if profile.cache_usage:
+        queries["saturation"] = first_of(*(f"avg({profile.series(g, pods)})" for g in profile.cache_usage))
+    return queries

@@ -7,9 +7,9 @@ from typing import Any
 
 import kopf
 
+from controller.clients.refs import GROUP, VERSION
 from controller.handlers.daemons import TargetKey, claim, wake_daemon
 from controller.handlers.traffic_daemon import run_traffic_policy
-from controller.reconcile.cycle import GROUP, VERSION
 from controller.traffic.circuit_breakers import KIND, reconcile_circuit_breakers
 
 PLURAL = "circuitbreakerpolicies"

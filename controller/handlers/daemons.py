@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 
 from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, target_key
-from controller.scaling.spec import MAX_INTERVAL_S, MIN_INTERVAL_S
+from controller.reconcile.spec import MAX_INTERVAL_S, MIN_INTERVAL_S
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import kopf
 
+from controller.clients.refs import GROUP, VERSION
 from controller.handlers.daemons import TargetKey, claim, wake_daemon
 from controller.handlers.traffic_daemon import run_traffic_policy
-from controller.reconcile.cycle import GROUP, VERSION, target_key
+from controller.reconcile.cycle import target_key
 from controller.traffic.routing_weights import KIND, reconcile_routing
 
 PLURAL = "routingpolicies"

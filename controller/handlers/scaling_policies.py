@@ -15,8 +15,9 @@ from typing import Any
 
 import kopf
 
+from controller.clients.refs import GROUP, VERSION
 from controller.handlers.daemons import Claims, TargetKey, claim, older_claims, run_cycles, wake_daemon
-from controller.reconcile.cycle import GROUP, VERSION, CycleOutcome, Deps, PolicySnapshot, target_key
+from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, target_key
 from controller.scaling.cycle import KIND, OtherWriters, reconcile_scaling
 from controller.scaling.forecast_loop import ForecastSession
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.clients.kube import Kube
-from controller.reconcile.cycle import API_VERSION
+from controller.clients.refs import API_VERSION
 
 
 @dataclass(frozen=True)
@@ -118,22 +118,25 @@ def _state(status: Mapping[str, Any]) -> list[str]:
     ]
     if counts:
         lines.append(f"  replicas: {', '.join(counts)}")
-    return lines + _learned(status)
+    return lines + [f"  {line}" for line in learned_lines(status)]
 
 
-def _learned(status: Mapping[str, Any]) -> list[str]:
-    """What a predictive policy learned and forecast, from ``status.leadTime``, ``capacity``, ``forecast``."""
+def learned_lines(status: Mapping[str, Any]) -> list[str]:
+    """What a predictive policy learned and forecast, from ``status.leadTime``, ``capacity``, ``forecast``.
+
+    One line each, for ``infercast explain`` and the demo's summary alike.
+    """
     lines = []
     lead = status.get("leadTime")
     if isinstance(lead, Mapping):
         samples = ", ".join(f"{_num(s)}s" for s in lead.get("samples") or ())
         seen = f"; start-ups seen: {samples}" if samples else ""
-        lines.append(f"  lead time: {_num(lead.get('seconds'))}s ({lead.get('source', '?')}{seen})")
+        lines.append(f"lead time: {_num(lead.get('seconds'))}s ({lead.get('source', '?')}{seen})")
     capacity = status.get("capacity")
     if isinstance(capacity, Mapping):
         per = capacity.get("perReplica")
         value = "unknown" if per is None else f"{_num(per)} {capacity.get('unit', '')} per replica"
-        lines.append(f"  capacity: {value} ({capacity.get('source', 'not learned yet')})")
+        lines.append(f"capacity: {value} ({capacity.get('source', 'not learned yet')})")
     forecast = status.get("forecast")
     if isinstance(forecast, Mapping):
         text = f"q{_num(forecast.get('quantile'))} peak {_num(forecast.get('peak'))}"
@@ -145,9 +148,9 @@ def _learned(status: Mapping[str, Any]) -> list[str]:
         if accuracy.get("errorRatio") is not None:
             text += f"; recent error {accuracy['errorRatio']:.0%} over {accuracy.get('windows', 0)} windows"
             text += f", coverage {_num(accuracy.get('coverage'))}"
-        lines.append(f"  forecast: {text}")
+        lines.append(f"forecast: {text}")
         if forecast.get("error"):
-            lines.append(f"  forecast error: {forecast['error']}")
+            lines.append(f"forecast error: {forecast['error']}")
     return lines
 
 

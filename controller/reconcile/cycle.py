@@ -1,32 +1,25 @@
-"""What every policy kind's reconcile cycle shares: the snapshot, the dependencies, the outcome, and reporting.
+"""What every policy kind's reconcile cycle shares: the snapshot it starts from, the adapters it
+talks through, the outcome it ends with, and the one rule for writing.
 
-A cycle of any kind (scaling, circuit breaking, routing) ends the same way: a status patch with
-Kubernetes-style conditions, Events only when something changed, and, when it decided something,
-one :class:`~controller.observability.decisions.DecisionRecord` handed to every decision sink (the JSON log line,
-the operator's metrics). Keeping that here means every kind reports alike and a person reads one
-format for all of them.
+A cycle of any kind (scaling, circuit breaking, routing) has the same shape: observe (all the
+reads), decide (a pure function of :mod:`policies`), act (:func:`apply_in_auto`), and report once
+(:class:`~controller.reconcile.report.Reporter`).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller.clients.kube import Kube, KubeError, ObjectRef
+from controller.clients.kube import Kube, KubeError
 from controller.clients.prometheus import PrometheusPool
+from controller.clients.refs import API_VERSION, ObjectRef, TargetRef
 from controller.observability import OperatorMetrics
 from controller.observability.decisions import DecisionLog, DecisionRecord, new_decision_id
-from controller.reconcile.conditions import Condition, find, iso, merge_conditions
-from controller.reconcile.spec import TargetRef
-
-logger = logging.getLogger(__name__)
-
-GROUP = "infercast.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from controller.reconcile.conditions import iso
+from controller.reconcile.spec import Mode
 
 DecisionSink = Callable[[DecisionRecord], None]
 
@@ -38,7 +31,7 @@ class TargetedSpec(Protocol):
     def target(self) -> TargetRef: ...
 
     @property
-    def mode(self) -> str: ...
+    def mode(self) -> Mode: ...
 
 
 @dataclass(frozen=True)
@@ -120,70 +113,20 @@ class CycleOutcome:
     status: Mapping[str, Any] | None = None  # the whole status as written, None when nothing was
 
 
-NO_CONFLICT = Condition("Conflict", "False", "NoConflict", "no other writer targets the object")
+async def apply_in_auto(
+    mode: Mode, changed: bool, write: Callable[[], Awaitable[bool]]
+) -> tuple[bool, KubeError | None]:
+    """Write a decision only in mode ``Auto`` and only when it changes something: (written, the error if it failed).
 
-
-@dataclass
-class Reporter:
-    """Writes what a cycle found: status, Events (on changes only) and decision records."""
-
-    policy: PolicySnapshot
-    deps: Deps
-    now: float
-    written: dict[str, Any] | None = None
-
-    @property
-    def conditions(self) -> list[Mapping[str, Any]]:
-        return list((self.policy.status or {}).get("conditions") or [])
-
-    @property
-    def previous_decision(self) -> Mapping[str, Any]:
-        return (self.policy.status or {}).get("lastDecision") or {}
-
-    async def patch_status(self, status: dict[str, Any], conditions: list[Condition]) -> None:
-        """Merge ``status`` and ``conditions`` into the policy's status subresource."""
-        status = {
-            "observedGeneration": self.policy.generation,
-            **status,
-            "conditions": merge_conditions(
-                self.conditions, conditions, now=self.now, generation=self.policy.generation
-            ),
-        }
-        resource = await self.deps.kube.resource(API_VERSION, self.policy.kind)
-        try:
-            await self.deps.kube.merge_patch(
-                resource, self.policy.namespace, self.policy.name, {"status": status}, subresource="status"
-            )
-        except KubeError as exc:
-            if not exc.not_found:  # deleted meanwhile: nothing to report on
-                raise
-            return
-        self.written = {**(self.policy.status or {}), **status}
-
-    async def event(self, about: ObjectRef, type_: str, reason: str, message: str) -> None:
-        try:
-            await self.deps.kube.post_event(about, type_=type_, reason=reason, message=message, now_iso=iso(self.now))
-        except KubeError as exc:  # an Event is best effort: never fail a cycle for it
-            logger.warning("could not post Event %s on %s/%s: %s", reason, about.namespace, about.name, exc)
-
-    def emit(self, record: DecisionRecord) -> None:
-        for sink in self.deps.decision_sinks:
-            sink(record)
-
-    async def not_ready(self, reason: str, message: str, conflict: Condition | None = None) -> CycleOutcome:
-        """Stop the policy with ``Ready=False``; one Warning Event per distinct reason and message."""
-        previous = find(self.conditions, "Ready")
-        if not previous or previous.get("reason") != reason or previous.get("message") != message:
-            logger.warning(
-                "%s %s/%s not ready: %s: %s", self.policy.kind, self.policy.namespace, self.policy.name, reason, message
-            )
-            await self.event(self.policy.ref, "Warning", reason, message)
-        await self.patch_status({}, [Condition("Ready", "False", reason, message), conflict or NO_CONFLICT])
-        return CycleOutcome(ready=False, reason=reason, status=self.written)
-
-    async def off(self) -> CycleOutcome:
-        await self.patch_status({}, [Condition("Ready", "True", "Off", "mode is Off: the policy does nothing")])
-        return CycleOutcome(ready=True, reason="Off", status=self.written)
+    A failed write is not an error of the cycle: it is reported (an Event, the record's ``applied``
+    stays false) and the next cycle observes again and decides anew.
+    """
+    if mode != "Auto" or not changed:
+        return False, None
+    try:
+        return await write(), None
+    except KubeError as exc:
+        return False, exc
 
 
 def target_key(namespace: str, spec: Mapping[str, Any]) -> tuple[str, str, str, str] | None:

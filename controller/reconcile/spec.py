@@ -1,62 +1,25 @@
-"""What every policy kind's spec shares: the error type, target references, mode, interval, Prometheus.
+"""What every policy kind's spec shares: target references, mode, interval, Prometheus, metric sources.
 
 ScalingPolicy, CircuitBreakerPolicy and RoutingPolicy declare these fields with the same schema,
-so they are parsed by the same code and refused with the same reason codes.
+so they are parsed by the same code and refused with the same reason codes (:class:`SpecError`).
+The CRD's OpenAPI schema and CEL rules already reject most of this at admission; what is checked
+here is what only the operator knows (preset names and their labels) and objects stored before a
+schema change or written with validation off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+
+from controller.clients.refs import PrometheusSpec, SecretKeyRef, TargetRef
+from controller.clients.servers import PRESETS, MetricSource
+from controller.errors import SpecError
 
 Mode = Literal["Auto", "Recommend", "Off"]
 
 MIN_INTERVAL_S = 5
 MAX_INTERVAL_S = 3600
-
-
-class SpecError(ValueError):
-    """The policy cannot be acted on as written; ``reason`` is a CamelCase condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True)
-class TargetRef:
-    api_version: str
-    kind: str
-    name: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
-
-    def describe(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    name: str
-    key: str
-
-
-@dataclass(frozen=True)
-class PrometheusSpec:
-    url: str
-    timeout_s: float = 5.0
-    max_staleness_s: float = 60.0
-    insecure_skip_verify: bool = False
-    bearer_token: SecretKeyRef | None = None
-    ca: SecretKeyRef | None = None
 
 
 T = TypeVar("T")
@@ -120,3 +83,29 @@ def _secret_ref(raw: Mapping[str, Any] | None) -> SecretKeyRef | None:
     if not raw.get("name") or not raw.get("key"):
         raise SpecError("InvalidPrometheus", "a Secret reference needs both name and key")
     return SecretKeyRef(name=str(raw["name"]), key=str(raw["key"]))
+
+
+def parse_metric_source(raw: Mapping[str, Any], where: str, reason: str, *, required: bool) -> MetricSource:
+    """A preset or the spec's own PromQL, with the labels that shape a preset's selection.
+
+    ``required``: exactly one of ``preset`` and ``query``; otherwise at most one (neither means
+    the caller's default preset). ``where`` names the field in messages; ``reason`` is the
+    condition reason of every refusal but an unknown preset's (``UnknownPreset``).
+    """
+    preset, query = _optional_text(raw.get("preset")), _optional_text(raw.get("query"))
+    model_name, label_selector = _optional_text(raw.get("modelName")), _optional_text(raw.get("labelSelector"))
+    if preset and query:
+        raise SpecError(reason, f"{where}: set {'exactly' if required else 'at most'} one of preset and query")
+    if required and not (preset or query):
+        raise SpecError(reason, f"{where}: set exactly one of preset and query")
+    if preset and preset not in PRESETS:
+        raise SpecError("UnknownPreset", f"{where}: unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    if query and (model_name or label_selector):
+        raise SpecError(reason, f"{where}: modelName and labelSelector apply to presets only")
+    if preset and model_name and PRESETS[preset].model_label is None:
+        raise SpecError(reason, f"{where}: preset {preset!r} has no model label to filter on")
+    return MetricSource(preset=preset, query=query, model_name=model_name, label_selector=label_selector)
+
+
+def _optional_text(value: object) -> str | None:
+    return str(value) if value else None

@@ -8,27 +8,18 @@ docs/scalingpolicy.md is the field reference.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from controller.clients.servers import PRESETS
+from controller.clients.servers import CAPACITY_UNITS, SERVERS, CapacityUnit, MetricSource, Server
+from controller.errors import SpecError
+from controller.reconcile.spec import parse_metric_source
 
-CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
-Server = Literal["vLLM", "TGI", "Triton"]
 ForecastModel = Literal["Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak"]
 
-CAPACITY_UNITS: tuple[CapacityUnit, ...] = ("PrefillTokensPerSecond", "RequestsPerSecond")
-SERVERS: tuple[Server, ...] = ("vLLM", "TGI", "Triton")
 FORECAST_MODELS: tuple[ForecastModel, ...] = ("Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak")
-
-
-class ForecastSpecError(ValueError):
-    """``spec.forecast`` cannot be used; ``reason`` is a CamelCase condition reason."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.reason = "InvalidForecast"
-        self.message = message
+#: The reason of every refusal of ``spec.forecast``.
+INVALID = "InvalidForecast"
 
 
 @dataclass(frozen=True)
@@ -52,20 +43,6 @@ class SloSpec:
 
 
 @dataclass(frozen=True)
-class LoadSpec:
-    """``spec.forecast.load``: the series forecast, in the capacity's unit.
-
-    A preset or the spec's own PromQL (one series); neither means the server's default preset
-    for the capacity unit (prompt tokens/s or requests/s).
-    """
-
-    preset: str | None = None
-    query: str | None = None
-    model_name: str | None = None
-    label_selector: str | None = None
-
-
-@dataclass(frozen=True)
 class ForecastSpec:
     quantile: float = 0.9
     lead_time_s: float = 90.0
@@ -78,19 +55,26 @@ class ForecastSpec:
     slo: SloSpec = SloSpec()
     server: Server = "vLLM"
     """Whose metrics judge the capacity (latency and queue) and give the default load."""
-    load: LoadSpec = LoadSpec()
+    load: MetricSource = field(default_factory=MetricSource)
+    """The series forecast, in the capacity's unit: a preset or the spec's own PromQL (one series);
+    neither means the server's default preset for the capacity unit (prompt tokens/s or requests/s)."""
 
 
 def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
-    """``None`` when the section is absent; raises :class:`ForecastSpecError` on a bad one."""
+    """``None`` when the section is absent; raises :class:`SpecError` (``InvalidForecast``) on a bad one."""
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
-        raise ForecastSpecError("forecast must be an object")
+        raise SpecError(INVALID, "forecast must be an object")
     default = ForecastSpec()
     capacity_raw = raw.get("capacity") or {}
     slo_raw = raw.get("slo") or {}
-    load_raw = raw.get("load") or {}
+    problems = []
+    try:
+        load = parse_metric_source(raw.get("load") or {}, "load", INVALID, required=False)
+    except SpecError as exc:
+        problems.append(exc.message)
+        load = MetricSource()
     try:
         unit = str(capacity_raw.get("unit", default.capacity.unit))
         per_replica = capacity_raw.get("perReplica")
@@ -111,36 +95,25 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
                 tpot_s=float(slo_raw.get("tpotSeconds", default.slo.tpot_s)),
             ),
             server=str(raw.get("server", default.server)),  # type: ignore[arg-type]  # checked below
-            load=LoadSpec(
-                preset=_optional_text(load_raw.get("preset")),
-                query=_optional_text(load_raw.get("query")),
-                model_name=_optional_text(load_raw.get("modelName")),
-                label_selector=_optional_text(load_raw.get("labelSelector")),
-            ),
+            load=load,
         )
     except (TypeError, ValueError) as exc:
-        raise ForecastSpecError(f"malformed forecast: {exc}") from exc
-    _check(spec)
+        raise SpecError(INVALID, f"malformed forecast: {exc}") from exc
+    problems += _problems(spec)
+    if problems:
+        raise SpecError(INVALID, "; ".join(problems))
     return spec
 
 
-def _optional_text(value: object) -> str | None:
-    return str(value) if value else None
-
-
-def _check(spec: ForecastSpec) -> None:
+def _problems(spec: ForecastSpec) -> list[str]:
+    """What is wrong across the fields of a parsed ``spec.forecast``; empty when nothing is."""
     problems = []
     if spec.server not in SERVERS:
         problems.append(f"server {spec.server!r} is not one of {', '.join(SERVERS)}")
-    load = spec.load
-    if load.preset and load.query:
-        problems.append("load: set at most one of preset and query")
-    if load.preset and load.preset not in PRESETS:
-        problems.append(f"load.preset {load.preset!r} is not a known preset")
-    if load.query and (load.model_name or load.label_selector):
-        problems.append("load: modelName and labelSelector apply to presets only")
-    if spec.server == "Triton" and spec.capacity.unit == "PrefillTokensPerSecond" and not (load.query or load.preset):
-        problems.append("Triton exports no token counter: use capacity.unit RequestsPerSecond or a load.query")
+    elif spec.capacity.unit not in SERVERS[spec.server].load and not (spec.load.query or spec.load.preset):
+        problems.append(
+            f"{spec.server} exports no counter for {spec.capacity.unit}: use another capacity.unit or a load.query"
+        )
     if not 0.5 <= spec.quantile < 1:
         problems.append(f"quantile {spec.quantile} must be in [0.5, 1)")
     if spec.model not in FORECAST_MODELS:
@@ -157,5 +130,4 @@ def _check(spec: ForecastSpec) -> None:
         problems.append("historySeconds must cover at least 4 steps")
     if not (spec.lead_time_s >= 0 and spec.slo.ttft_s > 0 and spec.slo.tpot_s > 0):
         problems.append("leadTimeSeconds must be >= 0 and the SLO targets > 0")
-    if problems:
-        raise ForecastSpecError("; ".join(problems))
+    return problems

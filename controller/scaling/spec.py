@@ -13,38 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from controller.clients.servers import PRESETS
+from controller.clients.refs import PrometheusSpec, TargetRef
+from controller.clients.servers import MetricSource
+from controller.errors import SpecError
 from controller.reconcile.spec import (
-    MAX_INTERVAL_S,
-    MIN_INTERVAL_S,
     Mode,
-    PrometheusSpec,
-    SecretKeyRef,
-    SpecError,
-    TargetRef,
     guarded_parse,
     parse_interval,
+    parse_metric_source,
     parse_mode,
     parse_prometheus,
     parse_target_ref,
 )
-from controller.scaling.forecast_spec import ForecastSpec, ForecastSpecError, parse_forecast
+from controller.scaling.forecast_spec import ForecastSpec, parse_forecast
 from policies import Behavior, ScalingPolicyRule, ScalingRules
-
-# The shared names stay importable from here, where they were defined before every policy kind shared them.
-__all__ = [
-    "MAX_INTERVAL_S",
-    "MIN_INTERVAL_S",
-    "FallbackSpec",
-    "MetricSpec",
-    "Mode",
-    "PrometheusSpec",
-    "ScalingPolicySpec",
-    "SecretKeyRef",
-    "SpecError",
-    "TargetRef",
-    "parse_scaling_policy",
-]
 
 TargetType = Literal["AverageValue", "Value"]
 OnMetricsUnavailable = Literal["Hold", "Fallback"]
@@ -55,10 +37,7 @@ class MetricSpec:
     name: str
     target_type: TargetType
     target: float
-    preset: str | None = None
-    query: str | None = None
-    model_name: str | None = None
-    label_selector: str | None = None
+    source: MetricSource
 
 
 @dataclass(frozen=True)
@@ -120,33 +99,15 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
         metrics=metrics,
         behavior=_parse_behavior(spec.get("behavior") or {}),
         fallback=_parse_fallback(spec.get("fallback") or {}),
-        forecast=_parse_forecast(spec.get("forecast")),
+        forecast=parse_forecast(spec.get("forecast")),
     )
-
-
-def _parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
-    try:
-        return parse_forecast(raw)
-    except ForecastSpecError as exc:
-        raise SpecError(exc.reason, exc.message) from exc
 
 
 def _parse_metric(raw: Mapping[str, Any]) -> MetricSpec:
     name = str(raw.get("name") or "")
     if not name:
         raise SpecError("InvalidMetric", "every metric needs a name")
-    preset, query = raw.get("preset"), raw.get("query")
-    if bool(preset) == bool(query):
-        raise SpecError("InvalidMetric", f"metric {name!r}: set exactly one of preset or query")
-    if preset and preset not in PRESETS:
-        raise SpecError(
-            "UnknownPreset", f"metric {name!r}: unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}"
-        )
-    model_name = raw.get("modelName")
-    if query and (model_name or raw.get("labelSelector")):
-        raise SpecError("InvalidMetric", f"metric {name!r}: modelName and labelSelector apply to presets only")
-    if preset and model_name and PRESETS[preset].model_label is None:
-        raise SpecError("InvalidMetric", f"metric {name!r}: preset {preset!r} has no model label to filter on")
+    source = parse_metric_source(raw, f"metric {name!r}", "InvalidMetric", required=True)
     target = raw.get("target") or {}
     target_type = str(target.get("type", ""))
     if target_type not in ("AverageValue", "Value"):
@@ -158,10 +119,7 @@ def _parse_metric(raw: Mapping[str, Any]) -> MetricSpec:
         name=name,
         target_type=target_type,  # type: ignore[arg-type]  # checked above
         target=value,
-        preset=str(preset) if preset else None,
-        query=str(query) if query else None,
-        model_name=str(model_name) if model_name else None,
-        label_selector=str(raw["labelSelector"]) if raw.get("labelSelector") else None,
+        source=source,
     )
 
 

@@ -14,15 +14,15 @@ from typing import Any
 
 from controller.actuators.istio import DestinationRuleActuator
 from controller.actuators.objects import TrafficObject
-from controller.clients.kube import KubeError
 from controller.observability.decisions import DecisionRecord
-from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter
+from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, apply_in_auto
+from controller.reconcile.report import Reporter
 from controller.traffic.cycle import (
     backend_inputs,
     backend_status,
     observe_backends,
     parse_or_stop,
-    report_decision,
+    wording,
 )
 from controller.traffic.signals import SignalMemory
 from controller.traffic.spec import CircuitBreakerPolicySpec, parse_circuit_breaker_policy
@@ -38,6 +38,7 @@ from policies import (
 )
 
 KIND = "CircuitBreakerPolicy"
+WORDING = wording(KIND)
 
 
 async def reconcile_circuit_breakers(
@@ -49,7 +50,9 @@ async def reconcile_circuit_breakers(
     if isinstance(spec, CycleOutcome):
         return spec
 
-    actuator = DestinationRuleActuator(TrafficObject(deps.kube, policy.namespace, spec.target), spec.backends)
+    actuator = DestinationRuleActuator(
+        TrafficObject(deps.kube, policy.namespace, spec.target), {b.name: b.subset for b in spec.backends}
+    )
     seen = await observe_backends(
         report, actuator.observe, spec, memory, spec.capacity, none_found="no backend's subset is"
     )
@@ -67,12 +70,7 @@ async def reconcile_circuit_breakers(
     decision = decide_breakers(inputs, previous, now)
     desired = {b.name: b.settings for b in decision.backends}
     changed = any(_differs(observed.settings.get(name, BreakerSettings()), s) for name, s in desired.items())
-    applied, apply_error = False, None
-    if spec.mode == "Auto" and changed:
-        try:
-            applied = await actuator.apply(desired, observed)
-        except KubeError as exc:
-            apply_error = exc
+    applied, apply_error = await apply_in_auto(spec.mode, changed, lambda: actuator.apply(desired, observed))
     record = _record(policy, spec, decision, previous, changed, applied, backend_inputs(readings), now)
     verdicts = [b.verdict for b in decision.backends]
     # Health is about the backend, not the object: it moves on even when a write failed.
@@ -81,7 +79,7 @@ async def reconcile_circuit_breakers(
         "health": health_to_dict({**previous, **decision.health}),
         "flaggedBackends": sum(1 for v in verdicts if v.health.flagged),
     }
-    return await report_decision(report, record, observed.live.ref, apply_error, seen.conditions(), status)
+    return await report.decided(record, observed.live.ref, apply_error, WORDING, seen.conditions(), status)
 
 
 def _differs(live: BreakerSettings, desired: BreakerSettings) -> bool:

@@ -13,15 +13,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from controller.actuators.base import TargetError
 from controller.actuators.objects import LiveObject
 from controller.actuators.ownership import ForeignOwnerError
 from controller.clients.credentials import read_credentials
-from controller.clients.kube import KubeError, ObjectRef
-from controller.observability.decisions import DecisionRecord
+from controller.clients.refs import PrometheusSpec, TargetRef
+from controller.errors import SpecError, TargetError
 from controller.reconcile.conditions import Condition
-from controller.reconcile.cycle import NO_CONFLICT, CycleOutcome, Reporter
-from controller.reconcile.spec import PrometheusSpec, SpecError, TargetRef
+from controller.reconcile.cycle import CycleOutcome
+from controller.reconcile.report import Reporter, Wording
 from controller.traffic.signals import BackendReading, SignalMemory, SignalSource, read_signals
 from controller.traffic.spec import BackendSpec, CapacitySpec, HealthSpec
 from policies import BackendVerdict
@@ -195,39 +194,16 @@ async def note_missing_backends(report: Reporter, missing: Sequence[str], where:
         await report.event(report.policy.ref, "Warning", condition.reason, condition.message)
 
 
-async def report_decision(
-    report: Reporter,
-    record: DecisionRecord,
-    target: ObjectRef,
-    apply_error: KubeError | None,
-    conditions: list[Condition],
-    status: dict[str, Any],
-) -> CycleOutcome:
-    """Log line, Events on changes only, and the status: the same for both traffic kinds."""
-    report.emit(record)
-    if record.applied:
-        await report.event(report.policy.ref, "Normal", record.action, f"{record.message} (decision {record.id})")
-        await report.event(
-            target,
-            "Normal",
-            "InfercastTrafficPolicy",
-            f"{record.action}: {record.message}; by {record.kind} {report.policy.name} (decision {record.id})",
-        )
-    elif apply_error is not None:
-        reason = "ConcurrentWrite" if apply_error.status in (409, 422) else "FailedUpdate"
-        await report.event(report.policy.ref, "Warning", reason, f"{record.action} not written: {apply_error}")
-    elif record.action != "Hold" or report.previous_decision.get("reason") != record.reason:
-        verb = "Recommend" if record.action != "Hold" else "Hold"
-        await report.event(report.policy.ref, "Normal", f"{verb}{record.reason}", record.message)
-    recommending = record.mode == "Recommend"
-    ready = Condition(
-        "Ready",
-        "True",
-        "Recommending" if recommending else "Active",
-        "decisions are reported, never applied" if recommending else "the policy is active",
+def wording(kind: str) -> Wording:
+    """How a traffic kind's decisions are told: ``Active`` while acting, one Event on the object it changed."""
+    return Wording(
+        active="Active",
+        written="InfercastTrafficPolicy",
+        on_target=lambda record, policy: (
+            f"{record.action}: {record.message}; by {kind} {policy} (decision {record.id})"
+        ),
+        failed="FailedUpdate",
     )
-    await report.patch_status({**status, "lastDecision": record.to_status()}, [ready, NO_CONFLICT, *conditions])
-    return CycleOutcome(ready=True, decision=record, reason=record.reason, status=report.written)
 
 
 async def refuse_claimed(report: Reporter, target: TargetRef, older_policies: Sequence[str]) -> CycleOutcome:

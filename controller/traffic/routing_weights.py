@@ -13,17 +13,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from controller.actuators.gateway import HTTPRouteActuator
-from controller.actuators.istio import RouteObservation, VirtualServiceActuator
+from controller.actuators.istio import VirtualServiceActuator
 from controller.actuators.objects import TrafficObject
-from controller.clients.kube import KubeError
+from controller.actuators.weights import RouteObservation
 from controller.observability.decisions import DecisionRecord
-from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, Reporter, target_key
+from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, apply_in_auto, target_key
+from controller.reconcile.report import Reporter
 from controller.traffic.cycle import (
     backend_inputs,
     backend_status,
     observe_backends,
     parse_or_stop,
-    report_decision,
+    wording,
 )
 from controller.traffic.signals import BackendReading, SignalMemory
 from controller.traffic.spec import RoutingPolicySpec, parse_routing_policy
@@ -41,6 +42,7 @@ from policies import (
 )
 
 KIND = "RoutingPolicy"
+WORDING = wording(KIND)
 
 _CANARY_ACTIONS = {Reason.CanaryStep: "Step", Reason.CanaryPromoted: "Promote", Reason.CanaryRolledBack: "Rollback"}
 
@@ -63,9 +65,9 @@ async def reconcile_routing(
 
     target = TrafficObject(deps.kube, policy.namespace, spec.target)
     actuator = (
-        HTTPRouteActuator(target, spec.backends, spec.route_name)
+        HTTPRouteActuator(target, {b.name: b.backend_ref for b in spec.backends}, spec.route_name)
         if spec.is_gateway
-        else VirtualServiceActuator(target, spec.backends, spec.route_name)
+        else VirtualServiceActuator(target, {b.name: b.subset for b in spec.backends}, spec.route_name)
     )
     seen = await observe_backends(
         report,
@@ -88,12 +90,7 @@ async def reconcile_routing(
     weights = dict(decision.weights)
     current = {name: round(w) for name, w in observed.weights.items()}
     changed = weights != current
-    applied, apply_error = False, None
-    if spec.mode == "Auto" and changed:
-        try:
-            applied = await actuator.apply(weights, observed)
-        except KubeError as exc:
-            apply_error = exc
+    applied, apply_error = await apply_in_auto(spec.mode, changed, lambda: actuator.apply(weights, observed))
     record = _record(policy, spec, decision, observed, changed, applied, readings, now)
     status: dict[str, Any] = {
         "backends": backend_status(decision.verdicts, readings),
@@ -105,7 +102,7 @@ async def reconcile_routing(
     canary = decision.state.canary if applied or not changed or spec.mode == "Recommend" else state.canary
     if canary is not None:
         status["canary"] = canary.to_dict()
-    return await report_decision(report, record, observed.live.ref, apply_error, seen.conditions(), status)
+    return await report.decided(record, observed.live.ref, apply_error, WORDING, seen.conditions(), status)
 
 
 def _forecast_replicas(

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from controller.actuators import ScaleActuator, TargetError
+from controller.actuators import ScaleActuator
 from controller.clients.kube import Kube, KubeError
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
-from controller.clients.servers import PRESETS, default_selector
-from controller.reconcile.spec import PrometheusSpec
+from controller.clients.refs import PrometheusSpec
+from controller.clients.servers import backend_queries
+from controller.errors import TargetError
 from controller.traffic.spec import BackendSpec, CapacitySpec, window_seconds
 from forecasting import DampedTrend, ForecastInputError
 from forecasting.detector import StreamingDetector
@@ -67,34 +68,15 @@ class SignalSource:
     window: str
 
     def queries(self, backend: BackendSpec) -> dict[str, str]:
-        return backend_queries(self.namespace, backend, self.window)
-
-
-def backend_queries(namespace: str, backend: BackendSpec, window: str) -> dict[str, str]:
-    """PromQL per signal for one backend, over ``window`` (e.g. ``1m``)."""
-    workload = backend.workload
-    istio = default_selector(PRESETS["istio-request-rate"], namespace=namespace, kind=workload.kind, name=workload.name)
-    vllm = default_selector(PRESETS["vllm-ttft-p95"], namespace=namespace, kind=workload.kind, name=workload.name)
-    if backend.model_name:
-        vllm += f',model_name="{backend.model_name}"'
-    requests = f'istio_requests_total{{reporter="destination",{istio}}}'
-    errors = f'istio_requests_total{{reporter="destination",response_code=~"5..",{istio}}}'
-
-    def vllm_p95(histogram: str) -> str:
-        series = f'{{__name__=~"vllm[:_]{histogram}_bucket",{vllm}}}'
-        return f"histogram_quantile(0.95, sum by (le) (rate({series}[{window}])))"
-
-    return {
-        # No 5xx series at all is a 0 error rate; no request series at all stays missing.
-        "error_rate": f"(sum(rate({errors}[{window}])) or vector(0)) / sum(rate({requests}[{window}]))",
-        "request_rate": f"sum(rate({requests}[{window}]))",
-        "latency_ms": "histogram_quantile(0.95, sum by (le) (rate("
-        f'istio_request_duration_milliseconds_bucket{{reporter="destination",{istio}}}[{window}])))',
-        "ttft_s": vllm_p95("time_to_first_token_seconds"),
-        "tpot_s": vllm_p95("time_per_output_token_seconds"),
-        "saturation": f'(avg({{__name__=~"vllm[:_]kv_cache_usage_perc",{vllm}}})'
-        f' or avg({{__name__=~"vllm[:_]gpu_cache_usage_perc",{vllm}}}))',
-    }
+        """PromQL per signal of one backend (:func:`controller.clients.servers.backend_queries`)."""
+        workload = backend.workload
+        return backend_queries(
+            namespace=self.namespace,
+            kind=workload.kind,
+            name=workload.name,
+            model_name=backend.model_name,
+            window=self.window,
+        )
 
 
 @dataclass

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from controller.clients.refs import BackendRef, PrometheusSpec, TargetRef
+from controller.errors import SpecError
 from controller.reconcile.spec import (
     Mode,
-    PrometheusSpec,
-    SpecError,
-    TargetRef,
     guarded_parse,
     parse_interval,
     parse_mode,
@@ -30,15 +29,6 @@ Strategy = Literal["Capacity", "Canary"]
 
 ISTIO_API_VERSION = "networking.istio.io/v1"
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
-
-
-@dataclass(frozen=True)
-class BackendRef:
-    """A Gateway API ``backendRef`` identity: a Service by default, or an InferencePool."""
-
-    name: str
-    group: str = ""
-    kind: str = "Service"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from controller.scaling.spec import PrometheusSpec
+from controller.clients.refs import PrometheusSpec
 from devtools.prometheus_server import Prometheus
 from tests.harness.exporter import Exporter
 

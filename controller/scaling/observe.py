@@ -1,0 +1,184 @@
+"""What a ScalingPolicy's cycle reads: every input of its decision, and all of its I/O but the write.
+
+* :func:`read_metrics`: the value of every ``spec.metrics`` entry, or why it is missing (an
+  error, never a zero; a preset's newest sample older than ``maxStaleness`` is ``Stale``);
+* :func:`observe_predictive`, with ``spec.forecast``: the **lead time** learned from the target's
+  pods (:mod:`controller.scaling.leadtime`), the server's **latency and queue** (the signals the
+  capacity is judged by, :class:`~controller.clients.servers.ServerProfile`), and one turn of the
+  policy's **forecasting loop** (:mod:`controller.scaling.forecast_loop`) on the load.
+
+Nothing here decides: the plan is made from these readings by the pure functions of
+:mod:`controller.scaling.plan` and :mod:`controller.scaling.predictive`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.actuators import ScaleObservation
+from controller.clients.kube import PODS, KubeError
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
+from controller.clients.servers import SERVERS, render_preset, render_source
+from controller.reconcile.cycle import Deps, PolicySnapshot
+from controller.scaling.forecast_loop import ForecastOutcome, ForecastSession, history_plan
+from controller.scaling.forecast_spec import ForecastSpec
+from controller.scaling.leadtime import LeadTime
+from controller.scaling.leadtime import learn as learn_lead_time
+from controller.scaling.settings import forecast_settings
+from controller.scaling.spec import MetricSpec, ScalingPolicySpec
+
+
+@dataclass(frozen=True)
+class MetricReading:
+    spec: MetricSpec
+    query: str
+    value: float | None
+    error: MetricError | None
+
+
+async def read_metrics(
+    pool: PrometheusPool, namespace: str, spec: ScalingPolicySpec, credentials: Credentials
+) -> list[MetricReading]:
+    """Every metric's value, or why it is missing; a preset's value older than maxStaleness is stale."""
+
+    async def read(metric: MetricSpec) -> MetricReading:
+        rendered = render_source(metric.source, namespace=namespace, kind=spec.target.kind, name=spec.target.name)
+        try:
+            value, age = await asyncio.gather(
+                pool.query(spec.prometheus, credentials, rendered.value),
+                pool.query(spec.prometheus, credentials, rendered.freshness) if rendered.freshness else _no_age(),
+            )
+        except MetricError as exc:
+            return MetricReading(metric, rendered.value, None, exc)
+        if age is not None and age > spec.prometheus.max_staleness_s:
+            stale = MetricError(
+                "Stale", f"newest sample is {age:.0f}s old (maxStaleness {spec.prometheus.max_staleness_s:.0f}s)"
+            )
+            return MetricReading(metric, rendered.value, None, stale)
+        return MetricReading(metric, rendered.value, value, None)
+
+    return list(await asyncio.gather(*(read(m) for m in spec.metrics)))
+
+
+async def _no_age() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PredictiveQueries:
+    """The PromQL a predictive cycle reads; ``load_freshness`` only for a preset load."""
+
+    load: str
+    load_freshness: str | None
+    latency: str
+    queue: str
+
+
+def predictive_queries(namespace: str, spec: ScalingPolicySpec, forecast: ForecastSpec) -> PredictiveQueries:
+    """The load (the spec's query, its preset, or the server's default for the unit) and the capacity signals."""
+    server = SERVERS[forecast.server]
+    source, target = forecast.load, spec.target
+
+    def signal(preset: str) -> str:
+        return render_preset(
+            preset,
+            namespace=namespace,
+            kind=target.kind,
+            name=target.name,
+            model_name=source.model_name,
+            label_selector=source.label_selector,
+        ).value
+
+    load = render_source(
+        source,
+        namespace=namespace,
+        kind=target.kind,
+        name=target.name,
+        default_preset=server.load.get(forecast.capacity.unit),
+    )
+    return PredictiveQueries(load.value, load.freshness, signal(server.latency), signal(server.queue))
+
+
+@dataclass(frozen=True)
+class PredictiveSignals:
+    """What the predictive plan is made from, besides the target and the spec's metrics."""
+
+    lead_time: LeadTime
+    window_s: float
+    """How far ahead this cycle provisions: the lead time plus one interval."""
+    latency_s: float | None
+    queue: float | None
+    forecast: ForecastOutcome
+
+
+async def observe_predictive(
+    policy: PolicySnapshot,
+    spec: ScalingPolicySpec,
+    observed: ScaleObservation,
+    credentials: Credentials,
+    deps: Deps,
+    session: ForecastSession,
+    now: float,
+) -> PredictiveSignals:
+    forecast = spec.forecast
+    assert forecast is not None, "only for policies with spec.forecast"
+    queries = predictive_queries(policy.namespace, spec, forecast)
+
+    async def read(query: str | None) -> float | None:
+        if query is None:
+            return None
+        try:
+            return await deps.prometheus.query(spec.prometheus, credentials, query)
+        except MetricError:
+            return None  # a missing signal is None: it never grows the capacity nor calms a panic
+
+    lead_time, (latency, queue, age) = await asyncio.gather(
+        _lead_time(deps, policy.namespace, observed.selector, (policy.status or {}).get("leadTime"), forecast),
+        asyncio.gather(read(queries.latency), read(queries.queue), read(queries.load_freshness)),
+    )
+    window_s = lead_time.seconds + spec.interval_s
+    outcome = await _forecast(policy, spec, queries.load, credentials, deps, session, now, window_s, age)
+    return PredictiveSignals(lead_time, window_s, latency, queue, outcome)
+
+
+async def _lead_time(deps: Deps, namespace: str, selector: str, raw: Any, forecast: ForecastSpec) -> LeadTime:
+    """The lead time in force, with the start-ups of the target's pods added; the API failing keeps it."""
+    previous = LeadTime.from_status(raw if isinstance(raw, Mapping) else None, forecast.lead_time_s)
+    if not selector:  # without a selector every pod of the namespace would be counted
+        return previous
+    try:
+        pods = await deps.kube.list(PODS, namespace, selector)
+    except KubeError:
+        return previous
+    return learn_lead_time(previous, pods, forecast.lead_time_s)
+
+
+async def _forecast(
+    policy: PolicySnapshot,
+    spec: ScalingPolicySpec,
+    load_query: str,
+    credentials: Credentials,
+    deps: Deps,
+    session: ForecastSession,
+    now: float,
+    window_s: float,
+    sample_age_s: float | None,
+) -> ForecastOutcome:
+    assert spec.forecast is not None
+    sample_s, history_s = history_plan(spec.forecast.step_s, spec.forecast.history_s)
+    loop = session.loop_for(forecast_settings(spec.forecast, sample_s, history_s), load_query, history_s)
+
+    def fetch(start: float, end: float, step_s: float) -> Awaitable[RangeSamples]:
+        return deps.prometheus.range_query(
+            spec.prometheus, credentials, load_query, start=start, end=end, step_s=step_s
+        )
+
+    def refitted(seconds: float, model: str) -> None:
+        deps.metrics.observe_model_refit(policy.kind, policy.namespace, policy.name, model, seconds)
+
+    return await loop.cycle(
+        fetch, now, window_s, spec.prometheus.max_staleness_s, deps.forecast_processes, refitted, sample_age_s
+    )

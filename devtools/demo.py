@@ -1,4 +1,4 @@
-"""``infercast demo``: the operator scaling a simulated vLLM fleet, on this machine, in about 3 minutes.
+"""The demo (``make demo``): the operator scaling a simulated vLLM fleet, on this machine, in about 3 minutes.
 
 No cluster and no GPU: every piece but the fleet is the real thing, each in its own process:
 

@@ -10,7 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from controller.clients.servers import PRESETS, render_preset
+from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, render_preset
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:
@@ -88,3 +90,23 @@ def test_freshness_reads_every_series_a_preset_may_use() -> None:
     assert query is not None
     assert query.startswith("time() - max(")
     assert "kv_cache_usage_perc" in query and "gpu_cache_usage_perc" in query
+
+
+def test_the_crd_names_what_the_server_table_has() -> None:
+    """Adding a server is one table entry plus its names in the CRD's enums: this says which are missing."""
+    crd = yaml.safe_load((REPO / "crds" / "scalingpolicies.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    forecast = spec["forecast"]["properties"]
+    assert sorted(spec["metrics"]["items"]["properties"]["preset"]["enum"]) == sorted(PRESETS)
+    # A load is a rate: every server's load presets, and the mesh's request rate.
+    loads = {preset for server in SERVERS.values() for preset in server.load.values()} | {"istio-request-rate"}
+    assert sorted(forecast["load"]["properties"]["preset"]["enum"]) == sorted(loads)
+    assert forecast["server"]["enum"] == list(SERVERS)
+    assert forecast["capacity"]["properties"]["unit"]["enum"] == list(CAPACITY_UNITS)
+
+
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_every_server_names_its_own_presets_for_load_and_capacity_signals(server: str) -> None:
+    profile = SERVERS[server]  # type: ignore[index]
+    named = [*profile.load.values(), profile.latency, profile.queue]
+    assert all(name in profile.presets for name in named), named

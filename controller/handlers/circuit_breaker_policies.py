@@ -8,23 +8,14 @@ from typing import Any
 import kopf
 
 from controller.clients.refs import GROUP, VERSION
-from controller.handlers.daemons import TargetKey, claim, wake_daemon
+from controller.handlers.daemons import TargetKey, register_policy_kind
 from controller.handlers.traffic_daemon import run_traffic_policy
 from controller.traffic.circuit_breakers import KIND, reconcile_circuit_breakers
 
 PLURAL = "circuitbreakerpolicies"
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def circuit_breakers_by_target(
-    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
-) -> dict[TargetKey, tuple[str, str]]:
-    return claim(namespace or "", name, spec, meta)
-
-
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def spec_changed(memo: kopf.Memo, **_: Any) -> None:
-    wake_daemon(memo)
+register_policy_kind(PLURAL, claims_index="circuit_breakers_by_target")
 
 
 # Kopf passes the indexes as extra keyword arguments, which its DaemonFn protocol cannot express.

@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from controller.clients.refs import GROUP, VERSION
 from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, target_key
 from controller.reconcile.spec import MAX_INTERVAL_S, MIN_INTERVAL_S
 
@@ -44,6 +45,23 @@ def wake_daemon(memo: kopf.Memo) -> None:
     wakeup: asyncio.Event | None = memo.get("wakeup")
     if wakeup is not None:
         wakeup.set()
+
+
+async def _spec_changed(memo: kopf.Memo, **_: Any) -> None:
+    wake_daemon(memo)
+
+
+def _claim_of(
+    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
+) -> dict[TargetKey, tuple[str, str]]:
+    return claim(namespace or "", name, spec, meta)
+
+
+def register_policy_kind(plural: str, claims_index: str) -> None:
+    """The handlers every policy kind has besides its daemon: the index of its policies by target
+    (which the daemon receives as the keyword ``claims_index``) and the wake-up on a spec change."""
+    kopf.index(GROUP, VERSION, plural, id=claims_index)(_claim_of)
+    kopf.on.update(GROUP, VERSION, plural, field="spec", id=f"{plural}/spec-changed")(_spec_changed)
 
 
 async def sleep_until_next_cycle(stopped: kopf.DaemonStopped, wakeup: asyncio.Event, seconds: float) -> None:

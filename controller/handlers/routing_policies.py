@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from controller.clients.refs import GROUP, VERSION
-from controller.handlers.daemons import TargetKey, claim, wake_daemon
+from controller.handlers.daemons import TargetKey, register_policy_kind
 from controller.handlers.traffic_daemon import run_traffic_policy
 from controller.reconcile.cycle import target_key
 from controller.traffic.routing_weights import KIND, reconcile_routing
@@ -18,11 +18,7 @@ from controller.traffic.routing_weights import KIND, reconcile_routing
 PLURAL = "routingpolicies"
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def routing_policies_by_target(
-    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
-) -> dict[TargetKey, tuple[str, str]]:
-    return claim(namespace or "", name, spec, meta)
+register_policy_kind(PLURAL, claims_index="routing_policies_by_target")
 
 
 @kopf.index(GROUP, VERSION, "scalingpolicies")
@@ -35,11 +31,6 @@ def forecast_replicas_by_workload(
         return None
     key = target_key(namespace or "", spec)
     return {key: float(desired)} if key else None
-
-
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def spec_changed(memo: kopf.Memo, **_: Any) -> None:
-    wake_daemon(memo)
 
 
 # Kopf passes the indexes as extra keyword arguments, which its DaemonFn protocol cannot express.

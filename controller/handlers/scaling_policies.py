@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from controller.clients.refs import GROUP, VERSION
-from controller.handlers.daemons import Claims, TargetKey, claim, older_claims, run_cycles, wake_daemon
+from controller.handlers.daemons import Claims, TargetKey, older_claims, register_policy_kind, run_cycles
 from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, target_key
 from controller.scaling.cycle import KIND, OtherWriters, reconcile_scaling
 from controller.scaling.forecast_loop import ForecastSession
@@ -24,22 +24,13 @@ from controller.scaling.forecast_loop import ForecastSession
 PLURAL = "scalingpolicies"
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def policies_by_target(
-    namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
-) -> dict[TargetKey, tuple[str, str]]:
-    return claim(namespace or "", name, spec, meta)
+register_policy_kind(PLURAL, claims_index="policies_by_target")
 
 
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
 def hpas_by_target(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[TargetKey, str] | None:
     key = target_key(namespace or "", {"targetRef": spec.get("scaleTargetRef") or {}})
     return {key: name} if key else None
-
-
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def spec_changed(memo: kopf.Memo, **_: Any) -> None:
-    wake_daemon(memo)
 
 
 # Kopf passes the indexes as extra keyword arguments, which its DaemonFn protocol cannot express.

@@ -10,7 +10,7 @@ schema change or written with validation off.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from controller.clients.refs import PrometheusSpec, SecretKeyRef, TargetRef
 from controller.clients.servers import PRESETS, MetricSource
@@ -23,6 +23,14 @@ MAX_INTERVAL_S = 3600
 
 
 T = TypeVar("T")
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+NamedT = TypeVar("NamedT", bound=Named)
 
 
 def guarded_parse(parse: Callable[[Mapping[str, Any]], T], spec: Mapping[str, Any]) -> T:
@@ -109,3 +117,16 @@ def parse_metric_source(raw: Mapping[str, Any], where: str, reason: str, *, requ
 
 def _optional_text(value: object) -> str | None:
     return str(value) if value else None
+
+
+def parse_named_list(
+    raw: Any, parse: Callable[[Mapping[str, Any]], NamedT], *, what: str, empty_reason: str, duplicate_reason: str
+) -> tuple[NamedT, ...]:
+    """A non-empty list of ``what`` (e.g. ``metric``) whose names are unique, each parsed by ``parse``."""
+    if not raw:
+        raise SpecError(empty_reason, f"at least one {what} is required")
+    items = tuple(parse(item) for item in raw)
+    names = [item.name for item in items]
+    if len(set(names)) != len(names):
+        raise SpecError(duplicate_reason, f"{what} names must be unique, got {names}")
+    return items

@@ -22,6 +22,7 @@ from controller.reconcile.spec import (
     parse_interval,
     parse_metric_source,
     parse_mode,
+    parse_named_list,
     parse_prometheus,
     parse_target_ref,
 )
@@ -81,13 +82,9 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
     mode = parse_mode(spec)
     interval = parse_interval(spec)
 
-    metrics_raw = spec.get("metrics") or []
-    if not metrics_raw:
-        raise SpecError("NoMetrics", "at least one metric is required")
-    metrics = tuple(_parse_metric(m) for m in metrics_raw)
-    names = [m.name for m in metrics]
-    if len(set(names)) != len(names):
-        raise SpecError("DuplicateMetric", f"metric names must be unique, got {names}")
+    metrics = parse_named_list(
+        spec.get("metrics"), _parse_metric, what="metric", empty_reason="NoMetrics", duplicate_reason="DuplicateMetric"
+    )
 
     return ScalingPolicySpec(
         target=target,

@@ -20,6 +20,7 @@ from controller.reconcile.spec import (
     guarded_parse,
     parse_interval,
     parse_mode,
+    parse_named_list,
     parse_prometheus,
     parse_target_ref,
 )
@@ -172,14 +173,13 @@ def _parse_routing(spec: Mapping[str, Any]) -> RoutingPolicySpec:
 
 
 def _parse_backends(spec: Mapping[str, Any]) -> tuple[BackendSpec, ...]:
-    raw = spec.get("backends") or []
-    if not raw:
-        raise SpecError("NoBackends", "at least one backend is required")
-    backends = tuple(_parse_backend(b) for b in raw)
-    names = [b.name for b in backends]
-    if len(set(names)) != len(names):
-        raise SpecError("InvalidBackend", f"backend names must be unique, got {names}")
-    return backends
+    return parse_named_list(
+        spec.get("backends"),
+        _parse_backend,
+        what="backend",
+        empty_reason="NoBackends",
+        duplicate_reason="InvalidBackend",
+    )
 
 
 def _parse_backend(raw: Mapping[str, Any]) -> BackendSpec:

@@ -1,16 +1,38 @@
-"""The ``infercast`` command.
+"""The ``infercast`` command: ``run`` (the operator), ``explain`` (a policy's decisions, for a person)
+and ``backtest`` (our policy against the HPA and the KPA on a request trace).
 
 ``infercast run`` starts the operator with our handlers and settings (Kopf underneath, but the
 user never needs to know which file to point ``kopf run`` at). Decision records go to stdout,
 one JSON object per line; the operator's own log goes to stderr.
+
+Every mistake a user can make (a missing or unreadable file, bad YAML, a CSV that is no trace, a
+cluster that cannot be reached, an optional dependency not installed) is one line on stderr and
+exit code 2, never a traceback: the commands raise :class:`~controller.errors.InfercastError` for
+them, and :func:`main` prints it. A traceback means a bug.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
+
+from controller.errors import InfercastError, InputError
+
+#: What each command needs beyond the operator's dependencies, and the extra that installs it.
+EXTRAS = {"backtest": ("backtest", ("matplotlib", "tqdm"))}
+
+ENVIRONMENT = """environment:
+  KUBECONFIG                    kubeconfig of run and explain (default ~/.kube/config; in a pod: its service account)
+  INFERCAST_IO_THREADS          threads for Kubernetes and Prometheus calls of run (default 32)
+  INFERCAST_FORECAST_PROCESSES  worker processes for forecast model refits of run (default 2; 0: a thread)"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every option's help; descriptions and epilogs kept as written."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -37,70 +59,30 @@ def _run(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     import asyncio
 
-    from controller.clients.kube import Kube, KubeError, load_api_client
+    from controller.clients.kube import Kube, load_api_client
     from controller.observability.explain import KINDS, decision_lines, explain, read_status
 
     namespace, _, name = args.policy.partition("/")
     if not namespace or not name:
-        print("infercast explain: give the policy as NAMESPACE/NAME", file=sys.stderr)
-        return 2
+        raise InputError("BadPolicyName", "give the policy as NAMESPACE/NAME")
     kind = KINDS[args.kind].kind
     decisions = []
     if args.log:
-        with open(args.log, errors="replace") if args.log != "-" else contextlib.nullcontext(sys.stdin) as log:
-            decisions = decision_lines(log, kind, args.policy)
+        try:
+            with open(args.log, errors="replace") if args.log != "-" else contextlib.nullcontext(sys.stdin) as log:
+                decisions = decision_lines(log, kind, args.policy)
+        except OSError as exc:
+            raise InputError("UnreadableLog", f"cannot read {args.log}: {exc.strerror or exc}") from exc
     try:
         obj = asyncio.run(read_status(Kube(load_api_client(args.kubeconfig)), kind, namespace, name))
-    except KubeError as exc:
-        print(f"infercast explain: cannot read {kind} {args.policy}: {exc}", file=sys.stderr)
-        if not decisions:
-            return 1
+    except InfercastError as exc:
+        if not args.log:
+            raise
+        # The log alone is a complete answer: say what is missing and go on without the status.
+        print(f"infercast explain: status not read ({exc.message}); from the log only", file=sys.stderr)
         obj = None
     print(explain(kind, namespace, name, obj, decisions, limit=args.limit), end="")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="infercast",
-        description="Predictive scaling, circuit breakers and routing for GPU inference services on Kubernetes.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    run = commands.add_parser("run", help="run the operator")
-    run.add_argument(
-        "-n", "--namespace", action="append", help="watch only this namespace (repeatable); default: all namespaces"
-    )
-    run.add_argument("--standalone", action="store_true", help="no Kopf peering (a single operator replica)")
-    run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
-    run.add_argument(
-        "--metrics-port", type=int, default=8080, help="serve Prometheus metrics on this port (default 8080; 0: off)"
-    )
-    run.add_argument(
-        "--metrics-address",
-        default="0.0.0.0",
-        help="address to serve metrics on (default 0.0.0.0, as a pod needs; 127.0.0.1 on a shared machine)",
-    )
-    run.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the operator log")
-    verbosity = run.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="store_true")
-    verbosity.add_argument("-q", "--quiet", action="store_true")
-    run.set_defaults(func=_run)
-
-    explain = commands.add_parser("explain", help="what a policy saw, decided and why, as a timeline")
-    explain.add_argument("policy", metavar="NAMESPACE/POLICY")
-    explain.add_argument("--kind", choices=("sp", "cbp", "rp"), default="sp", help="policy kind (default sp)")
-    explain.add_argument("--log", metavar="FILE", help="the operator's log (decision lines among others); - for stdin")
-    explain.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config or in-cluster")
-    explain.add_argument("--limit", type=int, default=20, help="show the last N decisions of the log (default 20)")
-    explain.set_defaults(func=_explain)
-
-    backtest = commands.add_parser("backtest", help="our policy, the HPA and the KPA closed-loop on a request trace")
-    from controller.backtest.run import add_arguments
-
-    add_arguments(backtest)
-    backtest.set_defaults(func=_backtest)
-    return parser
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -109,9 +91,93 @@ def _backtest(args: argparse.Namespace) -> int:
     return backtest_main(args)
 
 
+def require_extra(command: str, *, skip: Sequence[str] = ()) -> None:
+    """Fail at once, in one line, when ``command`` needs a package its extra installs and it is missing."""
+    if command not in EXTRAS:
+        return
+    extra, modules = EXTRAS[command]
+    missing = [m for m in modules if m not in skip and not _importable(m)]
+    if missing:
+        raise InputError("MissingExtra", f"needs {', '.join(missing)}: pip install 'infercast[{extra}]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infercast",
+        description="Predictive scaling, circuit breakers and routing for GPU inference services on Kubernetes.",
+        epilog=ENVIRONMENT,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('infercast')}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator", epilog=ENVIRONMENT, formatter_class=HelpFormatter)
+    run.add_argument(
+        "-n", "--namespace", action="append", help="watch only this namespace (repeatable); unset: all namespaces"
+    )
+    run.add_argument("--standalone", action="store_true", help="no Kopf peering (a single operator replica)")
+    run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--metrics-port", type=int, default=8080, help="serve Prometheus metrics on this port (0: off)")
+    run.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="address to serve metrics on (0.0.0.0 as a pod needs; 127.0.0.1 on a shared machine)",
+    )
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the operator log")
+    verbosity = run.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    run.set_defaults(func=_run)
+
+    explain = commands.add_parser(
+        "explain",
+        help="what a policy saw, decided and why, as a timeline",
+        description="The policy's conditions and what it learned (read from the cluster), and a timeline of its "
+        "decisions (from the operator's log with --log; without it, the last decision kept in the status). "
+        "With --log the cluster is optional.",
+        epilog=ENVIRONMENT,
+        formatter_class=HelpFormatter,
+    )
+    explain.add_argument("policy", metavar="NAMESPACE/POLICY")
+    explain.add_argument("--kind", choices=("sp", "cbp", "rp"), default="sp", help="policy kind")
+    explain.add_argument("--log", metavar="FILE", help="the operator's log (decision lines among others); - for stdin")
+    explain.add_argument("--kubeconfig", metavar="FILE", help="unset: $KUBECONFIG, ~/.kube/config or in-cluster")
+    explain.add_argument("--limit", type=int, default=20, help="show the last N decisions of the log")
+    explain.set_defaults(func=_explain)
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="our policy, the HPA and the KPA closed-loop on a request trace",
+        description="Runs a ScalingPolicy's predictive policy and reactive baselines closed-loop on a request trace "
+        "(or a request rate replayed from Prometheus) and writes decisions.csv, summary.md/json, windows.csv "
+        "and backtest.png. Needs the backtest extra: pip install 'infercast[backtest]'.",
+        formatter_class=HelpFormatter,
+    )
+    from controller.backtest.run import add_arguments
+
+    add_arguments(backtest)
+    backtest.set_defaults(func=_backtest)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        require_extra(args.command, skip=("matplotlib",) if getattr(args, "no_plot", False) else ())
+        return int(args.func(args))
+    except InfercastError as exc:
+        # An input's message says it all; a spec's reason is a documented code worth showing.
+        detail = exc.message if isinstance(exc, InputError) else f"{exc.reason}: {exc.message}"
+        print(f"infercast {args.command}: {detail}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

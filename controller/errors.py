@@ -33,5 +33,9 @@ class SpecError(InfercastError):
     """The policy cannot be acted on as written: a person must change its spec (or what it names)."""
 
 
+class InputError(InfercastError):
+    """A file or an argument given to a command cannot be used (missing, unreadable, of the wrong shape)."""
+
+
 class TargetError(InfercastError):
     """The target cannot be observed or changed as the spec asks: missing, of the wrong kind, or owned by another."""

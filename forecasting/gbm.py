@@ -2,23 +2,27 @@
 
 One model serves every horizon (the horizon is a feature and training rows are stacked across
 horizons), which keeps fitting to one mean model plus one model per upper quantile instead of one
-per horizon each. It is the expensive option (about a second per fit): it runs off the hot path,
-and the selector only picks it where its backtest earns it.
+per horizon each. It is the expensive option (about a second per fit): it runs off the hot path, and no spec of the
+operator selects it (it is benchmarked against the cheap models). scikit-learn is therefore an
+optional dependency (``pip install 'infercast[gbm]'``), imported by :meth:`fit` only: importing it
+would cost the operator about two seconds at every start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from forecasting.base import Forecast, future_index, make_forecast
 from forecasting.intervals import residual_quantiles
 from forecasting.regression import DirectHorizonModel
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
 
 class GradientBoostingForecaster(DirectHorizonModel):
@@ -61,6 +65,12 @@ class GradientBoostingForecaster(DirectHorizonModel):
             return self._fit(y)
 
     def _fit(self, y: pd.Series) -> Self:
+        try:
+            from sklearn.ensemble import HistGradientBoostingRegressor
+        except ImportError as error:
+            raise ImportError(
+                "GradientBoostingForecaster needs scikit-learn, an optional dependency: pip install 'infercast[gbm]'"
+            ) from error
         clean = self._learn_history(y)
         values, spec = clean.values.to_numpy(), self.spec_
         origins = np.arange(spec.warmup(self.max_horizon), len(values) - self.max_horizon)

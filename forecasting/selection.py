@@ -38,7 +38,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
+from scipy.special import stdtrit  # the Student t quantile; scipy.stats would cost seconds of import
 
 from forecasting.base import Forecast, Forecaster, NotFittedError, check_request, clone, make_forecast
 from forecasting.hygiene import regularize
@@ -403,7 +403,7 @@ def beats(challenger: np.ndarray, incumbent: np.ndarray, min_improvement: float,
     if len(difference) < 2:
         return True
     spread = float(np.std(difference, ddof=1)) / math.sqrt(len(difference))
-    return mean + float(student_t.ppf(1 - significance, len(difference) - 1)) * spread < 0
+    return mean + float(stdtrit(len(difference) - 1, 1 - significance)) * spread < 0
 
 
 def _ratio(values: np.ndarray, baseline: float) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 import requests
 
 from controller.backtest.trace import TokenProfile, Trace, load_trace, synthesize
+from controller.errors import InputError
 
 
 def _seconds(value: str | None, default: float) -> float:
@@ -25,23 +26,32 @@ def _seconds(value: str | None, default: float) -> float:
     try:
         return float(value)
     except ValueError:
+        pass
+    try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise InputError("BadTime", f"{value!r} is neither Unix seconds nor an RFC 3339 time") from exc
 
 
 def fetch_rate(url: str, query: str, start: float, end: float, step_s: float, timeout_s: float = 30.0) -> np.ndarray:
-    """The query's values on the ``step_s`` grid from ``start`` to ``end``; NaN where Prometheus has none."""
-    response = requests.get(
-        f"{url.rstrip('/')}/api/v1/query_range",
-        params={"query": query, "start": str(start), "end": str(end), "step": str(step_s)},
-        timeout=timeout_s,
-    )
-    response.raise_for_status()
-    body = response.json()
+    """The query's values on the ``step_s`` grid from ``start`` to ``end``; NaN where Prometheus has none.
+
+    Every way this fails is the user's to fix (the URL, the query), so it is an :class:`InputError`.
+    """
+    try:
+        response = requests.get(
+            f"{url.rstrip('/')}/api/v1/query_range",
+            params={"query": query, "start": str(start), "end": str(end), "step": str(step_s)},
+            timeout=timeout_s,
+        )
+        body = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise InputError("PrometheusUnreachable", f"no Prometheus API answer from {url}: {type(exc).__name__}") from exc
     if body.get("status") != "success":
-        raise ValueError(f"Prometheus refused the query: {body.get('error')}")
+        raise InputError("QueryRejected", f"Prometheus refused the query: {body.get('error')}")
     result = body["data"]["result"]
     if len(result) != 1:
-        raise ValueError(f"the query must return exactly one series (sum it), got {len(result)}")
+        raise InputError("AmbiguousResult", f"the query must return exactly one series (sum it), got {len(result)}")
     grid = np.full(int((end - start) // step_s) + 1, np.nan)
     for stamp, value in result[0]["values"]:
         slot = round((float(stamp) - start) / step_s)

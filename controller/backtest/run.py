@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
 
 import yaml
 
@@ -24,7 +21,7 @@ from controller.backtest.predictive import PredictiveController
 from controller.backtest.score import SloTargets, Summary, markdown, summarize, window_table
 from controller.backtest.simulate import Controller, Run, simulate
 from controller.backtest.trace import Trace, load_trace
-from controller.errors import SpecError
+from controller.errors import InputError, SpecError
 from controller.scaling.forecast_spec import ForecastSpec
 from controller.scaling.settings import forecast_settings, predictive_min_replicas, predictive_settings
 from controller.scaling.spec import ScalingPolicySpec, parse_scaling_policy
@@ -70,7 +67,12 @@ ENGINE_FLAG_HELP = {
 
 def load_policy(path: Path) -> ScalingPolicySpec:
     """A ScalingPolicy manifest (or just its spec); refused without ``spec.forecast``."""
-    document = yaml.safe_load(path.read_text())
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError("UnreadablePolicy", f"cannot read the policy {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError("BadYAML", f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(document, dict):
         raise SpecError("InvalidSpec", f"{path}: not a YAML object")
     spec = parse_scaling_policy(document.get("spec", document))
@@ -102,25 +104,6 @@ def initial_replicas(spec: ScalingPolicySpec) -> int:
     return max(1, spec.min_replicas)
 
 
-class ProgressBar:
-    """A one-line bar on ``stream``, redrawn at most every 0.2 s."""
-
-    def __init__(self, label: str, total: float, stream: TextIO) -> None:
-        self.label, self.total, self.stream = label, max(total, 1.0), stream
-        self._drawn = 0.0
-
-    def __call__(self, done: float) -> None:
-        now = time.monotonic()
-        if now - self._drawn < 0.2 and done < self.total:
-            return
-        self._drawn = now
-        filled = int(30 * done / self.total)
-        self.stream.write(f"\r{self.label:<10} [{'#' * filled}{'.' * (30 - filled)}] {100 * done / self.total:5.1f}%")
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def run_backtest(
     trace: Trace,
     spec: ScalingPolicySpec,
@@ -128,11 +111,16 @@ def run_backtest(
     out: Path,
     *,
     baselines: tuple[str, ...] = ("hpa", "kpa"),
-    progress: bool = False,
+    progress: bool | None = None,
     plot: bool = True,
     slo: SloTargets | None = None,
 ) -> list[Summary]:
-    """Run our policy and the baselines, write every output, return the summaries (ours first)."""
+    """Run our policy and the baselines, write every output, return the summaries (ours first).
+
+    ``progress``: a bar per run on stderr (tqdm's) when True, none when False, on a TTY only when None.
+    """
+    from tqdm import tqdm  # the backtest extra's, as matplotlib is: the CLI checks both before it starts
+
     forecast = spec.forecast or ForecastSpec()
     slo = slo or SloTargets(ttft_s=forecast.slo.ttft_s, tpot_s=forecast.slo.tpot_s)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,10 +133,22 @@ def run_backtest(
     runs: list[Run] = []
     horizon = trace.horizon_s(slo.window_s)
     for controller, initial in controllers:
-        bar = ProgressBar(controller.name, horizon, sys.stderr) if progress else None
-        run = simulate(
-            trace, controller, params, initial_replicas=initial, max_replicas=spec.max_replicas, progress=bar
-        )
+        # tqdm draws on a TTY by default (progress None) and never elsewhere unless asked (True).
+        with tqdm(
+            total=horizon,
+            desc=controller.name,
+            unit="s",
+            unit_scale=True,
+            disable=None if progress is None else not progress,
+        ) as bar:
+            run = simulate(
+                trace,
+                controller,
+                params,
+                initial_replicas=initial,
+                max_replicas=spec.max_replicas,
+                progress=lambda done: bar.update(done - bar.n),
+            )
         runs.append(run)
         summaries.append(summarize(run, controller.name, slo))
     _write_decisions(out / "decisions.csv", runs[0])
@@ -170,18 +170,18 @@ def _write_decisions(path: Path, run: Run) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``infercast backtest``; a user's mistake raises :class:`InfercastError`, which the CLI prints in one line."""
     params = EngineParams(**{name: getattr(args, name) for name in asdict(EngineParams())})
-    try:
-        spec = load_policy(args.policy)
-    except SpecError as exc:
-        print(f"infercast backtest: {exc.reason}: {exc.message}", file=sys.stderr)
-        return 2
+    names = tuple(name for name in args.baselines.split(",") if name)
+    unknown = [name for name in names if name not in ("hpa", "kpa")]
+    if unknown:
+        raise InputError("UnknownBaseline", f"unknown baseline(s) {', '.join(unknown)}; known: hpa, kpa")
+    spec = load_policy(args.policy)
     if args.trace is not None:
         trace = load_trace(args.trace)
     else:
         if not args.query:
-            print("infercast backtest: --prometheus needs --query", file=sys.stderr)
-            return 2
+            raise InputError("MissingQuery", "--prometheus needs --query")
         from controller.backtest.replay import trace_from_prometheus
 
         trace = trace_from_prometheus(
@@ -193,12 +193,6 @@ def main(args: argparse.Namespace) -> int:
             tokens_from=args.tokens_from,
             seed=args.seed,
         )
-    show = args.progress or sys.stderr.isatty()
-    names = tuple(name for name in args.baselines.split(",") if name)
-    unknown = [name for name in names if name not in ("hpa", "kpa")]
-    if unknown:
-        print(f"infercast backtest: unknown baseline(s) {', '.join(unknown)}", file=sys.stderr)
-        return 2
-    run_backtest(trace, spec, params, args.out, baselines=names, progress=show, plot=not args.no_plot)
+    run_backtest(trace, spec, params, args.out, baselines=names, progress=args.progress or None, plot=not args.no_plot)
     print((args.out / "summary.md").read_text(), end="")
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from controller.backtest.engine import Request
+from controller.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,28 @@ class Trace:
         return Trace(self.name, self.arrival_s[keep], self.prompt_tokens[keep], self.output_tokens[keep])
 
 
+#: The columns of the Azure LLM trace schema.
+TRACE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
 def load_trace(path: str | Path) -> Trace:
-    """Read an Azure LLM trace (plain or gzipped CSV)."""
+    """Read an Azure LLM trace (plain or gzipped CSV); :class:`InputError` when the file cannot be one."""
     path = Path(path)
-    frame = pd.read_csv(path, usecols=["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError("UnreadableTrace", f"cannot read the trace {path}: {exc}") from exc
+    missing = [column for column in TRACE_COLUMNS if column not in frame.columns]
+    if missing:
+        raise InputError("NotATrace", f"{path} is not an Azure LLM trace: it lacks the column(s) {', '.join(missing)}")
     if frame.empty:
-        raise ValueError(f"{path}: no requests")
-    stamps = pd.to_datetime(frame["TIMESTAMP"], format="mixed")
+        raise InputError("EmptyTrace", f"{path}: no requests")
+    try:
+        stamps = pd.to_datetime(frame["TIMESTAMP"], format="mixed")
+        frame["ContextTokens"].to_numpy(dtype=np.int64)
+        frame["GeneratedTokens"].to_numpy(dtype=np.int64)
+    except (ValueError, TypeError) as exc:
+        raise InputError("NotATrace", f"{path}: a TIMESTAMP or token count is not readable: {exc}") from exc
     seconds = (stamps - stamps.iloc[0]).dt.total_seconds().to_numpy(dtype=float)
     order = np.argsort(seconds, kind="stable")
     name = path.name.removesuffix(".gz").removesuffix(".csv")

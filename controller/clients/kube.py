@@ -21,11 +21,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from controller.clients.refs import ObjectRef
-from controller.errors import InfercastError
+from controller.errors import InfercastError, InputError
 
 #: Statuses the same request may not meet again: no answer, a conflict, throttling, a server error.
 TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
@@ -82,15 +83,22 @@ SECRETS = Resource("", "v1", "secrets", "Secret", namespaced=True)
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 
 
+class KubeconfigError(InputError):
+    """No credentials for the API: no usable kubeconfig, and not in a pod."""
+
+
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """Credentials from the pod's service account when in a cluster, else from a kubeconfig."""
     configuration = client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(
-            config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration
-        )
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
+    except (config.ConfigException, OSError) as exc:
+        raise KubeconfigError("NoKubeconfig", f"no usable kubeconfig: {exc}") from exc
     return client.ApiClient(configuration)
 
 
@@ -132,8 +140,8 @@ class Kube:
             response.read()
         except ApiException as exc:
             raise _error_from(exc) from exc
-        except OSError as exc:  # urllib3 wraps most; anything left is a network failure
-            raise KubeError(0, "Unreachable", str(exc)) from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # no answer: refused, reset, timed out
+            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
         if response.status >= 400:
             raise _error_from_body(response.status, response.data)
         if not response.data:

@@ -25,7 +25,15 @@ from typing import Any
 import yaml
 from grafana_foundation_sdk.builders import dashboard, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DynamicConfigValue,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+
+from controller.clients.servers import vllm_series
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = REPO_ROOT / "dashboards"
@@ -33,14 +41,35 @@ CONFIGMAPS = REPO_ROOT / "deploy" / "06-grafana-dashboards.yaml"
 CONFIGMAP_NAMESPACE = "infercast-system"
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-POLICY = 'namespace=~"$namespace", policy=~"$policy"'
+#: Every series is narrowed to the chosen clusters; "All" (the default) is ``.*``, which also matches a
+#: Prometheus whose series carry no ``cluster`` label at all (one cluster, no Thanos or federation).
+CLUSTER = 'cluster=~"$cluster"'
+POLICY = f'{CLUSTER}, namespace=~"$namespace", policy=~"$policy"'
 # The pods of a Deployment (name-<hash>-<suffix>) or a StatefulSet (name-<ordinal>), as the presets match them.
-PODS = 'namespace=~"$namespace", pod=~"$workload-[a-z0-9]{5,10}-[a-z0-9]{5}|$workload-[0-9]+"'
+POD_PATTERN = "$workload-[a-z0-9]{5,10}-[a-z0-9]{5}|$workload-[0-9]+"
+PODS = f'{CLUSTER}, namespace=~"$namespace", pod=~"{POD_PATTERN}"'
+#: DCGM's exporter runs in its own pod: a scrape that keeps its labels (``honorLabels`` off, the usual
+#: ServiceMonitor) names the GPU's workload pod ``exported_pod`` (and ``exported_namespace``).
+EXPORTED_PODS = f'{CLUSTER}, exported_namespace=~"$namespace", exported_pod=~"{POD_PATTERN}"'
 
 
 def vllm(metric: str) -> str:
     """A vLLM series of the workload's pods, under either spelling of vLLM's names (``vllm:`` or ``vllm_``)."""
-    return f'{{__name__=~"vllm[:_]{metric}", {PODS}}}'
+    return vllm_series(metric, PODS)
+
+
+def dcgm_gpu_utilization() -> tuple[Query, ...]:
+    """Per workload pod, the GPU utilisation, whether the scrape kept the ``pod`` label or renamed it."""
+    return (
+        Query(f"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{{{PODS}}})", "GPU {{pod}}"),
+        Query(f"avg by (exported_pod) (DCGM_FI_DEV_GPU_UTIL{{{EXPORTED_PODS}}})", "GPU {{exported_pod}}"),
+    )
+
+
+def operator_quantile(quantile: float, bucket: str, by: str = "") -> str:
+    """A quantile of one of the operator's own histograms over the chosen clusters, per ``by`` when given."""
+    labels = f"le, {by}" if by else "le"
+    return f"histogram_quantile({quantile}, sum by ({labels}) (rate({bucket}{{{CLUSTER}}}[$__rate_interval])))"
 
 
 def counted_in_last(counter: str, window: str = "1m") -> str:
@@ -55,8 +84,11 @@ def counted_in_last(counter: str, window: str = "1m") -> str:
 
 @dataclass(frozen=True)
 class Query:
+    """One series of a panel; ``unit`` set puts it on a second axis, on the right, in that unit."""
+
     expr: str
     legend: str
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +232,7 @@ FLEET = Board(
             "GPU utilisation from NVIDIA's DCGM exporter, and vLLM's KV-cache usage, per pod.",
             "percent",
             (
-                Query(f"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{{{PODS}}})", "GPU {{pod}}"),
+                *dcgm_gpu_utilization(),
                 Query(
                     "100 * avg by (pod) (" + vllm("(kv|gpu)_cache_usage_perc") + ")",
                     "KV cache {{pod}}",
@@ -240,12 +272,27 @@ TRAFFIC = Board(
             (Query(f"infercast_flagged_backends{{{POLICY}}}", "{{policy}}"),),
         ),
         Panel(
-            "Outlier thresholds and connection pool",
-            "The outlierDetection and connectionPool values the policy applies to each backend, by field.",
+            "Outlier thresholds: consecutive errors and ejection limits",
+            "The consecutive 5xx and gateway errors that eject a host (left), and the most hosts that may be ejected "
+            "and the least that must stay healthy (right, percent), per backend.",
             "short",
             (
-                Query(f"infercast_outlier_setting{{{POLICY}}}", "{{backend}} {{setting}}"),
-                Query(f"infercast_connection_pool_setting{{{POLICY}}}", "{{backend}} {{setting}}"),
+                Query(f'infercast_outlier_setting{{{POLICY}, setting=~"consecutive.*"}}', "{{backend}} {{setting}}"),
+                Query(
+                    f'infercast_outlier_setting{{{POLICY}, setting=~".*Percent"}}',
+                    "{{backend}} {{setting}}",
+                    unit="percent",
+                ),
+            ),
+        ),
+        Panel(
+            "Outlier timing and connection pool",
+            "The sweep interval and base ejection time of outlier detection (left, seconds), and the connection "
+            "pool's request, pending and retry limits (right), per backend.",
+            "s",
+            (
+                Query(f'infercast_outlier_setting{{{POLICY}, setting=~".*Seconds"}}', "{{backend}} {{setting}}"),
+                Query(f"infercast_connection_pool_setting{{{POLICY}}}", "{{backend}} {{setting}}", unit="short"),
             ),
         ),
         Panel(
@@ -268,13 +315,11 @@ OPERATOR = Board(
             "s",
             (
                 Query(
-                    "histogram_quantile(0.5, sum by (le, kind) (rate(infercast_reconcile_duration_seconds_bucket"
-                    "[$__rate_interval])))",
+                    operator_quantile(0.5, "infercast_reconcile_duration_seconds_bucket", "kind"),
                     "p50 {{kind}}",
                 ),
                 Query(
-                    "histogram_quantile(0.95, sum by (le, kind) (rate(infercast_reconcile_duration_seconds_bucket"
-                    "[$__rate_interval])))",
+                    operator_quantile(0.95, "infercast_reconcile_duration_seconds_bucket", "kind"),
                     "p95 {{kind}}",
                 ),
             ),
@@ -292,17 +337,19 @@ OPERATOR = Board(
         ),
         Panel(
             "Prometheus query errors",
-            "Share of requests to Prometheus that gave no usable value, and errors per second by reason.",
+            "Share of requests to Prometheus that gave no usable value (left), and errors per second by reason "
+            "(right).",
             "percentunit",
             (
                 Query(
-                    "(sum(rate(infercast_prometheus_query_errors_total[$__rate_interval])) or vector(0))"
-                    " / sum(rate(infercast_prometheus_query_duration_seconds_count[$__rate_interval]))",
+                    f"(sum(rate(infercast_prometheus_query_errors_total{{{CLUSTER}}}[$__rate_interval])) or vector(0))"
+                    f" / sum(rate(infercast_prometheus_query_duration_seconds_count{{{CLUSTER}}}[$__rate_interval]))",
                     "error ratio",
                 ),
                 Query(
-                    "sum by (reason) (rate(infercast_prometheus_query_errors_total[$__rate_interval]))",
-                    "{{reason}} /s",
+                    f"sum by (reason) (rate(infercast_prometheus_query_errors_total{{{CLUSTER}}}[$__rate_interval]))",
+                    "{{reason}}",
+                    unit="reqps",
                 ),
             ),
         ),
@@ -312,8 +359,7 @@ OPERATOR = Board(
             "s",
             (
                 Query(
-                    "histogram_quantile(0.95, sum by (le) (rate(infercast_prometheus_query_duration_seconds_bucket"
-                    "[$__rate_interval])))",
+                    operator_quantile(0.95, "infercast_prometheus_query_duration_seconds_bucket"),
                     "p95",
                 ),
             ),
@@ -327,26 +373,29 @@ OPERATOR = Board(
         ),
         Panel(
             "Model refit cost",
-            "CPU seconds per second spent refitting forecasting models, and each policy's latest refit.",
-            "s",
+            "Cores busy refitting forecasting models (CPU seconds per second, left), and each policy's latest refit "
+            "(seconds, right).",
+            "short",
             (
                 Query(
-                    "sum by (model) (rate(infercast_model_refit_duration_seconds_sum[$__rate_interval]))",
-                    "{{model}} s/s",
+                    f"sum by (model) (rate(infercast_model_refit_duration_seconds_sum{{{CLUSTER}}}[$__rate_interval]))",
+                    "{{model}} CPU cores",
                 ),
-                Query(f"infercast_model_last_refit_duration_seconds{{{POLICY}}}", "{{policy}} {{model}} last"),
+                Query(
+                    f"infercast_model_last_refit_duration_seconds{{{POLICY}}}", "{{policy}} {{model}} last", unit="s"
+                ),
             ),
         ),
         Panel(
             "Operator CPU and memory",
-            "CPU seconds per second and resident memory of the operator process.",
+            "Cores the operator process uses (CPU seconds per second, left) and its resident memory (right).",
             "short",
             (
                 Query(
-                    'rate(process_cpu_seconds_total{job=~"$job"}[$__rate_interval])',
-                    "CPU {{instance}}",
+                    f'rate(process_cpu_seconds_total{{{CLUSTER}, job=~"$job"}}[$__rate_interval])',
+                    "CPU cores {{instance}}",
                 ),
-                Query('process_resident_memory_bytes{job=~"$job"} / 2^30', "memory GiB {{instance}}"),
+                Query(f'process_resident_memory_bytes{{{CLUSTER}, job=~"$job"}}', "memory {{instance}}", unit="bytes"),
             ),
         ),
     ),
@@ -373,13 +422,19 @@ def _variables(
         )
         return variable.regex(regex) if regex else variable
 
+    cluster = (
+        query("cluster", "Cluster", "label_values(infercast_decisions_total, cluster)", many=True)
+        .all_value(".*")
+        .current(VariableOption(selected=True, text="All", value="$__all"))
+    )
     variables: list[dashboard.DatasourceVariable | dashboard.QueryVariable | dashboard.TextBoxVariable] = [
         dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus"),
-        query("namespace", "Namespace", "label_values(infercast_decisions_total, namespace)", many=multi),
+        cluster,
+        query("namespace", "Namespace", f"label_values(infercast_decisions_total{{{CLUSTER}}}, namespace)", many=multi),
         query(
             "policy",
             "Policy",
-            'label_values(infercast_decisions_total{namespace=~"$namespace"}, policy)',
+            f'label_values(infercast_decisions_total{{{CLUSTER}, namespace=~"$namespace"}}, policy)',
             many=multi,
         ),
     ]
@@ -399,7 +454,12 @@ def _variables(
         ]
     if board is OPERATOR:
         variables.append(
-            query("job", "Operator job", "label_values(infercast_reconcile_duration_seconds_count, job)", many=True)
+            query(
+                "job",
+                "Operator job",
+                f"label_values(infercast_reconcile_duration_seconds_count{{{CLUSTER}}}, job)",
+                many=True,
+            )
         )
     return variables
 
@@ -438,6 +498,11 @@ def build(board: Board) -> dashboard.Dashboard:
         )
         for ref, query in zip(_ref_ids(len(panel.queries)), panel.queries, strict=True):
             graph = graph.with_target(prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(ref))
+            if query.unit is not None:  # one unit per axis: a second unit gets the right-hand axis
+                graph = graph.override_by_query(
+                    ref,
+                    [DynamicConfigValue("unit", query.unit), DynamicConfigValue("custom.axisPlacement", "right")],
+                )
         builder = builder.with_panel(graph)
     return builder
 

@@ -194,6 +194,9 @@ def resolve_variables(board: dict[str, Any], prometheus: Prometheus, chosen: dic
         if variable["type"] == "textbox":
             values[name] = variable["query"]
             continue
+        if variable.get("includeAll") and name not in chosen:
+            values[name] = variable["allValue"]  # Grafana's "All", the default: the query need list nothing
+            continue
         match = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"])
         assert match, variable["query"]
         expr, label = substitute(match.group(1), values), match.group(2)

@@ -110,3 +110,44 @@ def test_every_server_names_its_own_presets_for_load_and_capacity_signals(server
     profile = SERVERS[server]  # type: ignore[index]
     named = [*profile.load.values(), profile.latency, profile.queue]
     assert all(name in profile.presets for name in named), named
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        'namespace="prod",pod="vllm-7d4b9c6f5d-x2k9q",gpu="0"',
+        # DCGM's exporter scraped with its own labels kept: the workload's pod is exported_pod.
+        'namespace="gpu-operator",pod="dcgm-exporter-abcde",exported_namespace="prod",exported_pod="vllm-7d4b9c6f5d-x2k9q"',
+    ],
+    ids=["pod", "exported_pod"],
+)
+def test_gpu_utilization_is_found_whether_the_scrape_kept_pod_or_renamed_it(
+    tmp_path: pathlib.Path, labels: str
+) -> None:
+    """Prometheus' own evaluator (``promtool test rules``) runs the preset over series of either shape."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    query = render_preset("dcgm-gpu-utilization", namespace="prod", kind="Deployment", name="vllm").value
+    other_workload = labels.replace("vllm-7d4b9c6f5d", "vllm-canary-6c5b8d7f4e")
+    (tmp_path / "empty.yaml").write_text(yaml.safe_dump({"groups": []}))
+    test = {
+        "rule_files": ["empty.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"DCGM_FI_DEV_GPU_UTIL{{{labels}}}", "values": "70x3"},
+                    {"series": f"DCGM_FI_DEV_GPU_UTIL{{{other_workload}}}", "values": "20x3"},
+                ],
+                "promql_expr_test": [
+                    {"expr": query, "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 70}]}
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -41,6 +41,9 @@ CapacityUnit = Literal["PrefillTokensPerSecond", "RequestsPerSecond"]
 CAPACITY_UNITS: tuple[CapacityUnit, ...] = ("PrefillTokensPerSecond", "RequestsPerSecond")
 
 SELECTOR = "<selector>"
+#: The workload's pods under the labels a scrape gives them when the series comes from another pod's
+#: exporter that kept its own (DCGM's exporter: ``exported_namespace`` and ``exported_pod``).
+EXPORTED_SELECTOR = "<exported-selector>"
 #: The rate window of the presets: Prometheus' usual minute.
 PRESET_WINDOW = "1m"
 
@@ -223,8 +226,12 @@ ISTIO_DURATION_BUCKET = 'istio_request_duration_milliseconds_bucket{reporter="de
 #: Presets of no inference server: the GPU exporter's and the mesh's.
 OTHER_PRESETS: dict[str, Preset] = {
     "dcgm-gpu-utilization": Preset(
-        "GPU utilisation percent (DCGM exporter) summed over the workload's GPUs",
-        gauge_sum(plain_series("DCGM_FI_DEV_GPU_UTIL")),
+        "GPU utilisation percent (DCGM exporter) summed over the workload's GPUs, whether the scrape kept the "
+        "pod label or renamed it exported_pod",
+        first_of(
+            gauge_sum(plain_series("DCGM_FI_DEV_GPU_UTIL")),
+            gauge_sum(plain_series("DCGM_FI_DEV_GPU_UTIL", EXPORTED_SELECTOR)),
+        ),
     ),
     "istio-request-rate": Preset(
         "requests per second received by the workload (Istio destination telemetry)",
@@ -303,10 +310,15 @@ class RenderedQuery:
     freshness: str | None
 
 
-# A series selector of a template: an optional metric name and the braces holding SELECTOR.
-_SERIES = re.compile(
-    r"[A-Za-z_:][A-Za-z0-9_:]*\{[^{}]*" + re.escape(SELECTOR) + r"[^{}]*\}|\{[^{}]*" + re.escape(SELECTOR) + r"[^{}]*\}"
-)
+# A series selector of a template: an optional metric name and the braces holding a selector placeholder.
+_PLACEHOLDER = "(?:" + re.escape(SELECTOR) + "|" + re.escape(EXPORTED_SELECTOR) + ")"
+_SERIES = re.compile(r"(?:[A-Za-z_:][A-Za-z0-9_:]*)?\{[^{}]*" + _PLACEHOLDER + r"[^{}]*\}")
+_POD_LABELS = re.compile(r"(?<![\w])(namespace|pod)(?==)")
+
+
+def exported(selector: str) -> str:
+    """The default selector with ``namespace`` and ``pod`` as an exporter's scrape renames them."""
+    return _POD_LABELS.sub(r"exported_\1", selector)
 
 
 def render_preset(
@@ -322,11 +334,17 @@ def render_preset(
     preset = PRESETS[preset_name]
     selector = label_selector or default_selector(preset, namespace=namespace, kind=kind, name=name)
     selector = with_model(selector, preset.model_label, model_name)
+    # A labelSelector names the labels as they are; the default selector has an exporter's renaming too.
+    renamed = selector if label_selector else exported(selector)
+
+    def fill(template: str) -> str:
+        return template.replace(SELECTOR, selector).replace(EXPORTED_SELECTOR, renamed)
+
     # Every series the template may read (e.g. the kv-cache preset's deprecated fallback name).
-    series = dict.fromkeys(m.group(0).replace(SELECTOR, selector) for m in _SERIES.finditer(preset.template))
+    series = dict.fromkeys(fill(m.group(0)) for m in _SERIES.finditer(preset.template))
     assert series, f"preset {preset_name} has no series selector"
     return RenderedQuery(
-        value=preset.template.replace(SELECTOR, selector),
+        value=fill(preset.template),
         freshness=f"time() - max({' or '.join(f'timestamp({s})' for s in series)})",
     )
 

@@ -125,10 +125,6 @@ class Host:
         self.active = 0
 
     @property
-    def hung(self) -> bool:
-        return self._hangs > 0
-
-    @property
     def running(self) -> int:
         """Sequences being prefilled or decoded (vLLM's num_requests_running)."""
         return (self.prefilling is not None) + len(self._decoding)

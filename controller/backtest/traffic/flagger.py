@@ -21,12 +21,20 @@ import numpy as np
 
 from controller.backtest.traffic.observe import Observation, SubsetWindow
 from controller.backtest.traffic.scenario import CANARY
-from controller.backtest.traffic.score import FlaggerOutcome
 from controller.backtest.traffic.timeline import SettingUpdate
 
 PROMOTED = "promoted"
 ROLLED_BACK = "rolled back"
 IN_PROGRESS = "in progress"
+
+
+@dataclass(frozen=True)
+class FlaggerOutcome:
+    """How a canary analysis ended: "promoted", "rolled back" or "in progress"."""
+
+    result: str
+    at_s: float | None
+    failed_checks: int
 
 
 @dataclass(frozen=True)

@@ -111,14 +111,6 @@ class Scenario:
                 return subset
         raise ValueError(f"unknown subset {name!r}; known: {', '.join(s.name for s in self.subsets)}")
 
-    def with_settings(self, values: Mapping[str, float]) -> Scenario:
-        """The same scenario with ``values`` set on every subset at t = 0 (how baselines apply)."""
-        subsets = tuple(replace(s, settings=s.settings.with_values(dict(values))) for s in self.subsets)
-        changed = replace(self, subsets=subsets)
-        if "requests" in self.__dict__:  # share the warped trace rather than recompute it
-            changed.__dict__["requests"] = self.requests
-        return changed
-
 
 def warp(
     trace: Trace,

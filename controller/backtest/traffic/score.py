@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.backtest.score import SloTargets
+from controller.backtest.traffic.flagger import FlaggerOutcome
 from controller.backtest.traffic.scenario import CANARY, Fault
 from controller.backtest.traffic.settings import Change, ProxySettings
 from controller.backtest.traffic.simulator import SUCCESS, Ejection, RunRecord
@@ -21,15 +22,6 @@ from controller.backtest.traffic.simulator import SUCCESS, Ejection, RunRecord
 FAILED_LATENCY_S = 1e9
 # Quantile of the run-wide latency fields (the judge's ``ttft_p95_s`` / ``tpot_p95_s``).
 RUN_QUANTILE_PCT = 95.0
-
-
-@dataclass(frozen=True)
-class FlaggerOutcome:
-    """How a canary analysis ended: "promoted", "rolled back" or "in progress"."""
-
-    result: str
-    at_s: float | None
-    failed_checks: int
 
 
 @dataclass(frozen=True)

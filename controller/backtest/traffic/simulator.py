@@ -73,7 +73,6 @@ class RunRecord:
     """What happened in one run, per request (index order) and per ejection and change."""
 
     scenario: Scenario
-    seed: int
     subset: np.ndarray  # subset index chosen at arrival, -1 when no route
     status: np.ndarray  # 200, or the status of the failure the client saw
     local: np.ndarray  # failed by the proxy itself
@@ -85,7 +84,6 @@ class RunRecord:
     ejections: list[Ejection] = field(default_factory=list)
     decisions: list[Change] = field(default_factory=list)
     final_settings: dict[str, ProxySettings] = field(default_factory=dict)
-    end_s: float = 0.0
 
 
 class Simulation:
@@ -224,7 +222,7 @@ class Simulation:
                 now = arrival
                 self._arrive(next_request, now)
                 next_request += 1
-        return self._record(now)
+        return self._record()
 
     # ---------------------------------------------------------------- events
     def _arrive(self, request: int, now: float) -> None:
@@ -478,7 +476,7 @@ class Simulation:
             key = self.keys[request] = request_key(self.seed, request)
         return key
 
-    def _record(self, end_s: float) -> RunRecord:
+    def _record(self) -> RunRecord:
         output = np.asarray(self.output_tokens, dtype=np.int64)
         arrival = np.asarray(self.arrival_s, dtype=float)
         status = np.asarray(self.status, dtype=np.int64)
@@ -490,7 +488,6 @@ class Simulation:
             tpot = np.where(success & (output > 1), (finish - first) / (output - 1), np.nan)
         return RunRecord(
             scenario=self.scenario,
-            seed=self.seed,
             subset=np.asarray(self.chosen, dtype=np.int64),
             status=status,
             local=np.asarray(self.local, dtype=bool),
@@ -502,5 +499,4 @@ class Simulation:
             ejections=list(self.ejections),
             decisions=list(self.decisions),
             final_settings={p.name: p.settings for p in self.proxies},
-            end_s=end_s,
         )

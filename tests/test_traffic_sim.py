@@ -125,6 +125,24 @@ def test_raising_the_pool_limit_sends_waiting_attempts_at_once() -> None:
     assert record.ttft_s[1] == pytest.approx(2.0 - 0.25)
 
 
+def test_a_change_at_a_faults_start_runs_first() -> None:
+    subsets = ({"name": "stable", "hosts": 1, **POOL},)
+    fault = _error(1.0, 500, start_s=5.0, end_s=100.0)
+    requests = trace([0.0, 1.0, 10.0], prompt_tokens=12_000, output_tokens=1000)
+    record = simulate(scenario(requests, subsets, faults=[fault]), rows=[(5.0, "stable", "http2MaxRequests", 2)])
+    # The raised limit sends the waiting request before the error fault starts; a later one fails.
+    assert record.status.tolist() == [200, 200, 500]
+
+
+def test_a_new_sweep_interval_takes_effect_after_the_next_sweep() -> None:
+    subsets = ({"name": "stable", "hosts": 2, **OUTLIER, "baseEjectionTime_s": 11, "maxEjectionPercent": 100},)
+    faulty = _error(1.0, 500, hosts=[0], end_s=0.5)
+    rows = [(10.0, "stable", "interval_s", 3)]
+    record = simulate(scenario(trace(every(0.25, 20)), subsets, faults=[faulty]), rows=rows)
+    # Ejected before 0.5 s until about 11 s; the sweep at 10 s already runs every 3 s.
+    assert [e.end_s for e in record.ejections] == [13.0]
+
+
 def test_a_pending_timeout_is_local_and_never_retried() -> None:
     subsets = ({"name": "stable", "hosts": 1, "http2MaxRequests": 1, "maxRetries": 2, "consecutive5xxErrors": 1},)
     long_stream = trace([0.0, 1.0], prompt_tokens=1200, output_tokens=5000)

@@ -58,10 +58,11 @@ def test_a_prefill_pauses_decoding() -> None:
 def test_a_host_prefills_only_while_fewer_than_max_seqs_decode() -> None:
     host = Host(0, EngineParams(max_seqs=2))
     a, b, c = (_attempt(i, 1200, 11) for i in range(3))
-    for attempt in (a, b, c):
-        host.admit(attempt, 0.0)  # the queue takes everything
+    host.admit(a, 0.0)
+    host.admit(b, 0.0)
     host.complete(0.1)
     host.complete(0.2)
+    host.admit(c, 0.25)  # the queue takes it, but two sequences decode already
     assert c.state == QUEUED and host.running == 2
     # Both decode from 0.2 with 10 tokens to go: they finish together, in admission order.
     assert host.complete(0.2 + 10 * STEP_2) == (None, [a, b])

@@ -53,6 +53,7 @@ def test_a_failed_request_makes_its_window_miss_and_goodput_needs_both_targets()
     assert result.ttft_p95_s == pytest.approx(np.percentile([0.1, 0.2, 2.5, 0.3], 95))
     relaxed = score(record, SloTargets(ttft_s=3.0), "test")
     assert relaxed.slo_attainment_minutes == 0.5
+    assert score(record, SloTargets(ttft_s=3.0, tpot_s=0.015), "test").slo_attainment_minutes == 0.0
 
 
 def test_judge_fields_round_as_the_judge_and_name_the_canary_fields() -> None:

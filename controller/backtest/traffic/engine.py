@@ -39,7 +39,6 @@ class Attempt:
     """One attempt (``number`` 0 is the first, >= 1 a retry) of one request."""
 
     __slots__ = (
-        "entered_s",
         "first_token_s",
         "host",
         "number",
@@ -60,7 +59,6 @@ class Attempt:
         self.output_tokens = output_tokens
         self.state = PENDING
         self.host: Host | None = None
-        self.entered_s = 0.0
         self.sent_s = 0.0
         self.first_token_s = math.nan
         # Hosts the request's earlier attempts were sent to (a retry avoids them).

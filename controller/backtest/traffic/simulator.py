@@ -246,17 +246,16 @@ class Simulation:
         self.attempts[attempt.request] += 1
         tally.attempts += 1
         tally.retries += attempt.number > 0
-        attempt.entered_s = now
-        if proxy.must_wait():
-            if proxy.pending_full():
-                self._fail_request(attempt.request, attempt.subset, OVERFLOW, True)
-                attempt.state = DONE
-                return
-            proxy.wait(attempt)
-            self.timeouts.append((now + self.params.request_timeout_s, attempt))
+        waits = proxy.must_wait()
+        if waits and proxy.pending_full():
+            attempt.state = DONE
+            self._fail_request(attempt.request, attempt.subset, OVERFLOW, True)
             return
         self.timeouts.append((now + self.params.request_timeout_s, attempt))
-        self._send(proxy, attempt, now)
+        if waits:
+            proxy.wait(attempt)
+        else:
+            self._send(proxy, attempt, now)
 
     def _send(self, proxy: SubsetProxy, attempt: Attempt, now: float) -> None:
         request, number = attempt.request, attempt.number

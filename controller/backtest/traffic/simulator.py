@@ -187,12 +187,12 @@ class Simulation:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> RunRecord:
+        """Run until every request has ended and the duration is over (call once)."""
         n = len(self.arrival_s)
         arrivals = self.arrival_s
         heap, timeouts, retries = self.heap, self.timeouts, self.retries
         duration = self.scenario.duration_s
         next_request = 0
-        now = 0.0
         while True:
             arrival = arrivals[next_request] if next_request < n else math.inf
             at_heap = heap[0][0] if heap else math.inf

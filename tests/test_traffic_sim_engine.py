@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from controller.backtest.engine import EngineParams
 from controller.backtest.traffic.draws import STREAMS, draw, first_attempt_draws, splitmix64
 from controller.backtest.traffic.engine import QUEUED, Attempt, Host
-from controller.devcluster.engine import EngineParams
 
 STEP_1 = 0.012 + 0.00012  # decode step with one sequence at speed 1
 STEP_2 = 0.012 + 2 * 0.00012

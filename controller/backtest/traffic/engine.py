@@ -1,10 +1,10 @@
 """One GPU replica (a host) of a traffic backtest: its own FIFO queue, prefill and fluid decode.
 
-The autoscaling engine (:mod:`controller.devcluster.engine`) routes from one global queue and
+The autoscaling engine (:mod:`controller.backtest.engine`) routes from one global queue and
 ties replicas to a scaling life cycle; a traffic backtest needs what that engine lacks: every
 host keeps an unbounded waiting queue of its own (vLLM's), runs at a speed that faults change in
 the middle of work, freezes when it hangs, and drops a single attempt when the proxy times it
-out. The constants are the same (:class:`~controller.devcluster.engine.EngineParams`).
+out. The constants are the same (:class:`~controller.backtest.engine.EngineParams`).
 
 Per host, with time multiplier ``m`` (slow faults / subset speed):
 
@@ -25,7 +25,7 @@ import heapq
 import math
 from collections import deque
 
-from controller.devcluster.engine import EngineParams
+from controller.backtest.engine import EngineParams
 
 # Where an attempt is. Only the simulator moves attempts between PENDING and DONE.
 PENDING = 0  # waiting in its subset's connection pool

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from controller.backtest.engine import EngineParams
 from controller.backtest.score import SloTargets
 from controller.backtest.traffic.baselines import baseline_controller, baseline_timeline
 from controller.backtest.traffic.flagger import Flagger, FlaggerParams
@@ -18,7 +19,6 @@ from controller.backtest.traffic.scenario import Scenario
 from controller.backtest.traffic.score import Result, score
 from controller.backtest.traffic.simulator import Simulation
 from controller.backtest.traffic.timeline import Controller, Timeline
-from controller.devcluster.engine import EngineParams
 
 
 @dataclass(frozen=True)

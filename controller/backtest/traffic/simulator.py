@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from controller.backtest.engine import EngineParams
 from controller.backtest.traffic.draws import (
     ERROR_STREAM,
     FIRST_PICK_STREAM,
@@ -44,7 +45,6 @@ from controller.backtest.traffic.proxy import ProxyParams, SubsetProxy
 from controller.backtest.traffic.scenario import CANARY, Fault, Scenario
 from controller.backtest.traffic.settings import Change, ProxySettings
 from controller.backtest.traffic.timeline import Controller, Timeline
-from controller.devcluster.engine import EngineParams
 
 # Event kinds in their order at equal times (timeouts, retries and arrivals have their own queues).
 _CHANGE, _FAULT, _SWEEP, _ENGINE = 0, 1, 2, 3

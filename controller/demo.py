@@ -281,7 +281,7 @@ def summarize(result: DemoResult, out: TextIO) -> None:
         print(f"  {name:<10} {path}", file=out)
     print(f"\nGrafana dashboards (fleet, traffic, operator health): {REPO_ROOT / 'dashboards'}/*.json", file=out)
     print("  import: Grafana > Dashboards > New > Import, upload a file, pick your Prometheus data source;", file=out)
-    print("  in a cluster with kube-prometheus-stack: kubectl apply -f deploy/06-grafana-dashboards.yaml", file=out)
+    print("  with kube-prometheus-stack: kubectl apply -f deploy/monitoring/grafana-dashboards.yaml", file=out)
 
 
 def learned_lines(status: Mapping[str, Any]) -> list[str]:

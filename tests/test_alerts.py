@@ -48,7 +48,7 @@ def promtool(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
 def write_rule_file(directory: pathlib.Path) -> pathlib.Path:
     """The rule groups under the name the unit tests load, beside a copy of the unit tests."""
     (rule_file,) = yaml.safe_load(UNIT_TESTS.read_text())["rule_files"]
-    path = directory / rule_file
+    path = directory / str(rule_file)
     path.write_text(yaml.safe_dump(rule_groups(), sort_keys=False))
     shutil.copy(UNIT_TESTS, directory / UNIT_TESTS.name)
     return path

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from controller.traffic_spec import parse_circuit_breaker_policy, parse_routing_policy
 from tests.harness.openapi import JUNCTORS, KubernetesValidator, to_json_schema
@@ -720,6 +722,23 @@ def test_image_installs_the_package_without_dev_extras() -> None:
     installs = [args for instr, args in dockerfile() if instr == "RUN" and "pip install" in args]
     assert installs and all("[dev]" not in args for args in installs)
     assert any(re.search(r"pip install\b.*\s\.(\s|$)", args) for args in installs)
+
+
+def test_image_installs_with_the_pinned_runtime_constraints() -> None:
+    installs = [args for instr, args in dockerfile() if instr == "RUN" and "pip install" in args]
+    assert any("--constraint constraints.txt ." in args for args in installs)
+    lines = [line for line in (REPO / "constraints.txt").read_text().splitlines() if not line.startswith("#")]
+    pins = {canonicalize_name(req.name): req for req in map(Requirement, lines)}
+    assert all(str(req.specifier).startswith("==") and len(req.specifier) == 1 for req in pins.values())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned: run make constraints"
+        (pin,) = pins[name].specifier
+        assert requirement.specifier.contains(pin.version), f"{pins[name]} violates {requirement}"
+    # Runtime only: nothing the dev extra asks for.
+    dev = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    assert not dev & pins.keys()
 
 
 def test_image_copies_only_files_that_exist_and_are_not_ignored() -> None:

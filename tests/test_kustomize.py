@@ -216,3 +216,29 @@ def test_monitoring_follows_a_namespaced_install(tmp_path: pathlib.Path) -> None
     namespace = one("ServiceAccount", objects)["metadata"]["namespace"]
     assert {o["metadata"]["namespace"] for o in objects} == {namespace}
     assert one("ServiceMonitor", objects)["spec"]["namespaceSelector"]["matchNames"] == [namespace]
+
+
+def install_doc_overlays() -> list[str]:
+    """The kustomizations docs/install.md shows, as written there (they name this repository ``../infercast``)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "docs" / "install.md").read_text(), re.DOTALL)
+    return [block for block in blocks if "../infercast/" in block]
+
+
+@pytest.mark.parametrize("body", install_doc_overlays())
+def test_the_overlays_docs_install_shows_render_to_valid_objects(body: str, tmp_path: pathlib.Path) -> None:
+    relative = os.path.relpath(REPO, tmp_path)
+    header = (
+        "" if "kind: Kustomization" in body else "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text(header + body.replace("../infercast/", f"{relative}/"))
+    objects = render(tmp_path)
+    assert one("Deployment", objects)
+    for obj in objects:
+        if obj["kind"] in MONITORING_SCHEMAS:
+            jsonschema.validate(obj, MONITORING_SCHEMAS[obj["kind"]])
+        else:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_docs_install_shows_the_overlays() -> None:
+    assert len(install_doc_overlays()) == 3

@@ -45,6 +45,8 @@ def main() -> None:
     )
     parser.add_argument("--replicas", type=int, nargs="+", default=[4, 5, 6, 7, 8])
     args = parser.parse_args()
+    if missing := [path for path in (JUDGE_DIR, args.trace) if not path.exists()]:
+        sys.exit(f"benchmarks/early_minute_need.py: {missing[0]} is missing (the judge and traces are in ../shared/)")
     trace = str(args.trace.resolve())
     with tempfile.TemporaryDirectory() as scratch:
         oracle_path = Path(scratch) / "oracle.csv"

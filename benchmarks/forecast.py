@@ -288,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.origins, args.slow_origins = 8, 2
+    if not args.only and not DATA.is_dir():
+        sys.exit(
+            f"benchmarks/forecast.py: the default series are read from {DATA}/, which is missing (use --only --series)"
+        )
 
     series = {} if args.only else default_series()
     if args.quick and not args.only:

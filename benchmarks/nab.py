@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS, help="NAB windows JSON (for --score)")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE, help="nab_score.py (for --score)")
     args = parser.parse_args(argv)
+    needed = [args.data, *((args.labels, args.judge) if args.score else ())]
+    if missing := [path for path in needed if not path.exists()]:
+        sys.exit(
+            f"benchmarks/nab.py: {missing[0]} is missing (NAB data and judge are in ../shared/, beside the repository)"
+        )
     results_dir = run(args.data, args.out)
     if args.score:
         return judge(results_dir, args.judge, args.labels, args.data)

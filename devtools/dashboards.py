@@ -1,7 +1,7 @@
 """The Grafana dashboards, defined compactly here and built with Grafana's own typed builders.
 
 ``python -m devtools.dashboards`` writes ``dashboards/*.json`` (to import in
-Grafana) and ``deploy/06-grafana-dashboards.yaml`` (the same JSON as ConfigMaps labelled
+Grafana) and ``deploy/monitoring/grafana-dashboards.yaml`` (the same JSON as ConfigMaps labelled
 ``grafana_dashboard: "1"``, which the kube-prometheus-stack Grafana sidecar loads). Both are
 committed; a test checks that they equal what this module generates, and another runs every
 query below against a real Prometheus scraping the operator and the simulated fleet.
@@ -37,7 +37,7 @@ from controller.clients.servers import vllm_series
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = REPO_ROOT / "dashboards"
-CONFIGMAPS = REPO_ROOT / "deploy" / "06-grafana-dashboards.yaml"
+CONFIGMAPS = REPO_ROOT / "deploy" / "monitoring" / "grafana-dashboards.yaml"
 CONFIGMAP_NAMESPACE = "infercast-system"
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")

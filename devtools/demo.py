@@ -53,15 +53,16 @@ LOAD_RATE_WINDOW_S = 15
 class Scenario:
     """The traffic of the demo and the simulated engine's cold start.
 
-    The slice (minutes 14 to 59 of the Azure conversation trace) starts quiet, rises to the
-    trace's peak around minute 30 and falls back, so reactive scaling goes up and down in one run.
+    The slice (minutes 14 to 59 of the Azure conversation trace, the file in ``data/traces/``)
+    starts quiet, rises to the trace's peak around minute 30 and falls back, so reactive scaling
+    goes up and down in one run.
     However long the demo, the whole slice is replayed (``speedup`` = slice / duration) at the same
     request rate, ``rate_multiplier`` times the recorded one: a shorter demo plays the same
     shape faster. At 0.75x the quiet start fits one simulated GPU and the peak needs several.
     """
 
-    trace: pathlib.Path = REPO_ROOT / "../shared/data/llm_traces/azure_llm_2023_conv.csv"
-    start_offset_s: float = 840.0
+    trace: pathlib.Path = REPO_ROOT / "data/traces/azure_llm_2023_conv_from840s.csv.gz"
+    start_offset_s: float = 0.0
     slice_s: float = 2700.0
     rate_multiplier: float = 0.75
     cold_start_s: float = 15.0
@@ -280,7 +281,7 @@ def summarize(result: DemoResult, out: TextIO) -> None:
         print(f"  {name:<10} {path}", file=out)
     print(f"\nGrafana dashboards (fleet, traffic, operator health): {REPO_ROOT / 'dashboards'}/*.json", file=out)
     print("  import: Grafana > Dashboards > New > Import, upload a file, pick your Prometheus data source;", file=out)
-    print("  in a cluster with kube-prometheus-stack: kubectl apply -f deploy/06-grafana-dashboards.yaml", file=out)
+    print("  with kube-prometheus-stack: kubectl apply -f deploy/monitoring/grafana-dashboards.yaml", file=out)
 
 
 def timeline_steps(samples: Sequence[ReplicaSample], step_s: float) -> list[ReplicaSample]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import hashlib
 import http.server
 import json
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import kubernetes.client
 import urllib3.exceptions
@@ -105,6 +106,13 @@ def _trace_seconds(timestamp: str) -> float:
     return base + (float(f"0.{fraction}") if fraction else 0.0)
 
 
+def _open_text(path: pathlib.Path) -> TextIO:
+    """A trace file as text, gzipped (``.gz``) or plain, as the backtester reads it too."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="")
+    return path.open(newline="")
+
+
 def read_trace(trace: TraceSlice) -> list[Request]:
     """The requests of the slice, with arrival times in seconds of replay (0 = replay start).
 
@@ -116,7 +124,7 @@ def read_trace(trace: TraceSlice) -> list[Request]:
     whole_copies = math.floor(trace.load_scale)
     extra_copy_chance = trace.load_scale - whole_copies
     requests: list[Request] = []
-    with trace.path.open(newline="") as lines:
+    with _open_text(trace.path) as lines:
         rows = csv.DictReader(lines)
         origin: float | None = None
         for row in rows:
@@ -658,7 +666,7 @@ def parse_args(argv: Sequence[str] | None = None) -> FleetOptions:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--deployment", required=True)
     parser.add_argument(
-        "--trace", required=True, type=pathlib.Path, help="CSV: TIMESTAMP,ContextTokens,GeneratedTokens"
+        "--trace", required=True, type=pathlib.Path, help="CSV (plain or .gz): TIMESTAMP,ContextTokens,GeneratedTokens"
     )
     parser.add_argument("--port", type=int, required=True, help="port of /metrics on 127.0.0.1; 0 picks one")
     parser.add_argument("--speedup", type=float, default=1.0, help="trace seconds per real second")

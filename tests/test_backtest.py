@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from controller.backtest.trace import Trace, load_trace
 from controller.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TRACE = REPO.parent / "shared/data/llm_traces/azure_llm_2023_code.csv"
+# The first 900 s of the Azure code trace (data/traces/README.md): SLICE_S, the length these tests replay.
+TRACE = REPO / "data/traces/azure_llm_2023_code_first900s.csv.gz"
 POLICY = REPO / "examples/backtest-policy.yaml"
 SLICE_S = 900.0
 
@@ -49,7 +51,7 @@ def test_changing_the_trace_after_t_leaves_earlier_decisions_unchanged() -> None
 
 def test_cli_round_trip(tmp_path: Path) -> None:
     sliced = tmp_path / "slice.csv"
-    lines = TRACE.read_text().splitlines()
+    lines = gzip.decompress(TRACE.read_bytes()).decode().splitlines()
     sliced.write_text("\n".join(lines[:1500]) + "\n")
     out = tmp_path / "out"
     assert (

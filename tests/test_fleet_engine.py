@@ -6,6 +6,7 @@ Expected times are derived from the model's definition (prefill tokens / prefill
 
 from __future__ import annotations
 
+import gzip
 import pathlib
 import random
 import statistics
@@ -255,6 +256,14 @@ def test_the_trace_replays_in_compressed_time(
 ) -> None:
     requests = read_trace(TraceSlice(small_trace, **slice_))
     assert [r.arrival_s for r in requests] == pytest.approx(expected_arrivals)
+
+
+def test_a_gzipped_trace_replays_as_the_plain_one(small_trace: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    gzipped = tmp_path / "trace.csv.gz"
+    gzipped.write_bytes(gzip.compress(small_trace.read_bytes()))
+    plain = read_trace(TraceSlice(small_trace, start_offset_s=2.0, load_scale=1.5, seed=3))
+    assert len(plain) > 8
+    assert read_trace(TraceSlice(gzipped, start_offset_s=2.0, load_scale=1.5, seed=3)) == plain
 
 
 def test_the_trace_keeps_token_counts_and_counts_zero_as_one(small_trace: pathlib.Path) -> None:

@@ -22,7 +22,9 @@ from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
-TRACE = REPO_ROOT / "../shared/data/llm_traces/azure_llm_2023_conv.csv"
+# Starts 840 s into the Azure conversation trace (data/traces/README.md): "--start-offset 60" replays
+# from its second 900 on.
+TRACE = REPO_ROOT / "data/traces/azure_llm_2023_conv_from840s.csv.gz"
 COLD_START_S = 3.0
 DEPLOYMENT = "vllm"
 POD_NAME = re.compile(rf"^{DEPLOYMENT}-[0-9a-f]{{10}}-[a-z0-9]{{5}}$")
@@ -47,7 +49,7 @@ def fleet(apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: path
         sys.executable, "-m", "devtools.fleet",
         "--api", apiserver, "--namespace", namespace, "--deployment", DEPLOYMENT,
         "--trace", str(TRACE), "--port", "0", "--ready-file", str(ready_file),
-        "--start-offset", "900", "--speedup", "20", "--load-scale", "0.05", "--cold-start", str(COLD_START_S),
+        "--start-offset", "60", "--speedup", "20", "--load-scale", "0.05", "--cold-start", str(COLD_START_S),
     ]  # fmt: skip
     process = start_process(argv, log_path=tmp_path / "fleet.log", cwd=REPO_ROOT)
     try:

@@ -1,4 +1,6 @@
-"""Offline checks of everything a user applies: the CRD, deploy/, examples/ and the image.
+"""Offline checks of everything a user applies: the CRDs, deploy/base/, examples/ and the image.
+
+The kustomize overlays built on deploy/base/ are rendered and validated in tests/test_kustomize.py.
 
 Built-in kinds are validated with kubernetes-validate's bundled OpenAPI schemas. Our own
 policy objects (ScalingPolicy, CircuitBreakerPolicy, RoutingPolicy) are validated with jsonschema
@@ -23,6 +25,8 @@ from urllib.parse import urlsplit
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_policy
 from tests.harness.openapi import JUNCTORS, KubernetesValidator, to_json_schema
@@ -38,10 +42,13 @@ Schema = dict[str, Any]
 
 
 def documents(*patterns: str) -> list[tuple[str, Document]]:
-    """Every YAML document matching the glob patterns, with a readable id."""
+    """Every Kubernetes object in the YAML files matching the glob patterns, with a readable id.
+
+    kustomize's own files (``kustomization.yaml``) are not objects and are left out.
+    """
     found = []
     for pattern in patterns:
-        for path in sorted(REPO.glob(pattern)):
+        for path in sorted(p for p in REPO.glob(pattern) if p.name != "kustomization.yaml"):
             for doc in yaml.safe_load_all(path.read_text()):
                 if doc:
                     found.append((f"{path.relative_to(REPO)}:{doc['kind']}/{doc['metadata']['name']}", doc))
@@ -116,7 +123,7 @@ def fields(kind: str = "ScalingPolicy") -> dict[str, Schema]:
 
 # --- Kubernetes' own schemas ----------------------------------------------------------------------------------
 
-BUILT_IN_OBJECTS = documents("crds/*.yaml", "deploy/*.yaml", "examples/vllm-deployment.yaml")
+BUILT_IN_OBJECTS = documents("crds/*.yaml", "deploy/base/*.yaml", "examples/vllm-deployment.yaml")
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -127,7 +134,7 @@ def test_manifest_is_valid_for_kubernetes(name: str, obj: Document, version: str
 
 def test_kubernetes_validate_rejects_a_misspelt_field() -> None:
     """The control for the test above: strict mode really sees unknown fields in our manifests."""
-    deployment = copy.deepcopy(only("Deployment", documents("deploy/*.yaml")))
+    deployment = copy.deepcopy(only("Deployment", documents("deploy/base/*.yaml")))
     deployment["spec"]["replica"] = 1
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
@@ -554,9 +561,9 @@ def test_reference_lists_the_condition_types(kind: str) -> None:
         assert re.search(rf"^\| `{condition}` \|", text, flags=re.MULTILINE), condition
 
 
-# --- deploy/: RBAC, the operator Deployment, the Service ------------------------------------------------------
+# --- deploy/base/: RBAC, the operator Deployment, the Service ------------------------------------------------------
 
-DEPLOY = documents("deploy/*.yaml")
+DEPLOY = documents("deploy/base/*.yaml")
 NAMESPACE = only("Namespace", DEPLOY)["metadata"]["name"]
 SERVICE_ACCOUNT = only("ServiceAccount", DEPLOY)
 
@@ -658,11 +665,12 @@ def test_operator_is_locked_down() -> None:
     assert {"cpu", "memory"} <= operator_container()["resources"]["requests"].keys()
 
 
-def test_liveness_probe_asks_the_endpoint_kopf_is_told_to_serve() -> None:
+@pytest.mark.parametrize("probe_kind", ["livenessProbe", "readinessProbe"])
+def test_probe_asks_the_endpoint_kopf_is_told_to_serve(probe_kind: str) -> None:
     container = operator_container()
     args = container["args"]
     url = urlsplit(args[args.index("--liveness") + 1])
-    probe = container["livenessProbe"]["httpGet"]
+    probe = container[probe_kind]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert (probe["path"], ports[probe["port"]]) == (url.path, url.port)
 
@@ -714,6 +722,23 @@ def test_image_installs_the_package_without_dev_extras() -> None:
     installs = [args for instr, args in dockerfile() if instr == "RUN" and "pip install" in args]
     assert installs and all("[dev]" not in args for args in installs)
     assert any(re.search(r"pip install\b.*\s\.(\s|$)", args) for args in installs)
+
+
+def test_image_installs_with_the_pinned_runtime_constraints() -> None:
+    installs = [args for instr, args in dockerfile() if instr == "RUN" and "pip install" in args]
+    assert any("--constraint constraints.txt ." in args for args in installs)
+    lines = [line for line in (REPO / "constraints.txt").read_text().splitlines() if not line.startswith("#")]
+    pins = {canonicalize_name(req.name): req for req in map(Requirement, lines)}
+    assert all(str(req.specifier).startswith("==") and len(req.specifier) == 1 for req in pins.values())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned: run make constraints"
+        (pin,) = pins[name].specifier
+        assert requirement.specifier.contains(pin.version), f"{pins[name]} violates {requirement}"
+    # Runtime only: nothing the dev extra asks for.
+    dev = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["dev"]}
+    assert not dev & pins.keys()
 
 
 def test_image_copies_only_files_that_exist_and_are_not_ignored() -> None:

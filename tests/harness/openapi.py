@@ -3,7 +3,7 @@
 The API server reads a CRD's ``openAPIV3Schema`` in its own dialect: ``nullable``, boolean
 ``exclusiveMinimum``, list-type maps and sets, and unknown fields pruned (which ``kubectl``'s strict
 field validation reports as errors). :func:`validator` translates a schema that way, for our CRDs
-and for the upstream ones in ``../shared/crds`` alike. CEL rules (``x-kubernetes-validations``)
+and for the upstream ones in ``tests/upstream_crds`` alike. CEL rules (``x-kubernetes-validations``)
 need a CEL engine and are not evaluated.
 """
 

@@ -16,7 +16,8 @@ from kubernetes.client.exceptions import ApiException
 from tests.harness.exporter import Exporter
 from tests.harness.openapi import crd_version_schema, validator
 
-UPSTREAM_CRDS = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "crds"
+# Unchanged upstream files; tests/upstream_crds/README.md names their commits and licences.
+UPSTREAM_CRDS = pathlib.Path(__file__).resolve().parents[1] / "upstream_crds"
 DESTINATION_RULES = UPSTREAM_CRDS / "istio-destinationrules.networking.istio.io.yaml"
 VIRTUAL_SERVICES = UPSTREAM_CRDS / "istio-virtualservices.networking.istio.io.yaml"
 HTTP_ROUTES = UPSTREAM_CRDS / "gateway-api-httproutes.gateway.networking.k8s.io.yaml"

@@ -310,3 +310,18 @@ async def test_the_pool_reports_each_request_it_sends_and_no_cache_hit(
         await pool.query(spec, Credentials(), f"sum({name}{{pod='nobody'}})")
     assert [reason for _, reason in seen] == [None, "NoData"]
     assert all(seconds >= 0 for seconds, _ in seen)
+
+
+def test_every_cycle_says_whether_the_policy_is_ready_and_its_interval_until_it_is_forgotten() -> None:
+    metrics = OperatorMetrics()
+    labels = {"kind": "ScalingPolicy", "namespace": "demo", "policy": "vllm"}
+    metrics.observe_cycle("ScalingPolicy", "demo", "vllm", ready=True, interval_s=15.0)
+    assert metrics.registry.get_sample_value("infercast_policy_ready", labels) == 1.0
+    assert metrics.registry.get_sample_value("infercast_policy_interval_seconds", labels) == 15.0
+    metrics.record_decision(record())  # a decision replaces the policy's gauges, not these
+    metrics.observe_cycle("ScalingPolicy", "demo", "vllm", ready=False, interval_s=30.0)
+    assert metrics.registry.get_sample_value("infercast_policy_ready", labels) == 0.0
+    assert metrics.registry.get_sample_value("infercast_policy_interval_seconds", labels) == 30.0
+    metrics.forget("ScalingPolicy", "demo", "vllm")
+    assert metrics.registry.get_sample_value("infercast_policy_ready", labels) is None
+    assert metrics.registry.get_sample_value("infercast_policy_interval_seconds", labels) is None

@@ -119,12 +119,14 @@ async def run_cycles(
                 status=written_status if written_status is not None else dict(body.status),
             )
             started = time.monotonic()
+            ready = False
             try:
                 with deps.metrics.reconcile_timer(kind):
                     outcome = await cycle(snapshot, time.time())
-                written_status = outcome.status
+                written_status, ready = outcome.status, outcome.ready
             except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
                 logger.exception("reconcile of %s %s/%s failed; retrying in one interval", kind, namespace, name)
+            deps.metrics.observe_cycle(kind, namespace, name, ready=ready, interval_s=interval_of(spec))
             # A fixed rate, not a fixed pause: the cycle's own duration does not stretch the interval.
             await sleep_until_next_cycle(stopped, wakeup, interval_of(spec) - (time.monotonic() - started))
     finally:

@@ -145,6 +145,15 @@ LAST_REFIT = Family(
     ("model",),
 )
 
+#: Per policy, from every cycle whether it decided or not (a policy that is not Ready decides nothing).
+CYCLE_LABELS = ("kind", "namespace", "policy")
+POLICY_READY = Family(
+    "infercast_policy_ready", "1 while the policy's Ready condition is True, 0 while it is False.", OPERATOR
+)
+POLICY_INTERVAL = Family(
+    "infercast_policy_interval_seconds", "The policy's spec.interval: the time one cycle must fit in.", OPERATOR
+)
+
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REFIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -284,6 +293,8 @@ class OperatorMetrics:
         self._last_refit = Gauge(
             LAST_REFIT.name, LAST_REFIT.help, (*POLICY_LABELS, *LAST_REFIT.extra_labels), registry=self.registry
         )
+        self._ready = Gauge(POLICY_READY.name, POLICY_READY.help, CYCLE_LABELS, registry=self.registry)
+        self._interval = Gauge(POLICY_INTERVAL.name, POLICY_INTERVAL.help, CYCLE_LABELS, registry=self.registry)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -307,6 +318,14 @@ class OperatorMetrics:
                 self._gauges[family].remove(*labels)
             kept = {s for s in self._series.get(key, set()) if s[0] not in _GAUGE_SOURCES}
             self._series[key] = kept | current | {(DECISIONS.name, counted)}
+
+    def observe_cycle(self, kind: str, namespace: str, policy: str, *, ready: bool, interval_s: float) -> None:
+        """A cycle of a policy ended: whether the policy is Ready, and the interval its cycles must fit in."""
+        key, labels = (kind, namespace, policy), (kind, namespace, policy)
+        with self._lock:
+            self._ready.labels(*labels).set(1.0 if ready else 0.0)
+            self._interval.labels(*labels).set(interval_s)
+            self._series.setdefault(key, set()).update({(POLICY_READY.name, labels), (POLICY_INTERVAL.name, labels)})
 
     def observe_query(self, seconds: float, error: MetricError | None) -> None:
         """One request sent to Prometheus (see ``PrometheusPool.on_request``)."""
@@ -352,6 +371,8 @@ class OperatorMetrics:
             **self._gauges,
             DECISIONS.name: self._decisions,
             LAST_REFIT.name: self._last_refit,
+            POLICY_READY.name: self._ready,
+            POLICY_INTERVAL.name: self._interval,
         }
         for family, labels in self._series.pop(key, set()):
             families[family].remove(*labels)

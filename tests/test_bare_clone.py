@@ -1,7 +1,7 @@
 """A bare clone is all a user needs: the demo runs from a fresh clone with nothing beside it.
 
 The clone is of the committed ``HEAD`` (what a user gets, not this working tree), in an empty
-directory, so no ``../shared`` exists next to it: the demo's trace must come from the clone. It
+directory, so no shared data folder exists next to it: the demo's trace must come from the clone. It
 runs with this test's Python and installed dependencies but the clone's source: the clone is the
 working directory and ``PYTHONPATH``, which the demo's children (API server, fleet, operator)
 inherit. ``.ci/run`` proves the same for every commit through ``make test``.

@@ -1,4 +1,4 @@
-"""Tiny hand-made traffic scenarios for the traffic-backtest tests (no file, no ../shared).
+"""Tiny hand-made traffic scenarios for the traffic-backtest tests (no file, nothing outside the repository).
 
 A scenario here plays its trace at rate 1 from trace time 0, so a request's scenario arrival is
 its trace time, and its duration defaults to just past the last request: the trace plays once

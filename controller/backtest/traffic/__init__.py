@@ -2,7 +2,7 @@
 
 A scenario (a request trace at a warped rate, subsets of GPU hosts, injected faults) is
 simulated behind an Envoy-like proxy per subset and scored as the reference traffic judge does
-(``../shared/bench/traffic/README.md``), whose numbers the simulator reproduces exactly
+(its README, ``bench/traffic/README.md`` of the shared benchmark folder), whose numbers the simulator reproduces exactly
 (``benchmarks/traffic_judge_parity.py``). Settings change over time by a fixed decisions
 timeline or by a closed-loop controller that sees only per-window observations of the past.
 

@@ -1,6 +1,6 @@
 """A traffic scenario: a trace played at a warped rate onto subsets of hosts, with injected faults.
 
-The file format is the reference judge's (``../shared/bench/traffic/README.md``): JSON, or YAML
+The file format is the reference judge's (``bench/traffic/README.md`` of the shared benchmark folder): JSON, or YAML
 for ``.yaml``/``.yml``. This module parses and validates it, resolves every subset's initial
 proxy settings (the subset's own value, else the scenario's ``defaults``, else the field's
 default), turns each fault into the time spans where it is active, and maps the trace onto

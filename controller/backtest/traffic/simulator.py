@@ -1,6 +1,6 @@
 """The event loop of a traffic backtest: requests, faults, proxies, hosts and settings over time.
 
-It follows the judge's README (``../shared/bench/traffic/README.md``) rule by rule: subset choice
+It follows the judge's README (``bench/traffic/README.md`` of the shared benchmark folder) rule by rule: subset choice
 by weight, the pool, least-request host choice, error faults, first-token timeouts, outlier
 detection and ejection sweeps, retries after a host 5xx, and timeline or controller changes.
 Events at equal times run in the README's order, whatever their source:

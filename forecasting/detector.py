@@ -115,6 +115,52 @@ class _LevelMemory:
         return statistic
 
 
+def make_calibrator(memory: float) -> TailCalibrator:
+    """The tail calibrator of one statistic: 400 bins of 0.1 in ``log1p`` (values up to e^40), the top
+    ``TAIL_MASS`` fitted beyond the largest value seen, counts decaying with ``memory`` updates."""
+    return TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=TAIL_MASS, memory=memory)
+
+
+def combined_surprise(family_pvalues: list[tuple[float, float]]) -> float:
+    """``-log10`` of the weighted Bonferroni bound over families: min over families of p x W / w (0 if none).
+
+    Bonferroni over families, not over scales: the scales of one family are nested trailing windows of
+    one series, so strongly dependent that counting each would over-correct and delay every detection;
+    the families ask different questions. Weighted Bonferroni (each family tested at its weight's share
+    W / w of the budget) is still a valid family-wise bound and lets a narrow auxiliary question in
+    without diluting the core ones.
+    """
+    if not family_pvalues:
+        return 0.0
+    budget = sum(weight for _, weight in family_pvalues)
+    corrected = min(pvalue * budget / weight for pvalue, weight in family_pvalues)
+    return max(0.0, -math.log10(min(1.0, corrected)))
+
+
+class AlertShaper:
+    """Maps a stream of surprises (``-log10 p``) to scores in [0, 1], one alert per incident.
+
+    ``score = surprise / (2 * alert_level)`` clipped to 1, so an alert is a score of at least 0.5. Once
+    a point reaches the alert level, every point of the next ``dead_time`` updates is halved and capped
+    at a quarter: one incident raises one alert, not a burst an on-call human counts as many. Every
+    point of a dead time is held, not only those above the level, or a slightly less surprising point
+    of the same incident would score twice as high as a more surprising one, just under the level.
+    """
+
+    def __init__(self, alert_level: float, dead_time: int) -> None:
+        self.alert_level = alert_level
+        self.dead_time = dead_time
+        self.since_alert_ = dead_time + 1
+
+    def score(self, surprise: float) -> float:
+        self.since_alert_ += 1
+        if self.since_alert_ <= self.dead_time:
+            surprise = 0.5 * min(surprise, self.alert_level)
+        elif surprise >= self.alert_level:
+            self.since_alert_ = 0
+        return min(1.0, surprise / (2.0 * self.alert_level))
+
+
 class StreamingDetector:
     """Anomaly score of each new point of one metric series, scikit-learn style.
 
@@ -245,12 +291,9 @@ class StreamingDetector:
         core_sizes += [len(season.scales) for season in self.seasons_]
         family_sizes = [*core_sizes, len(self.level_memories_) + len(self.shape_memories_)]
         self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight]
-        self.calibrators_ = [
-            [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=TAIL_MASS, memory=self.memory) for _ in range(size)]
-            for size in family_sizes
-        ]
+        self.calibrators_ = [[make_calibrator(self.memory) for _ in range(size)] for size in family_sizes]
         self.n_seen_ = 0
-        self.since_alert_ = self.dead_time + 1
+        self.shaper_ = AlertShaper(self.alert_level, self.dead_time)
 
     @property
     def _spread_family_scales(self) -> tuple[int, ...]:
@@ -373,11 +416,17 @@ class StreamingDetector:
         """Score ``value`` observed at ``timestamp`` (after every earlier point), then learn from it."""
         if not math.isfinite(value):
             return 0.0
+        return self.shaper_.score(combined_surprise(self.family_pvalues(timestamp, value)))
+
+    def family_pvalues(self, timestamp: pd.Timestamp, value: float) -> list[tuple[float, float]]:
+        """Learn the finite ``value`` and return (smallest p-value, weight) of every family that has evidence.
+
+        The step of :meth:`update` before fusion and alert shaping, public so that a benchmark can fuse
+        other evidence by the same rule (:func:`combined_surprise`) or shape it at other alert levels.
+        """
         self.values_.append(value)
         self.n_seen_ += 1
-        self.since_alert_ += 1
         families = self._statistics(timestamp.timestamp(), value)
-
         family_pvalues: list[tuple[float, float]] = []
         for calibrators, statistics, weight in zip(self.calibrators_, families, self.family_weights_, strict=True):
             pvalues = []
@@ -389,31 +438,7 @@ class StreamingDetector:
                 calibrator.add(statistic)
             if pvalues:
                 family_pvalues.append((min(pvalues), weight))
-        if not family_pvalues:
-            return 0.0
-        # Bonferroni over families, not over scales: the scales of one family are nested trailing
-        # windows of one series, so strongly dependent that counting each would over-correct and
-        # delay every detection; the families ask different questions. Weighted Bonferroni (each
-        # family tested at its weight's share of the budget, min of p / share) is still a valid
-        # family-wise bound and lets a narrow auxiliary question in without diluting the core ones.
-        budget = sum(weight for _, weight in family_pvalues)
-        corrected = min(pvalue * budget / weight for pvalue, weight in family_pvalues)
-        surprise = max(0.0, -math.log10(min(1.0, corrected)))
-        return self._shape(surprise)
-
-    def _shape(self, surprise: float) -> float:
-        """Map ``-log10(p)`` to [0, 1]; hold repeated alerts of one incident below the alert level.
-
-        Every point of a dead time is halved (and capped at a quarter), not only those above the alert
-        level: holding only those would let a slightly less surprising point of the same incident
-        score twice as high as a more surprising one, just under the alert level. The score stays
-        monotone in the surprise within a dead time, and a dead time never raises an alert.
-        """
-        if self.since_alert_ <= self.dead_time:
-            surprise = 0.5 * min(surprise, self.alert_level)
-        elif surprise >= self.alert_level:
-            self.since_alert_ = 0
-        return min(1.0, surprise / (2.0 * self.alert_level))
+        return family_pvalues
 
     def score_series(self, series: pd.Series) -> np.ndarray:
         """Stream a whole series through :meth:`update` (in its order) and return every score."""

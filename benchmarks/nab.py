@@ -89,9 +89,7 @@ DEFAULT = Variant("infercast")
 # Each part of the detector removed alone (see docs/detector.md, "Fifth round").
 ABLATIONS = (
     Variant("- level family", {"level_scales": ()}),
-    Variant("- spread (MAD growth)", {"spread_scales": ()}),
-    Variant("- alternation", {"alternation_scales": ()}),
-    Variant("- irregularity family", {"spread_scales": (), "alternation_scales": ()}),
+    Variant("- spread family", {"spread_scales": ()}),
     Variant("- daily family", {"seasonal_scales": ()}),
     Variant("- daily single point", {"seasonal_scales": (16, 64)}),
     Variant("- weekly family", {"weekly_scales": ()}),
@@ -106,13 +104,14 @@ def read_series(path: Path) -> pd.Series:
     return pd.Series(data["value"].to_numpy(dtype=float), index=pd.DatetimeIndex(pd.to_datetime(data["timestamp"])))
 
 
-def score_file(path: Path) -> tuple[pd.DataFrame, float]:
-    """The NAB results table for one data file and the seconds spent in ``update``."""
+def score_file(path: Path) -> tuple[pd.DataFrame, float, float]:
+    """The NAB results table for one data file, and the wall-clock and CPU seconds spent in ``update``
+    (CPU time is the steadier measure on a machine shared with other work)."""
     series = read_series(path)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     scores = StreamingDetector().score_series(series)
-    elapsed = time.perf_counter() - started
-    return results_table(path, scores), elapsed
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    return results_table(path, scores), elapsed, cpu
 
 
 def results_table(path: Path, scores: np.ndarray) -> pd.DataFrame:
@@ -125,19 +124,22 @@ def run(data_dir: Path, out_dir: Path) -> Path:
     files = data_files(data_dir)
     results_dir = out_dir / DETECTOR_NAME
     total_rows = 0
-    total_seconds = 0.0
-    print(f"{'file':<62} {'rows':>6} {'us/update':>10}")
+    total_seconds = total_cpu = 0.0
+    print(f"{'file':<62} {'rows':>6} {'us/update':>10} {'cpu us':>7}")
     for path in files:
-        results, elapsed = score_file(path)
+        results, elapsed, cpu = score_file(path)
         target = results_dir / path.parent.name / f"{DETECTOR_NAME}_{path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         results.to_csv(target, index=False)
         total_rows += len(results)
         total_seconds += elapsed
+        total_cpu += cpu
         name = f"{path.parent.name}/{path.name}"
-        print(f"{name:<62} {len(results):>6} {1e6 * elapsed / len(results):>10.1f}")
-    print(f"{'total':<62} {total_rows:>6} {1e6 * total_seconds / total_rows:>10.1f}")
-    print(f"{len(files)} files, {total_rows} updates in {total_seconds:.2f} s")
+        print(f"{name:<62} {len(results):>6} {1e6 * elapsed / len(results):>10.1f} {1e6 * cpu / len(results):>7.1f}")
+    print(
+        f"{'total':<62} {total_rows:>6} {1e6 * total_seconds / total_rows:>10.1f} {1e6 * total_cpu / total_rows:>7.1f}"
+    )
+    print(f"{len(files)} files, {total_rows} updates in {total_seconds:.2f} s ({total_cpu:.2f} s CPU)")
     return results_dir
 
 
@@ -167,50 +169,54 @@ def judge_table(results_dir: Path, judge_script: Path, labels: Path, data_dir: P
 # --- per-update surprises (cached), shaped at any alert level ---------------------------------------------
 
 
-def variant_surprises(variant: Variant, path: Path) -> tuple[np.ndarray, float]:
+def variant_surprises(variant: Variant, path: Path, member_raw: np.ndarray | None) -> tuple[np.ndarray, float]:
     """The fused surprise (-log10 of the corrected p-value) of every row, NaN where the value is missing,
-    and the seconds spent; what :meth:`StreamingDetector.update` shapes into its score."""
+    and the CPU seconds spent; what :meth:`StreamingDetector.update` shapes into its score.
+
+    ``member_raw``: the member rival's raw scores of the same rows (computed once, see :func:`rival_scores`),
+    calibrated against their own past like any statistic and fused as an auxiliary family.
+    """
     detector = StreamingDetector(**variant.settings)  # type: ignore[arg-type]
-    member = None
+    calibrator = make_calibrator(detector.memory)
+    to_statistic = None
     if variant.member is not None:
         from benchmarks.nab_rivals import make_rival
 
-        member = make_rival(variant.member)
-        calibrator = make_calibrator(detector.memory)
+        to_statistic = make_rival(variant.member).statistic
     series = read_series(path)
     out = np.full(len(series), np.nan)
-    started = time.perf_counter()
+    started = time.process_time()
     for i, (timestamp, value) in enumerate(zip(series.index, series.to_numpy(), strict=True)):
         if not math.isfinite(value):
             continue
         families = detector.family_pvalues(timestamp, float(value))
-        if member is not None:
-            statistic = member.statistic(member.score_then_learn(float(value)))
+        if to_statistic is not None and member_raw is not None:
+            statistic = to_statistic(float(member_raw[i]))
             if calibrator.total >= WARMUP:
                 families.append((calibrator.pvalue(statistic), detector.auxiliary_weight))
             calibrator.add(statistic)
         out[i] = combined_surprise(families)
-    return out, time.perf_counter() - started
+    return out, time.process_time() - started
 
 
 def rival_scores(name: str, path: Path) -> tuple[np.ndarray, float]:
-    """A rival's raw scores of every row (NaN where the value is missing) and the seconds spent."""
+    """A rival's raw scores of every row (NaN where the value is missing) and the CPU seconds spent."""
     from benchmarks.nab_rivals import make_rival
 
     rival = make_rival(name)
     values = read_series(path).to_numpy()
     out = np.full(len(values), np.nan)
-    started = time.perf_counter()
+    started = time.process_time()
     for i, value in enumerate(values):
         if math.isfinite(value):
             out[i] = rival.score_then_learn(float(value))
-    return out, time.perf_counter() - started
+    return out, time.process_time() - started
 
 
 def cached(
     folder: Path, name: str, files: Sequence[Path], compute: Callable[[Path], tuple[np.ndarray, float]]
 ) -> tuple[dict[Path, np.ndarray], float]:
-    """``compute`` of every file, from ``folder`` when present; and microseconds per row."""
+    """``compute`` of every file, from ``folder`` when present; and CPU microseconds per row."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "name").write_text(name)
     missing = [path for path in files if not (folder / f"{path.parent.name}__{path.stem}.npy").exists()]
@@ -304,7 +310,7 @@ def report_levels(name: str, tables: Tables, us_per_update: float) -> LocoResult
     in_level = choose(table, categories)
     chosen = leave_one_out(table)
     held = left_out(table, chosen)
-    print(f"\n## {name}  ({us_per_update:.0f} us/update)")
+    print(f"\n## {name}  ({us_per_update:.0f} CPU us/update)")
     print(f"{'category':<24} {'in-sample':>10} {'left-out':>10} {'level (left-out)':>17}")
     for category in categories:
         inside = cell(table[in_level][category], "standard")
@@ -342,7 +348,7 @@ def report_rival(name: str, judge: Judge, scores: dict[Path, np.ndarray], us_per
         write_results(folder, {path: unit(raw) for path, raw in scores.items()})
         in_sample = judge.run(folder, categories)
         folds = sweep_loco(judge, folder, categories)
-    print(f"\n## {name} (raw scores; {us_per_update:.0f} us/update)")
+    print(f"\n## {name} (raw scores; {us_per_update:.0f} CPU us/update)")
     for category in categories:
         judged, threshold = folds["standard"][category]
         print(f"{category:<24} left-out {cell(judged, 'standard'):>8}  threshold {threshold:.6g}")
@@ -371,6 +377,10 @@ def summary(results: list[LocoResult]) -> None:
         print(f"{r.name:<40} {r.in_sample:>9.1f} {r.left_out:>9.1f} {band:>12} {low_fp:>7.1f} {low_fn:>7.1f}")
 
 
+def rival_cache(out_dir: Path, rival: str, files: Sequence[Path]) -> tuple[dict[Path, np.ndarray], float]:
+    return cached(out_dir / "cache" / f"rival-{rival}", rival, files, BoundRival(rival))
+
+
 def loco(args: argparse.Namespace) -> int:
     if not args.judge.exists():
         print(f"{args.judge} is absent (no ../shared here): nothing to judge")
@@ -382,8 +392,9 @@ def loco(args: argparse.Namespace) -> int:
     rivals = list(RIVALS) if args.rivals == [] else args.rivals or []
     results = []
     for variant in variants:
+        member_raw = None if variant.member is None else rival_cache(args.out, variant.member, files)[0]
         folder = args.out / "cache" / variant.key()
-        surprises, us = cached(folder, variant.name, files, BoundVariant(variant))
+        surprises, us = cached(folder, variant.name, files, BoundVariant(variant, member_raw))
         detector = StreamingDetector(**variant.settings)  # type: ignore[arg-type]
         tables_file = folder / f"levels-{LEVELS[0]}-{LEVELS[-1]}-{len(LEVELS)}-dead{detector.dead_time}.json"
         tables = level_tables(judge, surprises, detector.dead_time, tables_file)
@@ -392,7 +403,7 @@ def loco(args: argparse.Namespace) -> int:
         level = detector.alert_level
         print(f"(the judge's own threshold sweep over the scores at the default level {level}: {swept:.3f})")
     for rival in rivals:
-        scores, us = cached(args.out / "cache" / f"rival-{rival}", rival, files, BoundRival(rival))
+        scores, us = rival_cache(args.out, rival, files)
         results.append(report_rival(rival, judge, scores, us))
     summary(results)
     return 0
@@ -403,9 +414,10 @@ class BoundVariant:
     """``variant_surprises`` of one variant, picklable for the process pool."""
 
     variant: Variant
+    member_raw: dict[Path, np.ndarray] | None
 
     def __call__(self, path: Path) -> tuple[np.ndarray, float]:
-        return variant_surprises(self.variant, path)
+        return variant_surprises(self.variant, path, None if self.member_raw is None else self.member_raw[path])
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ See ``docs/detector.md`` for the design and its measurements. In short, every up
 2. measures the residuals at several time scales (the last point, and the mean of the last k points)
    in robust standard deviations (MAD of the recent window), so one spike, a level shift and a slow
    drift each move at least one statistic; and measures whether the recent spread grew against the
-   reference spread (jitter, oscillation, flapping) or the recent points alternate around the usual
-   level (an overcorrecting control loop), neither of which moves the mean;
+   reference spread (jitter, oscillation, flapping), which moves no mean;
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
    very different noise, takes the smallest probability per family and corrects it with a weighted
@@ -38,9 +37,8 @@ from forecasting.robust import (
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_WEEK = 7
-# Robust sigmas beyond which a deviation counts as "large" for the pattern statistics (alternation,
-# shape): how far a point went is already the level family's business, so one spike must not decide
-# the pattern.
+# Robust sigmas beyond which a deviation counts as "large" for the shape statistics: how far a point
+# went is already the level family's business, so one spike must not decide the pattern.
 DEVIATION_CLIP = 5.0
 SHAPE_MIN_REMEMBERED = 50  # remembered shapes before a nearest-neighbour distance means anything
 SHAPE_NOVELTY_FLOOR = 0.1  # robust sigmas: neighbour distances below this are "identical shapes"
@@ -50,23 +48,6 @@ SHAPE_NOVELTY_FLOOR = 0.1  # robust sigmas: neighbour distances below this are "
 TAIL_MASS = 0.02
 MIN_TAIL_VALUES = 5
 WARMUP = math.ceil(MIN_TAIL_VALUES / TAIL_MASS)  # 250 values
-
-
-def alternation(recent: np.ndarray, median: float, scale: float) -> float:
-    """How strongly ``recent`` swings back and forth around ``median``: minus its lag-1 autocorrelation, 0 if positive.
-
-    Why: a control loop that overcorrects (replicas flapping, a breaker opening and closing, a client
-    retrying in lockstep) pushes a metric up and down on alternate samples. Its mean does not move, and
-    while fewer than half of the points swing the MAD does not move either, but consecutive deviations
-    have opposite signs. Deviations are taken from the reference median, not the recent mean, so a
-    level shift reads as positive autocorrelation, never as alternation; they are clipped at
-    ``DEVIATION_CLIP`` robust sigmas so one spike cannot outweigh every other pair.
-    """
-    deviations = np.clip((recent - median) / scale, -DEVIATION_CLIP, DEVIATION_CLIP)
-    energy = float(np.dot(deviations, deviations))
-    if energy == 0.0:
-        return 0.0
-    return max(0.0, -float(np.dot(deviations[1:], deviations[:-1])) / energy)
 
 
 class _SeasonalResiduals:
@@ -172,10 +153,6 @@ class StreamingDetector:
         lengths of the trailing means compared with the recent level (1 = the point itself).
     spread_scales:
         lengths of the trailing windows whose spread (MAD) is compared with the reference spread.
-    alternation_scales:
-        lengths of the trailing windows whose alternation around the reference level (see
-        :func:`alternation`) joins the spread family; scales also in ``level_scales`` or
-        ``spread_scales`` share their reference median and cost one dot product.
     seasonal_scales:
         the same as ``level_scales`` for the residuals against the time-of-day profile.
     weekly_scales:
@@ -209,10 +186,18 @@ class StreamingDetector:
         (a tail probability learned from a handful of values means nothing): by default enough for
         the tail fit to rest on ``MIN_TAIL_VALUES`` values (``WARMUP``, 250).
     memory:
-        effective length, in updates, of the calibrators' exponentially decaying history.
+        effective length, in updates, of the calibrators' exponentially decaying history (2,016:
+        a week of 5-minute points). Bounded so that a score means the same after a week as after a
+        month: a value beyond every value in a history of n has the conformal p-value 1 / (n + 1),
+        so with an unbounded history the surprise of a new record grows with log10 of the time the
+        detector has run, and one alert level would alert on records in long series and not in
+        short ones (see ``docs/detector.md``, fifth round).
     alert_level:
         ``-log10`` of the corrected tail probability that counts as an alert; the score is
         ``-log10(p) / (2 * alert_level)`` clipped to 1, so an alert is a score of at least 0.5.
+        2.65 is the level that leave-one-category-out on NAB chooses on all four categories (each
+        fold chose 2.55 to 2.65 on the other three); with the default memory it is about the
+        corrected surprise of a value beyond everything the calibrators remember, log10(2,017 / 4.5).
     dead_time:
         updates after an alert during which the score is held below the alert level.
 
@@ -231,7 +216,6 @@ class StreamingDetector:
         window: int = 200,
         level_scales: tuple[int, ...] = (1, 4, 16, 64),
         spread_scales: tuple[int, ...] = (16, 64),
-        alternation_scales: tuple[int, ...] = (64,),
         seasonal_scales: tuple[int, ...] = (1, 16, 64),
         weekly_scales: tuple[int, ...] = (16, 64),
         week_level_scales: tuple[int, ...] = (16, 64),
@@ -243,14 +227,13 @@ class StreamingDetector:
         profile_buckets: int = 288,
         min_history: int = 50,
         warmup: int = WARMUP,
-        memory: float = 50_000.0,
-        alert_level: float = 2.75,
+        memory: float = 2016.0,
+        alert_level: float = 2.65,
         dead_time: int = 144,
     ) -> None:
         self.window = window
         self.level_scales = level_scales
         self.spread_scales = spread_scales
-        self.alternation_scales = alternation_scales
         self.seasonal_scales = seasonal_scales
         self.weekly_scales = weekly_scales
         self.week_level_scales = week_level_scales
@@ -269,9 +252,7 @@ class StreamingDetector:
 
     def reset(self) -> None:
         """Forget everything learned (the series restarted or its meaning changed)."""
-        self.values_ = SlidingWindow(
-            self.window + max(self.level_scales + self._spread_family_scales + self.shape_scales)
-        )
+        self.values_ = SlidingWindow(self.window + max(self.level_scales + self.spread_scales + self.shape_scales))
         self.seasons_ = [
             _SeasonalResiduals(SECONDS_PER_DAY, self.profile_buckets, self.seasonal_scales, self.window),
             _SeasonalResiduals(
@@ -287,7 +268,7 @@ class StreamingDetector:
             for k in self.shape_scales
         ]
         # In the order _statistics returns them: level, irregularity, daily, weekly, then the auxiliary one.
-        core_sizes = [len(self.level_scales), len(self._spread_family_scales)]
+        core_sizes = [len(self.level_scales), len(self.spread_scales)]
         core_sizes += [len(season.scales) for season in self.seasons_]
         family_sizes = [*core_sizes, len(self.level_memories_) + len(self.shape_memories_)]
         self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight]
@@ -295,21 +276,17 @@ class StreamingDetector:
         self.n_seen_ = 0
         self.shaper_ = AlertShaper(self.alert_level, self.dead_time)
 
-    @property
-    def _spread_family_scales(self) -> tuple[int, ...]:
-        return self.spread_scales + self.alternation_scales
-
     def _statistics(self, seconds: float, value: float) -> list[list[float | None]]:
         """The surprise statistics of the newest point, by family (None: not computable yet).
 
         A family is one question asked at several time scales: has the level moved, has the series
-        become more irregular (wider spread or alternation), is it unlike yesterday, is it unlike last week;
+        become more irregular (wider spread), is it unlike yesterday, is it unlike last week;
         and the auxiliary one: is the level unlike any level of the past week, or the recent shape
         unlike any remembered shape.
         """
         level = self.values_.values()
         floor = self._scale_floor(level)
-        references = self._references(level, self.level_scales + self._spread_family_scales + self.shape_scales, floor)
+        references = self._references(level, self.level_scales + self.spread_scales + self.shape_scales, floor)
         families = [
             self._shift_statistics(level, self.level_scales, references),
             self._spread_statistics(level, references, floor),
@@ -369,7 +346,7 @@ class StreamingDetector:
         self, series: np.ndarray, references: dict[int, tuple[float, float] | None], floor: float
     ) -> list[float | None]:
         """Irregularity: for each spread scale k, log of how much wider the last k points spread than the
-        reference (0 if narrower); then for each alternation scale, :func:`alternation` of the last k.
+        reference (0 if narrower).
 
         Only growth counts: a series that goes quiet is usually a service idling, and a stuck metric
         is already a level shift against the daily profile.
@@ -382,9 +359,6 @@ class StreamingDetector:
                 continue
             recent_scale = median_and_scale(series[-k:], floor)[1]
             statistics.append(max(0.0, math.log(recent_scale / reference[1])))
-        for k in self.alternation_scales:
-            reference = references[k]
-            statistics.append(None if reference is None else alternation(series[-k:], *reference))
         return statistics
 
     def _shape_statistics(

@@ -8,8 +8,7 @@ See ``docs/detector.md`` for the design and its measurements. In short, every up
 2. measures the residuals at several time scales (the last point, and the mean of the last k points)
    in robust standard deviations (MAD of the recent window), so one spike, a level shift and a slow
    drift each move at least one statistic; and measures whether the recent spread grew against the
-   reference spread (jitter, oscillation, flapping) or the recent points alternate around the usual
-   level (an overcorrecting control loop), neither of which moves the mean;
+   reference spread (jitter, oscillation, flapping), which moves no mean;
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
    very different noise, takes the smallest probability per family and corrects it with a weighted
@@ -38,9 +37,8 @@ from forecasting.robust import (
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_WEEK = 7
-# Robust sigmas beyond which a deviation counts as "large" for the pattern statistics (alternation,
-# shape): how far a point went is already the level family's business, so one spike must not decide
-# the pattern.
+# Robust sigmas beyond which a deviation counts as "large" for the shape statistics: how far a point
+# went is already the level family's business, so one spike must not decide the pattern.
 DEVIATION_CLIP = 5.0
 SHAPE_MIN_REMEMBERED = 50  # remembered shapes before a nearest-neighbour distance means anything
 SHAPE_NOVELTY_FLOOR = 0.1  # robust sigmas: neighbour distances below this are "identical shapes"
@@ -50,23 +48,6 @@ SHAPE_NOVELTY_FLOOR = 0.1  # robust sigmas: neighbour distances below this are "
 TAIL_MASS = 0.02
 MIN_TAIL_VALUES = 5
 WARMUP = math.ceil(MIN_TAIL_VALUES / TAIL_MASS)  # 250 values
-
-
-def alternation(recent: np.ndarray, median: float, scale: float) -> float:
-    """How strongly ``recent`` swings back and forth around ``median``: minus its lag-1 autocorrelation, 0 if positive.
-
-    Why: a control loop that overcorrects (replicas flapping, a breaker opening and closing, a client
-    retrying in lockstep) pushes a metric up and down on alternate samples. Its mean does not move, and
-    while fewer than half of the points swing the MAD does not move either, but consecutive deviations
-    have opposite signs. Deviations are taken from the reference median, not the recent mean, so a
-    level shift reads as positive autocorrelation, never as alternation; they are clipped at
-    ``DEVIATION_CLIP`` robust sigmas so one spike cannot outweigh every other pair.
-    """
-    deviations = np.clip((recent - median) / scale, -DEVIATION_CLIP, DEVIATION_CLIP)
-    energy = float(np.dot(deviations, deviations))
-    if energy == 0.0:
-        return 0.0
-    return max(0.0, -float(np.dot(deviations[1:], deviations[:-1])) / energy)
 
 
 class _SeasonalResiduals:
@@ -115,6 +96,52 @@ class _LevelMemory:
         return statistic
 
 
+def make_calibrator(memory: float) -> TailCalibrator:
+    """The tail calibrator of one statistic: 400 bins of 0.1 in ``log1p`` (values up to e^40), the top
+    ``TAIL_MASS`` fitted beyond the largest value seen, counts decaying with ``memory`` updates."""
+    return TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=TAIL_MASS, memory=memory)
+
+
+def combined_surprise(family_pvalues: list[tuple[float, float]]) -> float:
+    """``-log10`` of the weighted Bonferroni bound over families: min over families of p x W / w (0 if none).
+
+    Bonferroni over families, not over scales: the scales of one family are nested trailing windows of
+    one series, so strongly dependent that counting each would over-correct and delay every detection;
+    the families ask different questions. Weighted Bonferroni (each family tested at its weight's share
+    W / w of the budget) is still a valid family-wise bound and lets a narrow auxiliary question in
+    without diluting the core ones.
+    """
+    if not family_pvalues:
+        return 0.0
+    budget = sum(weight for _, weight in family_pvalues)
+    corrected = min(pvalue * budget / weight for pvalue, weight in family_pvalues)
+    return max(0.0, -math.log10(min(1.0, corrected)))
+
+
+class AlertShaper:
+    """Maps a stream of surprises (``-log10 p``) to scores in [0, 1], one alert per incident.
+
+    ``score = surprise / (2 * alert_level)`` clipped to 1, so an alert is a score of at least 0.5. Once
+    a point reaches the alert level, every point of the next ``dead_time`` updates is halved and capped
+    at a quarter: one incident raises one alert, not a burst an on-call human counts as many. Every
+    point of a dead time is held, not only those above the level, or a slightly less surprising point
+    of the same incident would score twice as high as a more surprising one, just under the level.
+    """
+
+    def __init__(self, alert_level: float, dead_time: int) -> None:
+        self.alert_level = alert_level
+        self.dead_time = dead_time
+        self.since_alert_ = dead_time + 1
+
+    def score(self, surprise: float) -> float:
+        self.since_alert_ += 1
+        if self.since_alert_ <= self.dead_time:
+            surprise = 0.5 * min(surprise, self.alert_level)
+        elif surprise >= self.alert_level:
+            self.since_alert_ = 0
+        return min(1.0, surprise / (2.0 * self.alert_level))
+
+
 class StreamingDetector:
     """Anomaly score of each new point of one metric series, scikit-learn style.
 
@@ -126,10 +153,6 @@ class StreamingDetector:
         lengths of the trailing means compared with the recent level (1 = the point itself).
     spread_scales:
         lengths of the trailing windows whose spread (MAD) is compared with the reference spread.
-    alternation_scales:
-        lengths of the trailing windows whose alternation around the reference level (see
-        :func:`alternation`) joins the spread family; scales also in ``level_scales`` or
-        ``spread_scales`` share their reference median and cost one dot product.
     seasonal_scales:
         the same as ``level_scales`` for the residuals against the time-of-day profile.
     weekly_scales:
@@ -163,10 +186,18 @@ class StreamingDetector:
         (a tail probability learned from a handful of values means nothing): by default enough for
         the tail fit to rest on ``MIN_TAIL_VALUES`` values (``WARMUP``, 250).
     memory:
-        effective length, in updates, of the calibrators' exponentially decaying history.
+        effective length, in updates, of the calibrators' exponentially decaying history (2,016:
+        a week of 5-minute points). Bounded so that a score means the same after a week as after a
+        month: a value beyond every value in a history of n has the conformal p-value 1 / (n + 1),
+        so with an unbounded history the surprise of a new record grows with log10 of the time the
+        detector has run, and one alert level would alert on records in long series and not in
+        short ones (see ``docs/detector.md``, fifth round).
     alert_level:
         ``-log10`` of the corrected tail probability that counts as an alert; the score is
         ``-log10(p) / (2 * alert_level)`` clipped to 1, so an alert is a score of at least 0.5.
+        2.65 is the level that leave-one-category-out on NAB chooses on all four categories (each
+        fold chose 2.55 to 2.65 on the other three); with the default memory it is about the
+        corrected surprise of a value beyond everything the calibrators remember, log10(2,017 / 4.5).
     dead_time:
         updates after an alert during which the score is held below the alert level.
 
@@ -185,7 +216,6 @@ class StreamingDetector:
         window: int = 200,
         level_scales: tuple[int, ...] = (1, 4, 16, 64),
         spread_scales: tuple[int, ...] = (16, 64),
-        alternation_scales: tuple[int, ...] = (64,),
         seasonal_scales: tuple[int, ...] = (1, 16, 64),
         weekly_scales: tuple[int, ...] = (16, 64),
         week_level_scales: tuple[int, ...] = (16, 64),
@@ -197,14 +227,13 @@ class StreamingDetector:
         profile_buckets: int = 288,
         min_history: int = 50,
         warmup: int = WARMUP,
-        memory: float = 50_000.0,
-        alert_level: float = 2.75,
+        memory: float = 2016.0,
+        alert_level: float = 2.65,
         dead_time: int = 144,
     ) -> None:
         self.window = window
         self.level_scales = level_scales
         self.spread_scales = spread_scales
-        self.alternation_scales = alternation_scales
         self.seasonal_scales = seasonal_scales
         self.weekly_scales = weekly_scales
         self.week_level_scales = week_level_scales
@@ -223,9 +252,7 @@ class StreamingDetector:
 
     def reset(self) -> None:
         """Forget everything learned (the series restarted or its meaning changed)."""
-        self.values_ = SlidingWindow(
-            self.window + max(self.level_scales + self._spread_family_scales + self.shape_scales)
-        )
+        self.values_ = SlidingWindow(self.window + max(self.level_scales + self.spread_scales + self.shape_scales))
         self.seasons_ = [
             _SeasonalResiduals(SECONDS_PER_DAY, self.profile_buckets, self.seasonal_scales, self.window),
             _SeasonalResiduals(
@@ -241,32 +268,25 @@ class StreamingDetector:
             for k in self.shape_scales
         ]
         # In the order _statistics returns them: level, irregularity, daily, weekly, then the auxiliary one.
-        core_sizes = [len(self.level_scales), len(self._spread_family_scales)]
+        core_sizes = [len(self.level_scales), len(self.spread_scales)]
         core_sizes += [len(season.scales) for season in self.seasons_]
         family_sizes = [*core_sizes, len(self.level_memories_) + len(self.shape_memories_)]
         self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight]
-        self.calibrators_ = [
-            [TailCalibrator(n_bins=400, bin_width=0.1, tail_mass=TAIL_MASS, memory=self.memory) for _ in range(size)]
-            for size in family_sizes
-        ]
+        self.calibrators_ = [[make_calibrator(self.memory) for _ in range(size)] for size in family_sizes]
         self.n_seen_ = 0
-        self.since_alert_ = self.dead_time + 1
-
-    @property
-    def _spread_family_scales(self) -> tuple[int, ...]:
-        return self.spread_scales + self.alternation_scales
+        self.shaper_ = AlertShaper(self.alert_level, self.dead_time)
 
     def _statistics(self, seconds: float, value: float) -> list[list[float | None]]:
         """The surprise statistics of the newest point, by family (None: not computable yet).
 
         A family is one question asked at several time scales: has the level moved, has the series
-        become more irregular (wider spread or alternation), is it unlike yesterday, is it unlike last week;
+        become more irregular (wider spread), is it unlike yesterday, is it unlike last week;
         and the auxiliary one: is the level unlike any level of the past week, or the recent shape
         unlike any remembered shape.
         """
         level = self.values_.values()
         floor = self._scale_floor(level)
-        references = self._references(level, self.level_scales + self._spread_family_scales + self.shape_scales, floor)
+        references = self._references(level, self.level_scales + self.spread_scales + self.shape_scales, floor)
         families = [
             self._shift_statistics(level, self.level_scales, references),
             self._spread_statistics(level, references, floor),
@@ -326,7 +346,7 @@ class StreamingDetector:
         self, series: np.ndarray, references: dict[int, tuple[float, float] | None], floor: float
     ) -> list[float | None]:
         """Irregularity: for each spread scale k, log of how much wider the last k points spread than the
-        reference (0 if narrower); then for each alternation scale, :func:`alternation` of the last k.
+        reference (0 if narrower).
 
         Only growth counts: a series that goes quiet is usually a service idling, and a stuck metric
         is already a level shift against the daily profile.
@@ -339,9 +359,6 @@ class StreamingDetector:
                 continue
             recent_scale = median_and_scale(series[-k:], floor)[1]
             statistics.append(max(0.0, math.log(recent_scale / reference[1])))
-        for k in self.alternation_scales:
-            reference = references[k]
-            statistics.append(None if reference is None else alternation(series[-k:], *reference))
         return statistics
 
     def _shape_statistics(
@@ -373,11 +390,17 @@ class StreamingDetector:
         """Score ``value`` observed at ``timestamp`` (after every earlier point), then learn from it."""
         if not math.isfinite(value):
             return 0.0
+        return self.shaper_.score(combined_surprise(self.family_pvalues(timestamp, value)))
+
+    def family_pvalues(self, timestamp: pd.Timestamp, value: float) -> list[tuple[float, float]]:
+        """Learn the finite ``value`` and return (smallest p-value, weight) of every family that has evidence.
+
+        The step of :meth:`update` before fusion and alert shaping, public so that a benchmark can fuse
+        other evidence by the same rule (:func:`combined_surprise`) or shape it at other alert levels.
+        """
         self.values_.append(value)
         self.n_seen_ += 1
-        self.since_alert_ += 1
         families = self._statistics(timestamp.timestamp(), value)
-
         family_pvalues: list[tuple[float, float]] = []
         for calibrators, statistics, weight in zip(self.calibrators_, families, self.family_weights_, strict=True):
             pvalues = []
@@ -389,31 +412,7 @@ class StreamingDetector:
                 calibrator.add(statistic)
             if pvalues:
                 family_pvalues.append((min(pvalues), weight))
-        if not family_pvalues:
-            return 0.0
-        # Bonferroni over families, not over scales: the scales of one family are nested trailing
-        # windows of one series, so strongly dependent that counting each would over-correct and
-        # delay every detection; the families ask different questions. Weighted Bonferroni (each
-        # family tested at its weight's share of the budget, min of p / share) is still a valid
-        # family-wise bound and lets a narrow auxiliary question in without diluting the core ones.
-        budget = sum(weight for _, weight in family_pvalues)
-        corrected = min(pvalue * budget / weight for pvalue, weight in family_pvalues)
-        surprise = max(0.0, -math.log10(min(1.0, corrected)))
-        return self._shape(surprise)
-
-    def _shape(self, surprise: float) -> float:
-        """Map ``-log10(p)`` to [0, 1]; hold repeated alerts of one incident below the alert level.
-
-        Every point of a dead time is halved (and capped at a quarter), not only those above the alert
-        level: holding only those would let a slightly less surprising point of the same incident
-        score twice as high as a more surprising one, just under the alert level. The score stays
-        monotone in the surprise within a dead time, and a dead time never raises an alert.
-        """
-        if self.since_alert_ <= self.dead_time:
-            surprise = 0.5 * min(surprise, self.alert_level)
-        elif surprise >= self.alert_level:
-            self.since_alert_ = 0
-        return min(1.0, surprise / (2.0 * self.alert_level))
+        return family_pvalues
 
     def score_series(self, series: pd.Series) -> np.ndarray:
         """Stream a whole series through :meth:`update` (in its order) and return every score."""

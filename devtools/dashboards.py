@@ -58,11 +58,15 @@ def vllm(metric: str) -> str:
     return vllm_series(metric, PODS)
 
 
-def dcgm_gpu_utilization() -> tuple[Query, ...]:
-    """Per workload pod, the GPU utilisation, whether the scrape kept the ``pod`` label or renamed it."""
+def dcgm_gpu_utilization() -> str:
+    """Per workload pod, the GPU utilisation, whether the scrape kept the ``pod`` label or renamed it.
+
+    ``$1`` is PromQL's (label_replace), not a Grafana variable: Grafana leaves unknown names as they are.
+    """
+    exported = f"avg by (exported_pod) (DCGM_FI_DEV_GPU_UTIL{{{EXPORTED_PODS}}})"
     return (
-        Query(f"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{{{PODS}}})", "GPU {{pod}}"),
-        Query(f"avg by (exported_pod) (DCGM_FI_DEV_GPU_UTIL{{{EXPORTED_PODS}}})", "GPU {{exported_pod}}"),
+        f"avg by (pod) (DCGM_FI_DEV_GPU_UTIL{{{PODS}}})"
+        f' or label_replace({exported}, "pod", "$1", "exported_pod", "(.+)")'
     )
 
 
@@ -232,7 +236,7 @@ FLEET = Board(
             "GPU utilisation from NVIDIA's DCGM exporter, and vLLM's KV-cache usage, per pod.",
             "percent",
             (
-                *dcgm_gpu_utilization(),
+                Query(dcgm_gpu_utilization(), "GPU {{pod}}"),
                 Query(
                     "100 * avg by (pod) (" + vllm("(kv|gpu)_cache_usage_perc") + ")",
                     "KV cache {{pod}}",

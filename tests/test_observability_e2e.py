@@ -181,7 +181,7 @@ def run(
 
 
 def substitute(text: str, values: dict[str, str]) -> str:
-    return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], text)
+    return re.sub(r"\$([A-Za-z_]\w*)", lambda m: values[m.group(1)], text)
 
 
 def resolve_variables(board: dict[str, Any], prometheus: Prometheus, chosen: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,9 @@ they are ready: weight sent ahead of readiness would queue on the replicas alrea
 backend (:mod:`policies.health`) is drained to ``probe`` weight rather than to zero: with no
 traffic it would produce no metrics, and a backend nobody can see never recovers. When every
 backend is flagged, the least-bad ones (lowest failure score) keep serving as if healthy:
-routing everything to nothing is never an option. The weights then move towards the target by at
+routing everything to nothing is never an option. A backend already drained to its probe is not
+among them while another still serves: the pool that took its load over may look worse for that
+load alone, and handing the traffic back would only move the overload to the broken pool. The weights then move towards the target by at
 most ``max_step`` per cycle, all of them scaled by one factor so that the sum stays ``total``.
 
 **Canary.** The canary's weight goes up ``step`` at a time, at most once per ``step_interval_s``,
@@ -182,8 +184,11 @@ def _decide_capacity(
         reasons.append(Reason.BackendDataMissing)
     serving = [i for i in judged if not verdicts[i].health.flagged]
     if not serving:
-        scores = {i: _score(verdicts[i]) for i in judged}
-        serving = [i for i in judged if scores[i] == min(scores.values())]
+        # A drained backend comes back by recovering, not because the pool that took its load over
+        # looks worse under that load: the least bad is chosen among those still serving.
+        candidates = [i for i in judged if current[i] > inputs.probe] or judged
+        scores = {i: _score(verdicts[i]) for i in candidates}
+        serving = [i for i in candidates if scores[i] == min(scores.values())]
         reasons.append(Reason.AllBackendsUnhealthy)
     elif len(serving) < len(judged):
         reasons.append(Reason.BackendDegraded)

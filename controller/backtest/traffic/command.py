@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_policies(path: Path) -> list[PolicyDocument]:
-    """The policy documents of a YAML file; anything else in it is refused."""
+    """The policy documents of a YAML file; other documents (the Istio objects they tune) are skipped."""
     try:
         documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except OSError as exc:
@@ -79,10 +79,7 @@ def load_policies(path: Path) -> list[PolicyDocument]:
     for number, document in enumerate(documents, 1):
         kind = document.get("kind") if isinstance(document, dict) else None
         if kind not in _PARSERS:
-            raise InputError(
-                "UnsupportedKind",
-                f"{path}: document {number} is a {kind or 'non-object'}, not one of {', '.join(_PARSERS)}",
-            )
+            continue
         metadata = document.get("metadata") or {}
         name = str(metadata.get("name") or f"{kind.lower()}-{number}")
         spec = _PARSERS[kind](document.get("spec") or {})

@@ -28,8 +28,9 @@ duration) and ``saturation`` (KV-cache usage; the judge's engine has no KV cache
 destination telemetry.
 
 The window is the policy's ``rateWindow`` over whole observation windows: at time ``t`` the
-observations ending in ``(t - window, t]``, divided by the time they cover (less than the window
-during the first minute, as ``rate()`` over a young series).
+observations ending in ``(t - window, t]``, divided by the whole window even while the run is
+younger than it (``rate()`` does not extrapolate a series to a range it did not cover), so that a
+rate times the window is the number of requests actually seen.
 """
 
 from __future__ import annotations
@@ -114,13 +115,11 @@ class PrometheusView:
         if not self.observations:
             raise ValueError("nothing observed yet")
         now = self.observations[-1].end_s
-        recent = [o for o in self.observations if o.end_s > now - window_s + 1e-9]
-        covered = now - recent[0].start_s if recent else 0.0
-        windows = [o.subset(subset) for o in recent]
+        windows = [o.subset(subset) for o in self.observations if o.end_s > now - window_s + 1e-9]
         responses = sum(w.responses for w in windows)
         errors = sum(w.errors_5xx for w in windows)
         values: dict[str, float | None] = {
-            "request_rate": responses / covered if covered > 0 else None,
+            "request_rate": responses / window_s,
             "error_rate": errors / responses if responses else None,
             "latency_ms": None,
             "ttft_s": histogram_quantile(QUANTILE, _samples(windows, "ttft"), TTFT_BUCKETS_S),

@@ -18,7 +18,8 @@ from controller.backtest.traffic.report import promoted_at
 from controller.backtest.traffic.run import run_with_record
 from controller.backtest.traffic.settings import Change, ProxySettings
 from controller.traffic import circuit_breakers, decide, routing_weights
-from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_policy
+from controller.traffic.signals import BackendReading, SignalMemory, backend_signals
+from controller.traffic.spec import CapacitySpec, parse_circuit_breaker_policy, parse_routing_policy
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
 from tests.harness.traffic_backtest import every, scenario, trace
 
@@ -164,8 +165,8 @@ PROMETHEUS = {"url": "http://prometheus:9090"}
 HEALTH = {"maxErrorRate": 0.05, "rateWindow": "30s", "recoveryHoldSeconds": 30}
 
 
-def breakers(*names: str) -> PolicyDocument:
-    spec = {
+def breaker_spec(*names: str) -> dict[str, Any]:
+    return {
         "targetRef": {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "name": "vllm"},
         "interval": 5,
         "prometheus": PROMETHEUS,
@@ -173,7 +174,10 @@ def breakers(*names: str) -> PolicyDocument:
         "health": HEALTH,
         "outlierDetection": {"consecutiveGatewayErrors": {"tight": 1, "relaxed": 7}},
     }
-    return PolicyDocument(CIRCUIT_BREAKER, "breakers", parse_circuit_breaker_policy(spec))
+
+
+def breakers(*names: str) -> PolicyDocument:
+    return PolicyDocument(CIRCUIT_BREAKER, "breakers", parse_circuit_breaker_policy(breaker_spec(*names)))
 
 
 def canary_route(**canary: Any) -> PolicyDocument:
@@ -231,3 +235,11 @@ def test_a_policy_serves_the_backends_it_finds_and_says_why_it_does_not_act() ->
         f"{CIRCUIT_BREAKER} breakers: not acting, its subsets are already tuned by breakers",
     ]
     assert policies.interval_s == 5.0
+
+
+def test_the_load_that_needs_capacity_is_the_load_served() -> None:
+    """Failed attempts are no load: a pool failing half its requests does not look twice as busy."""
+    backend = parse_circuit_breaker_policy(breaker_spec("stable")).backends[0]
+    reading = BackendReading("stable", {"request_rate": 20.0, "error_rate": 0.5}, 4)
+    signals = backend_signals(backend, reading, SignalMemory(), CapacitySpec(horizon_s=0), 5, "1m", 0.0)
+    assert signals.needed_replicas == pytest.approx(10.0 / 100)

@@ -43,7 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 JUDGE_DIR = SHARED / "bench/traffic"
 DATA_DIR = SHARED / "data/llm_traces"
-GROUPS = {"in-sample (the judge's scenarios)": JUDGE_DIR / "scenarios", "held out (ours)": REPO / "benchmarks/traffic_scenarios"}
+GROUPS = {
+    "in-sample (the judge's scenarios)": JUDGE_DIR / "scenarios",
+    "held out (ours)": REPO / "benchmarks/traffic_scenarios",
+}
 STATIC = ("none", "istio-typical", "aggressive")
 OURS = "decisions.csv"
 
@@ -74,7 +77,8 @@ class Outcome:
         ours, flagger = self.ours, self.rows.get("flagger")
         checks: dict[str, bool | None] = {
             "goodput >= best static": ours["goodput"] >= self.best_static[1],
-            "attempts <= istio-typical": ours["attempts_per_request"] <= self.rows["istio-typical"]["attempts_per_request"],
+            "attempts <= istio-typical": ours["attempts_per_request"]
+            <= self.rows["istio-typical"]["attempts_per_request"],
             "control: no ejection, no weight change": None,
             "bad canary share <= flagger / 2": None,
             "healthy canary promoted <= flagger": None,
@@ -82,7 +86,9 @@ class Outcome:
         if self.control:
             checks["control: no ejection, no weight change"] = ours["ejections"] == 0 and self.weight_changes == 0
         if flagger is not None and self.scenario.faults:
-            checks["bad canary share <= flagger / 2"] = ours["canary_faulty_share"] <= flagger["canary_faulty_share"] / 2
+            checks["bad canary share <= flagger / 2"] = (
+                ours["canary_faulty_share"] <= flagger["canary_faulty_share"] / 2
+            )
         if flagger is not None and not self.scenario.faults:
             theirs = flagger["flagger"]["at_s"] if flagger["flagger"]["result"] == "promoted" else None
             mine = self.ours_promoted_s
@@ -135,6 +141,7 @@ def table(outcomes: list[Outcome]) -> str:
         ours = o.ours
         checks = o.checks()
         missed = [label for label, ok in checks.items() if ok is False]
+        verdict = "all met" if not missed else "missed: " + "; ".join(missed)
         canary = "-"
         promoted = "-"
         if flagger is not None:
@@ -147,7 +154,7 @@ def table(outcomes: list[Outcome]) -> str:
             f"| {o.scenario.name} | {ours['goodput']:.4f} | {best:.4f} ({name}) | "
             f"{'-' if flagger is None else format(flagger['goodput'], '.4f')} | {ours['goodput'] - best:+.4f} | "
             f"{ours['attempts_per_request']:.4f} / {o.rows['istio-typical']['attempts_per_request']:.4f} | "
-            f"{ours['ejections']} | {canary} | {promoted} | {'all met' if not missed else 'missed: ' + '; '.join(missed)} |"
+            f"{ours['ejections']} | {canary} | {promoted} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -166,7 +173,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.out or Path(scratch)
         for group, folder in GROUPS.items():
-            paths = sorted(p for p in folder.glob("*.json") if not args.scenario or p.stem.startswith(tuple(args.scenario)))
+            paths = sorted(
+                p for p in folder.glob("*.json") if not args.scenario or p.stem.startswith(tuple(args.scenario))
+            )
             if not paths:
                 continue
             outcomes = []

@@ -180,7 +180,9 @@ def _decide_backend(
     outlier = current.outlier
     if not verdict.missing:
         wanted_ejection = bounds.max_ejection_percent.at(tight)
-        max_ejection = min(wanted_ejection, _ejectable_percent(ready, needed, failing, bounds.max_ejection_percent))
+        overloaded = _overloaded(signals, ready, needed, inputs.limits)
+        ejectable = _ejectable_percent(ready, needed, failing, overloaded, bounds.max_ejection_percent)
+        max_ejection = min(wanted_ejection, ejectable)
         if max_ejection < wanted_ejection:
             reasons.append(Reason.EjectionCappedByCapacity)
         outlier = OutlierDetection(
@@ -231,10 +233,14 @@ def _overloaded(signals: BackendSignals, ready: int | None, needed: float | None
     return False
 
 
-def _ejectable_percent(ready: int | None, needed: float | None, failing: int | None, bound: Tightening) -> int:
+def _ejectable_percent(
+    ready: int | None, needed: float | None, failing: int | None, overloaded: bool, bound: Tightening
+) -> int:
     """The share of replicas that may be ejected: the failing ones, and the healthy ones beyond the
-    capacity the forecast load needs. Envoy ejects while the ejected share is below the percentage,
-    so ``floor(100 k / ready)`` lets exactly ``k`` replicas go.
+    capacity the forecast load needs; at least one while the pool is not overloaded (Envoy's own
+    floor: a pool that keeps its SLO can lose its worst host for an ejection's time, and the
+    forecast's upper quantile alone is no proof that it cannot). Envoy ejects while the ejected
+    share is below the percentage, so ``floor(100 k / ready)`` lets exactly ``k`` replicas go.
 
     With the replicas or the forecast unknown, the spare capacity is unknown too: the cautious
     (lower) end of the spec's bound applies.
@@ -246,7 +252,8 @@ def _ejectable_percent(ready: int | None, needed: float | None, failing: int | N
     failing = min(max(failing or 0, 0), ready)
     healthy = ready - failing
     spare = healthy - min(healthy, math.ceil(needed - 1e-9))
-    return max(0, math.floor(100 * (failing + spare) / ready))
+    ejectable = failing + spare if overloaded else max(1, failing + spare)
+    return math.floor(100 * ejectable / ready)  # at least 1 for a host of a pool of at most 100
 
 
 def _needed_percent(ready: int | None, needed: float | None, bound: Tightening) -> int:

@@ -14,8 +14,9 @@ traffic it would produce no metrics, and a backend nobody can see never recovers
 backend is flagged, the least-bad ones (lowest failure score) keep serving as if healthy:
 routing everything to nothing is never an option. A backend already drained to its probe is not
 among them while another still serves: the pool that took its load over may look worse for that
-load alone, and handing the traffic back would only move the overload to the broken pool. The weights then move towards the target by at
-most ``max_step`` per cycle, all of them scaled by one factor so that the sum stays ``total``.
+load alone, and handing the traffic back would only move the overload to the broken pool. The
+weights then move towards the target by at most ``max_step`` per cycle, all of them scaled by one
+factor so that the sum stays ``total``.
 
 **Canary.** The canary's weight goes up ``step`` at a time, at most once per ``step_interval_s``,
 up to ``max_weight``, while its TTFT, TPOT and error rate stay within the margins of the stable

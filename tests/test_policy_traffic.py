@@ -146,8 +146,8 @@ def test_a_healthy_backend_gets_the_relaxed_end() -> None:
         (10, 4, 50),  # 60 % spare: the tight 50 % applies
         (10, 7, 30),  # only 3 replicas spare
         (10, 6.2, 30),  # 6.2 replicas of load need 7 replicas
-        (4, 4, 0),  # nothing spare: no ejection at all
-        (4, 9, 0),  # the load needs more than exists
+        (4, 4, 25),  # nothing spare, but a pool within its SLO may lose its worst host (Envoy's floor)
+        (4, 9, 25),  # ... even when the forecast asks for more than exists
         (0, 1, 0),
         (10, None, 20),  # forecast unknown: the cautious end of the bound
     ],
@@ -199,8 +199,8 @@ def test_relaxes_only_after_the_hold() -> None:
 @pytest.mark.parametrize(
     ("ready", "needed", "failing", "max_ejection"),
     [
-        (8, 7.5, 0, 0),  # no spare capacity, nothing failing: nothing may go
-        (8, 7.5, 1, 12),  # ... but the replica failing on its own may: floor(100 x 1 / 8) lets exactly one go
+        (8, 7.5, 0, 12),  # no spare capacity, nothing failing: the one host Envoy always lets go
+        (8, 7.5, 1, 12),  # a replica failing on its own: floor(100 x 1 / 8) lets exactly one go
         (8, 7.5, 2, 25),
         (8, 4, 1, 50),  # plenty spare: the tight bound
         (8, 20, 1, 12),  # an overload still lets its failing replica go, and only it
@@ -212,6 +212,17 @@ def test_a_replica_failing_on_its_own_is_not_capacity_the_load_counts_on(
 ) -> None:
     signals = BackendSignals(
         "a", error_rate=0.3, ready_replicas=ready, needed_replicas=needed, failing_replicas=failing
+    )
+    backend, _ = breaker(signals)
+    assert backend.settings.outlier is not None
+    assert backend.settings.outlier.max_ejection_percent == max_ejection
+
+
+@pytest.mark.parametrize(("failing", "max_ejection"), [(0, 0), (1, 12)])
+def test_an_overloaded_pool_ejects_only_its_failing_replicas(failing: int, max_ejection: int) -> None:
+    """Short of replicas and over its latency limit: every host times out alike, none may go unless failing."""
+    signals = BackendSignals(
+        "a", error_rate=0.3, ttft_s=3.0, ready_replicas=8, needed_replicas=12, failing_replicas=failing
     )
     backend, _ = breaker(signals)
     assert backend.settings.outlier is not None

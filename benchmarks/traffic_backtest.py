@@ -10,7 +10,8 @@ For each scenario of ``../shared/bench/traffic/scenarios`` (in-sample: the judge
 imported), which runs its baselines beside it. ``--scorer ours`` scores with our simulator instead
 (it reproduces the judge exactly, ``benchmarks/traffic_judge_parity.py``; faster while developing).
 
-It prints one table per group (in-sample, held out) and checks the issue's targets:
+It prints one table per group (in-sample, held out), then the judge's own rows per scenario (ours
+as ``decisions.csv``), and checks the issue's targets:
 
 * goodput at least the best static baseline's (``none``, ``istio-typical``, ``aggressive``), and
   how many scenarios it is higher on;
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.backtest.traffic.command import load_policies, run_backtest
-from controller.backtest.traffic.report import promoted_at
+from controller.backtest.traffic.report import markdown, promoted_at
 from controller.backtest.traffic.scenario import Scenario, load_scenario
 from controller.backtest.traffic.timeline import read_decisions
 
@@ -159,6 +160,17 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def judge_table(outcome: Outcome) -> str:
+    """The judge's rows of one scenario, in the judge's columns (our row is ``decisions.csv``)."""
+    flagger = outcome.rows.get("flagger")
+    promotions = {OURS: outcome.ours_promoted_s}
+    if flagger is not None and flagger["flagger"]["result"] == "promoted":
+        promotions["flagger"] = flagger["flagger"]["at_s"]
+    order = [*STATIC, *(["flagger"] if flagger is not None else []), OURS]
+    rows = [outcome.rows[name] for name in order]
+    return f"**{outcome.scenario.name}**\n\n" + markdown(rows, outcome.scenario, promotions)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", type=Path, default=REPO / "examples/traffic-backtest.yaml")
@@ -187,6 +199,8 @@ def main() -> int:
             missed += sum(ok is False for o in outcomes for ok in o.checks().values())
             print(f"\n### {group}: goodput higher than the best static baseline on {higher} of {len(outcomes)}\n")
             print(table(outcomes))
+            for outcome in outcomes:
+                print(f"\n{judge_table(outcome)}")
     return 1 if missed else 0
 
 

@@ -25,12 +25,15 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
 
 from controller.backtest.traffic.policy import Verdict
 from controller.backtest.traffic.settings import Change
 from controller.backtest.traffic.simulator import SUCCESS, RunRecord
 
 SHARE_WINDOW_S = 10.0
+#: Tick labels as plain numbers (0.3, 2, 50), not powers of ten.
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 
 
 def plot_subsets(record: RunRecord, decisions: Sequence[Change], verdicts: Sequence[Verdict], out: Path) -> list[Path]:
@@ -82,6 +85,8 @@ def _plot_subset(
         axis.plot(times, p95, marker="o", ms=3, color="tab:purple", label=f"p{slo.quantile * 100:g} of its successes")
         axis.axhline(target * scale, color="tab:red", ls="--", lw=1, label="SLO")
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(PLAIN)
+        axis.yaxis.set_minor_formatter(PLAIN)
         axis.set_ylabel(f"{'TTFT' if axis is latency_ttft else 'TPOT'} ({unit})")
 
     out_times, out_count = _ejected_over_time(record, subset.name, duration)

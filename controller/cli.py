@@ -1,5 +1,6 @@
-"""The ``infercast`` command: ``run`` (the operator), ``explain`` (a policy's decisions, for a person)
-and ``backtest`` (our policy against the HPA and the KPA on a request trace).
+"""The ``infercast`` command: ``run`` (the operator), ``explain`` (a policy's decisions, for a person),
+``backtest`` (our policy against the HPA and the KPA on a request trace) and ``backtest-traffic``
+(our circuit breakers and routing against static outlier detection and Flagger on a failure scenario).
 
 ``infercast run`` starts the operator with our handlers and settings (Kopf underneath, but the
 user never needs to know which file to point ``kopf run`` at). Decision records go to stdout,
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from controller.errors import InfercastError, InputError
 
 #: What each command needs beyond the operator's dependencies, and the extra that installs it.
-EXTRAS = {"backtest": ("backtest", ("matplotlib", "tqdm"))}
+EXTRAS = {"backtest": ("backtest", ("matplotlib", "tqdm")), "backtest-traffic": ("backtest", ("matplotlib",))}
 
 ENVIRONMENT = """environment:
   KUBECONFIG                    kubeconfig of run and explain (default ~/.kube/config; in a pod: its service account)
@@ -89,6 +90,12 @@ def _backtest(args: argparse.Namespace) -> int:
     from controller.backtest.run import main as backtest_main
 
     return backtest_main(args)
+
+
+def _backtest_traffic(args: argparse.Namespace) -> int:
+    from controller.backtest.traffic.command import main as traffic_main
+
+    return traffic_main(args)
 
 
 def require_extra(command: str, *, skip: Sequence[str] = ()) -> None:
@@ -165,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(backtest)
     backtest.set_defaults(func=_backtest)
+
+    traffic = commands.add_parser(
+        "backtest-traffic",
+        help="our circuit breakers and routing closed-loop on a failure scenario of the traffic judge",
+        description="Runs the CircuitBreakerPolicy and RoutingPolicy documents of a YAML file closed-loop on a "
+        "traffic-judge scenario (the policies see what Prometheus would show, at their interval, through the "
+        "operator's decide step), beside the judge's baselines (none, istio-typical, aggressive, flagger), and writes "
+        "decisions.csv (the judge's format), summary.md/json, verdicts.csv and plot-<subset>.png. "
+        "Needs the backtest extra: pip install 'infercast[backtest]'.",
+        formatter_class=HelpFormatter,
+    )
+    from controller.backtest.traffic.command import add_arguments as add_traffic_arguments
+
+    add_traffic_arguments(traffic)
+    traffic.set_defaults(func=_backtest_traffic)
     return parser
 
 

@@ -3,17 +3,26 @@
 For each backend (an Istio DestinationRule subset, or the whole host) the decision sets:
 
 * **outlier detection**, at the *tight* end of every spec bound while the backend is flagged
-  (:mod:`policies.health`) and at the *relaxed* end otherwise: fewer consecutive errors before an
+  (:mod:`policies.health`) or one of its replicas fails on its own (its 5xx share an outlier among
+  its peers', ``failing_replicas``: the pool as a whole may look healthy while one host fails
+  every other request), and at the *relaxed* end otherwise: fewer consecutive errors before an
   ejection, a shorter sweep interval, a longer ejection and more of the pool ejectable;
 * **maxEjectionPercent capped by capacity**: ejecting replicas moves their load onto the others,
   so no more than the spare capacity may go, the capacity the forecast load needs (at the
-  policy's quantile) staying in service. ``minHealthPercent`` is that needed share, so Envoy stops
-  ejecting altogether once fewer healthy hosts remain than the load needs;
+  policy's quantile) staying in service. A replica failing on its own (its 5xx share an outlier
+  among its peers') is not capacity the load can count on: it may always go. So in an overload,
+  where every replica times out alike, nothing is ejected, while one bad replica of a busy pool
+  still is. ``minHealthPercent`` is the needed share, so Envoy stops ejecting altogether once
+  fewer healthy hosts remain than the load needs;
 * **connection pool by Little's law**: in-flight requests = arrival rate x time in system, so a
   pool that admits ``targetInFlightPerReplica`` per ready replica holds the queue a replica can
   serve at its target latency. Every client proxy enforces its own limit, hence the division by
-  the number of client proxies. Retries are cut to the tight value on a flagged backend: retries
-  against a failing GPU pool multiply its load exactly when it can least take it.
+  the number of client proxies. Retries are cut to the tight value on a flagged backend, and to
+  none in an overload (the forecast load needs every ready replica or more, and a latency is at
+  its limit): retries against a failing or overloaded GPU pool multiply its load exactly when it
+  can least take it, and an overloaded pool's failures are timeouts, which a retry only repeats.
+  Errors alone are no overload: a fast 5xx of one bad host costs a retry on another host nothing
+  the load would notice.
 
 Missing data keeps the live values (a breaker must not eject on what it cannot see); a backend
 whose live object holds no values yet and whose health is unknown is left alone.
@@ -163,29 +172,38 @@ def _decide_backend(
     ready = signals.ready_replicas if signals.ready_replicas is not None and signals.ready_replicas >= 0 else None
     needed = finite(signals.needed_replicas)
 
+    failing = signals.failing_replicas
+    # A replica failing on its own tightens its pool's breakers too, the pool being healthy or not.
+    tight = verdict.health.flagged or bool(failing)
+    if failing and not verdict.health.flagged and not verdict.missing:
+        reasons.append(Reason.ReplicasFailing)
     outlier = current.outlier
     if not verdict.missing:
-        flagged = verdict.health.flagged
-        wanted_ejection = bounds.max_ejection_percent.at(flagged)
-        max_ejection = min(wanted_ejection, _spare_percent(ready, needed, bounds.max_ejection_percent))
+        wanted_ejection = bounds.max_ejection_percent.at(tight)
+        overloaded = _overloaded(signals, ready, needed, inputs.limits)
+        ejectable = _ejectable_percent(ready, needed, failing, overloaded, bounds.max_ejection_percent)
+        max_ejection = min(wanted_ejection, ejectable)
         if max_ejection < wanted_ejection:
             reasons.append(Reason.EjectionCappedByCapacity)
         outlier = OutlierDetection(
-            consecutive_5xx_errors=bounds.consecutive_5xx_errors.at(flagged),
-            consecutive_gateway_errors=bounds.consecutive_gateway_errors.at(flagged),
-            interval_s=bounds.interval_s.at(flagged),
-            base_ejection_time_s=bounds.base_ejection_time_s.at(flagged),
+            consecutive_5xx_errors=bounds.consecutive_5xx_errors.at(tight),
+            consecutive_gateway_errors=bounds.consecutive_gateway_errors.at(tight),
+            interval_s=bounds.interval_s.at(tight),
+            base_ejection_time_s=bounds.base_ejection_time_s.at(tight),
             max_ejection_percent=max_ejection,
             min_health_percent=_needed_percent(ready, needed, bounds.min_health_percent),
         )
 
     pool = current.pool
+    retries = bounds.max_retries.at(tight)
+    if retries > 0 and _overloaded(signals, ready, needed, inputs.limits):
+        retries = 0
+        reasons.append(Reason.RetriesCutByCapacity)
     if ready is not None:
-        flagged = verdict.health.flagged
         pool = ConnectionPool(
             http2_max_requests=_per_proxy(bounds.target_in_flight_per_replica, ready, bounds.client_proxies),
             http1_max_pending_requests=_per_proxy(bounds.pending_per_replica, ready, bounds.client_proxies),
-            max_retries=bounds.max_retries.at(flagged),
+            max_retries=retries,
         )
         if current.pool is None or (current.pool.http2_max_requests, current.pool.http1_max_pending_requests) != (
             pool.http2_max_requests,
@@ -194,12 +212,35 @@ def _decide_backend(
             reasons.append(Reason.ConnectionPoolFromCapacity)
     elif pool is not None and not verdict.missing:
         # Replicas unknown: keep the pool's size, but the retry budget still follows health.
-        pool = replace(pool, max_retries=bounds.max_retries.at(verdict.health.flagged))
+        pool = replace(pool, max_retries=retries)
     return BackendBreaker(verdict, BreakerSettings(outlier, pool), tuple(reasons))
 
 
-def _spare_percent(ready: int | None, needed: float | None, bound: Tightening) -> int:
-    """The share of replicas that may be ejected while the forecast load keeps the capacity it needs.
+def _overloaded(signals: BackendSignals, ready: int | None, needed: float | None, limits: HealthLimits) -> bool:
+    """Short of capacity (the forecast load needs every ready replica or more) and slow for it (a
+    latency at its limit): the state in which a retry only adds load."""
+    if ready is None or needed is None or needed < ready:
+        return False
+    pairs = (
+        (signals.ttft_s, limits.max_ttft_s),
+        (signals.tpot_s, limits.max_tpot_s),
+        (signals.latency_ms, limits.max_latency_ms),
+    )
+    for value, limit in pairs:
+        seen = finite(value)
+        if seen is not None and limit is not None and seen >= limit:
+            return True
+    return False
+
+
+def _ejectable_percent(
+    ready: int | None, needed: float | None, failing: int | None, overloaded: bool, bound: Tightening
+) -> int:
+    """The share of replicas that may be ejected: the failing ones, and the healthy ones beyond the
+    capacity the forecast load needs; at least one while the pool is not overloaded (Envoy's own
+    floor: a pool that keeps its SLO can lose its worst host for an ejection's time, and the
+    forecast's upper quantile alone is no proof that it cannot). Envoy ejects while the ejected
+    share is below the percentage, so ``floor(100 k / ready)`` lets exactly ``k`` replicas go.
 
     With the replicas or the forecast unknown, the spare capacity is unknown too: the cautious
     (lower) end of the spec's bound applies.
@@ -208,8 +249,11 @@ def _spare_percent(ready: int | None, needed: float | None, bound: Tightening) -
         return bound.low
     if ready == 0:
         return 0
-    keep = min(ready, math.ceil(needed - 1e-9))
-    return max(0, math.floor(100 * (ready - keep) / ready))
+    failing = min(max(failing or 0, 0), ready)
+    healthy = ready - failing
+    spare = healthy - min(healthy, math.ceil(needed - 1e-9))
+    ejectable = failing + spare if overloaded else max(1, failing + spare)
+    return math.floor(100 * ejectable / ready)  # at least 1 for a host of a pool of at most 100
 
 
 def _needed_percent(ready: int | None, needed: float | None, bound: Tightening) -> int:

@@ -40,7 +40,8 @@ class BackendSignals:
 
     ``failure_score`` is the detector's anomaly score in [0, 1] (the largest over the backend's
     metrics); ``error_rate`` the fraction of 5xx responses; ``saturation`` the KV-cache usage
-    fraction; ``needed_replicas`` the replicas the forecast load needs at the policy's quantile;
+    fraction; ``failing_replicas`` how many replicas fail on their own (their 5xx share an outlier
+    among their peers'); ``needed_replicas`` the replicas the forecast load needs at the policy's quantile;
     ``requests`` how many requests the backend served over the window its rates and quantiles
     are computed on (how much a p95 of that window can be trusted).
     """
@@ -53,6 +54,7 @@ class BackendSignals:
     tpot_s: float | None = None
     saturation: float | None = None
     ready_replicas: int | None = None
+    failing_replicas: int | None = None
     needed_replicas: float | None = None
     requests: float | None = None
 
@@ -64,6 +66,7 @@ class HealthLimits:
     max_error_rate: float | None = 0.05
     max_latency_ms: float | None = None
     max_ttft_s: float | None = None
+    max_tpot_s: float | None = None
     max_saturation: float | None = None
     upper: float = 0.5
     lower: float = 0.2
@@ -74,7 +77,7 @@ class HealthLimits:
             raise ValueError(f"need 0 <= lower < upper <= 1, got lower={self.lower} upper={self.upper}")
         if not (math.isfinite(self.hold_s) and self.hold_s >= 0):
             raise ValueError(f"hold_s must be a non-negative number, got {self.hold_s}")
-        for limit in (self.max_error_rate, self.max_latency_ms, self.max_ttft_s, self.max_saturation):
+        for limit in (self.max_error_rate, self.max_latency_ms, self.max_ttft_s, self.max_tpot_s, self.max_saturation):
             if limit is not None and not (math.isfinite(limit) and limit > 0):
                 raise ValueError(f"a limit must be a positive number, got {limit}")
 
@@ -89,6 +92,7 @@ def failure_score(signals: BackendSignals, limits: HealthLimits) -> float | None
         (signals.error_rate, limits.max_error_rate),
         (signals.latency_ms, limits.max_latency_ms),
         (signals.ttft_s, limits.max_ttft_s),
+        (signals.tpot_s, limits.max_tpot_s),
         (signals.saturation, limits.max_saturation),
     ):
         seen = finite(value)

@@ -12,13 +12,24 @@ they are ready: weight sent ahead of readiness would queue on the replicas alrea
 backend (:mod:`policies.health`) is drained to ``probe`` weight rather than to zero: with no
 traffic it would produce no metrics, and a backend nobody can see never recovers. When every
 backend is flagged, the least-bad ones (lowest failure score) keep serving as if healthy:
-routing everything to nothing is never an option. The weights then move towards the target by at
-most ``max_step`` per cycle, all of them scaled by one factor so that the sum stays ``total``.
+routing everything to nothing is never an option. A backend already drained to its probe is not
+among them while another still serves: the pool that took its load over may look worse for that
+load alone, and handing the traffic back would only move the overload to the broken pool. The
+weights then move towards the target by at most ``max_step`` per cycle, all of them scaled by one
+factor so that the sum stays ``total``.
 
 **Canary.** The canary's weight goes up ``step`` at a time, at most once per ``step_interval_s``,
-while its TTFT, TPOT and error rate stay within the margins of the stable backend's; a canary
-worse beyond a margin (or flagged outright) is rolled back to zero at once, with no step limit:
-when a new version is bad, every cycle at its weight costs requests. A rollback is final for
+up to ``max_weight``, while its TTFT, TPOT and error rate stay within the margins of the stable
+backend's; one more step interval at ``max_weight`` within the margins promotes it (all the
+weight). A canary worse beyond a margin (or flagged outright) is rolled back to zero at once, with
+no step limit: when a new version is bad, every cycle at its weight costs requests. Latency grows
+with load, so TTFT and TPOT are compared only while the canary carries no more load per replica
+than stable (requests over ready replicas, within :data:`COMPARABLE_LOAD`): a canary busier than
+stable is slower for that reason alone, and rolling it back would punish the rollout, not the
+version. A lightly loaded canary hides a regression the same way (it is faster than stable for
+that reason alone), which is what ``max_weight`` is for: at the weight where the canary's share of
+the load equals its share of the replicas (50 with as many replicas as stable), the comparison is
+fair, and the canary is promoted only after passing it there. A rollback is final for
 the canary's revision; a new revision (a spec change) starts over. The comparison needs
 ``min_requests`` on both sides within the window the quantiles are computed over: a p95 over a
 handful of requests is mostly noise, and would roll back a good canary (or promote a bad one) by
@@ -40,6 +51,9 @@ from policies.health import BackendHealth, BackendSignals, BackendVerdict, Healt
 from policies.reasons import Reason
 
 CanaryPhase = Literal["Progressing", "Promoted", "RolledBack"]
+#: The canary's TTFT and TPOT are compared with stable's while its load per replica is at most this
+#: many times stable's (a little above 1: at equal weights per replica the counts of one window differ by noise).
+COMPARABLE_LOAD = 1.1
 
 
 @dataclass(frozen=True)
@@ -69,12 +83,15 @@ class CanarySpec:
     tpot_margin: float = 0.2
     error_rate_margin: float = 0.01
     min_requests: float = 0.0
+    max_weight: int | None = None  # the weight promoted from; None: the route's total
 
     def __post_init__(self) -> None:
         if self.stable == self.canary:
             raise ValueError("the canary and the stable backend must differ")
         if self.step < 1:
             raise ValueError(f"step must be >= 1, got {self.step}")
+        if self.max_weight is not None and self.max_weight < 1:
+            raise ValueError(f"max_weight must be >= 1, got {self.max_weight}")
 
 
 @dataclass(frozen=True)
@@ -168,8 +185,11 @@ def _decide_capacity(
         reasons.append(Reason.BackendDataMissing)
     serving = [i for i in judged if not verdicts[i].health.flagged]
     if not serving:
-        scores = {i: _score(verdicts[i]) for i in judged}
-        serving = [i for i in judged if scores[i] == min(scores.values())]
+        # A drained backend comes back by recovering, not because the pool that took its load over
+        # looks worse under that load: the least bad is chosen among those still serving.
+        candidates = [i for i in judged if current[i] > inputs.probe] or judged
+        scores = {i: _score(verdicts[i]) for i in candidates}
+        serving = [i for i in candidates if scores[i] == min(scores.values())]
         reasons.append(Reason.AllBackendsUnhealthy)
     elif len(serving) < len(judged):
         reasons.append(Reason.BackendDegraded)
@@ -231,7 +251,8 @@ def _decide_canary(
         reasons, weight = [Reason.CanaryWaiting], canary_weight
         detail = f"{now - since:.0f}s of {spec.step_interval_s:.0f}s at this weight"
     else:
-        weight = min(float(inputs.total), math.floor(canary_weight) + spec.step)
+        top = min(inputs.total, spec.max_weight or inputs.total)
+        weight = float(inputs.total) if canary_weight >= top else min(float(top), math.floor(canary_weight) + spec.step)
         since = now
         phase = "Promoted" if weight >= inputs.total else "Progressing"
         reasons = [Reason.CanaryPromoted if phase == "Promoted" else Reason.CanaryStep]
@@ -244,12 +265,14 @@ def _decide_canary(
 
 
 def _worse_than_stable(canary: BackendSignals, stable: BackendSignals, spec: CanarySpec) -> list[str]:
-    """Each signal on which the canary is worse than stable beyond its margin, described."""
+    """Each signal on which the canary is worse than stable beyond its margin, described; latency only
+    while the canary is not the busier of the two per replica."""
     worse = []
-    for label, c, s, margin in (
+    latencies = (
         ("TTFT", canary.ttft_s, stable.ttft_s, spec.ttft_margin),
         ("TPOT", canary.tpot_s, stable.tpot_s, spec.tpot_margin),
-    ):
+    )
+    for label, c, s, margin in latencies if _not_busier(canary, stable) else ():
         seen_c, seen_s = finite(c), finite(s)
         if seen_c is not None and seen_s is not None and seen_c > seen_s * (1 + margin):
             worse.append(f"{label} {seen_c:.3g}s > stable {seen_s:.3g}s x {1 + margin:g}")
@@ -257,6 +280,18 @@ def _worse_than_stable(canary: BackendSignals, stable: BackendSignals, spec: Can
     if error_c is not None and error_s is not None and error_c > error_s + spec.error_rate_margin:
         worse.append(f"error rate {error_c:.3f} > stable {error_s:.3f} + {spec.error_rate_margin:g}")
     return worse
+
+
+def _not_busier(canary: BackendSignals, stable: BackendSignals) -> bool:
+    """Whether the canary serves at most :data:`COMPARABLE_LOAD` times stable's requests per ready
+    replica; an unknown load counts as comparable (the comparison is all there is to go on)."""
+    loads = []
+    for side in (canary, stable):
+        requests, ready = finite(side.requests), side.ready_replicas
+        if requests is None or ready is None or ready <= 0:
+            return True
+        loads.append(requests / ready)
+    return loads[0] <= loads[1] * COMPARABLE_LOAD
 
 
 def _too_few_requests(canary: BackendSignals, stable: BackendSignals, least: float) -> str:

@@ -47,7 +47,7 @@ def test_version() -> None:
     assert result.stdout.strip().startswith("infercast ") and result.stdout.split()[1][0].isdigit()
 
 
-@pytest.mark.parametrize("command", ["run", "explain", "backtest"])
+@pytest.mark.parametrize("command", ["run", "explain", "backtest", "backtest-traffic"])
 def test_help_shows_defaults_with_units(command: str) -> None:
     result = infercast(command, "--help")
     assert result.returncode == 0
@@ -57,6 +57,11 @@ def test_help_shows_defaults_with_units(command: str) -> None:
         "run": ("(default: 8080)", "KUBECONFIG", "INFERCAST_IO_THREADS", "INFERCAST_FORECAST_PROCESSES"),
         "explain": ("(default: 20)", "KUBECONFIG"),
         "backtest": ("seconds", "infercast[backtest]"),
+        "backtest-traffic": (
+            "decisions.csv",
+            "infercast[backtest]",
+            "(default: none,istio-typical,aggressive,flagger)",
+        ),
     }[command]
     for word in expected:
         assert word in text, word
@@ -166,3 +171,88 @@ def test_a_missing_extra_is_named_before_anything_runs(files: dict[str, Path]) -
     argv = ["backtest", "--trace", str(files["trace"]), "--policy", str(POLICY), "--out", str(files["out"])]
     assert_one_line_refusal(infercast(*argv, preamble=hide_tqdm), "backtest", "tqdm", "infercast[backtest]")
     assert not files["out"].exists(), "refused before simulating anything"
+
+
+TRAFFIC_POLICY = REPO / "examples" / "traffic-backtest.yaml"
+
+
+@pytest.fixture
+def traffic_files(files: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """A tiny scenario on a tiny trace (two hosts, one failing), and policy files that are no use."""
+    trace = tmp_path / "tiny.csv"
+    rows = [f"2023-11-16 18:00:{second:02d}.{tenth}00,500,20" for second in range(40) for tenth in range(0, 10, 2)]
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    scenario = tmp_path / "tiny.json"
+    faults = [{"type": "error", "subset": "stable", "hosts": [1], "start_s": 10, "p": 0.5, "status": 500}]
+    scenario.write_text(
+        json.dumps(
+            {"name": "tiny", "trace": "tiny.csv", "duration_s": 30, "rate": 1, "seed": 3, "faults": faults,
+             "subsets": [{"name": "stable", "hosts": 2}]}
+        )
+    )  # fmt: skip
+    not_a_scenario = tmp_path / "not_a_scenario.json"
+    not_a_scenario.write_text('{"name": "x", "trace": "tiny.csv"}')
+    missing_trace = tmp_path / "missing_trace.json"
+    missing_trace.write_text(scenario.read_text().replace("tiny.csv", "nowhere.csv"))
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text(
+        "kind: CircuitBreakerPolicy\nspec:\n  targetRef: {apiVersion: networking.istio.io/v1, kind: DestinationRule,"
+        " name: v}\n  prometheus: {url: 'http://p:9090'}\n  backends:\n"
+        "  - {name: stable, subset: stable, workloadRef: {apiVersion: apps/v1, kind: Deployment, name: v}}\n"
+    )
+    return {**files, "scenario": scenario, "not_a_scenario": not_a_scenario, "missing_trace": missing_trace,
+            "invalid": invalid}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "words"),
+    [
+        ("missing scenario", ["--scenario", "{missing}", "--policy", str(TRAFFIC_POLICY)], ("missing.csv",)),
+        ("not a scenario", ["--scenario", "{not_a_scenario}", "--policy", str(TRAFFIC_POLICY)], ("duration_s",)),
+        ("missing trace", ["--scenario", "{missing_trace}", "--policy", str(TRAFFIC_POLICY)], ("nowhere.csv",)),
+        ("missing policy", ["--scenario", "{scenario}", "--policy", "{missing}"], ("missing.csv",)),
+        ("bad YAML", ["--scenario", "{scenario}", "--policy", "{bad_yaml}"], ("not valid YAML",)),
+        ("no traffic policy", ["--scenario", "{scenario}", "--policy", "{reactive}"], ("no CircuitBreakerPolicy",)),
+        (
+            "invalid spec",
+            ["--scenario", "{scenario}", "--policy", "{invalid}"],
+            ("InvalidBackend", "requestsPerReplica"),
+        ),
+        (
+            "unknown baseline",
+            ["--scenario", "{scenario}", "--policy", str(TRAFFIC_POLICY), "--baselines", "envoy"],
+            ("envoy", "istio-typical"),
+        ),
+    ],
+)
+def test_backtest_traffic_refuses_what_it_cannot_use_in_one_line(
+    traffic_files: dict[str, Path], case: str, args: list[str], words: tuple[str, ...]
+) -> None:
+    named = {k: str(v) for k, v in traffic_files.items()}
+    argv = ["backtest-traffic", *(a.format(**named) for a in args), "--out", str(traffic_files["out"])]
+    assert_one_line_refusal(infercast(*argv), "backtest-traffic", *words)
+
+
+def test_backtest_traffic_needs_matplotlib_for_its_plots_only(traffic_files: dict[str, Path]) -> None:
+    hide = "import sys; sys.modules['matplotlib'] = None"
+    argv = ["backtest-traffic", "--scenario", str(traffic_files["scenario"]), "--policy", str(TRAFFIC_POLICY)]
+    out = traffic_files["out"]
+    assert_one_line_refusal(infercast(*argv, "--out", str(out), preamble=hide), "backtest-traffic", "matplotlib")
+    assert not out.exists(), "refused before simulating anything"
+    done = infercast(*argv, "--out", str(out), "--no-plot", "--baselines", "none", preamble=hide)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["decisions.csv", "summary.json", "summary.md", "verdicts.csv"]
+
+
+def test_backtest_traffic_writes_the_judges_timeline_a_summary_and_a_plot_per_subset(
+    traffic_files: dict[str, Path],
+) -> None:
+    out = traffic_files["out"]
+    argv = ["--scenario", str(traffic_files["scenario"]), "--policy", str(TRAFFIC_POLICY), "--out", str(out)]
+    done = infercast("backtest-traffic", *argv, cwd=traffic_files["scenario"].parent)
+    assert done.returncode == 0, done.stderr
+    assert (out / "decisions.csv").read_text().startswith("time_s,subset,field,value\n")
+    table = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert table[1:] == ["none", "istio-typical", "aggressive", "infercast"]  # flagger: no canary here
+    assert "RoutingPolicy vllm-canary: not acting" in done.stdout
+    assert (out / "plot-stable.png").read_bytes()[:4] == b"\x89PNG"

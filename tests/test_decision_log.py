@@ -49,6 +49,7 @@ from controller.scaling.spec import parse_scaling_policy
 from controller.traffic import circuit_breakers as circuit_breaking
 from controller.traffic import routing_weights as routing
 from controller.traffic.cycle import backend_inputs
+from controller.traffic.decide import RoutingStep, routing_inputs
 from controller.traffic.signals import BackendReading
 from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_policy
 from policies import (
@@ -311,39 +312,42 @@ def traffic_spec(kind: str, **spec: Any) -> dict[str, Any]:
 
 
 def readings(error_rates: dict[str, float | None]) -> list[BackendReading]:
-    """Each backend's signals as read; a failing one has a high error rate and failure score."""
-    return [
-        BackendReading(
-            BackendSignals(name, failure_score=None if rate is None else min(1.0, rate * 10), error_rate=rate,
-                           ttft_s=0.5, ready_replicas=4),
-            {"request_rate": 12.0},
-            {},
-            None,
-        )
+    """Each backend as read: its request rate and ready replicas."""
+    return [BackendReading(name, {"request_rate": 12.0}, 4) for name in error_rates]
+
+
+def signals(error_rates: dict[str, float | None]) -> tuple[BackendSignals, ...]:
+    """Each backend's signals; a failing one has a high error rate and failure score."""
+    return tuple(
+        BackendSignals(name, failure_score=None if rate is None else min(1.0, rate * 10), error_rate=rate,
+                       ttft_s=0.5, ready_replicas=4)
         for name, rate in error_rates.items()
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def breaker_record(error_rates: dict[str, float | None]) -> DecisionRecord:
     raw = traffic_spec("CircuitBreakerPolicy")
     spec = parse_circuit_breaker_policy(raw)
     policy = PolicySnapshot("CircuitBreakerPolicy", "demo", "vllm", "uid", 1, raw, {})
-    read = readings(error_rates)
-    inputs = BreakerInputs(tuple(r.signals for r in read), {}, spec.bounds, spec.health.limits)
+    seen = signals(error_rates)
+    inputs = BreakerInputs(seen, {}, spec.bounds, spec.health.limits)
     decision = decide_breakers(inputs, {}, NOW)
-    return circuit_breaking._record(policy, spec, decision, {}, True, True, backend_inputs(read), NOW)
+    logged = backend_inputs(seen, readings(error_rates))
+    return circuit_breaking._record(policy, spec, decision, {}, True, True, logged, NOW)
 
 
 def routing_record(error_rates: dict[str, float | None], weights: dict[str, int], **spec_fields: Any) -> DecisionRecord:
     raw = traffic_spec("RoutingPolicy", **spec_fields)
     spec = parse_routing_policy(raw)
     policy = PolicySnapshot("RoutingPolicy", "demo", "vllm", "uid", 1, raw, {})
-    read = readings(error_rates)
+    seen = signals(error_rates)
     ref = ObjectRef("networking.istio.io/v1", "VirtualService", "demo", "vllm")
-    observed = RouteObservation(LiveObject(ref, {}), {k: float(v) for k, v in weights.items()}, 100, {}, {})
-    decision = decide_routing(routing._inputs(spec, read, observed, "1", {}), RoutingState(), NOW)
+    live = {k: float(v) for k, v in weights.items()}
+    observed = RouteObservation(LiveObject(ref, {}), live, 100, {}, {})
+    decision = decide_routing(routing_inputs(spec, seen, live, 100, "1", {}), RoutingState(), NOW)
     changed = dict(decision.weights) != weights
-    return routing._record(policy, spec, decision, observed, changed, changed, read, NOW)
+    step = RoutingStep(decision, seen)
+    return routing._record(policy, spec, step, observed, changed, changed, readings(error_rates), NOW)
 
 
 TRAFFIC_DECISIONS: dict[str, Callable[[], DecisionRecord]] = {

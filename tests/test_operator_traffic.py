@@ -237,10 +237,12 @@ def test_a_failing_pool_is_tightened_and_drained_then_recovers_without_flapping(
         wait_until(lambda: mesh.outlier("h100").get("consecutive5xxErrors") == 3, timeout=CYCLE_TIMEOUT_S)
         tight = mesh.outlier("h100")
         assert (tight["interval"], tight["baseEjectionTime"]) == ("5s", "60s")
-        # 40 requests/s need 2 of h100's 4 replicas: half may go; l4 needs all 4, so none may. The caps
-        # follow the measured request rate, which reaches 40/s only once the 10 s rate window is full.
+        # 40 requests/s need 2 of h100's 4 replicas: half may go. l4 needs all 4, so only the one host
+        # Envoy always lets go from a pool within its SLO; its relaxed 20 % lets exactly that one go
+        # (one of four is 25 %). The caps follow the measured request rate, which reaches 40/s only
+        # once the 10 s rate window is full.
         wait_until(
-            lambda: (mesh.outlier("h100")["maxEjectionPercent"], mesh.outlier("l4")["maxEjectionPercent"]) == (50, 0),
+            lambda: (mesh.outlier("h100")["maxEjectionPercent"], mesh.outlier("l4")["maxEjectionPercent"]) == (50, 20),
             timeout=CYCLE_TIMEOUT_S,
         )
         assert mesh.outlier("l4")["consecutive5xxErrors"] == 10, "the healthy pool stays relaxed"

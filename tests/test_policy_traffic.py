@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TypedDict, Unpack
 
 import pytest
@@ -145,8 +146,8 @@ def test_a_healthy_backend_gets_the_relaxed_end() -> None:
         (10, 4, 50),  # 60 % spare: the tight 50 % applies
         (10, 7, 30),  # only 3 replicas spare
         (10, 6.2, 30),  # 6.2 replicas of load need 7 replicas
-        (4, 4, 0),  # nothing spare: no ejection at all
-        (4, 9, 0),  # the load needs more than exists
+        (4, 4, 25),  # nothing spare, but a pool within its SLO may lose its worst host (Envoy's floor)
+        (4, 9, 25),  # ... even when the forecast asks for more than exists
         (0, 1, 0),
         (10, None, 20),  # forecast unknown: the cautious end of the bound
     ],
@@ -195,10 +196,91 @@ def test_relaxes_only_after_the_hold() -> None:
     assert backend.settings.outlier is not None and backend.settings.outlier.consecutive_5xx_errors == 10
 
 
+@pytest.mark.parametrize(
+    ("ready", "needed", "failing", "max_ejection"),
+    [
+        (8, 7.5, 0, 12),  # no spare capacity, nothing failing: the one host Envoy always lets go
+        (8, 7.5, 1, 12),  # a replica failing on its own: floor(100 x 1 / 8) lets exactly one go
+        (8, 7.5, 2, 25),
+        (8, 4, 1, 50),  # plenty spare: the tight bound
+        (8, 20, 1, 12),  # an overload still lets its failing replica go, and only it
+        (8, 6, 9, 50),  # a count beyond the replicas is clipped
+    ],
+)
+def test_a_replica_failing_on_its_own_is_not_capacity_the_load_counts_on(
+    ready: int, needed: float, failing: int, max_ejection: int
+) -> None:
+    signals = BackendSignals(
+        "a", error_rate=0.3, ready_replicas=ready, needed_replicas=needed, failing_replicas=failing
+    )
+    backend, _ = breaker(signals)
+    assert backend.settings.outlier is not None
+    assert backend.settings.outlier.max_ejection_percent == max_ejection
+
+
+@pytest.mark.parametrize(("failing", "max_ejection"), [(0, 0), (1, 12)])
+def test_an_overloaded_pool_ejects_only_its_failing_replicas(failing: int, max_ejection: int) -> None:
+    """Short of replicas and over its latency limit: every host times out alike, none may go unless failing."""
+    signals = BackendSignals(
+        "a", error_rate=0.3, ttft_s=3.0, ready_replicas=8, needed_replicas=12, failing_replicas=failing
+    )
+    backend, _ = breaker(signals)
+    assert backend.settings.outlier is not None
+    assert backend.settings.outlier.max_ejection_percent == max_ejection
+
+
+def test_a_replica_failing_on_its_own_tightens_a_healthy_pool() -> None:
+    quiet = BackendSignals("a", error_rate=0.01, ready_replicas=8, needed_replicas=4)
+    one_bad = BackendSignals("a", error_rate=0.01, ready_replicas=8, needed_replicas=4, failing_replicas=1)
+    relaxed, _ = breaker(quiet)
+    tight, decision = breaker(one_bad)
+    assert relaxed.settings.outlier is not None and tight.settings.outlier is not None
+    assert (relaxed.settings.outlier.consecutive_gateway_errors, tight.settings.outlier.consecutive_gateway_errors) == (
+        8,
+        2,
+    )
+    assert tight.settings.outlier.base_ejection_time_s == 120
+    assert Reason.ReplicasFailing in tight.reasons
+    assert not decision.health["a"].flagged  # the pool itself is not degraded: routing leaves it alone
+
+
+@pytest.mark.parametrize(
+    ("needed", "ttft_s", "retries", "cut"),
+    [
+        (3, 0.4, 3, False),  # room and fast: the relaxed retries
+        (12, 0.4, 3, False),  # the forecast is short of replicas but the pool keeps its SLO: no overload
+        (12, 2.5, 0, True),  # short of replicas and slow: an overload, no retries
+        (3, 2.5, 1, False),  # slow with room to spare: flagged, the tight retries, not an overload
+    ],
+)
+def test_retries_are_cut_only_in_an_overload(needed: float, ttft_s: float, retries: int, cut: bool) -> None:
+    signals = BackendSignals("a", error_rate=0.0, ttft_s=ttft_s, ready_replicas=8, needed_replicas=needed)
+    bounds = replace(BOUNDS, max_retries=Tightening(1, 3))
+    (backend,) = decide_breakers(BreakerInputs((signals,), {}, bounds, LIMITS), {}, NOW).backends
+    assert backend.settings.pool is not None and backend.settings.pool.max_retries == retries
+    assert (Reason.RetriesCutByCapacity in backend.reasons) == cut
+
+
+def test_tpot_has_a_limit_like_ttft() -> None:
+    limits = HealthLimits(max_tpot_s=0.05)
+    assert failure_score(BackendSignals("a", tpot_s=0.05), limits) == 0.5
+    assert failure_score(BackendSignals("a", tpot_s=0.025), limits) == 0.25
+
+
 # --- routing: capacity ----------------------------------------------------------------------------
 
 
-def backend(name: str, weight: float, ready: int = 4, per_replica: float = 1.0, **signals: float) -> RoutedBackend:
+class Signals(TypedDict, total=False):
+    """The signals a backend is judged (and a canary compared with its stable version) on; a case sets some."""
+
+    ttft_s: float
+    tpot_s: float
+    error_rate: float
+
+
+def backend(
+    name: str, weight: float, ready: int = 4, per_replica: float = 1.0, **signals: Unpack[Signals]
+) -> RoutedBackend:
     return RoutedBackend(BackendSignals(name, ready_replicas=ready, **signals), weight, per_replica)
 
 
@@ -294,16 +376,8 @@ def test_weight_returns_only_after_the_hold() -> None:
 CANARY = CanarySpec(stable="v1", canary="v2", revision="7", step=25, step_interval_s=30)
 
 
-class CanarySignals(TypedDict, total=False):
-    """The signals a canary is compared with its stable version on; a table case sets some of them."""
-
-    ttft_s: float
-    tpot_s: float
-    error_rate: float
-
-
 def canary_route(
-    v1: float, v2: float, state: CanaryState | None = None, **canary_signals: Unpack[CanarySignals]
+    v1: float, v2: float, state: CanaryState | None = None, **canary_signals: Unpack[Signals]
 ) -> RoutingDecision:
     stable = RoutedBackend(BackendSignals("v1", ttft_s=0.5, tpot_s=0.05, error_rate=0.01), v1)
     canary = RoutedBackend(BackendSignals("v2", **canary_signals), v2)
@@ -348,7 +422,7 @@ CANARY_CASES = {
     ("v1", "v2", "state", "signals", "canary_weight", "reason"), CANARY_CASES.values(), ids=CANARY_CASES.keys()
 )
 def test_canary(
-    v1: float, v2: float, state: CanaryState | None, signals: CanarySignals, canary_weight: int, reason: Reason
+    v1: float, v2: float, state: CanaryState | None, signals: Signals, canary_weight: int, reason: Reason
 ) -> None:
     decision = canary_route(v1, v2, state, **signals)
     assert (decision.weight("v2"), decision.weight("v1")) == (canary_weight, 100 - canary_weight)
@@ -357,8 +431,8 @@ def test_canary(
 
 
 GUARDED = CanarySpec(stable="v1", canary="v2", revision="7", step=25, step_interval_s=30, min_requests=100)
-AS_GOOD: CanarySignals = {"ttft_s": 0.5, "tpot_s": 0.05, "error_rate": 0.01}
-MUCH_WORSE: CanarySignals = {"ttft_s": 0.9, "tpot_s": 0.05, "error_rate": 0.01}  # 80 % slower, within the TTFT limit
+AS_GOOD: Signals = {"ttft_s": 0.5, "tpot_s": 0.05, "error_rate": 0.01}
+MUCH_WORSE: Signals = {"ttft_s": 0.9, "tpot_s": 0.05, "error_rate": 0.01}  # 80 % slower, within the TTFT limit
 
 MIN_SAMPLE_CASES = {
     "enough on both sides: step": (AS_GOOD, 100, 900, 25, 50, Reason.CanaryStep),
@@ -385,7 +459,7 @@ MIN_SAMPLE_CASES = {
     ids=MIN_SAMPLE_CASES.keys(),
 )
 def test_a_canary_comparison_needs_enough_requests_on_both_sides(
-    signals: CanarySignals,
+    signals: Signals,
     canary_requests: float | None,
     stable_requests: float,
     weight: int,
@@ -399,6 +473,57 @@ def test_a_canary_comparison_needs_enough_requests_on_both_sides(
     assert (decision.weight("v2"), decision.reasons[0]) == (expected, reason)
     if reason is Reason.CanaryTooFewRequests:
         assert "100 needed on each side" in decision.message
+
+
+UP_TO_HALF = CanarySpec(stable="v1", canary="v2", revision="7", step=20, step_interval_s=30, max_weight=50)
+
+
+@pytest.mark.parametrize(
+    ("v1", "v2", "expected", "reason"),
+    [
+        (90, 10, 30, Reason.CanaryStep),
+        (70, 30, 50, Reason.CanaryStep),  # the step stops at the maximum weight
+        (50, 50, 100, Reason.CanaryPromoted),  # one more interval within the margins there promotes
+    ],
+)
+def test_a_canary_climbs_to_its_maximum_weight_then_is_promoted(
+    v1: int, v2: int, expected: int, reason: Reason
+) -> None:
+    stable = RoutedBackend(BackendSignals("v1", ttft_s=0.5, error_rate=0.0), v1)
+    canary = RoutedBackend(BackendSignals("v2", ttft_s=0.5, error_rate=0.0), v2)
+    decision = decide_routing(
+        RoutingInputs((stable, canary), LIMITS, canary=UP_TO_HALF), RoutingState(canary=progressing(30)), NOW
+    )
+    assert (decision.weight("v2"), decision.reasons[0]) == (expected, reason)
+
+
+@pytest.mark.parametrize(
+    ("canary_requests", "rolled_back"),
+    [
+        (100, True),  # as loaded per replica as stable and 60 % slower: a regression
+        (20, True),  # lighter and still slower: a regression for sure
+        (300, False),  # three times stable's load per replica: slower for that alone, not judged on latency
+    ],
+)
+def test_latency_is_compared_only_while_the_canary_is_not_the_busier(canary_requests: float, rolled_back: bool) -> None:
+    stable = RoutedBackend(BackendSignals("v1", ttft_s=0.5, error_rate=0.0, ready_replicas=4, requests=100), 50)
+    canary = RoutedBackend(
+        BackendSignals("v2", ttft_s=0.8, error_rate=0.0, ready_replicas=4, requests=canary_requests), 50
+    )
+    decision = decide_routing(
+        RoutingInputs((stable, canary), LIMITS, canary=UP_TO_HALF), RoutingState(canary=progressing(1)), NOW
+    )
+    assert (decision.reasons[0] is Reason.CanaryRolledBack) == rolled_back
+
+
+def test_a_drained_backend_does_not_come_back_because_the_other_one_struggles() -> None:
+    # Both flagged; the drained one looks less bad only because it carries almost nothing.
+    drained = backend("l4", 5, tpot_s=0.2, error_rate=0.0, ttft_s=2.1)
+    loaded = backend("h100", 95, error_rate=0.0, ttft_s=2.6)
+    flagged = {"l4": BackendHealth(flagged=True), "h100": BackendHealth(flagged=True)}
+    decision = route(drained, loaded, state=RoutingState(flagged))
+    assert dict(decision.weights) == {"l4": 5, "h100": 95}
+    assert Reason.AllBackendsUnhealthy in decision.reasons
 
 
 def test_a_new_revision_forgets_the_old_canarys_health() -> None:

@@ -26,6 +26,7 @@ from policies import (
     ConnectionPool,
     HealthLimits,
     OutlierDetection,
+    Reason,
     RoutedBackend,
     RoutingInputs,
     RoutingState,
@@ -55,6 +56,7 @@ def signals(draw: st.DrawFn, name: str) -> BackendSignals:
         saturation=draw(anything),
         ready_replicas=draw(st.one_of(st.none(), st.integers(0, 10_000))),
         needed_replicas=draw(anything),
+        failing_replicas=draw(st.one_of(st.none(), st.integers(-1, 20_000))),
     )
 
 
@@ -193,10 +195,15 @@ def test_thresholds_stay_within_spec_and_istio_ranges(
             assert 0 <= outlier.max_ejection_percent <= spec.max_ejection_percent.high <= 100
             ready, needed = signals_in.ready_replicas, signals_in.needed_replicas
             if ready and needed is not None and math.isfinite(needed) and needed >= 0:
+                # Beyond the spare capacity, only the replicas failing on their own may go, or the
+                # one host Envoy always lets go (not even that one in an overload).
                 ejectable = math.floor(ready * outlier.max_ejection_percent / 100)
-                assert ready - ejectable >= min(ready, math.ceil(needed - 1e-9))
+                allowance = max(min(max(signals_in.failing_replicas or 0, 0), ready), 1)
+                assert ready - ejectable >= min(ready, math.ceil(needed - 1e-9)) - allowance
         if pool is not None and signals_in.ready_replicas is not None:  # else the live pool size is kept
             assert 1 <= pool.http2_max_requests <= INT32_MAX
             assert 1 <= pool.http1_max_pending_requests <= INT32_MAX
         if pool is not None and pool != current[backend.name].pool:
-            assert spec.max_retries.low <= pool.max_retries <= spec.max_retries.high
+            # An overload cuts retries to none, below both ends of the bound, and says so.
+            low = 0 if Reason.RetriesCutByCapacity in backend.reasons else spec.max_retries.low
+            assert low <= pool.max_retries <= spec.max_retries.high

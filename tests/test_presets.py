@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, render_preset
+from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, backend_queries, render_preset
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -143,6 +143,53 @@ def test_gpu_utilization_is_found_whether_the_scrape_kept_pod_or_renamed_it(
                 "promql_expr_test": [
                     {"expr": query, "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 70}]}
                 ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("errors_per_minute", "failing"),
+    [
+        ((30, 0, 0, 0), 1),  # one pod answers half of its requests with 5xx: it fails on its own
+        ((30, 30, 30, 30), 0),  # the whole workload fails alike: no pod stands out
+        ((2, 0, 0, 0), 0),  # 3 % of one pod's requests: below the error limit
+        ((0, 0, 0, 0), 0),  # no 5xx series at all
+    ],
+)
+def test_failing_pods_are_counted_by_prometheus_itself(
+    tmp_path: pathlib.Path, errors_per_minute: tuple[int, ...], failing: int
+) -> None:
+    """The failing-replica signal of the traffic policies, run by ``promtool test rules`` over per-pod series."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    query = backend_queries(namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m")
+    workload = 'reporter="destination",destination_workload="vllm",destination_workload_namespace="prod"'
+    series = []
+    for index, errors in enumerate(errors_per_minute):
+        pod = f'pod="vllm-7d4b9c6f5d-pod{index:02d}"'
+        series.append(
+            {"series": f'istio_requests_total{{{workload},{pod},response_code="200"}}', "values": f"0+{60 - errors}x10"}
+        )
+        if errors:
+            series.append(
+                {"series": f'istio_requests_total{{{workload},{pod},response_code="503"}}', "values": f"0+{errors}x10"}
+            )
+    (tmp_path / "empty.yaml").write_text(yaml.safe_dump({"groups": []}))
+    expected = [{"labels": "{}", "value": failing}]
+    test = {
+        "rule_files": ["empty.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [{"expr": query["failing_replicas"], "eval_time": "10m", "exp_samples": expected}],
             }
         ],
     }

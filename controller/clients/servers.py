@@ -370,13 +370,39 @@ def render_source(
 # -- a traffic backend's health ----------------------------------------------------------------------------------
 
 
+#: A pod fails when its own 5xx share is at least this many times the median pod's (and at least
+#: the policy's error limit): an outlier among its peers, unlike a pool that fails as a whole.
+FAILING_POD_FACTOR = 2.0
+#: ... over this range: Envoy's longest ejection (300 s), so that a pod stays counted as failing
+#: while it sits out an ejection and answers nothing.
+FAILING_POD_WINDOW = "5m"
+
+
+def failing_pods(errors: str, requests: str, floor: float, window: str = FAILING_POD_WINDOW) -> str:
+    """How many pods' 5xx share is at least ``floor`` and :data:`FAILING_POD_FACTOR` times the median
+    pod's, by the scrape's ``pod`` label (a pod without 5xx series has a share of 0); 0 when none."""
+    per_pod = f"sum by (pod) (rate({requests}[{window}]))"
+    share = f"((sum by (pod) (rate({errors}[{window}])) or {per_pod} * 0) / {per_pod})"
+    threshold = f"scalar(clamp_min({FAILING_POD_FACTOR:g} * quantile(0.5, {share}), {floor:g}))"
+    return f"(count({share} >= {threshold}) or vector(0))"
+
+
 def backend_queries(
-    *, namespace: str, kind: str, name: str, model_name: str | None, window: str, server: Server = "vLLM"
+    *,
+    namespace: str,
+    kind: str,
+    name: str,
+    model_name: str | None,
+    window: str,
+    server: Server = "vLLM",
+    error_limit: float = 0.05,
 ) -> dict[str, str]:
     """PromQL per health signal of one backend (a workload), rates over ``window`` (e.g. ``1m``).
 
-    The mesh gives the error rate, the request rate and the p95 latency; the server gives p95 TTFT
-    and TPOT and the mean KV-cache usage (``saturation``) of the workload's pods.
+    The mesh gives the error rate, the request rate, the p95 latency and how many pods fail on their
+    own (:func:`failing_pods`, over its own longer range, with ``error_limit`` as the least share that
+    counts); the server gives
+    p95 TTFT and TPOT and the mean KV-cache usage (``saturation``) of the workload's pods.
     """
     profile = SERVERS[server]
     mesh = istio_selector(namespace=namespace, name=name)
@@ -391,6 +417,7 @@ def backend_queries(
         "error_rate": f"({rate_sum(istio(ISTIO_ERRORS), window)} or vector(0)) / {requests}",
         "request_rate": requests,
         "latency_ms": p95(istio(ISTIO_DURATION_BUCKET), window),
+        "failing_replicas": failing_pods(istio(ISTIO_ERRORS), istio(ISTIO_REQUESTS), error_limit),
     }
     if profile.ttft_bucket:
         queries["ttft_s"] = p95(profile.series(profile.ttft_bucket, pods), window)

@@ -1,8 +1,9 @@
 """One reconcile cycle of a CircuitBreakerPolicy: observe -> decide -> act -> report. No Kopf here.
 
 Observe the DestinationRule (refused when Flagger or Argo Rollouts manage it) and every backend's
-signals; decide with :func:`policies.decide_breakers` from the hysteresis state kept in
-``status.health``; write the changed owned fields in ``Auto`` mode; report. A missing subset is a
+readings; decide (:func:`controller.traffic.decide.decide_circuit_breakers`, the step the backtest
+runs too) from the hysteresis state kept in ``status.health``; write the changed owned fields in
+``Auto`` mode; report. A missing subset is a
 condition and an Event, and the backends that exist are still served.
 """
 
@@ -24,15 +25,14 @@ from controller.traffic.cycle import (
     parse_or_stop,
     wording,
 )
+from controller.traffic.decide import decide_circuit_breakers
 from controller.traffic.signals import SignalMemory
 from controller.traffic.spec import CircuitBreakerPolicySpec, parse_circuit_breaker_policy
 from policies import (
     BackendBreaker,
     BackendHealth,
     BreakerDecision,
-    BreakerInputs,
     BreakerSettings,
-    decide_breakers,
     health_from_dict,
     health_to_dict,
 )
@@ -53,30 +53,23 @@ async def reconcile_circuit_breakers(
     actuator = DestinationRuleActuator(
         TrafficObject(deps.kube, policy.namespace, spec.target), {b.name: b.subset for b in spec.backends}
     )
-    seen = await observe_backends(
-        report, actuator.observe, spec, memory, spec.capacity, none_found="no backend's subset is"
-    )
+    seen = await observe_backends(report, actuator.observe, spec, memory, none_found="no backend's subset is")
     if isinstance(seen, CycleOutcome):
         return seen
     observed, readings = seen.observed, seen.readings
 
     previous = health_from_dict((policy.status or {}).get("health"))
-    inputs = BreakerInputs(
-        backends=tuple(r.signals for r in readings),
-        current=observed.settings,
-        bounds=spec.bounds,
-        limits=spec.health.limits,
-    )
-    decision = decide_breakers(inputs, previous, now)
+    step = decide_circuit_breakers(spec, readings, observed.settings, previous, memory, now)
+    decision = step.decision
     desired = {b.name: b.settings for b in decision.backends}
     changed = any(_differs(observed.settings.get(name, BreakerSettings()), s) for name, s in desired.items())
     applied, apply_error = await apply_in_auto(spec.mode, changed, lambda: actuator.apply(desired, observed))
-    record = _record(policy, spec, decision, previous, changed, applied, backend_inputs(readings), now)
+    record = _record(policy, spec, decision, previous, changed, applied, backend_inputs(step.signals, readings), now)
     verdicts = [b.verdict for b in decision.backends]
     # Health is about the backend, not the object: it moves on even when a write failed.
     status = {
-        "backends": backend_status(verdicts, readings),
-        "health": health_to_dict({**previous, **decision.health}),
+        "backends": backend_status(verdicts, step.signals),
+        "health": health_to_dict(step.next_health(previous)),
         "flaggedBackends": sum(1 for v in verdicts if v.health.flagged),
     }
     return await report.decided(record, observed.live.ref, apply_error, WORDING, seen.conditions(), status)

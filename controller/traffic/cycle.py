@@ -1,7 +1,9 @@
 """What the circuit-breaker and routing cycles share: reading backends, conditions, reporting.
 
 Both cycles follow the scaling cycle's shape (observe -> decide -> act -> report, see
-:mod:`controller.scaling.cycle`) and report the same three ways from one
+:mod:`controller.scaling.cycle`): :func:`observe_backends` is the observe step (all the I/O), the
+decide step is :mod:`controller.traffic.decide` (pure, shared with the backtest), and both report the
+same three ways from one
 :class:`~controller.observability.decisions.DecisionRecord`: a JSON log line, Events only when something
 changed, and ``status.lastDecision``.
 """
@@ -21,9 +23,9 @@ from controller.errors import SpecError, TargetError
 from controller.reconcile.conditions import Condition
 from controller.reconcile.cycle import CycleOutcome
 from controller.reconcile.report import Reporter, Wording
-from controller.traffic.signals import BackendReading, SignalMemory, SignalSource, read_signals
-from controller.traffic.spec import BackendSpec, CapacitySpec, HealthSpec
-from policies import BackendVerdict
+from controller.traffic.signals import BackendReading, SignalMemory, SignalSource, observe_backend
+from controller.traffic.spec import BackendSpec, HealthSpec
+from policies import BackendSignals, BackendVerdict
 
 HEALTH_SIGNALS = ("error_rate", "latency_ms", "ttft_s", "saturation")
 
@@ -60,7 +62,7 @@ ObservationT = TypeVar("ObservationT", bound=TrafficObservation)
 
 @dataclass(frozen=True)
 class ObservedBackends(Generic[ObservationT]):
-    """The traffic object as observed and the signals of every backend found in it."""
+    """The traffic object as observed and the readings of every backend found in it."""
 
     observed: ObservationT
     readings: list[BackendReading]
@@ -94,11 +96,10 @@ async def observe_backends(
     observe: Callable[[], Awaitable[ObservationT]],
     spec: TrafficSpec,
     memory: SignalMemory,
-    capacity: CapacitySpec | None,
     none_found: str,
     needs_every_backend: str | None = None,
 ) -> ObservedBackends[ObservationT] | CycleOutcome:
-    """Observe the target and read the signals of the backends it has, or stop the cycle.
+    """Observe the target and read the backends it has (the cycle's I/O), or stop the cycle.
 
     Stops (the :class:`CycleOutcome`) when the target cannot be used, when no backend is in it
     (``none_found``), when one is missing and ``needs_every_backend`` says why that matters, or
@@ -118,10 +119,12 @@ async def observe_backends(
         return await report.not_ready("BackendNotFound", f"{needs_every_backend} in {where}")
     if not found:
         return await report.not_ready("BackendNotFound", f"{none_found} in {where}")
-    source = SignalSource(deps.prometheus, spec.prometheus, credentials, namespace, spec.health.rate_window)
+    source = SignalSource(
+        deps.prometheus, spec.prometheus, credentials, namespace, spec.health.rate_window, spec.health.error_limit
+    )
     readings = list(
         await asyncio.gather(
-            *(read_signals(source, deps.kube, b, memory, capacity, spec.interval_s, report.now) for b in found)
+            *(observe_backend(source, deps.kube, b, memory, spec.interval_s, report.now) for b in found)
         )
     )
     if rejected := rejected_queries(readings):
@@ -131,7 +134,7 @@ async def observe_backends(
 
 def rejected_queries(readings: Sequence[BackendReading]) -> str:
     """Queries Prometheus refused (a spec problem, not an outage), described; empty when none."""
-    return "; ".join(f"{r.signals.name}: {r.rejected.message}" for r in readings if r.rejected)
+    return "; ".join(f"{r.name}: {r.rejected.message}" for r in readings if r.rejected)
 
 
 def metrics_condition(readings: Sequence[BackendReading]) -> Condition:
@@ -139,9 +142,9 @@ def metrics_condition(readings: Sequence[BackendReading]) -> Condition:
     blind = [r for r in readings if all(r.values.get(s) is None for s in HEALTH_SIGNALS)]
     if blind:
         reason = next(iter(blind[0].errors.values())).reason if blind[0].errors else "NoData"
-        names = ", ".join(r.signals.name for r in blind)
+        names = ", ".join(r.name for r in blind)
         return Condition("MetricsAvailable", "False", reason, f"no health signal for {names}: values are kept")
-    unread = sorted({f"{r.signals.name}/{name}" for r in readings for name in r.errors})
+    unread = sorted({f"{r.name}/{name}" for r in readings for name in r.errors})
     detail = f"; not read: {', '.join(unread)}" if unread else ""
     return Condition("MetricsAvailable", "True", "BackendsObserved", f"{len(readings)} backend(s) observed{detail}")
 
@@ -152,27 +155,29 @@ def backends_condition(missing: Sequence[str], where: str) -> Condition:
     return Condition("BackendsFound", "True", "AllBackendsFound", f"every backend is in {where}")
 
 
-def backend_inputs(readings: Sequence[BackendReading]) -> list[dict[str, Any]]:
+def backend_inputs(signals: Sequence[BackendSignals], readings: Sequence[BackendReading]) -> list[dict[str, Any]]:
     """The numbers each decision was made from, as logged and kept in ``lastDecision.inputs``."""
+    rates = {r.name: r.values.get("request_rate") for r in readings}
     return [
         {
-            "name": r.signals.name,
-            "failureScore": r.signals.failure_score,
-            "errorRate": r.signals.error_rate,
-            "latencyMs": r.signals.latency_ms,
-            "ttftSeconds": r.signals.ttft_s,
-            "tpotSeconds": r.signals.tpot_s,
-            "kvCacheUsage": r.signals.saturation,
-            "readyReplicas": r.signals.ready_replicas,
-            "neededReplicas": r.signals.needed_replicas,
-            "requestRate": r.values.get("request_rate"),
+            "name": s.name,
+            "failureScore": s.failure_score,
+            "errorRate": s.error_rate,
+            "latencyMs": s.latency_ms,
+            "ttftSeconds": s.ttft_s,
+            "tpotSeconds": s.tpot_s,
+            "kvCacheUsage": s.saturation,
+            "readyReplicas": s.ready_replicas,
+            "neededReplicas": s.needed_replicas,
+            "failingReplicas": s.failing_replicas,
+            "requestRate": rates.get(s.name),
         }
-        for r in readings
+        for s in signals
     ]
 
 
-def backend_status(verdicts: Sequence[BackendVerdict], readings: Sequence[BackendReading]) -> list[dict[str, Any]]:
-    by_name = {r.signals.name: r.signals for r in readings}
+def backend_status(verdicts: Sequence[BackendVerdict], signals: Sequence[BackendSignals]) -> list[dict[str, Any]]:
+    by_name = {s.name: s for s in signals}
     return [
         {
             "name": v.name,

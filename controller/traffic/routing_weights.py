@@ -1,15 +1,15 @@
 """One reconcile cycle of a RoutingPolicy: observe -> decide -> act -> report. No Kopf here.
 
 Observe the VirtualService or HTTPRoute (refused when Flagger or Argo Rollouts manage it) and every
-backend's signals; decide the weights with :func:`policies.decide_routing` from the hysteresis and
-canary state kept in the status; write the changed weights in ``Auto`` mode; report. The canary's
-revision is the policy's ``metadata.generation``: editing the spec starts a new rollout, and a
-rollback stays final until then.
+backend's readings; decide the weights (:func:`controller.traffic.decide.decide_weights`, the step the
+backtest runs too) from the hysteresis and canary state kept in the status; write the changed
+weights in ``Auto`` mode; report. The canary's revision is the policy's ``metadata.generation``:
+editing the spec starts a new rollout, and a rollback stays final until then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controller.actuators.gateway import HTTPRouteActuator
@@ -26,20 +26,10 @@ from controller.traffic.cycle import (
     parse_or_stop,
     wording,
 )
+from controller.traffic.decide import RoutingStep, decide_weights
 from controller.traffic.signals import BackendReading, SignalMemory
 from controller.traffic.spec import RoutingPolicySpec, parse_routing_policy
-from policies import (
-    CanarySpec,
-    CanaryState,
-    Reason,
-    RoutedBackend,
-    RoutingDecision,
-    RoutingInputs,
-    RoutingState,
-    decide_routing,
-    health_from_dict,
-    health_to_dict,
-)
+from policies import CanaryState, Reason, RoutingState, health_from_dict, health_to_dict
 
 KIND = "RoutingPolicy"
 WORDING = wording(KIND)
@@ -74,7 +64,6 @@ async def reconcile_routing(
         actuator.observe,
         spec,
         memory,
-        None,
         none_found="no backend is",
         # A canary without its stable backend (or the reverse) cannot be compared: stop.
         needs_every_backend="the canary needs both backends" if spec.canary is not None else None,
@@ -86,22 +75,25 @@ async def reconcile_routing(
     status_in = policy.status or {}
     state = RoutingState(health_from_dict(status_in.get("health")), CanaryState.from_dict(status_in.get("canary")))
     scaled = _forecast_replicas(policy.namespace, spec, forecast_replicas or {})
-    decision = decide_routing(_inputs(spec, readings, observed, str(policy.generation), scaled), state, now)
+    step = decide_weights(
+        spec, readings, observed.weights, observed.total, state, str(policy.generation), memory, now, scaled
+    )
+    decision = step.decision
     weights = dict(decision.weights)
     current = {name: round(w) for name, w in observed.weights.items()}
     changed = weights != current
     applied, apply_error = await apply_in_auto(spec.mode, changed, lambda: actuator.apply(weights, observed))
-    record = _record(policy, spec, decision, observed, changed, applied, readings, now)
+    record = _record(policy, spec, step, observed, changed, applied, readings, now)
+    # A canary step that was not written did not happen: the step interval restarts from the last real one.
+    following = step.next_state(state, written=applied or not changed or spec.mode == "Recommend")
     status: dict[str, Any] = {
-        "backends": backend_status(decision.verdicts, readings),
-        "health": health_to_dict({**state.health, **decision.state.health}),
+        "backends": backend_status(decision.verdicts, step.signals),
+        "health": health_to_dict(following.health),
         "weights": [{"name": name, "weight": weight} for name, weight in decision.weights],
         "summary": ",".join(f"{name}={weight}" for name, weight in decision.weights),
     }
-    # A canary step that was not written did not happen: the step interval restarts from the last real one.
-    canary = decision.state.canary if applied or not changed or spec.mode == "Recommend" else state.canary
-    if canary is not None:
-        status["canary"] = canary.to_dict()
+    if following.canary is not None:
+        status["canary"] = following.canary.to_dict()
     return await report.decided(record, observed.live.ref, apply_error, WORDING, seen.conditions(), status)
 
 
@@ -122,56 +114,18 @@ def _forecast_replicas(
     return scaled
 
 
-def _inputs(
-    spec: RoutingPolicySpec,
-    readings: Sequence[BackendReading],
-    observed: RouteObservation,
-    revision: str,
-    forecast_replicas: Mapping[str, float],
-) -> RoutingInputs:
-    capacity = {b.name: b.capacity_per_replica for b in spec.backends}
-    canary = spec.canary
-    return RoutingInputs(
-        backends=tuple(
-            RoutedBackend(
-                r.signals,
-                observed.weights.get(r.signals.name, 0.0),
-                capacity[r.signals.name],
-                forecast_replicas.get(r.signals.name),
-            )
-            for r in readings
-        ),
-        limits=spec.health.limits,
-        max_step=spec.max_step_percent * observed.total // 100 or 1,
-        probe=spec.probe_percent * observed.total // 100,
-        total=observed.total,
-        canary=CanarySpec(
-            stable=canary.stable,
-            canary=canary.canary,
-            revision=revision,
-            step=canary.step_percent * observed.total // 100 or 1,
-            step_interval_s=canary.step_interval_s,
-            ttft_margin=canary.ttft_margin,
-            tpot_margin=canary.tpot_margin,
-            error_rate_margin=canary.error_rate_margin,
-            min_requests=canary.min_requests,
-        )
-        if canary
-        else None,
-    )
-
-
 def _record(
     policy: PolicySnapshot,
     spec: RoutingPolicySpec,
-    decision: RoutingDecision,
+    step: RoutingStep,
     observed: RouteObservation,
     changed: bool,
     applied: bool,
-    readings: Sequence[BackendReading],
+    readings: list[BackendReading],
     now: float,
 ) -> DecisionRecord:
     """``from``/``to``: the weight of the canary (Canary) or of the first backend (Capacity)."""
+    decision = step.decision
     reasons = tuple(str(r) for r in decision.reasons)
     focus = spec.canary.canary if spec.canary else decision.weights[0][0]
     action = "Hold"
@@ -189,7 +143,8 @@ def _record(
         inputs={
             "strategy": spec.strategy,
             "backends": [
-                {**entry, "weight": observed.weights.get(entry["name"])} for entry in backend_inputs(readings)
+                {**entry, "weight": observed.weights.get(entry["name"])}
+                for entry in backend_inputs(step.signals, readings)
             ],
         },
         output={

@@ -1,7 +1,10 @@
 """Copy each backend's numbers in: Prometheus readings, detector scores, ready and needed replicas.
 
 The traffic policies (:mod:`policies.circuit_breaker`, :mod:`policies.routing`) take plain numbers;
-this module produces them for one backend per cycle:
+this module produces them for one backend per cycle, in two steps: :func:`observe_backend` (I/O:
+Prometheus and the API server) gives a :class:`BackendReading`, and :func:`backend_signals` (no I/O)
+turns a reading into the policy's :class:`~policies.BackendSignals` through the daemon's memory. The
+backtest builds its readings from a simulation and calls the same second step:
 
 * **readings** from Prometheus: the 5xx fraction and request rate from Istio's
   ``istio_requests_total`` (destination telemetry, selected by the backend's workload), p95 latency
@@ -16,7 +19,7 @@ this module produces them for one backend per cycle:
   thread. It is bounded (:data:`WARMUP_POINTS` per signal, at most :data:`WARMUP_S`) and done once
   per backend, retried only while Prometheus is down: a history that cannot be read leaves the
   detectors to learn from live points, the spec's limits protecting the backend meanwhile;
-* **needed replicas**: the request rate's forecast at the spec's quantile over the horizon
+* **needed replicas**: the served request rate's (:func:`served_rate`) forecast at the spec's quantile over the horizon
   (:class:`forecasting.DampedTrend` on the rates seen by this daemon, the warm-up's history
   included; the current rate while fewer than ``MIN_FORECAST_POINTS`` are known) over the
   backend's requests per replica.
@@ -28,6 +31,7 @@ import asyncio
 import logging
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -38,7 +42,7 @@ from controller.clients.prometheus import Credentials, MetricError, PrometheusPo
 from controller.clients.refs import PrometheusSpec
 from controller.clients.servers import backend_queries
 from controller.errors import TargetError
-from controller.traffic.spec import BackendSpec, CapacitySpec, window_seconds
+from controller.traffic.spec import DEFAULT_MAX_ERROR_RATE, BackendSpec, CapacitySpec, window_seconds
 from forecasting import DampedTrend, ForecastInputError
 from forecasting.detector import StreamingDetector
 from policies import BackendSignals
@@ -66,6 +70,7 @@ class SignalSource:
     credentials: Credentials
     namespace: str
     window: str
+    error_limit: float = DEFAULT_MAX_ERROR_RATE  # the least 5xx share of a pod that fails on its own
 
     def queries(self, backend: BackendSpec) -> dict[str, str]:
         """PromQL per signal of one backend (:func:`controller.clients.servers.backend_queries`)."""
@@ -76,6 +81,7 @@ class SignalSource:
             name=workload.name,
             model_name=backend.model_name,
             window=self.window,
+            error_limit=self.error_limit,
         )
 
 
@@ -106,7 +112,7 @@ class SignalMemory:
         """Whether any of the backend's detectors or its rate history has learned a point yet."""
         return bool(self.rates.get(backend)) or any(name == backend for name, _ in self.detectors)
 
-    def score(self, backend: str, now: float, values: dict[str, float | None]) -> float | None:
+    def score(self, backend: str, now: float, values: Mapping[str, float | None]) -> float | None:
         """The largest detector score over the backend's readings; ``None`` when none was read."""
         scores = []
         for metric in DETECTED:
@@ -143,6 +149,23 @@ def _forecast_rate(history: deque[tuple[float, float]], capacity: CapacitySpec, 
         return 0.0
     upper = float(max(forecast.quantile(capacity.quantile)))
     return upper if math.isfinite(upper) else 0.0
+
+
+def served_rate(values: Mapping[str, float | None]) -> float | None:
+    """Requests per second the backend's replicas served: the request rate less its 5xx share.
+
+    This is the load that needs capacity. A failed attempt took no GPU time when it failed fast, and
+    when it is retried the retry is counted again where it succeeds; counting failures as load would
+    make a failing pool look busier, and forbid ejecting its failing hosts, exactly when it fails.
+    """
+    rate, errors = values.get("request_rate"), values.get("error_rate")
+    if rate is None:
+        return None
+    return rate * (1.0 - min(max(errors, 0.0), 1.0)) if errors is not None else rate
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None or not math.isfinite(value) or value < 0 else round(value)
 
 
 def _requests_in(rate: float | None, window: str) -> float | None:
@@ -195,16 +218,18 @@ async def warm_up(
 
 @dataclass(frozen=True)
 class BackendReading:
-    """One backend's signals plus what went wrong reading them, for conditions and the audit log."""
+    """What observing one backend gave: each signal's value (``None``: missing), its ready replicas
+    (``None``: the workload could not be read), and what went wrong reading them.
 
-    signals: BackendSignals
-    values: dict[str, float | None]
-    errors: dict[str, MetricError]
-    rejected: MetricError | None
+    This is the whole of what the decide step (:mod:`controller.traffic.decide`) needs from the
+    world; the operator fills it from Prometheus and the API server, the backtest from a simulation.
+    """
 
-    @property
-    def complete(self) -> bool:
-        return not self.errors
+    name: str
+    values: Mapping[str, float | None]
+    ready_replicas: int | None
+    errors: Mapping[str, MetricError] = field(default_factory=dict)
+    rejected: MetricError | None = None
 
 
 async def read_backend(
@@ -228,21 +253,30 @@ async def read_backend(
     return {n: v for n, v, _ in results}, {n: e for n, _, e in results if e is not None}, ready
 
 
-async def read_signals(
-    source: SignalSource,
-    kube: Kube,
+async def observe_backend(
+    source: SignalSource, kube: Kube, backend: BackendSpec, memory: SignalMemory, interval_s: int, now: float
+) -> BackendReading:
+    """The observe step for one backend (I/O only): warm its detectors once, then read it."""
+    await warm_up(source, backend, memory, interval_s, now)
+    values, errors, ready = await read_backend(source, kube, backend)
+    rejected = next((e for e in errors.values() if e.rejected), None)
+    return BackendReading(backend.name, values, ready, errors, rejected)
+
+
+def backend_signals(
     backend: BackendSpec,
+    reading: BackendReading,
     memory: SignalMemory,
     capacity: CapacitySpec | None,
     interval_s: int,
+    window: str,
     now: float,
-) -> BackendReading:
-    await warm_up(source, backend, memory, interval_s, now)
-    values, errors, ready = await read_backend(source, kube, backend)
-    needed = (
-        memory.needed_replicas(backend, now, values.get("request_rate"), capacity, interval_s) if capacity else None
-    )
-    signals = BackendSignals(
+) -> BackendSignals:
+    """The numbers a policy decides from, for one backend: the readings, the detectors' score (which
+    learn this reading), and the replicas the forecast load needs (with ``capacity``). No I/O."""
+    values = reading.values
+    needed = memory.needed_replicas(backend, now, served_rate(values), capacity, interval_s) if capacity else None
+    return BackendSignals(
         name=backend.name,
         failure_score=memory.score(backend.name, now, values),
         error_rate=values.get("error_rate"),
@@ -250,9 +284,8 @@ async def read_signals(
         ttft_s=values.get("ttft_s"),
         tpot_s=values.get("tpot_s"),
         saturation=values.get("saturation"),
-        ready_replicas=ready,
+        ready_replicas=reading.ready_replicas,
+        failing_replicas=_count(values.get("failing_replicas")),
         needed_replicas=needed,
-        requests=_requests_in(values.get("request_rate"), source.window),
+        requests=_requests_in(values.get("request_rate"), window),
     )
-    rejected = next((e for e in errors.values() if e.rejected), None)
-    return BackendReading(signals, values, errors, rejected)

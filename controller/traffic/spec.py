@@ -51,10 +51,20 @@ def window_seconds(window: str) -> int:
     return int(window[:-1]) * _SECONDS[window[-1]]
 
 
+#: The spec's default ``health.maxErrorRate``.
+DEFAULT_MAX_ERROR_RATE = 0.05
+
+
 @dataclass(frozen=True)
 class HealthSpec:
     limits: HealthLimits
     rate_window: str = "1m"
+
+    @property
+    def error_limit(self) -> float:
+        """The least 5xx share that counts against a backend or a pod (``maxErrorRate``, else its default)."""
+        limit = self.limits.max_error_rate
+        return DEFAULT_MAX_ERROR_RATE if limit is None else limit
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class CanaryConfig:
     tpot_margin: float = 0.2
     error_rate_margin: float = 0.01
     min_requests: int = 100
+    max_weight_percent: int = 100
 
 
 @dataclass(frozen=True)
@@ -210,9 +221,10 @@ def _optional(raw: Mapping[str, Any], key: str) -> float | None:
 def _parse_health(raw: Mapping[str, Any]) -> HealthSpec:
     try:
         limits = HealthLimits(
-            max_error_rate=_optional({"maxErrorRate": 0.05, **raw}, "maxErrorRate"),
+            max_error_rate=_optional({"maxErrorRate": DEFAULT_MAX_ERROR_RATE, **raw}, "maxErrorRate"),
             max_latency_ms=_optional(raw, "maxLatencyMs"),
             max_ttft_s=_optional(raw, "maxTTFTSeconds"),
+            max_tpot_s=_optional(raw, "maxTPOTSeconds"),
             max_saturation=_optional(raw, "maxKVCacheUsage"),
             upper=float(raw.get("upperScore", 0.5)),
             lower=float(raw.get("lowerScore", 0.2)),
@@ -277,4 +289,5 @@ def _parse_canary(raw: Mapping[str, Any], backends: tuple[BackendSpec, ...]) -> 
         tpot_margin=float(margins.get("tpot", 0.2)),
         error_rate_margin=float(margins.get("errorRate", 0.01)),
         min_requests=int(raw.get("minRequests", 100)),
+        max_weight_percent=int(raw.get("maxWeightPercent", 100)),
     )

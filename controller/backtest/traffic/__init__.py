@@ -11,4 +11,9 @@ Modules, one job each: ``draws`` (the seeded draws), ``settings`` (proxy fields)
 detection), ``observe`` (what a controller sees), ``timeline`` (timelines, the controller
 interface, decisions CSV), ``simulator`` (the event loop), ``score`` (the judge's metrics),
 ``flagger`` and ``baselines`` (the judge's baselines), ``run`` (the API: ``run_scenario``).
+
+Our own traffic policies on top (``infercast backtest-traffic``, docs/traffic-backtest.md):
+``readings`` (what the operator's Prometheus queries would return), ``mapping`` (our settings to
+the judge's fields), ``policy`` (the closed loop through the operator's decide step),
+``report`` (the summary), ``plot`` (a picture per subset), ``command`` (the CLI's work).
 """

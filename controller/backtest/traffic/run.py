@@ -17,7 +17,7 @@ from controller.backtest.traffic.flagger import Flagger, FlaggerParams
 from controller.backtest.traffic.proxy import ProxyParams
 from controller.backtest.traffic.scenario import Scenario
 from controller.backtest.traffic.score import Result, score
-from controller.backtest.traffic.simulator import Simulation
+from controller.backtest.traffic.simulator import RunRecord, Simulation
 from controller.backtest.traffic.timeline import Controller, Timeline
 
 
@@ -44,6 +44,18 @@ def run_scenario(
     ``policy`` is a decisions timeline, or a controller deciding from observations; under a
     controller, ``timeline`` can add fixed rows (a baseline's t = 0 settings, for instance).
     """
+    return run_with_record(scenario, policy, options, timeline=timeline, name=name)[0]
+
+
+def run_with_record(
+    scenario: Scenario,
+    policy: Timeline | Controller,
+    options: RunOptions | None = None,
+    *,
+    timeline: Timeline | None = None,
+    name: str | None = None,
+) -> tuple[Result, RunRecord]:
+    """:func:`run_scenario`, and what happened to every request (for plots)."""
     options = options or RunOptions()
     started = time.perf_counter()
     if isinstance(policy, Timeline):
@@ -56,7 +68,7 @@ def run_scenario(
     result = score(record, options.slo or scenario.slo, label)
     if isinstance(controller, Flagger):
         result = replace(result, flagger=controller.outcome())
-    return replace(result, runtime_s=time.perf_counter() - started)
+    return replace(result, runtime_s=time.perf_counter() - started), record
 
 
 def run_baseline(

@@ -388,7 +388,7 @@ ACCEPTED: dict[str, Changes] = {
             )
         ]
     },
-    "scale to zero": {"minReplicas": 0},
+    "the lowest minReplicas": {"minReplicas": 1},
     "fractional target and timeout": {"metrics.0.target.value": 0.75, "prometheus.timeout": 0.5},
     "every option": {
         "mode": "Recommend",
@@ -424,7 +424,7 @@ REJECTED: dict[str, tuple[Changes, str]] = {
     "maxReplicas 0": ({"maxReplicas": 0}, "spec.maxReplicas"),
     "maxReplicas above 10000": ({"maxReplicas": 10001}, "spec.maxReplicas"),
     "no maxReplicas": ({"maxReplicas": DELETE}, "spec"),
-    "negative minReplicas": ({"minReplicas": -1}, "spec.minReplicas"),
+    "minReplicas 0 (no scale-to-zero)": ({"minReplicas": 0}, "spec.minReplicas"),
     "fractional minReplicas": ({"minReplicas": 1.5}, "spec.minReplicas"),
     "interval 1": ({"interval": 1}, "spec.interval"),
     "interval above an hour": ({"interval": 3601}, "spec.interval"),

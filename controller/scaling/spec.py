@@ -74,9 +74,10 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
     max_replicas = int(spec["maxReplicas"]) if "maxReplicas" in spec else 0
     if max_replicas < 1:
         raise SpecError("InvalidReplicaBounds", "maxReplicas must be set and at least 1")
-    if min_replicas < 0 or min_replicas > max_replicas:
+    # No scale-to-zero: the policies need a replica to measure the load per replica on.
+    if min_replicas < 1 or min_replicas > max_replicas:
         raise SpecError(
-            "InvalidReplicaBounds", f"minReplicas ({min_replicas}) must be within 0..maxReplicas ({max_replicas})"
+            "InvalidReplicaBounds", f"minReplicas ({min_replicas}) must be within 1..maxReplicas ({max_replicas})"
         )
 
     mode = parse_mode(spec)

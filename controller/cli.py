@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between renewals and between a standby's attempts ($INFERCAST_RETRY_PERIOD, default 2)",
     )
+    run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument(
         "--metrics-port", type=int, default=8080, help="serve Prometheus metrics on this port (default 8080; 0: off)"
     )

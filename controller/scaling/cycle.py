@@ -119,6 +119,11 @@ async def reconcile_scaling(
             if signals is None
             else plan_predictive(spec, observed, readings, signals, state, previous, session, now)
         )
+        if recorded is None and spec.mode == "Auto" and plan.desired != observed.spec_replicas:
+            # The count the history starts from goes on record before the first write: a crash right
+            # after the write then leaves a difference the next cycle sees and counts (settle_history).
+            await report.patch_status({"currentReplicas": observed.spec_replicas, "history": state.to_dict()}, [])
+            recorded = observed.spec_replicas
         write = partial(actuator.apply, plan.desired, observed)
         applied, apply_error = await apply_in_auto(spec.mode, plan.desired != observed.spec_replicas, write)
         if apply_error is None or apply_error.status != CONFLICT or attempt == MAX_WRITE_ATTEMPTS:

@@ -11,7 +11,9 @@ Faults are :class:`Rule` objects, matched against each request in order (first m
   watch, 410 is sent as the ``ERROR`` event a real API server streams for an expired version);
 * ``delay_s``: forward, then hold the answer this long (a slow answer: the request took effect);
 * ``drip_s``: forward, then send the answer's bytes one chunk at a time over this long;
-* ``garbage``: forward, then answer 200 with a body that is not JSON.
+* ``garbage``: forward, then answer 200 with a body that is not JSON;
+* ``before``: call this first, then forward (a concurrent change by someone else, made just
+  before the operator's request arrives).
 
 A rule may fire with a ``probability`` drawn from the proxy's seeded random generator, up to
 ``times`` times, until ``until`` (``time.monotonic()``). ``hooks`` run after the upstream
@@ -77,6 +79,7 @@ class Rule:
     delay_s: float = 0.0
     drip_s: float = 0.0
     garbage: bool = False
+    before: Callable[[Request], None] | None = None
     probability: float = 1.0
     times: float = math.inf
     until: float = math.inf
@@ -180,7 +183,11 @@ class FaultProxy:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         app = aiohttp.web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", lambda request: self._serve(client, request))
+
+        async def serve(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+            return await self._serve(client, request)
+
+        app.router.add_route("*", "/{tail:.*}", serve)
         runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
@@ -194,6 +201,12 @@ class FaultProxy:
             await runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        # Streams still open (watches of processes that were killed) end with the proxy.
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _pick(self, request: Request) -> Rule | None:
         now = time.monotonic()
@@ -241,6 +254,8 @@ class FaultProxy:
             if request.watch and rule.status == 410:
                 return await self._expired_watch(raw)
             return self._status(rule.status, f"injected by the fault proxy ({rule.name})")
+        if rule is not None and rule.before is not None:
+            await asyncio.get_running_loop().run_in_executor(None, rule.before, request)
         assert self._session is not None
         headers = {name: raw.headers[name] for name in _FORWARDED_HEADERS if name in raw.headers}
         try:

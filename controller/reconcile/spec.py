@@ -85,6 +85,8 @@ def parse_prometheus(raw: Mapping[str, Any] | None) -> PrometheusSpec:
     url = str(raw["url"]).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise SpecError("InvalidPrometheus", f"prometheus.url {url!r} must start with http:// or https://")
+    if raw.get("caSecretRef") and raw.get("insecureSkipVerify"):
+        raise SpecError("InvalidPrometheus", "caSecretRef and insecureSkipVerify exclude each other")
     return PrometheusSpec(
         url=url,
         timeout_s=float(raw.get("timeout", 5.0)),

@@ -34,6 +34,11 @@ OPERATOR_USER = "system:serviceaccount:infercast-system:infercast"
 settings.register_profile("chaos", max_examples=10_000, deadline=None)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_e2e`` judge what the whole session recorded: they run last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_e2e") is not None)
+
+
 @pytest.fixture(scope="session")
 def devcluster_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """Where the session's servers keep their logs and data (kept after the run for debugging)."""

@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -141,7 +142,7 @@ class Kube:
             response.read()
         except ApiException as exc:
             raise _error_from(exc) from exc
-        except OSError as exc:  # urllib3 wraps most; anything left is a network failure
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # no answer: refused, reset, timed out
             raise KubeError(0, "Unreachable", str(exc)) from exc
         if response.status >= 400:
             raise _error_from_body(response.status, response.data)

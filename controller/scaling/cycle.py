@@ -39,7 +39,7 @@ from controller.scaling.plan import ScalingPlan, plan_reactive
 from controller.scaling.predictive import plan_predictive
 from controller.scaling.spec import ScalingPolicySpec, parse_scaling_policy
 from policies import ScalingState
-from policies.history import settle_history
+from policies.history import PendingScale, settle_history
 
 KIND = "ScalingPolicy"
 #: Decisions a cycle may make when its writes keep losing to concurrent changes of the count.
@@ -111,19 +111,27 @@ async def reconcile_scaling(
     # Decide and act. A write refused because the count changed since it was read (409) is
     # decided again on the new count, a bounded number of times: a manual scale is never
     # overwritten by a decision made without it.
+    pending = PendingScale.from_dict(previous.get("pendingScale"))
     for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-        settled = settle_history(history, now=now, recorded=recorded, observed=observed.spec_replicas)
+        settled = settle_history(history, now=now, recorded=recorded, pending=pending, observed=observed.spec_replicas)
         state = settled.state
         plan = (
             plan_reactive(spec, observed, readings, state, now)
             if signals is None
             else plan_predictive(spec, observed, readings, signals, state, previous, session, now)
         )
-        if recorded is None and spec.mode == "Auto" and plan.desired != observed.spec_replicas:
-            # The count the history starts from goes on record before the first write: a crash right
-            # after the write then leaves a difference the next cycle sees and counts (settle_history).
-            await report.patch_status({"currentReplicas": observed.spec_replicas, "history": state.to_dict()}, [])
-            recorded = observed.spec_replicas
+        if spec.mode == "Auto" and plan.desired != observed.spec_replicas:
+            # The intent goes on record before the write: if this process stops before recording the
+            # outcome, the next cycle finds the move landed (or not) and counts it (settle_history).
+            intent = PendingScale(observed.spec_replicas, plan.desired, now, plan.recommended)
+            await report.patch_status(
+                {
+                    "currentReplicas": observed.spec_replicas,
+                    "history": state.to_dict(),
+                    "pendingScale": intent.to_dict(),
+                },
+                [],
+            )
         write = partial(actuator.apply, plan.desired, observed)
         applied, apply_error = await apply_in_auto(spec.mode, plan.desired != observed.spec_replicas, write)
         if apply_error is None or apply_error.status != CONFLICT or attempt == MAX_WRITE_ATTEMPTS:
@@ -132,7 +140,9 @@ async def reconcile_scaling(
             observed = await actuator.observe()
         except TargetError as exc:
             return await report.not_ready(exc.reason, exc.message)
-    if settled.unrecorded_change:
+        # The refused write did not land: what the last record says is what is recorded.
+        history, recorded, pending = state, settled.recorded, None
+    if settled.changed_outside:
         await report.event(policy.ref, "Normal", "ReplicasChangedOutside", _outside_message(spec, recorded, observed))
     # Rate limits count only changes that really happened: a recommendation or a failed write
     # must not use up the scale-up budget of the next cycles.
@@ -155,6 +165,7 @@ async def reconcile_scaling(
         ],
         **plan.status,
         **({"lastScaleTime": record.time} if record.applied else {}),
+        "pendingScale": None,  # the outcome is on record: the intent is done with
     }
     conditions = [_metrics_condition(readings), _limited_condition(plan.recommended, record)]
     return await report.decided(record, observed.target, apply_error, WORDING, conditions, status)
@@ -170,9 +181,8 @@ def _recorded_replicas(status: Mapping[str, Any]) -> int | None:
 
 def _outside_message(spec: ScalingPolicySpec, recorded: int | None, observed: ScaleObservation) -> str:
     return (
-        f"{spec.target.describe()} went from {recorded} to {observed.spec_replicas} replicas without a record of"
-        " this policy (scaled by someone else, or an operator write whose record was lost): taken as the current"
-        " count, counted by the rate limits and held by the stabilization windows"
+        f"{spec.target.describe()} went from {recorded} to {observed.spec_replicas} replicas, not by this policy:"
+        " taken as the current count and held by the stabilization windows, not reverted"
     )
 
 

@@ -99,23 +99,28 @@ def rate_limit_breaks(
     period_s: float,
     tolerance_s: float,
 ) -> list[str]:
-    """Moves beyond the ``Pods`` rules: no count more than ``up_pods`` above (``down_pods`` below) the count
-    at the start of the period ending with it.
+    """Moves beyond the ``Pods`` rules, by the HPA's rule: no count more than ``up_pods`` above
+    (``down_pods`` below) the count when the period ending with it started.
 
-    The policy dates a move by its decision, the log by its arrival; ``tolerance_s`` (the time a
-    decision may take to be written) is taken off the period, so only real overruns count.
+    The policy dates a move by its decision, the log by its arrival, so the period's start is
+    known to within ``tolerance_s``: a move breaks the rule only if it does for every start in
+    that range (the count at a period's start is not monotonic in the start).
     """
-    breaks = []
     counts = [ScaleChange(float("-inf"), initial), *changes]
+
+    def counts_at_start(time: float) -> list[int]:
+        earliest, latest = time - period_s - tolerance_s, time - period_s + tolerance_s
+        before = [c.replicas for c in counts if c.time <= earliest][-1:]
+        return before + [c.replicas for c in counts if earliest < c.time <= latest]
+
+    breaks = []
     for previous, change in itertools.pairwise(counts):
-        start = next(c.replicas for c in reversed(counts) if c.time <= change.time - period_s + tolerance_s)
-        if change.replicas > previous.replicas and change.replicas - start > up_pods:
+        starts = counts_at_start(change.time)
+        if change.replicas > previous.replicas and change.replicas - up_pods > max(starts):
+            breaks.append(f"up to {change.replicas} at {change.time:.3f}: {starts} at the period's start, +{up_pods}")
+        if change.replicas < previous.replicas and change.replicas + down_pods < min(starts):
             breaks.append(
-                f"up to {change.replicas} at {change.time:.3f}: {start} at the period's start, +{up_pods} allowed"
-            )
-        if change.replicas < previous.replicas and start - change.replicas > down_pods:
-            breaks.append(
-                f"down to {change.replicas} at {change.time:.3f}: {start} at the period's start, -{down_pods} allowed"
+                f"down to {change.replicas} at {change.time:.3f}: {starts} at the period's start, -{down_pods}"
             )
     return breaks
 

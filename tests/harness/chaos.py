@@ -57,6 +57,8 @@ class ChaosPlan:
     step_s: tuple[float, float]
     seed: int
     kill_weight: float = 0.45
+    min_kills: int = 0
+    """The run goes on past ``duration_s`` until this many kills were injected."""
     min_replicas: int = 1
     max_replicas: int = 8
     initial_replicas: int = 2
@@ -136,7 +138,7 @@ class ChaosRun:
         loads = threading.Thread(target=self._vary_load, name="chaos-load", daemon=True)
         loads.start()
         try:
-            while time.monotonic() - started < self.plan.duration_s:
+            while time.monotonic() - started < self.plan.duration_s or self._kills() < self.plan.min_kills:
                 self._supervise()
                 self._inject()
                 self._pause(self._random.uniform(*self.plan.step_s))
@@ -145,6 +147,9 @@ class ChaosRun:
             loads.join(timeout=10)
         self.report.duration_s = time.monotonic() - started
         return self.report
+
+    def _kills(self) -> int:
+        return sum(count for kind, count in self.report.faults.items() if kind.startswith("kill"))
 
     def _pause(self, seconds: float) -> None:
         """Sleep in small steps, starting again every replica that died meanwhile."""

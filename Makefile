@@ -42,8 +42,9 @@ test: install lint
 CHAOS_PROPERTIES := tests/test_crd_parser_agreement.py tests/test_history.py tests/test_policy_properties.py \
 	tests/test_policy_traffic_properties.py tests/test_policy_predictive.py
 chaos: install
+	@# Its own basetemp: other pytest runs on the machine rotate the default one away during a long run.
 	INFERCAST_CHAOS=long INFERCAST_CHAOS_REPORT=results/chaos.json nice -n 10 \
-	  $(VENV)/bin/pytest -q -p no:cacheprovider -s tests/test_chaos.py
+	  $(VENV)/bin/pytest -q -p no:cacheprovider -s --basetemp=results/chaos-run tests/test_chaos.py
 	nice -n 10 $(VENV)/bin/pytest -q -p no:cacheprovider --hypothesis-profile=chaos $(CHAOS_PROPERTIES)
 
 demo: install

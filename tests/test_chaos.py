@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 LONG = os.environ.get("INFERCAST_CHAOS") == "long"
 SEED = int(os.environ.get("INFERCAST_CHAOS_SEED", "1212"))
 PLAN = (
-    ChaosPlan(duration_s=900, step_s=(5, 10), seed=SEED, kill_weight=0.5, min_kills=55)
+    ChaosPlan(duration_s=600, step_s=(3, 6), seed=SEED, kill_weight=0.6, min_kills=55)
     if LONG
     else ChaosPlan(duration_s=50, step_s=(5, 8), seed=SEED)
 )

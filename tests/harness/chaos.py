@@ -230,7 +230,7 @@ class ChaosRun:
 
         proxy.add_hook(hook)
         # The point may not come (the victim is a standby, or holds): kill it anyway after a while.
-        deadline = time.monotonic() + 3 * self.plan.interval_s
+        deadline = time.monotonic() + 2 * self.plan.interval_s
         while not fired.is_set() and time.monotonic() < deadline:
             self._supervise()
             time.sleep(0.1)

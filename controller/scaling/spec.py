@@ -87,6 +87,10 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
         spec.get("metrics"), _parse_metric, what="metric", empty_reason="NoMetrics", duplicate_reason="DuplicateMetric"
     )
 
+    fallback = _parse_fallback(spec.get("fallback") or {})
+    if fallback.replicas is not None and not min_replicas <= fallback.replicas <= max_replicas:
+        raise SpecError("InvalidFallback", "fallback.replicas must lie within [minReplicas, maxReplicas]")
+
     return ScalingPolicySpec(
         target=target,
         min_replicas=min_replicas,
@@ -96,7 +100,7 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
         prometheus=parse_prometheus(spec.get("prometheus")),
         metrics=metrics,
         behavior=_parse_behavior(spec.get("behavior") or {}),
-        fallback=_parse_fallback(spec.get("fallback") or {}),
+        fallback=fallback,
         forecast=parse_forecast(spec.get("forecast")),
     )
 

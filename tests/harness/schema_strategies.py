@@ -3,15 +3,15 @@
 Written for the subset our CRDs use: objects (properties, required, additionalProperties), arrays
 (items, minItems, maxItems), strings (enum, pattern, minLength, maxLength), integers and numbers
 (minimum, maximum, exclusive bounds), booleans. Numbers are drawn with a bias towards their bounds,
-where parsers and policies disagree most. ``oneOf``/``anyOf``/``not`` and the CEL rules
-(``x-kubernetes-validations``) are not generated for: optional fields are present or absent at
-random, and the API server's own validation (``devtools.apiserver.schema_violations``) then says
-whether the CRD admits the object.
+where parsers and policies disagree most. A ``oneOf`` of presence rules is honoured (one branch
+drawn); other combinators and the CEL rules (``x-kubernetes-validations``) are not generated for:
+optional fields are present or absent at random, and the API server's own validation
+(``devtools.apiserver.schema_violations``) then says whether the CRD admits the object.
 
 Strings of a ``pattern`` come from :func:`regex_strings`, a small generator over the parsed
 regular expression: hypothesis' own ``from_regex`` costs ~13 ms a draw, and an object has a dozen
-patterns. Strings are kept short (what a pattern needs, at most ``max_text`` otherwise) so that examples
-stay fast; a bound on length beyond that is not what these tests are after.
+patterns. Strings are kept short (what a pattern needs, at most ``max_text`` otherwise) so that
+examples stay fast; a bound on length beyond that is not what these tests are after.
 """
 
 from __future__ import annotations
@@ -62,16 +62,32 @@ def _object(schema: Mapping[str, Any], max_text: int) -> st.SearchStrategy[dict[
         else st.just({})
     )
 
+    # A oneOf of presence rules (``required`` / ``not: required``): one branch is drawn and honoured,
+    # or most objects would break it and the CRD would refuse nearly everything generated.
+    branches = [(set(b.get("required") or ()), _forbidden(b)) for b in schema.get("oneOf") or ()] or [(set(), set())]
+
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
+        needed, forbidden = draw(st.sampled_from(branches))
         value: dict[str, Any] = {}
         for name, child in children.items():
-            if name in required or draw(st.booleans()):
+            if name in forbidden:
+                continue
+            if name in required or name in needed or draw(st.booleans()):
                 value[name] = draw(child)
         value.update(draw(entries))
         return value
 
     return build()
+
+
+def _forbidden(branch: Mapping[str, Any]) -> set[str]:
+    """The properties a oneOf branch's ``not`` forbids (``required`` directly or in an ``anyOf``)."""
+    negated = branch.get("not") or {}
+    fields = set(negated.get("required") or ())
+    for alternative in negated.get("anyOf") or ():
+        fields |= set(alternative.get("required") or ())
+    return fields
 
 
 def _string(schema: Mapping[str, Any], max_text: int) -> st.SearchStrategy[str]:

@@ -192,7 +192,8 @@ class ChaosRun:
     def _leader(self) -> str | None:
         """The replica that wrote the Lease last with a holder, if it still runs."""
         for exchange in reversed(self.api.exchanges()):
-            spec = (exchange.body or {}).get("spec") or {} if exchange.writes else {}
+            body = exchange.body if isinstance(exchange.body, dict) else {}
+            spec = body.get("spec") or {} if exchange.writes else {}
             if "leases" in exchange.path and exchange.status < 300 and spec.get("holderIdentity"):
                 name = self.replicas.name_of(exchange.client)
                 return name if name and self.replicas.processes[name].running() else None

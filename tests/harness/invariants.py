@@ -28,6 +28,11 @@ from tests.harness.faultproxy import Exchange
 LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/[^/]+/leases")
 
 
+def _object(body: Any) -> dict[str, Any]:
+    """A JSON body as an object; a JSON patch (a list) or nothing as an empty one."""
+    return body if isinstance(body, dict) else {}
+
+
 @dataclass(frozen=True)
 class LeaseWrite:
     time: float
@@ -38,7 +43,7 @@ class LeaseWrite:
 def lease_writes(exchanges: Iterable[Exchange]) -> list[LeaseWrite]:
     """The successful Lease writes (creates, renewals, take-overs, releases), in order of arrival."""
     writes = [
-        LeaseWrite(e.received, e.client, str(((e.body or {}).get("spec") or {}).get("holderIdentity") or ""))
+        LeaseWrite(e.received, e.client, str((_object(e.body).get("spec") or {}).get("holderIdentity") or ""))
         for e in exchanges
         if LEASES.match(e.path) and e.writes and e.forwarded and e.status < 300
     ]
@@ -75,7 +80,7 @@ def scale_changes(exchanges: Iterable[Exchange], namespace: str, name: str) -> l
     """The counts the API server accepted through ``/scale`` of one Deployment, in order of arrival."""
     path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
     changes = [
-        ScaleChange(e.received, int(((e.answer or {}).get("spec") or {}).get("replicas") or 0))
+        ScaleChange(e.received, int((_object(e.answer).get("spec") or {}).get("replicas") or 0))
         for e in exchanges
         if e.path == path and e.writes and e.forwarded and e.status == 200
     ]
@@ -158,7 +163,7 @@ def conditions_written(exchanges: Iterable[Exchange], status_path: str) -> list[
     written = []
     for e in exchanges:
         if e.path == status_path and e.writes and e.forwarded and e.status == 200:
-            conditions = ((e.body or {}).get("status") or {}).get("conditions") or []
+            conditions = (_object(e.body).get("status") or {}).get("conditions") or []
             written.append((e.received, {str(c.get("type")): c for c in conditions}))
     return written
 

@@ -140,7 +140,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
@@ -197,8 +197,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{port}"
 
     async def _close(self) -> None:
-        for runner in self._runners:
-            await runner.cleanup()
+        await asyncio.gather(*(runner.cleanup() for runner in self._runners))
         if self._session is not None:
             await self._session.close()
         # Streams still open (watches of processes that were killed) end with the proxy.

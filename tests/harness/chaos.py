@@ -87,6 +87,8 @@ class Report:
     faults: Counter[str] = field(default_factory=Counter)
     breaks: dict[str, list[str]] = field(default_factory=dict)
     scale_writes: int = 0
+    reported_windows: int = 0
+    """Three-cycle faults, each of which a condition had to report."""
     scale_downs: int = 0
     leader_changes: int = 0
     duration_s: float = 0.0
@@ -104,6 +106,7 @@ class Report:
                 "faults": dict(self.faults),
                 "breaks": self.breaks,
                 "scale_writes": self.scale_writes,
+                "reported_windows": self.reported_windows,
                 "scale_downs": self.scale_downs,
                 "leader_changes": self.leader_changes,
                 "duration_s": round(self.duration_s, 1),
@@ -175,14 +178,18 @@ class ChaosRun:
             self.workload.set_waiting(loads.choice([5, 15, 25, 40, 60, 90]))
 
     def _inject(self) -> None:
+        """One fault: a kill with the plan's weight; the rest split 45/35/10/10 between short API
+        faults, short Prometheus faults, and the three-cycle ones the conditions must report."""
         draw = self._random.random()
         if draw < self.plan.kill_weight:
             self._kill()
-        elif draw < self.plan.kill_weight + 0.25:
+            return
+        share = (draw - self.plan.kill_weight) / (1 - self.plan.kill_weight)
+        if share < 0.45:
             self._api_fault()
-        elif draw < self.plan.kill_weight + 0.45:
+        elif share < 0.80:
             self._prometheus_fault()
-        elif draw < self.plan.kill_weight + 0.50:
+        elif share < 0.90:
             self._persistent_api_fault()
         else:
             self._persistent_prometheus_fault()
@@ -327,6 +334,7 @@ class ChaosRun:
         changes = scale_changes(exchanges, self.workload.namespace, self.workload.name)
         plan = self.plan
         self.report.scale_writes = len(changes)
+        self.report.reported_windows = len(self.windows)
         previous = [plan.initial_replicas] + [c.replicas for c in changes]
         self.report.scale_downs = sum(1 for a, b in itertools.pairwise(previous) if b < a)
         holders = [e for e in exchanges if "leases" in e.path and e.writes and e.status < 300]

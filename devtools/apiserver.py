@@ -442,14 +442,20 @@ class DevApiServer(kmock.KubernetesEmulator):
         # are recorded while in flight and forgotten when answered.
         request = await parse_request(raw_request)
         self._requests.append(request)
-        code = 200  # a stream cancelled by its client (a watch) had answered 200
+        # A watch is recorded when it starts: it may stream for minutes, or never end for the server
+        # (a client that went away is noticed only at the next event).
+        watch = request.action == kmock.action.WATCH
+        if watch:
+            self._audit(request, raw_request, 200)
+        code = 200
         try:
             response = await self._answer(request, raw_request)
             code = response.status
             return response
         finally:
             self._requests.remove(request)
-            self._audit(request, raw_request, code)
+            if not watch:
+                self._audit(request, raw_request, code)
 
     async def _answer(self, request: kmock.Request, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:

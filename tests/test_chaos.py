@@ -9,6 +9,8 @@ checked: :mod:`tests.harness.chaos`.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import os
 import pathlib
 import secrets
@@ -82,6 +84,9 @@ def test_chaos(
         run.run()
     operator.stop_all()  # before the proxies go: nothing is judged of what the stopping processes send
     report = run.judge()
+    for name, proxy in (("api", api), ("prometheus", metrics)):  # for a post-mortem of any break
+        with (tmp_path / f"{name}-exchanges.jsonl").open("w") as record:
+            record.writelines(json.dumps(dataclasses.asdict(e), default=str) + "\n" for e in proxy.exchanges())
     print(report.table())
     print(report.to_json())
     if path := os.environ.get("INFERCAST_CHAOS_REPORT"):

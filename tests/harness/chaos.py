@@ -88,7 +88,9 @@ class Report:
     breaks: dict[str, list[str]] = field(default_factory=dict)
     scale_writes: int = 0
     reported_windows: int = 0
-    """Three-cycle faults, each of which a condition had to report."""
+    """Three-cycle faults injected, each of which a condition had to report."""
+    judged_windows: int = 0
+    """Those during which a leader wrote the status at all (the others cannot be judged)."""
     scale_downs: int = 0
     leader_changes: int = 0
     duration_s: float = 0.0
@@ -107,6 +109,7 @@ class Report:
                 "breaks": self.breaks,
                 "scale_writes": self.scale_writes,
                 "reported_windows": self.reported_windows,
+                "judged_windows": self.judged_windows,
                 "scale_downs": self.scale_downs,
                 "leader_changes": self.leader_changes,
                 "duration_s": round(self.duration_s, 1),
@@ -339,6 +342,9 @@ class ChaosRun:
         self.report.scale_downs = sum(1 for a, b in itertools.pairwise(previous) if b < a)
         holders = [e for e in exchanges if "leases" in e.path and e.writes and e.status < 300]
         self.report.leader_changes = sum(1 for a, b in itertools.pairwise(holders) if a.client != b.client)
+        unreported, self.report.judged_windows = unreported_fault_breaks(
+            exchanges, self.workload.status_path(), self.windows, settle_s=plan.interval_s + 1.0
+        )
         self.report.breaks = {
             "at most one writer": one_writer_breaks(exchanges),
             "replicas within bounds": replica_bounds_breaks(changes, plan.min_replicas, plan.max_replicas),
@@ -358,8 +364,6 @@ class ChaosRun:
                 reads_per_cycle=2,
             ),
             "no secret in logs, Events, status": secret_breaks(self.secret, self.replicas.logs(), exchanges),
-            "every error surfaced as a condition": unreported_fault_breaks(
-                exchanges, self.workload.status_path(), self.windows
-            ),
+            "every error surfaced as a condition": unreported,
         }
         return self.report

@@ -102,6 +102,8 @@ class Exchange:
     fault: str | None
     forwarded: bool
     """Whether the request reached the upstream server (an injected status never does)."""
+    intact: bool = True
+    """Whether the client got the upstream's own answer (late or dripped still counts; garbage does not)."""
     answer: Any = None  # the answer's JSON, for writes only (what the server stored)
 
     @property
@@ -220,7 +222,15 @@ class FaultProxy:
         return None
 
     def _record(
-        self, request: Request, received: float, status: int, fault: str | None, answer: Any, *, forwarded: bool = True
+        self,
+        request: Request,
+        received: float,
+        status: int,
+        fault: str | None,
+        answer: Any,
+        *,
+        forwarded: bool = True,
+        intact: bool | None = None,
     ) -> None:
         with self._lock:
             self._log.append(
@@ -236,6 +246,7 @@ class FaultProxy:
                     status=status,
                     fault=fault,
                     forwarded=forwarded,
+                    intact=forwarded if intact is None else intact,
                     answer=answer,
                 )
             )

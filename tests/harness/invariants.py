@@ -134,7 +134,8 @@ def blind_scale_down_breaks(
     initial: int, changes: Sequence[ScaleChange], queries: Sequence[Exchange], marker: str, reads_per_cycle: int
 ) -> list[str]:
     """Scale-downs written after a cycle whose metric reads (the last ``reads_per_cycle`` queries
-    containing ``marker`` before the write) did not all come back as Prometheus' own answer."""
+    containing ``marker`` before the write) did not all come back as Prometheus' own answer (a slow
+    or dripped answer is still Prometheus' own)."""
     breaks = []
     counts = [ScaleChange(float("-inf"), initial), *changes]
     relevant = sorted((q for q in queries if marker in json.dumps(q.query)), key=lambda q: q.received)
@@ -142,7 +143,7 @@ def blind_scale_down_breaks(
         if change.replicas >= previous.replicas:
             continue
         before = [q for q in relevant if q.received < change.time][-reads_per_cycle:]
-        failed = [q for q in before if q.fault is not None or q.status != 200]
+        failed = [q for q in before if not q.intact or q.status != 200]
         if failed:
             faults = ", ".join(str(q.fault) for q in failed)
             breaks.append(f"down to {change.replicas} at {change.time:.3f} after failed reads ({faults})")
@@ -169,18 +170,28 @@ def conditions_written(exchanges: Iterable[Exchange], status_path: str) -> list[
 
 
 def unreported_fault_breaks(
-    exchanges: Sequence[Exchange], status_path: str, windows: Iterable[tuple[str, float, float, str, str]]
-) -> list[str]:
-    """Faults that lasted several cycles without a condition saying so.
+    exchanges: Sequence[Exchange],
+    status_path: str,
+    windows: Iterable[tuple[str, float, float, str, str]],
+    settle_s: float,
+) -> tuple[list[str], int]:
+    """Faults that lasted several cycles while the policy's status said nothing of them, and how
+    many faults were judged.
 
     ``windows``: (fault, start, end, condition type, status that reports it), e.g.
-    ``("403 on the target", t0, t1, "Ready", "False")``.
+    ``("403 on the target", t0, t1, "Ready", "False")``. A window is judged on the status writes
+    accepted from ``settle_s`` after its start (a cycle begun before the fault reports the state
+    before it) to its end; one without any (no leader then: a kill just before) cannot be judged.
     """
     written = conditions_written(exchanges, status_path)
-    breaks = []
+    breaks, judged = [], 0
     for fault, start, end, type_, status in windows:
-        if not any(
-            start <= t <= end and conditions.get(type_, {}).get("status") == status for t, conditions in written
-        ):
-            breaks.append(f"{fault} from {start:.3f} to {end:.3f}: no status write with {type_}={status}")
-    return breaks
+        during = [conditions for t, conditions in written if start + settle_s <= t <= end]
+        if not during:
+            continue
+        judged += 1
+        if not any(conditions.get(type_, {}).get("status") == status for conditions in during):
+            breaks.append(
+                f"{fault} from {start:.3f} to {end:.3f}: {len(during)} status writes, none with {type_}={status}"
+            )
+    return breaks, judged

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install prometheus test lint unit demo bench constraints clean
+.PHONY: install prometheus test lint unit demo bench chaos constraints clean
 
 $(STAMP): pyproject.toml
 	@# Debian ships venv's ensurepip in a separate package.
@@ -36,6 +36,16 @@ lint: $(STAMP)
 # pytest's exit code 5 (no tests collected) is a failure here, as every non-zero code is.
 test: install lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
+
+# The long fault-injection run (>= 50 kills of the operator; docs/reliability.md shows its table) and every
+# property test at 10,000 examples (the hypothesis profile "chaos", tests/conftest.py). Tens of minutes.
+CHAOS_PROPERTIES := tests/test_crd_parser_agreement.py tests/test_history.py tests/test_policy_properties.py \
+	tests/test_policy_traffic_properties.py tests/test_policy_predictive.py
+chaos: install
+	@# Its own basetemp: other pytest runs on the machine rotate the default one away during a long run.
+	INFERCAST_CHAOS=long INFERCAST_CHAOS_REPORT=results/chaos.json nice -n 10 \
+	  $(VENV)/bin/pytest -q -p no:cacheprovider -s --basetemp=results/chaos-run tests/test_chaos.py
+	nice -n 10 $(VENV)/bin/pytest -q -p no:cacheprovider --hypothesis-profile=chaos $(CHAOS_PROPERTIES)
 
 demo: install
 	$(PY) -m devtools.demo

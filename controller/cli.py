@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,7 +30,9 @@ EXTRAS = {"backtest": ("backtest", ("matplotlib", "tqdm")), "backtest-traffic": 
 ENVIRONMENT = """environment:
   KUBECONFIG                    kubeconfig of run and explain (default ~/.kube/config; in a pod: its service account)
   INFERCAST_IO_THREADS          threads for Kubernetes and Prometheus calls of run (default 32)
-  INFERCAST_FORECAST_PROCESSES  worker processes for forecast model refits of run (default 2; 0: a thread)"""
+  INFERCAST_FORECAST_PROCESSES  worker processes for forecast model refits of run (default 2; 0: a thread)
+  INFERCAST_LEASE_DURATION, INFERCAST_RENEW_DEADLINE, INFERCAST_RETRY_PERIOD  leader election of run (seconds)
+  POD_NAMESPACE                 the namespace of run's Lease (set by the Deployment)"""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -37,6 +40,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     import kopf
 
     import controller.handlers  # noqa: F401  # registers the handlers in Kopf's default registry
@@ -46,15 +51,39 @@ def _run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    kopf.run(
-        standalone=args.standalone,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace or (),
-        liveness_endpoint=args.liveness,
-        # read by the start-up handler
-        memo=kopf.Memo(metrics_port=args.metrics_port, metrics_address=args.metrics_address),
+    # read by the start-up handler
+    memo = {"metrics_port": args.metrics_port, "metrics_address": args.metrics_address}
+    if args.standalone:
+        kopf.run(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or (),
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(memo),
+        )
+        return 0
+    from controller.clients.leases import ElectionSettings, new_identity
+    from controller.handlers.leadership import run_elected
+
+    election = ElectionSettings(
+        name=args.leader_election_id,
+        namespace=args.leader_election_namespace or _own_namespace(),
+        identity=new_identity(),
+        lease_duration_s=args.lease_duration,
+        renew_deadline_s=args.renew_deadline,
+        retry_period_s=args.retry_period,
     )
-    return 0
+    return asyncio.run(run_elected(election, namespaces=args.namespace or (), liveness=args.liveness, memo=memo))
+
+
+def _own_namespace() -> str:
+    """The pod's namespace (the downward API's POD_NAMESPACE, else the service account's), or ``default``."""
+    import pathlib
+
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    account = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return account.read_text().strip() if account.exists() else "default"
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -130,7 +159,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-n", "--namespace", action="append", help="watch only this namespace (repeatable); unset: all namespaces"
     )
-    run.add_argument("--standalone", action="store_true", help="no Kopf peering (a single operator replica)")
+    run.add_argument(
+        "--standalone", action="store_true", help="no leader election: the only replica (never run two like this)"
+    )
+    election = run.add_argument_group("leader election (one writer among replicas; see docs/reliability.md)")
+    election.add_argument(
+        "--leader-election-id",
+        default="infercast-operator",
+        metavar="NAME",
+        help="the Lease's name; operators sharding the cluster by namespace need one each",
+    )
+    election.add_argument(
+        "--leader-election-namespace", metavar="NS", help="the Lease's namespace (unset: the operator pod's)"
+    )
+    # The durations also come from the environment, as a Deployment sets them for every replica alike.
+    election.add_argument(
+        "--lease-duration",
+        type=int,
+        default=int(os.environ.get("INFERCAST_LEASE_DURATION", "15")),
+        metavar="S",
+        help="seconds a standby waits on an unchanged Lease before taking it ($INFERCAST_LEASE_DURATION)",
+    )
+    election.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=float(os.environ.get("INFERCAST_RENEW_DEADLINE", "10")),
+        metavar="S",
+        help="seconds the leader acts after its last renewal began ($INFERCAST_RENEW_DEADLINE)",
+    )
+    election.add_argument(
+        "--retry-period",
+        type=float,
+        default=float(os.environ.get("INFERCAST_RETRY_PERIOD", "2")),
+        metavar="S",
+        help="seconds between renewals and between a standby's attempts ($INFERCAST_RETRY_PERIOD)",
+    )
     run.add_argument("--liveness", metavar="URL", help="serve Kopf's health probe, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--metrics-port", type=int, default=8080, help="serve Prometheus metrics on this port (0: off)")
     run.add_argument(

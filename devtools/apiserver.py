@@ -60,6 +60,7 @@ _API_PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)(?:/(?P<vers
 _GENERATED_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _JSON_PATCH = "application/json-patch+json"
 _HISTORY_LENGTH = 5000
+MAX_NAME_LENGTH = 253  # a DNS subdomain, the limit of (almost) every kind's names
 _MERGE_PATCHES = frozenset({"application/merge-patch+json", "application/strategic-merge-patch+json"})
 
 
@@ -380,6 +381,37 @@ def _without_metadata_and_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in obj.items() if key not in ("metadata", "status")}
 
 
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def audit_entry(
+    method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], code: int
+) -> dict[str, Any]:
+    """One request as an audit record: the user (the bearer token: the emulator has no other authentication),
+    the RBAC verb, group, resource (``plural/subresource``), namespace and name, and the answer's status.
+
+    Discovery paths (``/api``, ``/apis/GROUP/VERSION``, ``/version``) have no resource: every
+    authenticated user may read them, as in a real cluster.
+    """
+    authorization = headers.get("Authorization", "")
+    parsed = parse_api_path(path)
+    entry: dict[str, Any] = {
+        "time": datetime.datetime.now(tz=datetime.UTC).timestamp(),
+        "user": authorization.removeprefix("Bearer ") or "system:anonymous",
+        "method": method,
+        "path": path,
+        "code": code,
+    }
+    if parsed is None or parsed.plural is None:
+        return entry
+    if method == "GET":
+        verb = "watch" if query.get("watch") in ("true", "1") else "list" if parsed.name is None else "get"
+    else:
+        verb = _VERBS.get(method, method.lower())
+    resource = parsed.plural + (f"/{parsed.subresource}" if parsed.subresource else "")
+    return {**entry, "verb": verb, "group": parsed.group, "resource": resource, "namespace": parsed.namespace}
+
+
 @attrs.define(kw_only=True)
 class DevApiServer(kmock.KubernetesEmulator):
     """kmock's emulator with API-server write semantics and CRD registration (see the module doc)."""
@@ -392,6 +424,9 @@ class DevApiServer(kmock.KubernetesEmulator):
     )
     _watchers: set[tuple[kmock.resource, asyncio.Queue[WatchEvent]]] = attrs.field(factory=set, init=False)
     _schemas: dict[kmock.resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
+    #: Where every request is recorded as one JSON line (who, which verb on which resource, the answer),
+    #: as a real API server's audit log: the evidence the tests compare RBAC with.
+    audit_log: pathlib.Path | None = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -407,6 +442,22 @@ class DevApiServer(kmock.KubernetesEmulator):
         # are recorded while in flight and forgotten when answered.
         request = await parse_request(raw_request)
         self._requests.append(request)
+        # A watch is recorded when it starts: it may stream for minutes, or never end for the server
+        # (a client that went away is noticed only at the next event).
+        watch = request.action == kmock.action.WATCH
+        if watch:
+            self._audit(request, raw_request, 200)
+        code = 200
+        try:
+            response = await self._answer(request, raw_request)
+            code = response.status
+            return response
+        finally:
+            self._requests.remove(request)
+            if not watch:
+                self._audit(request, raw_request, code)
+
+    async def _answer(self, request: kmock.Request, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
             return await self._handle(request)
         except ApiError as exc:
@@ -418,8 +469,15 @@ class DevApiServer(kmock.KubernetesEmulator):
         except Exception as exc:
             logger.exception("failed to serve %s %s", raw_request.method, raw_request.path_qs)
             return ApiError(500, "InternalError", repr(exc)).response()
-        finally:
-            self._requests.remove(request)
+
+    def _audit(self, request: kmock.Request, raw_request: aiohttp.web.BaseRequest, code: int) -> None:
+        if self.audit_log is None:
+            return
+        with self.audit_log.open("a") as log:
+            log.write(
+                json.dumps(audit_entry(raw_request.method, raw_request.path, request.params, request.headers, code))
+            )
+            log.write("\n")
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource
@@ -558,6 +616,8 @@ class DevApiServer(kmock.KubernetesEmulator):
         async with self._lock:
             if not meta.get("name"):
                 meta["name"] = self._generate_name(resource, meta)
+            if len(meta["name"]) > MAX_NAME_LENGTH:
+                raise ApiError(422, "Invalid", f"metadata.name: must be no more than {MAX_NAME_LENGTH} characters")
             key = self._key(resource, meta.get("namespace"), meta["name"])
             if key in self._objects and not self._objects[key].deleted:
                 raise ApiError(409, "AlreadyExists", f'{resource.plural} "{meta["name"]}" already exists')
@@ -817,13 +877,19 @@ def load_documents(paths: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
     return documents
 
 
-async def serve(host: str, port: int, preloaded: Sequence[Mapping[str, Any]], ready_file: pathlib.Path | None) -> None:
+async def serve(
+    host: str,
+    port: int,
+    preloaded: Sequence[Mapping[str, Any]],
+    ready_file: pathlib.Path | None,
+    audit_log: pathlib.Path | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    emulator = DevApiServer()
+    emulator = DevApiServer(audit_log=audit_log)
     async with emulator:
         await emulator.preload([*_BUILTIN_NAMESPACES, *preloaded])
         # Open watch streams never finish by themselves: do not wait for them on shutdown.
@@ -854,7 +920,11 @@ class ApiServerProcess:
 
 
 def start_apiserver(
-    workdir: pathlib.Path, *, crds: Sequence[pathlib.Path] = (), timeout: float = 15.0
+    workdir: pathlib.Path,
+    *,
+    crds: Sequence[pathlib.Path] = (),
+    audit_log: pathlib.Path | None = None,
+    timeout: float = 15.0,
 ) -> ApiServerProcess:
     """Start the API server as a child process on a free loopback port and wait until it listens."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -864,6 +934,8 @@ def start_apiserver(
     argv += ["--ready-file", str(ready_file)]
     for crd in crds:
         argv += ["--crd", str(crd)]
+    if audit_log is not None:
+        argv += ["--audit-log", str(audit_log)]
     process = processes.start_process(argv, log_path=workdir / "apiserver.log")
     try:
         processes.wait_for(
@@ -878,13 +950,14 @@ def start_apiserver(
     return ApiServerProcess(url=ready_file.read_text().strip(), process=process)
 
 
-def write_kubeconfig(url: str, path: pathlib.Path) -> pathlib.Path:
-    """A kubeconfig for the emulator; the token is a placeholder (the emulator does no auth)."""
+def write_kubeconfig(url: str, path: pathlib.Path, user: str = "devcluster") -> pathlib.Path:
+    """A kubeconfig for the emulator. It does no authentication: the token is the user's name,
+    which its audit log records (see :func:`audit_entry`)."""
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "devcluster", "cluster": {"server": url}}],
-        "users": [{"name": "developer", "user": {"token": "devcluster"}}],
+        "users": [{"name": "developer", "user": {"token": user}}],
         "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "developer"}}],
         "current-context": "devcluster",
     }
@@ -901,10 +974,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--crd", type=pathlib.Path, action="append", default=[], help="a YAML file or directory to preload"
     )
     parser.add_argument("--ready-file", type=pathlib.Path, help="where to write the URL once listening")
+    parser.add_argument("--audit-log", type=pathlib.Path, help="record every request here, one JSON line each")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, load_documents(args.crd), args.ready_file))
+        asyncio.run(serve(args.host, args.port, load_documents(args.crd), args.ready_file, args.audit_log))
     return 0
 
 

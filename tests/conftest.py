@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
+from hypothesis import settings
 from kubernetes import client
 
 from devtools.apiserver import start_apiserver, write_kubeconfig
@@ -24,6 +25,18 @@ from tests.harness.kube import api_client
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPORTER_JOB = "exporter"
+#: Who the operators started by the tests are, in the API server's audit log: the service account
+#: deploy/ binds its RBAC to (tests/test_rbac_evidence.py compares the two).
+OPERATOR_USER = "system:serviceaccount:infercast-system:infercast"
+
+# `make chaos` runs the property tests with this profile (--hypothesis-profile=chaos): >= 10,000
+# examples per property; the default profile stays fast (tests/harness/properties.py).
+settings.register_profile("chaos", max_examples=10_000, deadline=None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_e2e`` judge what the whole session recorded: they run last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_e2e") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +46,15 @@ def devcluster_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def apiserver(devcluster_dir: pathlib.Path) -> Iterator[str]:
+def audit_log(devcluster_dir: pathlib.Path) -> pathlib.Path:
+    """The session API server's record of every request, one JSON line each (devtools.apiserver.audit_entry)."""
+    return devcluster_dir / "apiserver" / "audit.jsonl"
+
+
+@pytest.fixture(scope="session")
+def apiserver(devcluster_dir: pathlib.Path, audit_log: pathlib.Path) -> Iterator[str]:
     """The URL of the emulated API server, with the project's CRDs (crds/) already registered."""
-    server = start_apiserver(devcluster_dir / "apiserver", crds=[REPO_ROOT / "crds"])
+    server = start_apiserver(devcluster_dir / "apiserver", crds=[REPO_ROOT / "crds"], audit_log=audit_log)
     try:
         yield server.url
     finally:
@@ -46,6 +65,12 @@ def apiserver(devcluster_dir: pathlib.Path) -> Iterator[str]:
 def kubeconfig(apiserver: str, devcluster_dir: pathlib.Path) -> pathlib.Path:
     """A kubeconfig file for the API server; operators get it as $KUBECONFIG."""
     return write_kubeconfig(apiserver, devcluster_dir / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(apiserver: str, devcluster_dir: pathlib.Path) -> pathlib.Path:
+    """The kubeconfig operators run with: the API server knows them as OPERATOR_USER."""
+    return write_kubeconfig(apiserver, devcluster_dir / "operator-kubeconfig", user=OPERATOR_USER)
 
 
 @pytest.fixture(scope="session")
@@ -91,28 +116,35 @@ class OperatorFactory:
 
     ``argv`` is any command, e.g. ``["infercast", "run", "--namespace", ns]`` or
     ``[sys.executable, "-m", "kopf", "run", "tests/harness/echo_operator.py", "--standalone", "-n", ns]``;
-    it runs from the repository root, its output goes to ``<tmp_path>/<name>-<n>.log``.
+    it runs from the repository root, its output goes to ``<tmp_path>/<name>-<n>.log``. Its
+    kubeconfig is the operator's (``OPERATOR_USER``) unless ``kubeconfig`` names another: the
+    API server's audit log then tells the operator's calls from the tests' own.
     """
 
-    def __init__(self, kubeconfig: pathlib.Path, log_dir: pathlib.Path) -> None:
+    def __init__(self, kubeconfig: pathlib.Path, log_dir: pathlib.Path, *, dev_kubeconfig: pathlib.Path) -> None:
         self.kubeconfig = kubeconfig
+        self.dev_kubeconfig = dev_kubeconfig
         self.log_dir = log_dir
         self.started: list[ManagedProcess] = []
 
     def __call__(
-        self, argv: Sequence[str], *, name: str = "operator", env: Mapping[str, str] | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        name: str = "operator",
+        env: Mapping[str, str] | None = None,
+        kubeconfig: pathlib.Path | None = None,
     ) -> ManagedProcess:
         log_path = self.log_dir / f"{name}-{len(self.started)}.log"
-        process = start_process(
-            argv, log_path=log_path, env={"KUBECONFIG": str(self.kubeconfig), **(env or {})}, cwd=REPO_ROOT
-        )
+        config = kubeconfig or self.kubeconfig
+        process = start_process(argv, log_path=log_path, env={"KUBECONFIG": str(config), **(env or {})}, cwd=REPO_ROOT)
         self.started.append(process)
         return process
 
     def kopf(self, path: str, namespace: str, *extra: str) -> ManagedProcess:
         """A Kopf operator module or file, standalone (no peering), limited to one namespace."""
         argv = [sys.executable, "-m", "kopf", "run", path, "--standalone", "--namespace", namespace, *extra]
-        return self(argv, name=pathlib.Path(path).stem)
+        return self(argv, name=pathlib.Path(path).stem, kubeconfig=self.dev_kubeconfig)
 
     def stop_all(self) -> None:
         for process in self.started:
@@ -120,12 +152,14 @@ class OperatorFactory:
 
 
 @pytest.fixture
-def operator(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[OperatorFactory]:
+def operator(
+    operator_kubeconfig: pathlib.Path, kubeconfig: pathlib.Path, tmp_path: pathlib.Path
+) -> Iterator[OperatorFactory]:
     """A factory of operator subprocesses; every process it started is stopped at teardown.
 
     On failure, the tail of each operator log is printed (pytest shows it with the failure).
     """
-    factory = OperatorFactory(kubeconfig, tmp_path)
+    factory = OperatorFactory(operator_kubeconfig, tmp_path, dev_kubeconfig=kubeconfig)
     try:
         yield factory
     finally:

@@ -102,7 +102,6 @@ def set_fields(**fields: Any) -> Callable[[Document], None]:
 
 
 SECRET = {"name": "prometheus-ca", "key": "ca.crt"}
-QUERY_METRIC = {"name": "q", "query": "sum(up)", "target": {"type": "Value", "value": 1}}
 
 # (example, edit, the rule's message at its path): each rule broken once.
 BROKEN: dict[str, tuple[str, Callable[[Document], None], str]] = {
@@ -110,11 +109,6 @@ BROKEN: dict[str, tuple[str, Callable[[Document], None], str]] = {
         "ScalingPolicy",
         set_fields(minReplicas=9, maxReplicas=8),
         "spec: minReplicas must not exceed maxReplicas",
-    ),
-    "scale to zero on averaged metrics": (
-        "ScalingPolicy",
-        set_fields(minReplicas=0),
-        "spec: minReplicas 0 needs at least one metric with target.type Value",
     ),
     "fallback above max": (
         "ScalingPolicy",
@@ -195,7 +189,6 @@ def test_every_rule_is_broken_by_some_case() -> None:
 # The legal neighbours of the broken cases: the rules refuse no more than they state.
 ALLOWED: dict[str, tuple[str, Callable[[Document], None]]] = {
     "min equal to max": ("ScalingPolicy", set_fields(minReplicas=8, maxReplicas=8)),
-    "scale to zero on a Value metric": ("ScalingPolicy", set_fields(minReplicas=0, metrics=[QUERY_METRIC])),
     "fallback at the bounds": (
         "ScalingPolicy",
         set_fields(fallback={"replicas": 8, "onMetricsUnavailable": "Fallback"}),

@@ -16,6 +16,7 @@ from policies.predictive import (
     decide_predictive,
     replicas_for,
 )
+from tests.harness.properties import examples
 
 NOW = 10_000.0
 CAPACITY = 100.0
@@ -48,7 +49,7 @@ def situations(draw: st.DrawFn) -> tuple[PredictiveInputs, PredictiveState]:
     return inputs, state
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(situations())
 def test_result_within_bounds(situation: tuple[PredictiveInputs, PredictiveState]) -> None:
     inputs, state = situation
@@ -56,7 +57,7 @@ def test_result_within_bounds(situation: tuple[PredictiveInputs, PredictiveState
     assert inputs.min_replicas <= decision.desired_replicas <= inputs.max_replicas
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(situations())
 def test_never_scales_down_on_missing_data(situation: tuple[PredictiveInputs, PredictiveState]) -> None:
     inputs, state = situation
@@ -65,7 +66,7 @@ def test_never_scales_down_on_missing_data(situation: tuple[PredictiveInputs, Pr
         assert decision.desired_replicas >= inputs.spec_replicas
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(situations())
 def test_never_below_what_the_forecast_needs_over_the_lead_time(
     situation: tuple[PredictiveInputs, PredictiveState],
@@ -82,7 +83,7 @@ def test_never_below_what_the_forecast_needs_over_the_lead_time(
     assert decision.desired_replicas >= min(needed, max(inputs.spec_replicas, needed))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(1, 30), st.lists(loads, min_size=3, max_size=12))
 def test_scale_up_respects_the_rate_limit(start: int, observed: list[float]) -> None:
     """Across a burst of decisions 15 s apart, no 15 s period adds more than max(4, 100 %)."""

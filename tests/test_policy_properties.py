@@ -34,6 +34,7 @@ from policies import (
     SelectPolicy,
     decide_reactive,
 )
+from tests.harness.properties import examples
 
 NOW = 1_700_000_000.0
 
@@ -183,7 +184,7 @@ single_rule = st.builds(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     up=single_rule,
     down=single_rule,
@@ -240,7 +241,7 @@ state_like = st.dictionaries(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(st.one_of(json_values, state_like))
 def test_from_dict_never_raises_and_yields_a_usable_state(data: Any) -> None:
     state = ScalingState.from_dict(data)

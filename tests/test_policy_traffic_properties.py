@@ -35,6 +35,7 @@ from policies import (
     decide_routing,
 )
 from policies.circuit_breaker import INT32_MAX
+from tests.harness.properties import examples
 
 NOW = 1_700_000_000.0
 GATEWAY_MAX_WEIGHT = 1_000_000
@@ -122,7 +123,7 @@ def assert_valid_weights(inputs: RoutingInputs, weights: dict[str, int]) -> None
     assert sum(weights.values()) == inputs.total
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(routing_inputs())
 def test_capacity_weights_are_always_valid(case: tuple[RoutingInputs, RoutingState]) -> None:
     inputs, state = case
@@ -140,7 +141,7 @@ def test_capacity_weights_are_always_valid(case: tuple[RoutingInputs, RoutingSta
             assert abs(weights[b.name] - before) <= 1, "a backend without data keeps its weight"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(routing_inputs(canary=True))
 def test_canary_weights_are_always_valid(case: tuple[RoutingInputs, RoutingState]) -> None:
     inputs, state = case
@@ -170,7 +171,7 @@ live = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.data(), names, bounds, limits)
 def test_thresholds_stay_within_spec_and_istio_ranges(
     data: st.DataObject, chosen: list[str], spec: BreakerBounds, health_limits: HealthLimits

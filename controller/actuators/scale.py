@@ -2,6 +2,11 @@
 
 Going through ``/scale`` (as the HPA does) rather than patching ``spec.replicas`` makes any
 workload kind work that declares the subresource, and needs RBAC on ``<plural>/scale`` only.
+
+Every write is conditional on the ``resourceVersion`` observed: a count changed by someone else
+since the observation (a person's ``kubectl scale``, another tool) makes the API server refuse
+the write with 409 instead of letting it overwrite that change. The caller observes again and
+decides anew.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ class ScaleObservation:
     spec_replicas: int
     ready_replicas: int
     selector: str
+    resource_version: str = ""
+    """Of the scale as read: the precondition of the write; empty writes unconditionally."""
 
 
 @dataclass
@@ -55,13 +62,15 @@ class ScaleActuator:
             # same way, which is the cautious reading (unready replicas count as idle on scale-up).
             ready_replicas=int(status.get("readyReplicas") or 0),
             selector=str((scale.get("status") or {}).get("selector") or ""),
+            resource_version=str((scale.get("metadata") or {}).get("resourceVersion") or ""),
         )
 
     async def apply(self, desired: int, observed: ScaleObservation) -> bool:
         if desired == observed.spec_replicas:
             return False
         resource = await self._resource()
+        precondition = {"metadata": {"resourceVersion": observed.resource_version}} if observed.resource_version else {}
         await self.kube.merge_patch(
-            resource, self.namespace, self.target.name, {"spec": {"replicas": desired}}, subresource="scale"
+            resource, self.namespace, self.target.name, {**precondition, "spec": {"replicas": desired}}, "scale"
         )
         return True

@@ -16,7 +16,7 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,9 @@ from controller.errors import InfercastError, InputError
 
 #: Statuses the same request may not meet again: no answer, a conflict, throttling, a server error.
 TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
+#: The longest object name the API server takes (a DNS subdomain), Event names included.
+MAX_NAME_LENGTH = 253
+_EVENT_SUFFIX_LENGTH = 17  # "." and 16 hex digits
 
 
 class KubeError(InfercastError):
@@ -104,9 +107,13 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
 
 @dataclass
 class Kube:
+    """``fence`` is called before every request that writes and raises to refuse it (a
+    :class:`KubeError`): an operator replica that is not the leader writes nothing."""
+
     api: client.ApiClient
     executor: Executor | None = None
     timeout_s: float = 10.0
+    fence: Callable[[], None] | None = None
     _discovery: dict[str, dict[str, Resource]] = field(default_factory=dict)
 
     async def request(
@@ -126,6 +133,8 @@ class Kube:
     def _request_sync(
         self, method: str, path: str, body: Any, content_type: str, query: dict[str, str]
     ) -> dict[str, Any]:
+        if method != "GET" and self.fence is not None:
+            self.fence()  # checked here, in the thread that sends, as close to the write as can be
         headers = {"Accept": "application/json", "Content-Type": content_type}
         _, url, headers, body, _ = self.api.param_serialize(
             method=method,
@@ -216,7 +225,10 @@ class Kube:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{about.name}.{uuid.uuid4().hex[:16]}", "namespace": about.namespace},
+            "metadata": {
+                "name": f"{about.name[: MAX_NAME_LENGTH - _EVENT_SUFFIX_LENGTH]}.{uuid.uuid4().hex[:16]}",
+                "namespace": about.namespace,
+            },
             "involvedObject": {
                 "apiVersion": about.api_version,
                 "kind": about.kind,

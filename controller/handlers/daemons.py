@@ -2,8 +2,9 @@
 
 Each policy runs in its own Kopf daemon: one cycle every ``spec.interval`` seconds at a fixed rate,
 ended early when the operator stops or the policy's spec changes (so an edit takes effect at once
-instead of one interval later). A cycle that fails unexpectedly is logged and retried at the next
-interval, so one broken policy never stops its daemon or touches the others.
+instead of one interval later). Each cycle reads the policy from the API first. A cycle that
+fails (an API error, a bug) becomes ``Ready=False`` with a reason and one Event, and is retried at
+the next interval, so one broken policy never stops its daemon or touches the others.
 
 One writer per target: every kind keeps a Kopf index of its policies by target; the oldest claim
 (creation time, then name) wins, and a newer policy on the same target is refused with a
@@ -20,8 +21,12 @@ from typing import Any
 
 import kopf
 
-from controller.clients.refs import GROUP, VERSION
+from controller.clients.kube import KubeError
+from controller.clients.leases import NotLeader
+from controller.clients.refs import API_VERSION, GROUP, VERSION
+from controller.errors import InfercastError
 from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, target_key
+from controller.reconcile.report import Reporter
 from controller.reconcile.spec import MAX_INTERVAL_S, MIN_INTERVAL_S
 
 logger = logging.getLogger(__name__)
@@ -102,33 +107,104 @@ def older_claims(namespace: str, name: str, created: str, spec: Mapping[str, Any
 async def run_cycles(
     kind: str, stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, cycle: Cycle
 ) -> None:
-    """The daemon loop: snapshot the policy, run one cycle, sleep until the next; forget its series at the end."""
+    """The daemon loop: read the policy, run one cycle, sleep until the next; forget its series at the end.
+
+    Every cycle starts from the policy as the API has it, status included, never from what this
+    process remembers writing: after a restart, a lost write or a change of leader, the history
+    the rate limits count on is the one persisted. A cycle that fails (an API error, a bug) ends
+    as ``Ready=False`` with a reason and one Warning Event, and the next interval tries again.
+    """
     deps: Deps = memo.deps
     wakeup = memo["wakeup"] = asyncio.Event()
-    written_status: Mapping[str, Any] | None = None  # ours is fresher than the watch stream's copy
     try:
         while not stopped:
-            spec = dict(body.spec)
-            snapshot = PolicySnapshot(
-                kind=kind,
-                namespace=namespace,
-                name=name,
-                uid=body.meta.uid,
-                generation=int(body.meta.get("generation") or 0),
-                spec=spec,
-                status=written_status if written_status is not None else dict(body.status),
-            )
             started = time.monotonic()
+            spec: Mapping[str, Any] = dict(body.spec)
             ready = False
             try:
-                with deps.metrics.reconcile_timer(kind):
-                    outcome = await cycle(snapshot, time.time())
-                written_status, ready = outcome.status, outcome.ready
-            except Exception:  # an unexpected bug must not kill the daemon: report and retry next interval
-                logger.exception("reconcile of %s %s/%s failed; retrying in one interval", kind, namespace, name)
+                snapshot = await read_policy(deps, kind, namespace, name)
+            except KubeError as exc:
+                await report_failure(snapshot_of(kind, namespace, name, body), deps, time.time(), exc)
+            else:
+                if snapshot is not None:  # None: deleted, and Kopf stops this daemon
+                    spec = snapshot.spec
+                    ready = await run_cycle(snapshot, deps, cycle)
             deps.metrics.observe_cycle(kind, namespace, name, ready=ready, interval_s=interval_of(spec))
             # A fixed rate, not a fixed pause: the cycle's own duration does not stretch the interval.
             await sleep_until_next_cycle(stopped, wakeup, interval_of(spec) - (time.monotonic() - started))
     finally:
         # The daemon stops when the policy is deleted (or the operator stops): its series go with it.
         deps.metrics.forget(kind, namespace, name)
+
+
+async def read_policy(deps: Deps, kind: str, namespace: str, name: str) -> PolicySnapshot | None:
+    """The policy as the API has it now; ``None`` when it is gone."""
+    resource = await deps.kube.resource(API_VERSION, kind)
+    try:
+        obj = await deps.kube.get(resource, namespace, name)
+    except KubeError as exc:
+        if exc.not_found:
+            return None
+        raise
+    meta = obj.get("metadata") or {}
+    return PolicySnapshot(
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        uid=meta.get("uid"),
+        generation=int(meta.get("generation") or 0),
+        spec=dict(obj.get("spec") or {}),
+        status=dict(obj.get("status") or {}),
+    )
+
+
+def snapshot_of(kind: str, namespace: str, name: str, body: kopf.Body) -> PolicySnapshot:
+    """The policy as Kopf's watch last delivered it: only to report that reading it failed."""
+    return PolicySnapshot(
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        uid=body.meta.uid,
+        generation=int(body.meta.get("generation") or 0),
+        spec=dict(body.spec),
+        status=dict(body.status),
+    )
+
+
+async def run_cycle(snapshot: PolicySnapshot, deps: Deps, cycle: Cycle) -> bool:
+    """One cycle; whether the policy ended it Ready (a cycle that raised did not)."""
+    now = time.time()
+    try:
+        with deps.metrics.reconcile_timer(snapshot.kind):
+            outcome = await cycle(snapshot, now)
+    except Exception as exc:  # a failed cycle must not kill the daemon: report it and retry next interval
+        await report_failure(snapshot, deps, now, exc)
+        return False
+    return outcome.ready
+
+
+def failure_condition(kind: str, exc: Exception) -> tuple[str, str]:
+    """The reason and message of ``Ready=False`` for a cycle that raised ``exc``."""
+    if isinstance(exc, KubeError):
+        return "KubeApiError", f"the Kubernetes API answered {exc}"
+    if isinstance(exc, InfercastError):
+        return exc.reason, exc.message
+    # The message of an unexpected exception may carry anything: it stays in the operator log.
+    return "InternalError", f"{type(exc).__name__} in the {kind} cycle; the operator log has the traceback"
+
+
+async def report_failure(snapshot: PolicySnapshot, deps: Deps, now: float, exc: Exception) -> None:
+    """``Ready=False`` with the failure's reason, and one Warning Event per distinct failure."""
+    where = f"{snapshot.kind} {snapshot.namespace}/{snapshot.name}"
+    if isinstance(exc, NotLeader):  # this replica is stepping down: the next leader reports
+        logger.info("%s: write refused, no longer the leader", where)
+        return
+    if isinstance(exc, InfercastError):
+        logger.warning("cycle of %s failed: %s", where, exc)
+    else:
+        logger.error("cycle of %s failed; retrying in one interval", where, exc_info=exc)
+    reason, message = failure_condition(snapshot.kind, exc)
+    try:
+        await Reporter(snapshot, deps, now).not_ready(reason, message)
+    except Exception as failed:  # the API may be down for this write too: the next cycle tries again
+        logger.warning("could not report the failure of %s: %s", where, failed)

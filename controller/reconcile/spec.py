@@ -9,6 +9,7 @@ schema change or written with validation off.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -17,6 +18,15 @@ from controller.clients.servers import PRESETS, MetricSource
 from controller.errors import SpecError
 
 Mode = Literal["Auto", "Recommend", "Off"]
+
+# The fields that go into PromQL, checked as the CRDs' patterns check them (a test compares the two):
+# a model name goes inside a quoted label matcher; a label selector must be complete matchers only,
+# so that nothing in it can close the selector early and append PromQL of its own.
+MODEL_NAME = re.compile(r'^[^"\\\r\n]+$')
+LABEL_SELECTOR = re.compile(
+    r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"\s*'
+    r'(,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"([^"\\]|\\.)*"\s*)*,?\s*$'
+)
 
 MIN_INTERVAL_S = 5
 MAX_INTERVAL_S = 3600
@@ -75,6 +85,8 @@ def parse_prometheus(raw: Mapping[str, Any] | None) -> PrometheusSpec:
     url = str(raw["url"]).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise SpecError("InvalidPrometheus", f"prometheus.url {url!r} must start with http:// or https://")
+    if raw.get("caSecretRef") and raw.get("insecureSkipVerify"):
+        raise SpecError("InvalidPrometheus", "caSecretRef and insecureSkipVerify exclude each other")
     return PrometheusSpec(
         url=url,
         timeout_s=float(raw.get("timeout", 5.0)),
@@ -112,6 +124,10 @@ def parse_metric_source(raw: Mapping[str, Any], where: str, reason: str, *, requ
         raise SpecError(reason, f"{where}: modelName and labelSelector apply to presets only")
     if preset and model_name and PRESETS[preset].model_label is None:
         raise SpecError(reason, f"{where}: preset {preset!r} has no model label to filter on")
+    if model_name and not MODEL_NAME.match(model_name):
+        raise SpecError(reason, f"{where}: modelName must not contain a quote, a backslash or a line break")
+    if label_selector and not LABEL_SELECTOR.match(label_selector):
+        raise SpecError(reason, f'{where}: labelSelector must be comma-separated matchers such as app="vllm"')
     return MetricSource(preset=preset, query=query, model_name=model_name, label_selector=label_selector)
 
 

@@ -21,8 +21,9 @@ becomes a crash loop and never delays the other policies.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from controller.actuators import ScaleActuator, ScaleObservation
@@ -38,8 +39,12 @@ from controller.scaling.plan import ScalingPlan, plan_reactive
 from controller.scaling.predictive import plan_predictive
 from controller.scaling.spec import ScalingPolicySpec, parse_scaling_policy
 from policies import ScalingState
+from policies.history import PendingScale, settle_history
 
 KIND = "ScalingPolicy"
+#: Decisions a cycle may make when its writes keep losing to concurrent changes of the count.
+MAX_WRITE_ATTEMPTS = 3
+CONFLICT = 409
 
 WORDING = Wording(
     active="Scaling",
@@ -93,20 +98,52 @@ async def reconcile_scaling(
     if rejected:
         detail = "; ".join(f"{r.spec.name}: {r.error.message if r.error else ''}" for r in rejected)
         return await report.not_ready("QueryRejected", detail)
-    state = ScalingState.from_dict((policy.status or {}).get("history"))
-
-    # Decide.
-    if spec.forecast is not None:
-        session = forecasting or ForecastSession()
-        signals = await observe_predictive(policy, spec, observed, credentials, deps, session, now)
-        plan = plan_predictive(spec, observed, readings, signals, state, policy.status or {}, session, now)
-    else:
-        plan = plan_reactive(spec, observed, readings, state, now)
-
-    # Act.
-    applied, apply_error = await apply_in_auto(
-        spec.mode, plan.desired != observed.spec_replicas, lambda: actuator.apply(plan.desired, observed)
+    previous = policy.status or {}
+    history = ScalingState.from_dict(previous.get("history"))
+    recorded = _recorded_replicas(previous)
+    session = forecasting or ForecastSession()
+    signals = (
+        await observe_predictive(policy, spec, observed, credentials, deps, session, now)
+        if spec.forecast is not None
+        else None
     )
+
+    # Decide and act. A write refused because the count changed since it was read (409) is
+    # decided again on the new count, a bounded number of times: a manual scale is never
+    # overwritten by a decision made without it.
+    pending = PendingScale.from_dict(previous.get("pendingScale"))
+    for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+        settled = settle_history(history, now=now, recorded=recorded, pending=pending, observed=observed.spec_replicas)
+        state = settled.state
+        plan = (
+            plan_reactive(spec, observed, readings, state, now)
+            if signals is None
+            else plan_predictive(spec, observed, readings, signals, state, previous, session, now)
+        )
+        if spec.mode == "Auto" and plan.desired != observed.spec_replicas:
+            # The intent goes on record before the write: if this process stops before recording the
+            # outcome, the next cycle finds the move landed (or not) and counts it (settle_history).
+            intent = PendingScale(observed.spec_replicas, plan.desired, now, plan.recommended)
+            await report.patch_status(
+                {
+                    "currentReplicas": observed.spec_replicas,
+                    "history": state.to_dict(),
+                    "pendingScale": intent.to_dict(),
+                },
+                [],
+            )
+        write = partial(actuator.apply, plan.desired, observed)
+        applied, apply_error = await apply_in_auto(spec.mode, plan.desired != observed.spec_replicas, write)
+        if apply_error is None or apply_error.status != CONFLICT or attempt == MAX_WRITE_ATTEMPTS:
+            break
+        try:
+            observed = await actuator.observe()
+        except TargetError as exc:
+            return await report.not_ready(exc.reason, exc.message)
+        # The refused write did not land: what the last record says is what is recorded.
+        history, recorded, pending = state, settled.recorded, None
+    if settled.changed_outside:
+        await report.event(policy.ref, "Normal", "ReplicasChangedOutside", _outside_message(spec, recorded, observed))
     # Rate limits count only changes that really happened: a recommendation or a failed write
     # must not use up the scale-up budget of the next cycles.
     new_state = (
@@ -128,9 +165,25 @@ async def reconcile_scaling(
         ],
         **plan.status,
         **({"lastScaleTime": record.time} if record.applied else {}),
+        "pendingScale": None,  # the outcome is on record: the intent is done with
     }
     conditions = [_metrics_condition(readings), _limited_condition(plan.recommended, record)]
     return await report.decided(record, observed.target, apply_error, WORDING, conditions, status)
+
+
+def _recorded_replicas(status: Mapping[str, Any]) -> int | None:
+    """The count the persisted history was written with; ``None`` before the first one."""
+    current = status.get("currentReplicas")
+    if "history" not in status or isinstance(current, bool) or not isinstance(current, int):
+        return None
+    return current
+
+
+def _outside_message(spec: ScalingPolicySpec, recorded: int | None, observed: ScaleObservation) -> str:
+    return (
+        f"{spec.target.describe()} went from {recorded} to {observed.spec_replicas} replicas, not by this policy:"
+        " taken as the current count and held by the stabilization windows, not reverted"
+    )
 
 
 def _action(from_: int, to: int) -> str:

@@ -74,9 +74,10 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
     max_replicas = int(spec["maxReplicas"]) if "maxReplicas" in spec else 0
     if max_replicas < 1:
         raise SpecError("InvalidReplicaBounds", "maxReplicas must be set and at least 1")
-    if min_replicas < 0 or min_replicas > max_replicas:
+    # No scale-to-zero: the policies need a replica to measure the load per replica on.
+    if min_replicas < 1 or min_replicas > max_replicas:
         raise SpecError(
-            "InvalidReplicaBounds", f"minReplicas ({min_replicas}) must be within 0..maxReplicas ({max_replicas})"
+            "InvalidReplicaBounds", f"minReplicas ({min_replicas}) must be within 1..maxReplicas ({max_replicas})"
         )
 
     mode = parse_mode(spec)
@@ -85,6 +86,10 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
     metrics = parse_named_list(
         spec.get("metrics"), _parse_metric, what="metric", empty_reason="NoMetrics", duplicate_reason="DuplicateMetric"
     )
+
+    fallback = _parse_fallback(spec.get("fallback") or {})
+    if fallback.replicas is not None and not min_replicas <= fallback.replicas <= max_replicas:
+        raise SpecError("InvalidFallback", "fallback.replicas must lie within [minReplicas, maxReplicas]")
 
     return ScalingPolicySpec(
         target=target,
@@ -95,7 +100,7 @@ def _parse(spec: Mapping[str, Any]) -> ScalingPolicySpec:
         prometheus=parse_prometheus(spec.get("prometheus")),
         metrics=metrics,
         behavior=_parse_behavior(spec.get("behavior") or {}),
-        fallback=_parse_fallback(spec.get("fallback") or {}),
+        fallback=fallback,
         forecast=parse_forecast(spec.get("forecast")),
     )
 

@@ -13,37 +13,24 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import subprocess
 import textwrap
-from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from controller.cli import build_parser
+from tests.harness.kustomize import OVERLAYS, REPO, Object, render
 from tests.harness.monitoring import PROMETHEUS_RULE_SUBSET, SERVICE_MONITOR_SUBSET
 from tests.test_manifests import KUBERNETES_VERSIONS, documents
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-OVERLAYS = REPO / "deploy" / "overlays"
 OVERLAY_NAMES = sorted(p.name for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").exists())
 MONITORING_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SUBSET, "PrometheusRule": PROMETHEUS_RULE_SUBSET}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 # Resources only a ClusterRole can grant; the namespaced install does without them (see its rbac.yaml).
 CLUSTER_RESOURCES = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
 
-Object = dict[str, Any]
 Grant = tuple[str, str, str]
-
-
-def render(directory: pathlib.Path) -> list[Object]:
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert built.returncode == 0, built.stderr
-    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
 
 
 def overlay_of(tmp_path: pathlib.Path, base: str, body: str) -> list[Object]:

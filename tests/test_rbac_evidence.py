@@ -1,4 +1,4 @@
-"""RBAC from evidence (issue 12): what deploy/ grants the operator equals what the operator was seen calling.
+"""RBAC from evidence (issue 12): what the default install grants equals what the operator was seen calling.
 
 The emulated API server records every request with its user (``devtools.apiserver.audit_entry``);
 the operators of the end-to-end tests run as the service account deploy/ binds its roles to
@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devtools.processes import operator_argv
-from tests.conftest import OPERATOR_USER, REPO_ROOT, OperatorFactory
+from tests.conftest import OPERATOR_USER, OperatorFactory
 from tests.harness.kube import present
+from tests.harness.kustomize import OVERLAYS, render
 from tests.harness.polling import wait_until
 
 Grant = tuple[str, str, str]  # (API group, resource[/subresource], verb)
@@ -61,14 +61,14 @@ ROLLOUTS_CRD: dict[str, Any] = {
 }
 
 
-def documents() -> Iterator[dict[str, Any]]:
-    for path in sorted((REPO_ROOT / "deploy").glob("*.yaml")):
-        yield from (doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+def documents() -> list[dict[str, Any]]:
+    """The default install, as ``kubectl apply -k deploy/overlays/cluster-wide`` sends it."""
+    return render(OVERLAYS / "cluster-wide")
 
 
 def bound_rules() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(binding, rule) for every rule bound to the operator's service account."""
-    docs = list(documents())
+    docs = documents()
     roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] in ("ClusterRole", "Role")}
     account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]
     subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}

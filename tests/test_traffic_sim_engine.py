@@ -69,6 +69,20 @@ def test_a_host_prefills_only_while_fewer_than_max_seqs_decode() -> None:
     assert host.next_event_s() == pytest.approx(0.2 + 10 * STEP_2 + 0.1)
 
 
+def test_a_sequence_limit_holds_prefills_back_while_it_lasts_and_releases_them_when_it_ends() -> None:
+    host = Host(0, EngineParams())
+    a, b = _attempt(0, 1200, 11), _attempt(1, 1200, 11)
+    host.admit(a, 0.0)
+    host.complete(0.1)
+    host.set_seq_limit(1, True, 0.12)
+    host.admit(b, 0.15)  # one sequence decodes: the limit keeps b waiting, and a keeps decoding
+    assert b.state == QUEUED and host.prefilling is None
+    assert host.next_event_s() == pytest.approx(0.1 + 10 * STEP_1)
+    host.set_seq_limit(1, False, 0.2)  # released: b's prefill starts at once and pauses a
+    assert host.prefilling is b
+    assert host.next_event_s() == pytest.approx(0.3)
+
+
 def test_speed_changes_keep_the_work_already_done() -> None:
     host = Host(0, EngineParams())
     a = _attempt(0, 1200, 11)

@@ -65,6 +65,7 @@ def test_subset_settings_come_from_the_subset_then_the_defaults_then_the_table()
         ({"type": "error", "subset": "stable", "hosts": [1]}, "host indices"),
         ({"type": "error", "subset": "other"}, "unknown subset"),
         ({"type": "error", "subset": "stable", "every_s": 10, "on_s": 20}, "flapping"),
+        ({"type": "seq_limit", "subset": "stable"}, "max_seqs"),
     ],
 )
 def test_invalid_faults_are_refused(fault: dict[str, object], message: str) -> None:

@@ -13,7 +13,9 @@ Per host, with time multiplier ``m`` (slow faults / subset speed):
   ``prefill_tokens_per_s / m`` tokens/s and decoding pauses; the prefill's end is the first token;
 * otherwise every decoding sequence advances one token per step of
   ``m * (step_base_s + step_per_seq_s * n)``, as a fluid between events (exact event times);
-* a hang stops all progress; work done before a speed change or a hang is kept.
+* a hang stops all progress; work done before a speed change or a hang is kept;
+* a sequence limit (our KV-cache saturation fault, not the judge's) lowers ``max_seqs`` while it
+  lasts: no prefill starts while that many sequences decode, the sequences above it run on.
 
 The host only moves attempts through its own states and reports first tokens and finished
 streams; routing, timeouts, outlier detection and retries belong to the proxy and the simulator.
@@ -80,10 +82,12 @@ class Host:
         "_counter",
         "_decoding",
         "_hangs",
+        "_max_seqs_engine",
         "_prefill_end_s",
         "_prefill_left_tokens",
         "_prefill_rate",
         "_queue",
+        "_seq_limits",
         "_slow_factors",
         "_speed",
         "_step_base_s",
@@ -100,7 +104,8 @@ class Host:
 
     def __init__(self, index: int, params: EngineParams, speed: float = 1.0) -> None:
         self.index = index
-        self.max_seqs = params.max_seqs
+        self.max_seqs = self._max_seqs_engine = params.max_seqs
+        self._seq_limits: list[int] = []
         self.prefill_tokens_per_s = params.prefill_tokens_per_s
         self._step_base_s = params.step_base_s
         self._step_per_seq_s = params.step_per_seq_s
@@ -208,6 +213,17 @@ class Host:
         if self.prefilling is not None:
             self._prefill_end_s = now + self._prefill_left_tokens / self._prefill_rate
         elif self._queue and len(self._decoding) < self.max_seqs:
+            self._start_prefill(now)
+
+    def set_seq_limit(self, limit: int, active: bool, now: float) -> None:
+        """A sequence limit of ``limit`` starts (``active``) or ends on this host; the lowest active one applies."""
+        if active:
+            self._seq_limits.append(limit)
+        else:
+            self._seq_limits.remove(limit)
+        self.max_seqs = min(self._seq_limits, default=self._max_seqs_engine)
+        if self.prefilling is None and not self._hangs and self._queue and len(self._decoding) < self.max_seqs:
+            self._sync(now)
             self._start_prefill(now)
 
     def _step_s(self) -> float:

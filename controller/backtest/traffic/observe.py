@@ -6,9 +6,9 @@ previous decision, ``[start_s, end_s)``, never anything later. The fields mirror
 exposes:
 
 * per host, Envoy's per-upstream-host stats and the pod's vLLM ``/metrics``: attempts sent,
-  responses and 5xx, the server-side TTFT (from when the host received the attempt) and TPOT of
-  each response, and the gauges at the window's end (active attempts, running and waiting
-  sequences, ejected or not);
+  responses and 5xx (of which ``timeouts``: the proxy's own 504s, which the pod never sent), the
+  server-side TTFT (from when the host received the attempt) and TPOT of each response, and the
+  gauges at the window's end (active attempts, running and waiting sequences, ejected or not);
 * per subset, the client view (the request's route): requests routed, attempts and retries,
   streams started, client-visible failures by status and those the proxy itself produced,
   client TTFT (from the request's arrival, retries included) and TPOT, the pool gauges (in flight,
@@ -45,6 +45,7 @@ class HostWindow:
     running: int
     waiting: int
     ejected: bool
+    timeouts: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Observation:
 class HostTally:
     """Counters of one host for the current window."""
 
-    __slots__ = ("errors_5xx", "responses", "sent", "tpot_s", "ttft_s")
+    __slots__ = ("errors_5xx", "responses", "sent", "timeouts", "tpot_s", "ttft_s")
 
     def __init__(self) -> None:
         self.reset()
@@ -116,6 +117,7 @@ class HostTally:
         self.sent = 0
         self.responses = 0
         self.errors_5xx = 0
+        self.timeouts = 0
         self.ttft_s: list[float] = []
         self.tpot_s: list[float] = []
 
@@ -131,6 +133,7 @@ class HostTally:
             running=host.running,
             waiting=host.queued,
             ejected=ejected,
+            timeouts=self.timeouts,
         )
 
 

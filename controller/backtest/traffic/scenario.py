@@ -31,8 +31,9 @@ from controller.backtest.score import SloTargets
 from controller.backtest.trace import Trace, load_trace
 from controller.backtest.traffic.settings import SETTING_FIELDS, ProxySettings
 
-FaultKind = Literal["error", "slow", "hang"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("error", "slow", "hang")
+FaultKind = Literal["error", "slow", "hang", "seq_limit"]
+#: ``seq_limit`` is ours, not the judge's (a scenario for the judge must not use it).
+FAULT_KINDS: tuple[FaultKind, ...] = ("error", "slow", "hang", "seq_limit")
 CANARY = "canary"
 
 
@@ -51,7 +52,8 @@ class Fault:
     """A fault on some hosts of a subset, active in [start_s, end_s), flapping when ``every_s`` > 0.
 
     ``error`` fails attempts with ``status`` with probability ``p``; ``slow`` multiplies the
-    time of prefill and decode by ``factor``; ``hang`` freezes the host's engine.
+    time of prefill and decode by ``factor``; ``hang`` freezes the host's engine; ``seq_limit``
+    lets no more than ``max_seqs`` sequences run on the host (a KV cache that holds fewer).
     """
 
     kind: FaultKind
@@ -62,6 +64,7 @@ class Fault:
     p: float = 1.0
     status: int = 500
     factor: float = 1.0
+    max_seqs: int = 0
     on_s: float = 0.0
     every_s: float = 0.0
 
@@ -219,6 +222,7 @@ def _parse_fault(entry: Mapping[str, Any], scenario: Scenario) -> Fault:
         p=float(entry.get("p", 1.0)),
         status=int(entry.get("status", 500)),
         factor=float(entry.get("factor", 1.0)),
+        max_seqs=int(entry.get("max_seqs", 0)),
         on_s=float(entry.get("on_s", 0.0)),
         every_s=float(entry.get("every_s", 0.0)),
     )
@@ -230,6 +234,8 @@ def _parse_fault(entry: Mapping[str, Any], scenario: Scenario) -> Fault:
         raise ValueError(f"a flapping fault needs 0 < on_s <= every_s, got on_s {fault.on_s}, every_s {fault.every_s}")
     if fault.factor <= 0:
         raise ValueError(f"slow factor must be > 0, got {fault.factor}")
+    if fault.kind == "seq_limit" and fault.max_seqs < 1:
+        raise ValueError(f"a seq_limit fault needs max_seqs >= 1, got {fault.max_seqs}")
     return fault
 
 

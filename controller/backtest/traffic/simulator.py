@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -50,6 +51,11 @@ from controller.backtest.traffic.timeline import Controller, Timeline
 _CHANGE, _FAULT, _SWEEP, _ENGINE = 0, 1, 2, 3
 # Payloads of _CHANGE events.
 _TIMELINE_ROW, _CONTROLLER_TICK = 0, 1
+
+#: Told every response of a host, in time order, as ``(time_s, subset index, host index, status)``:
+#: the sequence Envoy's outlier detection counts (a first token is a 200, a host failure its 5xx, a
+#: first-token timeout a 504), whether or not the host is ejected.
+ResponseHook = Callable[[float, int, int, int], None]
 
 SUCCESS = 200
 NO_ROUTE = 503
@@ -97,8 +103,10 @@ class Simulation:
         engine: EngineParams | None = None,
         proxy: ProxyParams | None = None,
         seed: int | None = None,
+        on_response: ResponseHook | None = None,
     ) -> None:
         self.scenario = scenario
+        self.on_response = on_response
         self.engine = engine or EngineParams()
         self.params = proxy or ProxyParams()
         self.seed = scenario.seed if seed is None else seed
@@ -312,6 +320,8 @@ class Simulation:
         host = attempt.host
         assert host is not None
         proxy.on_response(host.index, SUCCESS, now)
+        if self.on_response is not None:
+            self.on_response(now, proxy.index, host.index, SUCCESS)
         tally = self.host_tallies[proxy.index][host.index]
         tally.responses += 1
         tally.ttft_s.append(now - attempt.sent_s)
@@ -350,6 +360,7 @@ class Simulation:
             assert host is not None
             host.drop(attempt, now)
             self._reschedule(host)
+            self.host_tallies[attempt.subset][host.index].timeouts += 1
             self._host_failure(self.proxies[attempt.subset], attempt, TIMEOUT, now)
 
     def _host_failure(self, proxy: SubsetProxy, attempt: Attempt, status: int, now: float) -> None:
@@ -359,6 +370,8 @@ class Simulation:
         attempt.state = DONE
         if proxy.on_response(host.index, status, now):
             self._ejected(proxy, host.index, now)
+        if self.on_response is not None:
+            self.on_response(now, proxy.index, host.index, status)
         tally = self.host_tallies[proxy.index][host.index]
         tally.responses += 1
         tally.errors_5xx += 1
@@ -417,6 +430,9 @@ class Simulation:
                     errors.remove(entry)
             elif fault.kind == "slow":
                 host.set_slow(fault.factor, active, now)
+                self._reschedule(host)
+            elif fault.kind == "seq_limit":
+                host.set_seq_limit(fault.max_seqs, active, now)
                 self._reschedule(host)
             else:
                 host.set_hang(active, now)

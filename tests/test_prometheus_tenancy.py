@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from controller.cli import main
@@ -29,6 +30,7 @@ from controller.errors import SpecError
 from controller.reconcile.spec import parse_prometheus
 from tests.harness.faults import Answer, Behaviour, FaultyPrometheus, Garbage, Refuse
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
 LEAK = "LEAKED-FROM-THE-RESPONSE-BODY"
 
 
@@ -259,3 +261,19 @@ def test_the_operator_refuses_to_start_on_a_wrong_config(tmp_path: pathlib.Path)
     config = tmp_path / "access.yaml"
     config.write_text("allowedURLs: [prometheus.monitoring.svc]\n")
     assert main(["run", "--prometheus-config", str(config)]) == 2
+
+
+def test_the_shipped_install_reads_the_documented_defaults() -> None:
+    """deploy/ mounts the ConfigMap where the operator's --prometheus-config points, and it says the defaults."""
+    docs = [d for f in sorted(REPO.glob("deploy/*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    (config_map,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("prometheus-access")
+    ]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = pathlib.PurePosixPath(container["args"][container["args"].index("--prometheus-config") + 1])
+    (volume,) = [v for v in pod["volumes"] if v.get("configMap", {}).get("name") == config_map["metadata"]["name"]]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert str(path.parent) == mount["mountPath"] and path.name in config_map["data"]
+    assert parse_access(yaml.safe_load(config_map["data"][path.name])) == DEFAULTS

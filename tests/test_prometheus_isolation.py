@@ -87,3 +87,18 @@ async def test_cached_values_are_not_shared_across_credentials() -> None:
             *(pool.query(spec, Credentials(bearer_token="tenant-a"), "sum(secret_load)") for _ in range(10))
         )
         assert again == [42.0] * 10 and len(server.requests) == 3
+
+
+async def test_a_range_too_heavy_to_answer_backs_off_for_the_next_cycles_range_too() -> None:
+    clock = FakeClock()
+    with FaultyPrometheus(Stall(30.0)) as server:
+        pool = PrometheusPool(clock=clock)
+        spec = PrometheusSpec(url=server.url, timeout_s=0.5)
+        with pytest.raises(MetricError) as caught:
+            await pool.range_query(spec, Credentials(), "sum(heavy)", start=0, end=3600, step_s=15)
+        assert caught.value.reason == "Timeout"
+        clock.now += 1.0  # the next cycle asks for a range one step later
+        with pytest.raises(MetricError) as caught:
+            await pool.range_query(spec, Credentials(), "sum(heavy)", start=15, end=3615, step_s=15)
+        assert caught.value.reason == "BackingOff"
+        assert len(server.requests) == 1

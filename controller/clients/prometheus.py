@@ -276,7 +276,7 @@ class PrometheusPool:
     _tls: dict[str, ssl.SSLContext] = field(default_factory=dict)
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
-    _query_backoff: dict[CacheKey, _Backoff] = field(default_factory=dict)
+    _query_backoff: dict[CacheKey, _Backoff] = field(default_factory=dict)  # by _expression(key)
     _cache: dict[CacheKey, _Cached] = field(default_factory=dict)
     _inflight: dict[CacheKey, asyncio.Future[Any]] = field(default_factory=dict)
     requests_sent: int = 0
@@ -360,7 +360,7 @@ class PrometheusPool:
                 f"Prometheus at {url} could not be reached {endpoint.failures} time(s);"
                 f" next try in {endpoint.retry_at - now:.0f}s",
             )
-        query = self._query_backoff.get(key)
+        query = self._query_backoff.get(_expression(key))
         if query and query.retry_at > now:
             raise MetricError(
                 "BackingOff",
@@ -465,9 +465,9 @@ class PrometheusPool:
             return
         self._backoff.pop(url, None)  # the endpoint answered (or at least accepted a connection)
         if isinstance(outcome, MetricError) and outcome.outage:
-            self._back_off(self._query_backoff.setdefault(key, _Backoff()), now)
+            self._back_off(self._query_backoff.setdefault(_expression(key), _Backoff()), now)
             return
-        self._query_backoff.pop(key, None)
+        self._query_backoff.pop(_expression(key), None)
         self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
         if len(self._cache) > 10_000:  # bounded: drop expired entries when the map grows
             self._cache = {k: v for k, v in self._cache.items() if v.expires_at > now}
@@ -477,6 +477,15 @@ class PrometheusPool:
     def _back_off(self, state: _Backoff, now: float) -> None:
         state.failures += 1
         state.retry_at = now + min(self.backoff_cap_s, self.backoff_base_s * 2 ** (state.failures - 1))
+
+
+def _expression(key: CacheKey) -> CacheKey:
+    """The part of a cache key a query's backoff is kept under: endpoint, parameters, credentials and PromQL.
+
+    Not the range: a range query's start and end move every cycle, and an expression too heavy to
+    answer in time is as heavy for the next cycle's range (or as an instant query).
+    """
+    return key[:4]
 
 
 def _params_key(spec: PrometheusSpec) -> str:

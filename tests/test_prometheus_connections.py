@@ -1,7 +1,7 @@
 """Requests per Prometheus endpoint are capped, connections are reused, and one endpoint's queue is its own.
 
-The cap protects Prometheus (its own limit is 20 concurrent queries by default) and the operator's
-sockets; reuse spares a TCP (and TLS) handshake per query at scale. The queue of a slow endpoint
+The cap bounds what one endpoint takes of the operator's sockets and asks of Prometheus at once;
+reuse spares a TCP (and TLS) handshake per query at scale. The queue of a slow endpoint
 must not delay queries to another one, and a query that waited for a connection past its deadline
 was never sent, so it backs nothing off.
 """

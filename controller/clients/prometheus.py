@@ -175,8 +175,10 @@ def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> Rang
     return RangeSamples(step_s, tuple(t for t, _ in finite), tuple(v for _, v in finite))
 
 
-#: Requests in flight per endpoint when the pool is not told otherwise (Prometheus runs 20 queries at once by default).
-DEFAULT_CONNECTIONS = 16
+#: Requests in flight per endpoint unless configured: what the operator's shared thread pool allowed
+#: before (a Prometheus slowed by CPU contention answers in proportion to the queries in flight;
+#: beyond its own --query.max-concurrency, 20 by default, it queues them itself).
+DEFAULT_CONNECTIONS = 32
 #: Open connections across all endpoints: bounds the operator's sockets whatever the policies point at.
 MAX_TOTAL_CONNECTIONS = 512
 #: An answer larger than this is not a Prometheus answer to one series (11,000 points take ~0.5 MB).

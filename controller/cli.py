@@ -45,6 +45,12 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import controller.handlers  # noqa: F401  # registers the handlers in Kopf's default registry
+    from controller.clients.tenancy import PrometheusAccess, load_access
+
+    try:
+        access = load_access(args.prometheus_config) if args.prometheus_config else PrometheusAccess()
+    except (OSError, ValueError) as exc:
+        raise InputError("BadPrometheusConfig", f"--prometheus-config {args.prometheus_config}: {exc}") from exc
 
     kopf.configure(
         verbose=args.verbose,
@@ -52,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     # read by the start-up handler
-    memo = {"metrics_port": args.metrics_port, "metrics_address": args.metrics_address}
+    memo = {"metrics_port": args.metrics_port, "metrics_address": args.metrics_address, "prometheus_access": access}
     if args.standalone:
         kopf.run(
             standalone=True,
@@ -200,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-address",
         default="0.0.0.0",
         help="address to serve metrics on (0.0.0.0 as a pod needs; 127.0.0.1 on a shared machine)",
+    )
+    run.add_argument(
+        "--prometheus-config",
+        metavar="FILE",
+        help="the admin's Prometheus endpoints, allowed URLs and Secret opt-in label (YAML, see docs/security.md);"
+        " without it, policies may name in-cluster Services (http(s)://SERVICE.NAMESPACE.svc[.cluster.local]) and"
+        " Secrets labelled infercast.io/prometheus-credentials=true",
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text", help="format of the operator log")
     verbosity = run.add_mutually_exclusive_group()

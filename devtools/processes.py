@@ -24,13 +24,25 @@ from types import TracebackType
 _PR_SET_PDEATHSIG = 1
 
 
-def operator_argv(namespace: str, *options: str) -> list[str]:
-    """The command line of one standalone operator (no peering) watching ``namespace``, plus ``options``.
+#: The dev cluster's Prometheus access rules: its servers listen on loopback, which a cluster's defaults refuse.
+DEV_PROMETHEUS_ACCESS = pathlib.Path(__file__).resolve().parent / "prometheus-access.yaml"
+
+
+def operator_argv(namespace: str, *options: str, standalone: bool = True) -> list[str]:
+    """The command line of one operator watching ``namespace``, plus ``options``.
+
+    ``standalone``: no leader election (one operator of its own); else it campaigns for the Lease
+    as a Deployment's replicas do.
 
     The demo, the end-to-end tests and the benchmarks all start the operator this way, as a user
-    would (``infercast run``), from this Python and source tree.
+    would (``infercast run``), from this Python and source tree, with the dev cluster's Prometheus
+    access rules (:data:`DEV_PROMETHEUS_ACCESS`; a later ``--prometheus-config`` in ``options`` wins).
     """
-    return [sys.executable, "-m", "controller.cli", "run", "--standalone", "--namespace", namespace, *options]
+    return [
+        *(sys.executable, "-m", "controller.cli", "run", *(["--standalone"] if standalone else [])),
+        *("--namespace", namespace),
+        *("--prometheus-config", str(DEV_PROMETHEUS_ACCESS), *options),
+    ]
 
 
 def _die_with_parent() -> None:

@@ -164,6 +164,22 @@ SHARED: dict[str, tuple[Callable[[Document], None], str, tuple[str, ...]]] = {
         "spec.prometheus: caSecretRef and insecureSkipVerify exclude each other",
         tuple(CRDS),
     ),
+    "neither url nor endpoint": (
+        set_fields(prometheus__url=None),
+        "spec.prometheus: set exactly one of url and endpoint",
+        tuple(CRDS),
+    ),
+    "both url and endpoint": (
+        set_fields(prometheus__endpoint="cluster"),
+        "spec.prometheus: set exactly one of url and endpoint",
+        tuple(CRDS),
+    ),
+    "an endpoint with a Secret of the policy's": (
+        set_fields(prometheus__url=None, prometheus__endpoint="cluster", prometheus__bearerTokenSecretRef=SECRET),
+        "spec.prometheus: an endpoint brings its own credentials and TLS:"
+        " no bearerTokenSecretRef, caSecretRef or insecureSkipVerify with endpoint",
+        tuple(CRDS),
+    ),
     "health band upside down": (
         set_fields(health__lowerScore=0.9, health__upperScore=0.5),
         "spec.health: lowerScore must be below upperScore",
@@ -194,6 +210,13 @@ ALLOWED: dict[str, tuple[str, Callable[[Document], None]]] = {
         set_fields(fallback={"replicas": 8, "onMetricsUnavailable": "Fallback"}),
     ),
     "a CA without insecure": ("ScalingPolicy", set_fields(prometheus__caSecretRef=SECRET)),
+    **{
+        f"an endpoint instead of a url ({kind})": (
+            kind,
+            set_fields(prometheus__url=None, prometheus__endpoint="cluster"),
+        )
+        for kind in CRDS
+    },
     "modelName on a Triton preset": ("ScalingPolicy", set_fields(metrics__0__preset="triton-queue-duration")),
     "forecast load query alone": ("ScalingPolicy", set_fields(forecast={"load": {"query": "sum(up)"}})),
     "a canary with both backends": (

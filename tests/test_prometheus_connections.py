@@ -1,79 +1,52 @@
-"""The HTTP connection pool per Prometheus URL holds as many connections as the I/O threads.
+"""Requests per Prometheus endpoint are capped, connections are reused, and one endpoint's queue is its own.
 
-A pool smaller than the number of requests in flight makes urllib3 open extra connections and
-throw them away ("Connection pool is full"), a new TCP (and TLS) handshake per query at scale.
+The cap bounds what one endpoint takes of the operator's sockets and asks of Prometheus at once;
+reuse spares a TCP (and TLS) handshake per query at scale. The queue of a slow endpoint
+must not delay queries to another one, and a query that waited for a connection past its deadline
+was never sent, so it backs nothing off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from controller.clients.prometheus import Credentials, PrometheusPool
+from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
 from controller.clients.refs import PrometheusSpec
+from tests.harness.faults import Answer, FaultyPrometheus, Stall
 
 PARALLEL = 16
 
 
-class SlowPrometheus(BaseHTTPRequestHandler):
-    """Answers every instant query with one sample, slowly enough that all requests overlap."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive: connections go back to the client's pool
-
-    def do_GET(self) -> None:
-        time.sleep(0.2)
-        body = json.dumps(
-            {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}]}}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
-@pytest.fixture
-def prometheus_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowPrometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-async def query_in_parallel(url: str, max_connections: int) -> list[float]:
-    spec = PrometheusSpec(url=url, timeout_s=5.0)
-    with ThreadPoolExecutor(PARALLEL) as executor:
-        pool = PrometheusPool(executor=executor, max_connections=max_connections)
-        # Twice: the second round reuses (or, with a small pool, reopens) the connections of the first.
+@pytest.mark.parametrize("cap", [PARALLEL, 4])
+async def test_parallel_queries_stay_within_the_cap_and_reuse_connections(cap: int) -> None:
+    with FaultyPrometheus(Stall(0.2, Answer(1.0))) as server:
+        pool = PrometheusPool(max_connections=cap)
+        spec = PrometheusSpec(url=server.url, timeout_s=5.0)
         values = []
-        for round_ in range(2):
+        for round_ in range(2):  # the second round reuses the connections of the first
             values += await asyncio.gather(
                 *(pool.query(spec, Credentials(), f"up{{round='{round_}',n='{i}'}}") for i in range(PARALLEL))
             )
-        return values
-
-
-@pytest.mark.parametrize(("max_connections", "discarded"), [(PARALLEL, False), (4, True)])
-async def test_parallel_queries_fit_in_the_connection_pool(
-    prometheus_url: str, caplog: pytest.LogCaptureFixture, max_connections: int, discarded: bool
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
-        values = await query_in_parallel(prometheus_url, max_connections)
+        await pool.close()
     assert values == [1.0] * 2 * PARALLEL
-    full = [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
-    assert bool(full) is discarded, [r.getMessage() for r in full]
+    assert server.max_in_flight == cap
+    assert server.connections == cap, "one connection per slot, kept open across rounds"
+
+
+async def test_a_saturated_endpoint_does_not_delay_another() -> None:
+    with FaultyPrometheus(Stall(30.0)) as slow, FaultyPrometheus(Answer(2.0)) as fast:
+        pool = PrometheusPool(max_connections=2)
+        stuck = PrometheusSpec(url=slow.url, timeout_s=1.0)
+        waiting = [asyncio.create_task(pool.query(stuck, Credentials(), f"q{i}")) for i in range(6)]
+        await asyncio.sleep(0)  # let them queue
+        started = time.monotonic()
+        assert await pool.query(PrometheusSpec(url=fast.url, timeout_s=1.0), Credentials(), "up") == 2.0
+        assert time.monotonic() - started < 0.5
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        await pool.close()
+    assert all(isinstance(o, MetricError) and o.reason == "Timeout" for o in outcomes)
+    assert len(slow.requests) == 2, "only the cap's worth was sent; the rest timed out in the queue"
+    assert "stayed busy" in str(outcomes[-1]), "a query that never left the queue says so"

@@ -12,7 +12,6 @@ operator's event loop keeps serving 1,000 policies while one call waits.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import uuid
@@ -210,13 +209,6 @@ class Kube:
             dict(patch),
             content_type="application/merge-patch+json",
         )
-
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        secret = await self.get(SECRETS, namespace, name)
-        data = (secret.get("data") or {}).get(key)
-        if data is None:
-            raise KubeError(404, "SecretKeyNotFound", f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data).decode()
 
     async def post_event(
         self, about: ObjectRef, *, type_: str, reason: str, message: str, now_iso: str, component: str = "infercast"

@@ -1,50 +1,63 @@
-"""Reading numbers from Prometheus, safely, for many policies at once.
+"""Reading numbers from Prometheus, safely, for many policies at once, each policy on its own.
 
 Two kinds of read: :meth:`PrometheusPool.query`, the single value of an instant query (what a
 metric is now), and :meth:`PrometheusPool.range_query`, the samples of one series over a time
 range (the load history a forecaster fits on). Both follow the rules below.
 
-Three concerns live here and nowhere else:
-
 * **Never read nothing as zero.** A query that returns no series, several series where one is
   expected, NaN or Inf raises :class:`MetricError`. A policy that sees an error holds its
   replicas; reading "no data" as 0 would scale a loaded service down.
 * **Identical PromQL is sent once per cycle.** Policies that evaluate the same expression (and,
-  for a range, the same start, end and step) against the same Prometheus within ``coalesce_s``
-  share one HTTP request (a single-flight map plus a
-  short-lived result cache). 1,000 policies on one shared query cost one request, not 1,000.
-* **A failing Prometheus is not hammered.** Connection failures and timeouts put that URL into
-  exponential backoff shared by every policy using it; during backoff queries fail at once with
-  ``BackingOff``, and the first query after the backoff probes the server again, so the
-  controller recovers by itself.
+  for a range, the same start, end and step) against the same Prometheus *with the same
+  credentials* within ``coalesce_s`` share one HTTP request (a single-flight map plus a
+  short-lived result cache). The cache key holds a keyed hash of the credentials, never the token:
+  a policy without a token never receives a value read with another policy's.
+* **One policy's trouble stays its own.** Every request has a deadline for the whole of it (queueing
+  for a connection, connecting, sending, reading the last byte): a server that drips its answer
+  a byte at a time cannot hold a policy longer than its ``timeout``. Requests run on the event
+  loop (aiohttp), not in threads, so no number of slow answers can starve the Kubernetes client's
+  worker threads; at most ``max_connections`` requests per endpoint are in flight at once.
+* **A failing Prometheus is not hammered, and a failing query does not silence the others.** Only
+  a failure to connect puts an endpoint into exponential backoff shared by every policy using it;
+  a query that times out or meets a server error backs off alone (the same query, endpoint and
+  credentials); an answer such as 401/403 or a rejected query is that policy's error and backs off
+  nothing. During a backoff the query fails at once with ``BackingOff``; the first one after it
+  probes again, so the controller recovers by itself.
+* **No response body leaves this module.** An error says the HTTP status and, when the server
+  named it, Prometheus' error type (one of its fixed vocabulary); never the body, which the server
+  at a policy's URL chooses and which would reach conditions, Events and logs.
 
-The HTTP client (``prometheus-api-client``, built on ``requests``) is synchronous; every call runs
-in a worker thread so the operator's event loop never blocks.
+This module must not read Secrets or decide which URLs a policy may use
+(:mod:`controller.clients.tenancy` does); it sends what it is given to the URL it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import math
-import re
-import tempfile
+import secrets
+import ssl
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+import aiohttp
+import yarl
 
 from controller.clients.refs import PrometheusSpec
 from controller.errors import InfercastError
 
 #: Reasons that describe Prometheus being unavailable rather than the answer being unusable.
 OUTAGE_REASONS = frozenset({"Unreachable", "Timeout", "PrometheusError", "BackingOff"})
+
+#: Prometheus' ``errorType`` vocabulary; any other text in that field is the server's own and is dropped.
+PROMETHEUS_ERROR_TYPES = frozenset(
+    {"timeout", "canceled", "execution", "bad_data", "internal", "unavailable", "not_found", "not_acceptable"}
+)
 
 
 class MetricError(InfercastError):
@@ -68,12 +81,40 @@ class MetricError(InfercastError):
         return self.outage
 
 
+class _EndpointDown(MetricError):
+    """No connection could be made: the endpoint is down for every policy, so it backs off as a whole."""
+
+
+class _NotSent(MetricError):
+    """The deadline passed while waiting for a free connection: nothing was asked, so nothing backs off."""
+
+
+#: Hashes credentials into cache keys; random per process, so a key says nothing outside it.
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """What a policy's Secrets resolved to; part of the client cache key."""
+    """What a policy's Secrets (or its endpoint's files) resolved to. Its repr never shows them."""
 
     bearer_token: str | None = None
     ca_pem: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(bearer_token={'<set>' if self.bearer_token else None},"
+            f" ca_pem={'<set>' if self.ca_pem else None})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def fingerprint(self) -> str:
+        """A keyed hash identifying these credentials in cache keys; empty without any."""
+        if not self.bearer_token and not self.ca_pem:
+            return ""
+        material = f"{self.bearer_token or ''}\0{self.ca_pem or ''}".encode()
+        return hmac.new(_FINGERPRINT_KEY, material, hashlib.sha256).hexdigest()[:32]
 
 
 def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
@@ -81,14 +122,13 @@ def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
     if not result:
         raise MetricError("NoData", f"query returned no series: {query}")
     if len(result) > 1:
-        labels = [r.get("metric", {}) for r in result[:3]]
         raise MetricError(
-            "AmbiguousResult", f"query returned {len(result)} series where one is expected (e.g. {labels}): {query}"
+            "AmbiguousResult", f"query returned {len(result)} series where one is expected (aggregate it): {query}"
         )
     try:
         value = float(result[0]["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise MetricError("BadResponse", f"unexpected result shape {result[0]!r}") from exc
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise MetricError("BadResponse", "the sample is not a [time, value] pair") from None
     if not math.isfinite(value):
         raise MetricError("InvalidValue", f"query returned {value}: {query}")
     return value
@@ -122,82 +162,82 @@ def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> Rang
     if not result:
         raise MetricError("NoData", f"query returned no series over the range: {query}")
     if len(result) > 1:
-        labels = [r.get("metric", {}) for r in result[:3]]
         raise MetricError(
-            "AmbiguousResult", f"query returned {len(result)} series where one is expected (e.g. {labels}): {query}"
+            "AmbiguousResult", f"query returned {len(result)} series where one is expected (aggregate it): {query}"
         )
     try:
         pairs = [(float(t), float(v)) for t, v in result[0]["values"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MetricError("BadResponse", f"unexpected result shape {str(result[0])[:200]}") from exc
+    except (KeyError, TypeError, ValueError):
+        raise MetricError("BadResponse", "the samples are not [time, value] pairs") from None
     finite = [(t, v) for t, v in pairs if math.isfinite(v)]
     if not finite:
         raise MetricError("InvalidValue", f"query returned no finite value over the range: {query}")
     return RangeSamples(step_s, tuple(t for t, _ in finite), tuple(v for _, v in finite))
 
 
-#: Connections kept per Prometheus URL when the pool is not told its thread count.
+#: Requests in flight per endpoint unless configured: what the operator's shared thread pool allowed
+#: before (a Prometheus slowed by CPU contention answers in proportion to the queries in flight;
+#: beyond its own --query.max-concurrency, 20 by default, it queues them itself).
 DEFAULT_CONNECTIONS = 32
-
-_STATUS_RE = re.compile(r"HTTP Status Code (\d+)")
-
-
-class _Client:
-    """One Prometheus endpoint with its credentials; synchronous."""
-
-    def __init__(
-        self, spec: PrometheusSpec, credentials: Credentials, max_connections: int = DEFAULT_CONNECTIONS
-    ) -> None:
-        headers = {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else None
-        session = requests.Session()
-        session.verify = not spec.insecure_skip_verify
-        if credentials.ca_pem and not spec.insecure_skip_verify:
-            # requests wants a path; the file lives as long as the process (clients are cached).
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-                handle.write(credentials.ca_pem)
-            session.verify = handle.name
-        # Our own backoff decides when to retry; the library's retries would stretch every call
-        # to several timeouts while Prometheus is down. ``read=False`` lets a read timeout surface as
-        # a timeout; counted as a retry it would come back as a connection error, and a slow
-        # Prometheus would read as a dead one.
-        retry = Retry(total=0, read=False)
-        self._connect = PrometheusConnect(
-            url=spec.url, headers=headers, session=session, retry=retry, timeout=spec.timeout_s
-        )
-        # The library mounts an adapter of 10 connections; every worker thread may query this URL at
-        # once, and a request beyond the pool opens a connection it then throws away (urllib3's
-        # "connection pool is full" warning). Same retries, a pool as large as the thread pool.
-        session.mount(spec.url, HTTPAdapter(max_retries=retry, pool_maxsize=max_connections))
-
-    def instant(self, query: str) -> list[dict[str, Any]]:
-        return _translated(lambda: self._connect.custom_query(query))
-
-    def matrix(self, query: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
-        return _translated(
-            lambda: self._connect.custom_query_range(
-                query, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), f"{step_s:g}"
-            )
-        )
+#: Open connections across all endpoints: bounds the operator's sockets whatever the policies point at.
+MAX_TOTAL_CONNECTIONS = 512
+#: An answer larger than this is not a Prometheus answer to one series (11,000 points take ~0.5 MB).
+MAX_BODY_BYTES = 16 * 2**20
 
 
-def _translated(call: Callable[[], Any]) -> list[dict[str, Any]]:
-    """Run one client call; every way it can fail becomes a :class:`MetricError` with its reason."""
+def api_url(spec: PrometheusSpec, path: str) -> yarl.URL:
+    """``path`` under the spec's base URL, built from its scheme, host, port and path only.
+
+    Whatever else the URL string holds (a ``#`` or ``?`` that would cut the API path off, user
+    information) never reaches the request: the parser refuses such URLs, and this is the second
+    line.
+    """
+    parts = urlsplit(spec.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MetricError("Unreachable", f"not an http(s) URL: {spec.url}")
+    return yarl.URL.build(scheme=parts.scheme, host=parts.hostname, port=parts.port, path=parts.path.rstrip("/") + path)
+
+
+def _status_error(status: int, body: bytes) -> MetricError:
+    """The error an HTTP status stands for, with Prometheus' error type when the body names a known one."""
+    error_type = _error_type(body)
+    said = f"HTTP {status}" + (f", {error_type}" if error_type else "")
+    if status in (400, 422):
+        return MetricError("QueryRejected", f"Prometheus rejected the query ({said})", rejected=True)
+    if status in (401, 403):
+        return MetricError("Unauthorized", f"Prometheus refused the credentials ({said})")
+    return MetricError("PrometheusError", f"Prometheus answered {said}")
+
+
+def _error_type(body: bytes) -> str | None:
     try:
-        return cast(list[dict[str, Any]], call())
-    except PrometheusApiClientException as exc:
-        match = _STATUS_RE.search(str(exc))
-        status = int(match.group(1)) if match else 0
-        if status in (400, 422):
-            raise MetricError("QueryRejected", f"Prometheus rejected the query: {exc}", rejected=True) from exc
-        raise MetricError("PrometheusError", f"Prometheus answered HTTP {status or '?'}") from exc
-    except requests.Timeout as exc:
-        raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        # Not JSON, or JSON of another shape: something else answers on that URL (a login page, a
-        # proxy). requests' JSONDecodeError is also a RequestException, hence this order.
-        raise MetricError("BadResponse", f"not a Prometheus API response: {type(exc).__name__}: {exc}") from exc
-    except requests.RequestException as exc:
-        raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
+        error_type = json.loads(body).get("errorType")
+    except (ValueError, AttributeError):
+        return None
+    return error_type if error_type in PROMETHEUS_ERROR_TYPES else None
+
+
+def _result(body: bytes) -> list[dict[str, Any]]:
+    """``data.result`` of a successful answer; anything else is a ``BadResponse`` that quotes nothing of it."""
+    try:
+        document = json.loads(body)
+        result = document["data"]["result"]
+    except (ValueError, KeyError, TypeError):
+        raise MetricError("BadResponse", "not a Prometheus API response") from None
+    if not isinstance(result, list) or not all(isinstance(item, dict) for item in result):
+        raise MetricError("BadResponse", "not a Prometheus API response")
+    return result
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        raise MetricError("BadResponse", f"answer larger than {MAX_BODY_BYTES // 2**20} MiB")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise MetricError("BadResponse", f"answer larger than {MAX_BODY_BYTES // 2**20} MiB")
+    return bytes(body)
 
 
 @dataclass
@@ -213,30 +253,32 @@ class _Cached:
 
 
 T = TypeVar("T")
-CacheKey = tuple[str, ...]  # the URL first, then what identifies the request there
+CacheKey = tuple[str, ...]  # the URL first, then the credentials and what identifies the request there
 RequestObserver = Callable[[float, MetricError | None], None]
 
 
 @dataclass
 class PrometheusPool:
-    """Clients per endpoint, shared backoff per URL, single-flight + cache per query.
+    """One HTTP session for every endpoint; backoff per endpoint and per query; single-flight + cache per query.
 
     ``clock`` is injectable so that the coalescing and backoff timing can be tested without sleeps.
     ``on_request`` is told the duration and the error (None on success) of every request really
     sent to Prometheus; answers from the cache and refusals during a backoff are not requests.
-    ``max_connections`` is the HTTP connection pool per endpoint: give it the number of threads
-    of ``executor``, the most requests that can be in flight at once.
+    ``max_connections`` caps the requests in flight per endpoint (base URL); more wait for a free
+    one, within their deadline. Call :meth:`close` when done.
     """
 
-    executor: Executor | None = None
     coalesce_s: float = 4.0
     backoff_base_s: float = 2.0
     backoff_cap_s: float = 60.0
     clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
     on_request: RequestObserver | None = None
     max_connections: int = DEFAULT_CONNECTIONS
-    _clients: dict[tuple[PrometheusSpec, Credentials], _Client] = field(default_factory=dict)
+    _session: aiohttp.ClientSession | None = None
+    _tls: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
+    _query_backoff: dict[CacheKey, _Backoff] = field(default_factory=dict)  # by _expression(key)
     _cache: dict[CacheKey, _Cached] = field(default_factory=dict)
     _inflight: dict[CacheKey, asyncio.Future[Any]] = field(default_factory=dict)
     requests_sent: int = 0
@@ -244,7 +286,12 @@ class PrometheusPool:
     async def query(self, spec: PrometheusSpec, credentials: Credentials, promql: str) -> float:
         """The single value of ``promql``; raises :class:`MetricError`."""
         return await self._coalesced(
-            (spec.url, promql), spec, credentials, lambda client: parse_single_value(client.instant(promql), promql)
+            (spec.url, _params_key(spec), credentials.fingerprint, promql),
+            spec,
+            credentials,
+            "/api/v1/query",
+            {"query": promql},
+            lambda result: parse_single_value(result, promql),
         )
 
     async def range_query(
@@ -259,16 +306,29 @@ class PrometheusPool:
         step = range_step(start, end, step_s)
         first, last = math.floor(start / step) * step, math.floor(end / step) * step
         return await self._coalesced(
-            (spec.url, promql, f"{first!r}:{last!r}:{step!r}"),
+            (spec.url, _params_key(spec), credentials.fingerprint, promql, f"{first!r}:{last!r}:{step!r}"),
             spec,
             credentials,
-            lambda client: parse_range(client.matrix(promql, first, last, step), promql, step),
+            "/api/v1/query_range",
+            {"query": promql, "start": f"{first:.3f}", "end": f"{last:.3f}", "step": f"{step:g}"},
+            lambda result: parse_range(result, promql, step),
         )
 
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
     async def _coalesced(
-        self, key: CacheKey, spec: PrometheusSpec, credentials: Credentials, read: Callable[[_Client], T]
+        self,
+        key: CacheKey,
+        spec: PrometheusSpec,
+        credentials: Credentials,
+        path: str,
+        params: dict[str, str],
+        parse: Callable[[list[dict[str, Any]]], T],
     ) -> T:
-        """One request per ``key`` at a time and per ``coalesce_s``, unless the URL is backing off."""
+        """One request per ``key`` at a time and per ``coalesce_s``, unless the endpoint or the query backs off."""
         now = self.clock()
         cached = self._cache.get(key)
         if cached and cached.expires_at > now:
@@ -277,17 +337,11 @@ class PrometheusPool:
             return cast(T, cached.outcome)
         if key in self._inflight:
             return cast(T, await asyncio.shield(self._inflight[key]))
-        backoff = self._backoff.get(spec.url)
-        if backoff and backoff.retry_at > now:
-            raise MetricError(
-                "BackingOff",
-                f"Prometheus at {spec.url} failed {backoff.failures} time(s);"
-                f" next try in {backoff.retry_at - now:.0f}s",
-            )
+        self._refuse_during_backoff(key, spec.url, now)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value = await self._fetch(spec, credentials, read)
+            value = await self._fetch(spec, credentials, path, params, parse)
         except MetricError as exc:
             self._record(key, exc)
             future.set_exception(exc)
@@ -300,32 +354,141 @@ class PrometheusPool:
         finally:
             del self._inflight[key]
 
-    async def _fetch(self, spec: PrometheusSpec, credentials: Credentials, read: Callable[[_Client], T]) -> T:
-        client = self._clients.get((spec, credentials))
-        if client is None:
-            client = self._clients[(spec, credentials)] = _Client(spec, credentials, self.max_connections)
-        self.requests_sent += 1
-        loop = asyncio.get_running_loop()
-        started = self.clock()
+    def _refuse_during_backoff(self, key: CacheKey, url: str, now: float) -> None:
+        endpoint = self._backoff.get(url)
+        if endpoint and endpoint.retry_at > now:
+            raise MetricError(
+                "BackingOff",
+                f"Prometheus at {url} could not be reached {endpoint.failures} time(s);"
+                f" next try in {endpoint.retry_at - now:.0f}s",
+            )
+        query = self._query_backoff.get(_expression(key))
+        if query and query.retry_at > now:
+            raise MetricError(
+                "BackingOff",
+                f"this query failed {query.failures} time(s) in a row; next try in {query.retry_at - now:.0f}s",
+            )
+
+    async def _fetch(
+        self,
+        spec: PrometheusSpec,
+        credentials: Credentials,
+        path: str,
+        params: dict[str, str],
+        parse: Callable[[list[dict[str, Any]]], T],
+    ) -> T:
+        """One request's parsed answer or a :class:`MetricError`; reported to ``on_request`` if it was sent."""
+        slots = self._slots.setdefault(spec.url, asyncio.Semaphore(self.max_connections))
+        started: float | None = None
         try:
-            value = await loop.run_in_executor(self.executor, read, client)
+            async with asyncio.timeout(spec.timeout_s):
+                async with slots:
+                    started = self.clock()
+                    self.requests_sent += 1
+                    value = parse(await self._send(spec, credentials, path, params))
+        except TimeoutError:
+            error: MetricError = (
+                MetricError("Timeout", f"no complete answer within {spec.timeout_s:g}s")
+                if started is not None
+                else _NotSent(
+                    "Timeout",
+                    f"all {self.max_connections} connections to Prometheus at {spec.url} stayed busy"
+                    f" for the whole timeout ({spec.timeout_s:g}s)",
+                )
+            )
+            self._observe(started, error)
+            raise error from None
         except MetricError as exc:
-            if self.on_request is not None:
-                self.on_request(self.clock() - started, exc)
+            self._observe(started, exc)
             raise
-        if self.on_request is not None:
-            self.on_request(self.clock() - started, None)
+        self._observe(started, None)
         return value
+
+    async def _send(
+        self, spec: PrometheusSpec, credentials: Credentials, path: str, params: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        headers = {"Accept": "application/json"}
+        if credentials.bearer_token:
+            headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+        try:
+            async with self._http().get(
+                api_url(spec, path),
+                params={**dict(spec.params), **params},
+                headers=headers,
+                ssl=self._tls_for(spec, credentials),
+                allow_redirects=False,  # a redirect would carry the token to a URL nobody allowed
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=spec.timeout_s / 2),
+            ) as response:
+                body = await _read_capped(response)
+                if response.status != 200:
+                    raise _status_error(response.status, body)
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError):
+            # A CA that does not fit is the policy's (its caSecretRef), not the endpoint's.
+            raise MetricError("Unreachable", "TLS verification of Prometheus failed") from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _EndpointDown("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise MetricError("Unreachable", f"the connection failed mid-answer: {type(exc).__name__}") from None
+        return _result(body)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_TOTAL_CONNECTIONS, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=None),  # each request has its own deadline
+                trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the requests-based client honoured
+            )
+        return self._session
+
+    def _tls_for(self, spec: PrometheusSpec, credentials: Credentials) -> ssl.SSLContext | bool:
+        if spec.insecure_skip_verify:
+            return False
+        if not credentials.ca_pem:
+            return True
+        key = Credentials(ca_pem=credentials.ca_pem).fingerprint
+        if key not in self._tls:
+            try:
+                self._tls[key] = ssl.create_default_context(cadata=credentials.ca_pem)
+            except (ssl.SSLError, ValueError):
+                raise MetricError("Unreachable", "the CA bundle is not valid PEM") from None
+        return self._tls[key]
+
+    def _observe(self, started: float | None, error: MetricError | None) -> None:
+        if started is not None and self.on_request is not None:
+            self.on_request(self.clock() - started, error)
 
     def _record(self, key: CacheKey, outcome: object) -> None:
         url = key[0]
         now = self.clock()
+        if isinstance(outcome, _NotSent):
+            return
+        if isinstance(outcome, _EndpointDown):
+            self._back_off(self._backoff.setdefault(url, _Backoff()), now)
+            return
+        self._backoff.pop(url, None)  # the endpoint answered (or at least accepted a connection)
         if isinstance(outcome, MetricError) and outcome.outage:
-            state = self._backoff.setdefault(url, _Backoff())
-            state.failures += 1
-            state.retry_at = now + min(self.backoff_cap_s, self.backoff_base_s * 2 ** (state.failures - 1))
-        else:
-            self._backoff.pop(url, None)
-            self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
+            self._back_off(self._query_backoff.setdefault(_expression(key), _Backoff()), now)
+            return
+        self._query_backoff.pop(_expression(key), None)
+        self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
         if len(self._cache) > 10_000:  # bounded: drop expired entries when the map grows
             self._cache = {k: v for k, v in self._cache.items() if v.expires_at > now}
+        if len(self._query_backoff) > 10_000:
+            self._query_backoff = {k: v for k, v in self._query_backoff.items() if v.retry_at > now}
+
+    def _back_off(self, state: _Backoff, now: float) -> None:
+        state.failures += 1
+        state.retry_at = now + min(self.backoff_cap_s, self.backoff_base_s * 2 ** (state.failures - 1))
+
+
+def _expression(key: CacheKey) -> CacheKey:
+    """The part of a cache key a query's backoff is kept under: endpoint, parameters, credentials and PromQL.
+
+    Not the range: a range query's start and end move every cycle, and an expression too heavy to
+    answer in time is as heavy for the next cycle's range (or as an instant query).
+    """
+    return key[:4]
+
+
+def _params_key(spec: PrometheusSpec) -> str:
+    return "&".join(f"{k}={v}" for k, v in spec.params)

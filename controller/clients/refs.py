@@ -56,7 +56,13 @@ class SecretKeyRef:
 
 @dataclass(frozen=True)
 class PrometheusSpec:
-    """Where and how a policy reads Prometheus: its URL, timeouts, TLS and the Secrets holding credentials."""
+    """Where and how a policy reads Prometheus: its URL, timeouts, TLS and the Secrets holding credentials.
+
+    As parsed, a spec has either a ``url`` (with optional Secret references) or the name of an
+    admin-defined ``endpoint`` (and an empty ``url``). Resolved for a request
+    (:mod:`controller.clients.tenancy`), ``url`` is always set, and ``params`` are what the
+    endpoint adds to every request (e.g. the policy's namespace for a tenancy proxy).
+    """
 
     url: str
     timeout_s: float = 5.0
@@ -64,6 +70,8 @@ class PrometheusSpec:
     insecure_skip_verify: bool = False
     bearer_token: SecretKeyRef | None = None
     ca: SecretKeyRef | None = None
+    endpoint: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

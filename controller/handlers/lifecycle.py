@@ -12,11 +12,13 @@ import kopf
 
 from controller.clients.kube import Kube, load_api_client
 from controller.clients.prometheus import PrometheusPool
+from controller.clients.tenancy import PrometheusAccess
 from controller.observability import MetricsServer, OperatorMetrics
 from controller.observability.decisions import DecisionLog
 from controller.reconcile.cycle import Deps
 
-# Blocking client calls (Kubernetes, Prometheus) run here, never on the event loop.
+# Blocking Kubernetes client calls run here, never on the event loop. Prometheus has no share in
+# them: its requests are asynchronous, each bounded by its deadline (controller/clients/prometheus.py).
 IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
 # Forecasting model refits (seconds of CPU each) run in these worker processes, shared by every
 # policy, so the event loop never waits for one; 0 runs them in a thread instead.
@@ -35,7 +37,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30
-    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-io")
+    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-kube")
+    access: PrometheusAccess = memo.get("prometheus_access") or PrometheusAccess()
     metrics = OperatorMetrics()
     port = int(memo.get("metrics_port", DEFAULT_METRICS_PORT))
     address = str(memo.get("metrics_address", "0.0.0.0"))
@@ -43,7 +46,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.deps = Deps(
         # Under leader election the memo carries the Lease's fence: a replica that lost it writes nothing.
         kube=Kube(load_api_client(), executor=executor, fence=memo.get("fence")),
-        prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query, max_connections=IO_THREADS),
+        prometheus=PrometheusPool(
+            on_request=metrics.observe_query, max_connections=access.max_connections_per_endpoint
+        ),
+        prometheus_access=access,
         decision_sinks=(DecisionLog().emit, metrics.record_decision),
         metrics=metrics,
         # Spawned, not forked: a fork of a process running threads (Kopf, the I/O pool) can deadlock.
@@ -59,6 +65,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     server: MetricsServer | None = memo.get("metrics_server")
     if server is not None:
         server.stop()
+    if deps is not None:
+        await deps.prometheus.close()
     if deps is not None and deps.kube.executor is not None:
         deps.kube.executor.shutdown(wait=False, cancel_futures=True)
     if deps is not None and deps.forecast_processes is not None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from controller.clients.kube import Kube, KubeError
 from controller.clients.prometheus import PrometheusPool
 from controller.clients.refs import API_VERSION, ObjectRef, TargetRef
+from controller.clients.tenancy import PrometheusAccess
 from controller.observability import OperatorMetrics
 from controller.observability.decisions import DecisionLog, DecisionRecord, new_decision_id
 from controller.reconcile.conditions import iso
@@ -94,10 +95,13 @@ class Deps:
     model refit took (:meth:`~controller.observability.OperatorMetrics.observe_model_refit`).
     ``forecast_processes`` runs forecasting model refits off the event loop's process (the
     operator's small shared process pool); ``None`` runs them in a thread instead.
+    ``prometheus_access`` is the admin's rules for which Prometheus a policy may read and with
+    which credentials (the safe defaults unless ``infercast run --prometheus-config`` says more).
     """
 
     kube: Kube
     prometheus: PrometheusPool
+    prometheus_access: PrometheusAccess = field(default_factory=PrometheusAccess)
     decision_sinks: tuple[DecisionSink, ...] = field(default_factory=lambda: (DecisionLog().emit,))
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     forecast_processes: Executor | None = None

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from controller.clients.refs import PrometheusSpec, SecretKeyRef, TargetRef
 from controller.clients.servers import PRESETS, MetricSource
+from controller.clients.tenancy import check_url
 from controller.errors import SpecError
 
 Mode = Literal["Auto", "Recommend", "Off"]
@@ -80,20 +81,39 @@ def parse_interval(spec: Mapping[str, Any], default: int = 15) -> int:
 
 
 def parse_prometheus(raw: Mapping[str, Any] | None) -> PrometheusSpec:
-    if not raw or not raw.get("url"):
-        raise SpecError("InvalidPrometheus", "prometheus.url is required")
-    url = str(raw["url"]).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise SpecError("InvalidPrometheus", f"prometheus.url {url!r} must start with http:// or https://")
-    if raw.get("caSecretRef") and raw.get("insecureSkipVerify"):
+    """The spec's Prometheus: its own ``url`` (with optional Secrets), or the name of an admin's ``endpoint``.
+
+    Whether the URL or the endpoint may be used is the admin's rule, checked when the cycle
+    resolves it (:class:`~controller.clients.tenancy.PrometheusAccess`); here only its form.
+    """
+    raw = raw or {}
+    url, endpoint = _optional_text(raw.get("url")), _optional_text(raw.get("endpoint"))
+    if bool(url) == bool(endpoint):
+        raise SpecError("InvalidPrometheus", "set exactly one of prometheus.url and prometheus.endpoint")
+    bearer_token, ca = _secret_ref(raw.get("bearerTokenSecretRef")), _secret_ref(raw.get("caSecretRef"))
+    insecure = bool(raw.get("insecureSkipVerify", False))
+    if ca and insecure:
         raise SpecError("InvalidPrometheus", "caSecretRef and insecureSkipVerify exclude each other")
+    if endpoint and (bearer_token or ca or insecure):
+        raise SpecError(
+            "InvalidPrometheus",
+            "an endpoint brings its own credentials and TLS: no bearerTokenSecretRef, caSecretRef or"
+            " insecureSkipVerify with prometheus.endpoint",
+        )
+    if url:
+        url = url.rstrip("/")
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise SpecError("InvalidPrometheus", f"prometheus.url {exc}") from None
     return PrometheusSpec(
-        url=url,
+        url=url or "",
         timeout_s=float(raw.get("timeout", 5.0)),
         max_staleness_s=float(raw.get("maxStaleness", 60.0)),
-        insecure_skip_verify=bool(raw.get("insecureSkipVerify", False)),
-        bearer_token=_secret_ref(raw.get("bearerTokenSecretRef")),
-        ca=_secret_ref(raw.get("caSecretRef")),
+        insecure_skip_verify=insecure,
+        bearer_token=bearer_token,
+        ca=ca,
+        endpoint=endpoint,
     )
 
 

@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 from controller.actuators import ScaleActuator, ScaleObservation
-from controller.clients.credentials import read_credentials
 from controller.errors import SpecError, TargetError
 from controller.observability.decisions import DecisionRecord
 from controller.reconcile.conditions import Condition
@@ -90,9 +89,10 @@ async def reconcile_scaling(
     actuator = ScaleActuator(deps.kube, policy.namespace, spec.target)
     try:
         observed = await actuator.observe()
-        credentials = await read_credentials(deps.kube, policy.namespace, spec.prometheus)
+        prometheus, credentials = await deps.prometheus_access.resolve(deps.kube, policy.namespace, spec.prometheus)
     except (TargetError, SpecError) as exc:
         return await report.not_ready(exc.reason, exc.message)
+    spec = replace(spec, prometheus=prometheus)  # the URL and parameters the admin's rules resolved
     readings = await read_metrics(deps.prometheus, policy.namespace, spec, credentials)
     rejected = [r for r in readings if r.error and r.error.rejected]
     if rejected:

@@ -17,7 +17,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from controller.actuators.objects import LiveObject
 from controller.actuators.ownership import ForeignOwnerError
-from controller.clients.credentials import read_credentials
 from controller.clients.refs import PrometheusSpec, TargetRef
 from controller.errors import SpecError, TargetError
 from controller.reconcile.conditions import Condition
@@ -109,7 +108,7 @@ async def observe_backends(
     deps, namespace = report.deps, report.policy.namespace
     try:
         observed = await observe()
-        credentials = await read_credentials(deps.kube, namespace, spec.prometheus)
+        prometheus, credentials = await deps.prometheus_access.resolve(deps.kube, namespace, spec.prometheus)
     except (TargetError, SpecError) as exc:
         return await refuse(report, exc)
     where = spec.target.describe()
@@ -120,7 +119,7 @@ async def observe_backends(
     if not found:
         return await report.not_ready("BackendNotFound", f"{none_found} in {where}")
     source = SignalSource(
-        deps.prometheus, spec.prometheus, credentials, namespace, spec.health.rate_window, spec.health.error_limit
+        deps.prometheus, prometheus, credentials, namespace, spec.health.rate_window, spec.health.error_limit
     )
     readings = list(
         await asyncio.gather(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from kubernetes import client
 
 from devtools.apiserver import write_kubeconfig
-from devtools.processes import ManagedProcess
+from devtools.processes import ManagedProcess, operator_argv
 from tests.conftest import OPERATOR_USER, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.faultproxy import FaultProxy
@@ -52,7 +51,7 @@ class Election:
 
 def elected_argv(namespace: str) -> list[str]:
     """``infercast run`` as a Deployment runs it (leader election on), limited to the test's namespace."""
-    return [sys.executable, "-m", "controller.cli", "run", "--namespace", namespace, "--metrics-port", "0"]
+    return operator_argv(namespace, "--metrics-port", "0", standalone=False)
 
 
 @dataclass

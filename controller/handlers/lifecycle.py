@@ -44,7 +44,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     address = str(memo.get("metrics_address", "0.0.0.0"))
     memo.metrics_server = metrics.serve(port, address) if port else None
     memo.deps = Deps(
-        kube=Kube(load_api_client(), executor=executor),
+        kube=Kube(load_api_client(max_connections=IO_THREADS), executor=executor),
         prometheus=PrometheusPool(executor=executor, on_request=metrics.observe_query, max_connections=IO_THREADS),
         decision_sinks=(DecisionLog().emit, metrics.record_decision),
         metrics=metrics,

@@ -243,6 +243,7 @@ class PrometheusPool:
     _clients: dict[tuple[PrometheusSpec, Credentials], _Client] = field(default_factory=dict)
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _cache: dict[CacheKey, _Cached] = field(default_factory=dict)
+    _pruned_at: float = -math.inf
     _inflight: dict[CacheKey, asyncio.Future[Any]] = field(default_factory=dict)
     requests_sent: int = 0
 
@@ -332,5 +333,8 @@ class PrometheusPool:
         else:
             self._backoff.pop(url, None)
             self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
-        if len(self._cache) > 10_000:  # bounded: drop expired entries when the map grows
+        if now >= self._pruned_at + self.coalesce_s:
+            # Expired answers go within one coalescing window: a policy's first range query holds
+            # days of samples, and a thousand of them kept until a size limit cost a gigabyte.
             self._cache = {k: v for k, v in self._cache.items() if v.expires_at > now}
+            self._pruned_at = now

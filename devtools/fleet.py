@@ -5,9 +5,12 @@ production: a Deployment whose ``spec.replicas`` it changes, pods that take a wh
 Ready, and vLLM metrics in Prometheus that react to the replica count. This process provides all
 three. It replays a slice of an Azure LLM trace through :mod:`controller.backtest.engine`
 (in compressed time, with an optional load multiplier) and plays the Kubernetes parts that a real
-cluster would: the ReplicaSet controller and the kubelet. It polls the Deployment's
+cluster would: the ReplicaSet controller, the scheduler and the kubelet. It polls the Deployment's
 ``spec.replicas``, creates and deletes Pod objects, flips their ``Ready`` condition after the cold
-start and writes the Deployment's ``status`` through ``/status``. It serves ``/metrics`` with the
+start and writes the Deployment's ``status`` through ``/status``. With ``--free-gpu-nodes K`` the
+cluster has only K GPU nodes free: a pod beyond them stays ``Pending`` (``PodScheduled=False``,
+``Unschedulable``) for ``--node-provisioning-delay`` seconds, until a node autoscaler has added a
+node, and starts its cold start only then. It serves ``/metrics`` with the
 vLLM metric names and a ``namespace``/``pod``/``model_name`` label set per pod, as Prometheus would
 see them after Kubernetes service discovery.
 
@@ -22,6 +25,7 @@ import csv
 import gzip
 import hashlib
 import http.server
+import itertools
 import json
 import logging
 import math
@@ -31,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -355,21 +359,50 @@ class DeploymentView:
 
 
 @dataclass
+class GpuNodes:
+    """The cluster's GPU nodes for the fleet (one replica each) and a node autoscaler that adds them.
+
+    A pod that finds no free node stays Pending; the autoscaler adds a node for it ``provisioning_s``
+    after it asked. Added nodes stay: a real autoscaler removes an unneeded node only after minutes
+    (cluster-autoscaler: 10), longer than a demo or a test. Time is the fleet's replay clock.
+    """
+
+    total: int
+    provisioning_s: float
+    arriving: list[float] = field(default_factory=list)
+
+    def free(self, occupied: int, now_s: float) -> int:
+        """Nodes without a replica now, once the nodes due by ``now_s`` have joined."""
+        self.total += sum(t <= now_s for t in self.arriving)
+        self.arriving = [t for t in self.arriving if t > now_s]
+        return max(0, self.total - occupied)
+
+    def provision(self, now_s: float) -> None:
+        self.arriving.append(now_s + self.provisioning_s)
+
+
+def _now_stamp() -> str:
+    return datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
 class _PodRecord:
     name: str
-    ready_reported: bool = False
+    scheduled_at: str | None = None  # when the scheduler bound it; None while Pending
+    reported: str = ""  # the state whose status was last written: pending, scheduled or ready
     deleted: bool = False
 
 
 @dataclass
 class ReplicaSetSimulator:
-    """Plays the ReplicaSet controller and the kubelet for the engine's replicas.
+    """Plays the ReplicaSet controller, the scheduler and the kubelet for the engine's replicas.
 
-    Pods mirror the engine: a pod per replica, created when the replica starts, ``Ready=True``
+    Pods mirror the engine: a pod per replica, ``PodScheduled`` when the replica starts, ``Ready``
     when its cold start is over, deleted when the replica stops taking requests (a draining pod
-    still serves ``/metrics`` until it has finished its requests, as a terminating vLLM does).
-    Every write is retried on the next sync if the API call fails, so the fleet keeps serving
-    load through API hiccups.
+    still serves ``/metrics`` until it has finished its requests, as a terminating vLLM does). A
+    pod for which no GPU node is free is ``pending`` (``PodScheduled=False``, ``Unschedulable``)
+    and has no replica until :meth:`bind` gives it one. Every write is retried on the next sync if
+    the API call fails, so the fleet keeps serving load through API hiccups.
     """
 
     core: kubernetes.client.CoreV1Api
@@ -377,8 +410,11 @@ class ReplicaSetSimulator:
     namespace: str
     deployment: str
     pods: dict[int, _PodRecord] = field(default_factory=dict)
+    pending: list[_PodRecord] = field(default_factory=list)
+    """Pods without a node, oldest first."""
     last_status: dict[str, int] | None = field(default=None, init=False)
     api_reachable: bool = field(default=True, init=False)
+    _serial: Iterator[int] = field(default_factory=itertools.count, init=False)
 
     def read_deployment(self) -> DeploymentView:
         try:
@@ -401,34 +437,63 @@ class ReplicaSetSimulator:
     def pod_names(self) -> dict[int, str]:
         return {replica_id: record.name for replica_id, record in self.pods.items()}
 
+    def create_pending(self, view: DeploymentView, template_hash: str) -> bool:
+        """A pod no node fits yet; False when the API refused it (the next poll asks again)."""
+        record = self._create_pod(view, template_hash)
+        if record is None:
+            return False
+        self.pending.append(record)
+        self._write_pod_status(record, "pending")
+        logger.info("pod %s created, pending: no free GPU node", record.name)
+        return True
+
+    def drop_pending(self, count: int) -> None:
+        """Scale-down takes pods without a node first (as a ReplicaSet does), the newest first."""
+        for record in self.pending[len(self.pending) - count :]:
+            self._delete_pod(record)
+        del self.pending[len(self.pending) - count :]
+
+    def bind(self, replica_id: int) -> None:
+        """The oldest pending pod got a node: it becomes the pod of the engine's replica ``replica_id``."""
+        record = self.pending.pop(0)
+        record.scheduled_at = _now_stamp()
+        self.pods[replica_id] = record
+        logger.info("pod %s scheduled on a new node (cold start)", record.name)
+
     def sync(self, snapshot: FleetSnapshot, view: DeploymentView, template_hash: str) -> None:
         live = {replica.replica_id: replica for replica in snapshot.replicas}
         for replica in snapshot.replicas:
             if replica.replica_id not in self.pods:
-                self._create_pod(replica.replica_id, view, template_hash)
+                record = self._create_pod(view, template_hash)
+                if record is not None:
+                    record.scheduled_at = _now_stamp()
+                    self.pods[replica.replica_id] = record
+                    logger.info("pod %s created (cold start)", record.name)
         for replica_id, record in list(self.pods.items()):
             phase = live[replica_id].phase if replica_id in live else None
             if phase is None or phase is ReplicaPhase.DRAINING:
                 self._delete_pod(record)
                 if phase is None and record.deleted:
                     del self.pods[replica_id]
-            elif phase is ReplicaPhase.READY and not record.ready_reported:
-                self._report_ready(record)
-        counted = [r for r in snapshot.replicas if r.phase is not ReplicaPhase.DRAINING]
-        ready = sum(r.phase is ReplicaPhase.READY for r in counted)
+            else:
+                self._write_pod_status(record, "ready" if phase is ReplicaPhase.READY else "scheduled")
+        for record in self.pending:
+            self._write_pod_status(record, "pending")
+        counted = len([r for r in snapshot.replicas if r.phase is not ReplicaPhase.DRAINING]) + len(self.pending)
+        ready = sum(r.phase is ReplicaPhase.READY for r in snapshot.replicas)
         self._write_status(
             {
-                "replicas": len(counted),
-                "updatedReplicas": len(counted),
+                "replicas": counted,
+                "updatedReplicas": counted,
                 "readyReplicas": ready,
                 "availableReplicas": ready,
-                "unavailableReplicas": len(counted) - ready,
+                "unavailableReplicas": counted - ready,
                 "observedGeneration": view.generation,
             }
         )
 
-    def _create_pod(self, replica_id: int, view: DeploymentView, template_hash: str) -> None:
-        name = pod_name(self.deployment, template_hash, replica_id)
+    def _create_pod(self, view: DeploymentView, template_hash: str) -> _PodRecord | None:
+        name = pod_name(self.deployment, template_hash, next(self._serial))
         template = dict(view.template)
         labels = {**(template.get("metadata") or {}).get("labels", {}), **view.selector_labels}
         body = {
@@ -452,37 +517,49 @@ class ReplicaSetSimulator:
             "spec": template.get("spec") or {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
         }
         if not self._call(self.core.create_namespaced_pod, self.namespace, body, conflict_ok=True):
+            return None
+        return _PodRecord(name)
+
+    def _write_pod_status(self, record: _PodRecord, state: str) -> None:
+        """The pod's status for ``state`` (pending, scheduled, ready), once: what a scheduler and kubelet write."""
+        if record.reported == state or record.deleted:
             return
-        self.pods[replica_id] = _PodRecord(name)
-        self._patch_pod_status(name, ready=False)
-        logger.info("pod %s created (cold start)", name)
-
-    def _report_ready(self, record: _PodRecord) -> None:
-        if self._patch_pod_status(record.name, ready=True):
-            record.ready_reported = True
-            logger.info("pod %s ready", record.name)
-
-    def _patch_pod_status(self, name: str, *, ready: bool) -> bool:
-        now = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        state = "True" if ready else "False"
-        status: dict[str, Any] = {
-            "phase": "Running",
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": state, "lastTransitionTime": now},
-                {"type": "Ready", "status": state, "lastTransitionTime": now},
-            ],
-        }
-        if not ready:
-            status["startTime"] = now
-        return self._call(self.core.patch_namespaced_pod_status, name, self.namespace, {"status": status})
+        now = _now_stamp()
+        if state == "pending":
+            status: dict[str, Any] = {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/0 nodes are available: insufficient nvidia.com/gpu.",
+                        "lastTransitionTime": now,
+                    }
+                ],
+            }
+        else:
+            ready = "True" if state == "ready" else "False"
+            status = {
+                "phase": "Running",
+                "startTime": record.scheduled_at,
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": record.scheduled_at},
+                    {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                    {"type": "Ready", "status": ready, "lastTransitionTime": now},
+                ],
+            }
+        if self._call(self.core.patch_namespaced_pod_status, record.name, self.namespace, {"status": status}):
+            record.reported = state
+            if state == "ready":
+                logger.info("pod %s ready", record.name)
 
     def _delete_pod(self, record: _PodRecord) -> None:
         if record.deleted:
             return
         if self._call(self.core.delete_namespaced_pod, record.name, self.namespace, missing_ok=True):
             record.deleted = True
-            logger.info("pod %s deleted (draining)", record.name)
+            logger.info("pod %s deleted", record.name)
 
     def _write_status(self, status: dict[str, int]) -> None:
         if status == self.last_status:
@@ -533,6 +610,10 @@ class FleetOptions:
     tick_s: float = 0.1
     poll_s: float = 0.5
     ready_file: pathlib.Path | None = None
+    free_gpu_nodes: int | None = None
+    """GPU nodes free besides those of the Deployment's replicas; ``None``: a node for every pod."""
+    node_provisioning_s: float = 0.0
+    """How long the node autoscaler takes to add a node for a pod that found none free."""
 
 
 def _api_client(url: str) -> kubernetes.client.ApiClient:
@@ -576,6 +657,11 @@ class SimulatedFleet:
         params = EngineParams(cold_start_s=options.cold_start_s)
         # The Deployment has been running: its current replicas start warm.
         self.engine = FleetEngine(params, initial_replicas=view.replicas)
+        self.nodes = (
+            None
+            if options.free_gpu_nodes is None
+            else GpuNodes(view.replicas + options.free_gpu_nodes, options.node_provisioning_s)
+        )
         self.metrics = VllmMetrics(options.namespace, options.model_name, params.max_seqs)
         self._requests = requests
         self._next_request = 0
@@ -591,7 +677,7 @@ class SimulatedFleet:
         polling = now_s >= self._next_poll_s
         if polling:
             self._next_poll_s = now_s + self.options.poll_s
-            events += self._follow_deployment()
+            events += self._follow_deployment(now_s)
         snapshot = self.engine.snapshot()
         # Metrics before the sync: the sync forgets the pods of replicas that are gone.
         self.metrics.record(snapshot, events, self.replica_sets.pod_names())
@@ -601,17 +687,44 @@ class SimulatedFleet:
             self._next_summary_s = now_s + 10.0
             self._log_summary(snapshot)
 
-    def _follow_deployment(self) -> list[EngineEvent]:
+    def _follow_deployment(self, now_s: float) -> list[EngineEvent]:
         try:
             self.view = self.replica_sets.read_deployment()
         except ApiException as exc:
             logger.warning("cannot read the deployment, keeping %d replicas: %s", self.view.replicas, exc)
         except urllib3.exceptions.HTTPError:
             pass  # logged once per outage; the fleet keeps its replicas meanwhile
-        if self.view.replicas == self.engine.desired:
+        pending = self.replica_sets.pending
+        wanted, have = self.view.replicas, self.engine.desired + len(pending)
+        if wanted != have:
+            logger.info("scaling %d -> %d replicas", have, wanted)
+        if wanted < have:
+            dropped = min(have - wanted, len(pending))
+            self.replica_sets.drop_pending(dropped)
+            return self.engine.scale(self.engine.desired - (have - wanted - dropped))
+        return self._schedule(wanted - have, now_s)
+
+    def _schedule(self, new_pods: int, now_s: float) -> list[EngineEvent]:
+        """Pending pods take the nodes that are free, oldest first, then new pods; the rest wait for a node."""
+        pending = self.replica_sets.pending
+        free = (
+            new_pods + len(pending)
+            if self.nodes is None
+            else self.nodes.free(len(self.engine.snapshot().replicas), now_s)
+        )
+        binding = min(free, len(pending))
+        starting = min(free - binding, new_pods)
+        if binding + starting == 0 and new_pods == 0:
             return []
-        logger.info("scaling %d -> %d replicas", self.engine.desired, self.view.replicas)
-        return self.engine.scale(self.view.replicas)
+        before = {r.replica_id for r in self.engine.snapshot().replicas}
+        events = self.engine.scale(self.engine.desired + binding + starting)
+        started = sorted(r.replica_id for r in self.engine.snapshot().replicas if r.replica_id not in before)
+        for replica_id in started[:binding]:
+            self.replica_sets.bind(replica_id)  # the others get their pods in the next sync
+        for _ in range(new_pods - starting):
+            if self.replica_sets.create_pending(self.view, self.template_hash) and self.nodes is not None:
+                self.nodes.provision(now_s)
+        return events
 
     def _log_summary(self, snapshot: FleetSnapshot) -> None:
         phases = [r.phase for r in snapshot.replicas]
@@ -676,7 +789,24 @@ def parse_args(argv: Sequence[str] | None = None) -> FleetOptions:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-name", default=DEFAULT_MODEL)
     parser.add_argument("--ready-file", type=pathlib.Path, help="written with the /metrics URL once serving")
+    parser.add_argument(
+        "--free-gpu-nodes",
+        type=int,
+        help="GPU nodes free besides the Deployment's; a pod beyond them stays Pending (Unschedulable) until a node "
+        "is added. Unset: a node for every pod",
+    )
+    parser.add_argument(
+        "--node-provisioning-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds the node autoscaler takes to add a GPU node for a pending pod (with --free-gpu-nodes)",
+    )
     args = parser.parse_args(argv)
+    if (args.free_gpu_nodes is not None and args.free_gpu_nodes < 0) or args.node_provisioning_delay < 0:
+        parser.error("--free-gpu-nodes and --node-provisioning-delay must be >= 0")
+    if args.node_provisioning_delay and args.free_gpu_nodes is None:
+        parser.error("--node-provisioning-delay needs --free-gpu-nodes (without it every pod finds a node)")
     return FleetOptions(
         api_url=args.api,
         namespace=args.namespace,
@@ -692,6 +822,8 @@ def parse_args(argv: Sequence[str] | None = None) -> FleetOptions:
         cold_start_s=args.cold_start,
         model_name=args.model_name,
         ready_file=args.ready_file,
+        free_gpu_nodes=args.free_gpu_nodes,
+        node_provisioning_s=args.node_provisioning_delay,
     )
 
 

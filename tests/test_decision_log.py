@@ -24,7 +24,8 @@ import pathlib
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import jsonschema
@@ -167,11 +168,14 @@ class FakePrometheus:
         return RangeSamples(step_s, times, tuple(self.load(t) for t in times))
 
 
-class NoPods:
-    """The target's pod listing, empty: the lead time stays the spec's default."""
+@dataclass
+class PodListing:
+    """The target's pod listing; empty: the lead time stays the spec's default."""
+
+    pods: list[dict[str, Any]] = field(default_factory=list)
 
     async def list(self, resource: Any, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
-        return []
+        return self.pods
 
 
 def predictive_spec(**forecast: Any) -> dict[str, Any]:
@@ -193,17 +197,19 @@ def predictive_run(
     replicas: int = 2,
     statuses: list[dict[str, Any]] | None = None,
     metrics: OperatorMetrics | None = None,
+    pods: list[dict[str, Any]] | None = None,
 ) -> list[DecisionRecord]:
     """The records of ``cycles`` consecutive cycles, each built as reconcile_scaling builds it.
 
-    ``statuses``, when given, receives the status each cycle wrote; ``metrics`` sees the refits.
+    ``statuses``, when given, receives the status each cycle wrote; ``metrics`` sees the refits;
+    ``pods`` are the target's pods.
     """
 
     async def run() -> list[DecisionRecord]:
         spec = parse_scaling_policy(raw_spec)
         deps = Deps(
             # Duck-typed fakes: they answer the few calls a predictive cycle makes.
-            kube=cast(Kube, NoPods()),
+            kube=cast(Kube, PodListing(pods or [])),
             prometheus=cast(PrometheusPool, prometheus),
             decision_sinks=(),
             metrics=metrics or OperatorMetrics(),
@@ -278,11 +284,20 @@ def load_missing() -> DecisionRecord:
     return predictive_run(predictive_spec(), FakePrometheus(None), cycles=1)[0]
 
 
+def gpu_nodes_short() -> DecisionRecord:
+    """A replica Unschedulable for 40 s (no free GPU node): the record shows it and its wait in the lead time."""
+    created = datetime.fromtimestamp(NOW - 40, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    pending = {"metadata": {"creationTimestamp": created}, "status": {"conditions": [unschedulable]}}
+    return predictive_run(predictive_spec(), FakePrometheus(lambda t: 150.0), cycles=1, pods=[pending])[0]
+
+
 PREDICTIVE_DECISIONS = {
     "forecast": forecast_scale_up,
     "limit": forecast_rate_limited,
     "capacity-unknown": capacity_unknown,
     "load-missing": load_missing,
+    "gpu-nodes-short": gpu_nodes_short,
 }
 
 
@@ -421,7 +436,11 @@ def test_the_predictive_scenarios_cover_every_path_with_its_forecast() -> None:
         "limit": "limit",
         "capacity-unknown": "reactive",
         "load-missing": "hold",
+        "gpu-nodes-short": "reactive",
     }
+    short = records["gpu-nodes-short"].inputs["forecast"]
+    assert (short["pendingReplicas"], short["schedulingDelaySeconds"], short["leadTimeSeconds"]) == (1, 40, 60)
+    assert "pendingReplicas" not in records["forecast"].inputs["forecast"], "shown only while GPU nodes are short"
     up, limited = records["forecast"], records["limit"]
     assert (up.action, up.from_, up.reason) == ("ScaleUp", RISING, "ForecastScaleUp") and up.to > RISING + 1
     forecast = up.inputs["forecast"]

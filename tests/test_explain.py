@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controller.observability.explain import decision_lines, explain
+from controller.observability.explain import decision_lines, explain, learned_lines
 from tests.test_decision_log import (
     capacity_unknown,
     forecast_rate_limited,
@@ -119,6 +119,13 @@ def test_the_status_of_a_predictive_policy_gives_lead_time_capacity_and_forecast
     ) in text
     # status.lastDecision has no output (the CRD keeps it small) but keeps the path that set the count.
     assert "path:     forecast (the forecast's quantile over the lead time set the count)" in text
+
+
+def test_short_gpu_supply_is_explained_with_the_pending_replicas_and_the_wait() -> None:
+    lead = {"seconds": 75.0, "source": "measured", "samples": [15.0], "supply": "Short", "pendingReplicas": 2}
+    short = learned_lines({"leadTime": {**lead, "schedulingDelaySeconds": 60.0}})
+    assert short[1] == "GPU nodes short: 2 pending, 60s wait for a node in the lead time"
+    assert len(learned_lines({"leadTime": {**lead, "supply": "Available"}})) == 1
 
 
 def test_a_capacity_not_learned_yet_shows_unknown_in_the_status() -> None:

@@ -27,7 +27,7 @@ from controller.backtest.engine import (
     ReplicaPhase,
     Request,
 )
-from devtools.fleet import TraceSlice, pod_name, read_trace, split_evenly
+from devtools.fleet import GpuNodes, TraceSlice, pod_name, read_trace, split_evenly
 
 PARAMS = EngineParams(cold_start_s=10.0)
 PREFILL_TPS = PARAMS.prefill_tokens_per_s
@@ -314,3 +314,14 @@ def test_time_keeps_moving_after_36_hours_of_simulation() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_gpu_nodes_join_a_provisioning_delay_after_a_pod_asked_and_stay() -> None:
+    nodes = GpuNodes(total=2, provisioning_s=30.0)
+    assert nodes.free(occupied=2, now_s=0.0) == 0
+    nodes.provision(now_s=5.0)
+    nodes.provision(now_s=6.0)
+    assert nodes.free(occupied=2, now_s=34.9) == 0
+    assert nodes.free(occupied=2, now_s=35.0) == 1
+    assert nodes.free(occupied=3, now_s=36.0) == 1
+    assert nodes.free(occupied=1, now_s=100.0) == 3, "nodes freed by a scale-down stay for the next scale-up"

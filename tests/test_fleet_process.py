@@ -2,63 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from devtools.processes import ManagedProcess, start_process, wait_for
 from devtools.prometheus_server import Prometheus
-from tests.conftest import REPO_ROOT
+from tests.harness.fleet import FleetProcess, running_fleet, write_trace
 from tests.harness.kube import deployment
 from tests.harness.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
-# Starts 840 s into the Azure conversation trace (data/traces/README.md): "--start-offset 60" replays
-# from its second 900 on.
-TRACE = REPO_ROOT / "data/traces/azure_llm_2023_conv_from840s.csv.gz"
 COLD_START_S = 3.0
 DEPLOYMENT = "vllm"
 POD_NAME = re.compile(rf"^{DEPLOYMENT}-[0-9a-f]{{10}}-[a-z0-9]{{5}}$")
 
 
-@dataclass
-class Fleet:
-    process: ManagedProcess
-    metrics_url: str
-    namespace: str
-
-    @property
-    def address(self) -> str:
-        return self.metrics_url.removeprefix("http://").removesuffix("/metrics")
+def start_fleet(
+    apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: pathlib.Path, *options: str
+) -> contextlib.AbstractContextManager[FleetProcess]:
+    """The fleet for a one-replica Deployment, replaying a steady 2 requests/s."""
+    client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment(DEPLOYMENT, replicas=1))
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, requests_per_s=2, seconds=600)
+    cold_start = ("--cold-start", str(COLD_START_S))
+    return running_fleet(apiserver, namespace, DEPLOYMENT, trace, tmp_path, *cold_start, *options)
 
 
 @pytest.fixture
-def fleet(apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: pathlib.Path) -> Iterator[Fleet]:
-    client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment(DEPLOYMENT, replicas=1))
-    ready_file = tmp_path / "fleet.url"
-    argv = [
-        sys.executable, "-m", "devtools.fleet",
-        "--api", apiserver, "--namespace", namespace, "--deployment", DEPLOYMENT,
-        "--trace", str(TRACE), "--port", "0", "--ready-file", str(ready_file),
-        "--start-offset", "60", "--speedup", "20", "--load-scale", "0.05", "--cold-start", str(COLD_START_S),
-    ]  # fmt: skip
-    process = start_process(argv, log_path=tmp_path / "fleet.log", cwd=REPO_ROOT)
-    try:
-        wait_for(ready_file.exists, timeout=15, process=process, what="the fleet to serve /metrics")
-        wait_for(lambda: ready_file.read_text().endswith("\n"), timeout=5, process=process)
-        yield Fleet(process, ready_file.read_text().strip(), namespace)
-    finally:
-        process.stop()
-        print(f"--- fleet log ---\n{process.log_tail(40)}")
+def fleet(apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: pathlib.Path) -> Iterator[FleetProcess]:
+    with start_fleet(apiserver, kube, namespace, tmp_path) as fleet:
+        yield fleet
 
 
 def pods(kube: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
@@ -86,7 +68,7 @@ def scale(kube: client.ApiClient, namespace: str, replicas: int) -> None:
     client.AppsV1Api(kube).patch_namespaced_deployment_scale(DEPLOYMENT, namespace, {"spec": {"replicas": replicas}})
 
 
-def test_the_fleet_plays_replicaset_and_kubelet_for_the_deployment(fleet: Fleet, kube: client.ApiClient) -> None:
+def test_the_fleet_plays_replicaset_and_kubelet_for_the_deployment(fleet: FleetProcess, kube: client.ApiClient) -> None:
     namespace = fleet.namespace
     (first,) = wait_until(lambda: [p for p in pods(kube, namespace) if is_ready(p)], timeout=5)
     assert POD_NAME.match(first["metadata"]["name"])
@@ -119,6 +101,49 @@ def test_the_fleet_plays_replicaset_and_kubelet_for_the_deployment(fleet: Fleet,
     assert fleet.process.stop() == 0, "SIGTERM should end the fleet cleanly"
 
 
+def condition(pod: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in pod["status"]["conditions"] if c["type"] == type_)
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+PROVISIONING_S = 4.0
+
+
+def test_pods_beyond_the_free_gpu_nodes_stay_pending_until_a_node_is_provisioned(
+    apiserver: str, kube: client.ApiClient, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    options = ("--free-gpu-nodes", "1", "--node-provisioning-delay", str(PROVISIONING_S))
+    with start_fleet(apiserver, kube, namespace, tmp_path, *options) as fleet:
+        wait_until(lambda: [p for p in pods(kube, namespace) if is_ready(p)], timeout=5)
+        scale(kube, namespace, 3)
+        created = wait_until(lambda: exactly(3, kube, namespace), timeout=5)
+        unschedulable = [p for p in created if condition(p, "PodScheduled")["status"] == "False"]
+        (waiting,) = unschedulable  # the one free node took one of the two new pods
+        assert condition(waiting, "PodScheduled")["reason"] == "Unschedulable"
+        assert waiting["status"]["phase"] == "Pending"
+        assert deployment_status(kube, namespace)[1]["replicas"] == 3
+
+        wait_until(lambda: all(is_ready(p) for p in pods(kube, namespace)), timeout=PROVISIONING_S + COLD_START_S + 5)
+        (served,) = [p for p in pods(kube, namespace) if p["metadata"]["name"] == waiting["metadata"]["name"]]
+        scheduled, ready = condition(served, "PodScheduled"), condition(served, "Ready")
+        waited = seconds_between(served["metadata"]["creationTimestamp"], scheduled["lastTransitionTime"])
+        assert PROVISIONING_S - 1 <= waited <= PROVISIONING_S + 2, "scheduled once its node was provisioned"
+        started = seconds_between(scheduled["lastTransitionTime"], ready["lastTransitionTime"])
+        assert COLD_START_S - 1 <= started <= COLD_START_S + 2, "the cold start begins on the node"
+
+        # Scale-down deletes the newest pods; the nodes stay, so a scale-up is scheduled at once
+        # (once the draining replicas have finished their requests and left their nodes).
+        scale(kube, namespace, 1)
+        wait_until(lambda: exactly(1, kube, namespace), timeout=5)
+        wait_until(lambda: scrape(fleet.metrics_url, "text/plain").count("\nvllm:num_requests_running{") == 1)
+        scale(kube, namespace, 3)
+        again = wait_until(lambda: exactly(3, kube, namespace), timeout=5)
+        assert all(condition(p, "PodScheduled")["status"] == "True" for p in again)
+
+
 def scrape(url: str, accept: str) -> str:
     request = urllib.request.Request(url, headers={"Accept": accept})
     with urllib.request.urlopen(request, timeout=5) as response:
@@ -126,7 +151,7 @@ def scrape(url: str, accept: str) -> str:
 
 
 @pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0"])
-def test_metrics_keep_the_vllm_colon_names_whatever_the_accept_header(fleet: Fleet, accept: str) -> None:
+def test_metrics_keep_the_vllm_colon_names_whatever_the_accept_header(fleet: FleetProcess, accept: str) -> None:
     def running_series() -> list[str]:
         return re.findall(r"^vllm:num_requests_running\{.*\} .*$", scrape(fleet.metrics_url, accept), re.M)
 
@@ -144,7 +169,7 @@ def test_metrics_keep_the_vllm_colon_names_whatever_the_accept_header(fleet: Fle
 
 
 def test_prometheus_sees_one_series_per_serving_pod(
-    fleet: Fleet, kube: client.ApiClient, tmp_path: pathlib.Path
+    fleet: FleetProcess, kube: client.ApiClient, tmp_path: pathlib.Path
 ) -> None:
     with Prometheus({"fleet": [fleet.address]}, workdir=tmp_path / "prometheus") as prometheus:
         selector = f'namespace="{fleet.namespace}", pod=~"{DEPLOYMENT}-.*"'

@@ -1,13 +1,30 @@
-"""The forecasting loop's pure parts: the history plan, gaps in the load history, and forecast accuracy."""
+"""The forecasting loop: the history plan, gaps in the load history, forecast accuracy, and forecasts during a refit."""
 
 from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.clients.prometheus import MAX_RANGE_POINTS, RangeSamples
-from controller.scaling.forecast_loop import MAX_FILLED_GAP_S, Accuracy, dense_tail, history_plan
+from controller.handlers.lifecycle import FORECAST_WORKER_NICENESS, forecast_pool
+from controller.scaling.forecast_loop import (
+    MAX_FILLED_GAP_S,
+    Accuracy,
+    ForecastLoop,
+    ForecastOutcome,
+    dense_tail,
+    history_plan,
+)
+from controller.scaling.load_forecast import LoadForecastSettings
 from policies.predictive import LoadForecast
 
 
@@ -46,3 +63,55 @@ def test_accuracy_compares_each_window_peak_with_what_came() -> None:
     assert scored.pairs == ((20.0, 25.0),) and scored.pending == ()
     assert scored.error_ratio == pytest.approx(5 / 25) and scored.coverage == 0.0
     assert Accuracy().error_ratio is None and Accuracy().coverage is None
+
+
+class HeldExecutor(Executor):
+    """Holds every submitted refit until :meth:`release` runs it: a pool that is busy for as long as a test wants."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Future[Any], Callable[[], Any]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.held.append((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def release(self) -> None:
+        for future, call in self.held:
+            future.set_result(call())
+        self.held.clear()
+
+
+def test_the_model_chosen_last_forecasts_while_the_next_selection_waits_for_a_worker() -> None:
+    settings = LoadForecastSettings(step_s=10, history_s=3_600, refit_interval_s=60, model="Linear", sample_s=10)
+    loop, pool = ForecastLoop(settings, "load", 3_600), HeldExecutor()
+    refits: list[str] = []
+
+    async def fetch(start: float, end: float, step_s: float) -> RangeSamples:
+        times = tuple(float(t) for t in range(math.ceil(start / step_s) * int(step_s), int(end) + 1, int(step_s)))
+        return RangeSamples(step_s, times, tuple(100.0 + t % 50 for t in times))
+
+    async def cycles() -> list[ForecastOutcome]:
+        outcomes = []
+        for now in range(10_000, 10_400, 15):
+            if now in {10_015, 10_300}:
+                pool.release()  # the first selection finishes; later, the second one
+                await asyncio.sleep(0)  # its completion reaches the event loop
+            outcomes.append(await loop.cycle(fetch, now, 30.0, 300.0, pool, lambda s, m: refits.append(m)))
+        return outcomes
+
+    outcomes = asyncio.run(cycles())
+    first, *rest = outcomes
+    assert first.forecast is None and first.refitting, "no model before the first selection"
+    assert all(o.forecast is not None for o in rest), "every later cycle forecasts"
+    waiting = [o for o in rest if o.refitting]
+    assert len(waiting) >= 10, "the second selection fell due after 60 s and waited for the pool until 10300"
+    assert refits == ["Linear", "Linear"]
+
+
+def test_model_selections_run_at_a_lower_cpu_priority_than_the_decisions() -> None:
+    pool = forecast_pool(1)
+    assert pool is not None and forecast_pool(0) is None
+    with pool:
+        worker_niceness = pool.submit(os.nice, 0).result(timeout=60)
+    assert worker_niceness == min(19, os.nice(0) + FORECAST_WORKER_NICENESS)

@@ -68,6 +68,19 @@ async def test_identical_queries_are_sent_once_per_cycle(series: str, prometheus
     assert pool.requests_sent == 3, "after the coalescing window the value is read again"
 
 
+async def test_expired_answers_leave_the_cache_within_one_coalescing_window(
+    series: str, prometheus: Prometheus
+) -> None:
+    clock = FakeClock()
+    pool = PrometheusPool(coalesce_s=4.0, clock=clock)
+    spec = spec_for(prometheus)
+    await pool.query(spec, Credentials(), f"sum({series})")
+    clock.now += 5.0
+    await pool.query(spec, Credentials(), f"max({series})")
+    kept = [promql for promql in (f"sum({series})", f"max({series})") if any(promql in key for key in pool._cache)]
+    assert kept == [f"max({series})"], "the expired answer is gone, not kept until a size limit"
+
+
 async def test_an_unreachable_prometheus_backs_off_and_recovers(series: str, prometheus: Prometheus) -> None:
     clock = FakeClock()
     pool = PrometheusPool(backoff_base_s=2.0, backoff_cap_s=8.0, clock=clock)

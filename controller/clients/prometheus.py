@@ -280,6 +280,7 @@ class PrometheusPool:
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _query_backoff: dict[CacheKey, _Backoff] = field(default_factory=dict)  # by _expression(key)
     _cache: dict[CacheKey, _Cached] = field(default_factory=dict)
+    _pruned_at: float = -math.inf
     _inflight: dict[CacheKey, asyncio.Future[Any]] = field(default_factory=dict)
     requests_sent: int = 0
 
@@ -471,8 +472,11 @@ class PrometheusPool:
             return
         self._query_backoff.pop(_expression(key), None)
         self._cache[key] = _Cached(expires_at=now + self.coalesce_s, outcome=outcome)
-        if len(self._cache) > 10_000:  # bounded: drop expired entries when the map grows
+        if now >= self._pruned_at + self.coalesce_s:
+            # Expired answers go within one coalescing window: a policy's first range query holds
+            # days of samples, and a thousand of them kept until a size limit cost a gigabyte.
             self._cache = {k: v for k, v in self._cache.items() if v.expires_at > now}
+            self._pruned_at = now
         if len(self._query_backoff) > 10_000:
             self._query_backoff = {k: v for k, v in self._query_backoff.items() if v.retry_at > now}
 

@@ -56,9 +56,11 @@ async def _spec_changed(memo: kopf.Memo, **_: Any) -> None:
     wake_daemon(memo)
 
 
-def _claim_of(
+async def _claim_of(
     namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any
 ) -> dict[TargetKey, tuple[str, str]]:
+    # Async although it does no I/O: Kopf runs it on every watch event of every policy (each status
+    # write is one), and would hand a sync handler to a thread and back each time.
     return claim(namespace or "", name, spec, meta)
 
 

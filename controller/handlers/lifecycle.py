@@ -23,6 +23,9 @@ IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
 # Forecasting model refits (seconds of CPU each) run in these worker processes, shared by every
 # policy, so the event loop never waits for one; 0 runs them in a thread instead.
 FORECAST_PROCESSES = int(os.environ.get("INFERCAST_FORECAST_PROCESSES", "2"))
+# How much lower the workers' CPU priority is than the event loop's: when CPU is short, a late
+# decision misses the schedule, while a late selection only stretches its policy's refit interval.
+FORECAST_WORKER_NICENESS = 10
 # `infercast run --metrics-port` puts the port into the root memo; 0 serves no metrics.
 DEFAULT_METRICS_PORT = 8080
 
@@ -45,18 +48,24 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.metrics_server = metrics.serve(port, address) if port else None
     memo.deps = Deps(
         # Under leader election the memo carries the Lease's fence: a replica that lost it writes nothing.
-        kube=Kube(load_api_client(), executor=executor, fence=memo.get("fence")),
+        kube=Kube(load_api_client(max_connections=IO_THREADS), executor=executor, fence=memo.get("fence")),
         prometheus=PrometheusPool(
             on_request=metrics.observe_query, max_connections=access.max_connections_per_endpoint
         ),
         prometheus_access=access,
         decision_sinks=(DecisionLog().emit, metrics.record_decision),
         metrics=metrics,
-        # Spawned, not forked: a fork of a process running threads (Kopf, the I/O pool) can deadlock.
-        forecast_processes=ProcessPoolExecutor(FORECAST_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
-        if FORECAST_PROCESSES
-        else None,
+        forecast_processes=forecast_pool(FORECAST_PROCESSES),
     )
+
+
+def forecast_pool(processes: int) -> ProcessPoolExecutor | None:
+    """The worker processes for model selections, at a lower CPU priority; none for 0."""
+    if not processes:
+        return None
+    # Spawned, not forked: a fork of a process running threads (Kopf, the I/O pool) can deadlock.
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(processes, mp_context=context, initializer=os.nice, initargs=(FORECAST_WORKER_NICENESS,))
 
 
 @kopf.on.cleanup()

@@ -22,10 +22,13 @@ register_policy_kind(PLURAL, claims_index="routing_policies_by_target")
 
 
 @kopf.index(GROUP, VERSION, "scalingpolicies")
-def forecast_replicas_by_workload(
+async def forecast_replicas_by_workload(
     namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[TargetKey, float] | None:
-    """The replicas a forecast-driven ScalingPolicy decided for its workload (Auto mode: it writes them)."""
+    """The replicas a forecast-driven ScalingPolicy decided for its workload (Auto mode: it writes them).
+
+    Async although it does no I/O, as ``_claim_of`` in :mod:`controller.handlers.daemons`: it runs on
+    every status write of every ScalingPolicy."""
     desired = status.get("desiredReplicas")
     if spec.get("mode", "Auto") != "Auto" or not spec.get("forecast") or not isinstance(desired, int | float):
         return None

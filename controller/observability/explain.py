@@ -132,6 +132,11 @@ def learned_lines(status: Mapping[str, Any]) -> list[str]:
         samples = ", ".join(f"{_num(s)}s" for s in lead.get("samples") or ())
         seen = f"; start-ups seen: {samples}" if samples else ""
         lines.append(f"lead time: {_num(lead.get('seconds'))}s ({lead.get('source', '?')}{seen})")
+        if lead.get("supply") == "Short":
+            lines.append(
+                f"GPU nodes short: {lead.get('pendingReplicas', 0)} pending, "
+                f"{_num(lead.get('schedulingDelaySeconds'))}s wait for a node in the lead time"
+            )
     capacity = status.get("capacity")
     if isinstance(capacity, Mapping):
         per = capacity.get("perReplica")

@@ -5,8 +5,12 @@ backtest over the history, :class:`forecasting.AutoForecaster`); it runs every
 ``spec.forecast.refitIntervalSeconds`` in the operator's shared **process pool**, so neither
 the event loop nor the other policies wait for it (a copy of the forecaster goes there
 pickled and comes back fitted). A forecast with the chosen model is cheap and runs every cycle
-in a thread. The "history -> forecast" step itself is :class:`controller.scaling.load_forecast.LoadForecaster`,
-shared with the backtester; this module only feeds it and schedules it:
+in a thread, also while the next selection runs: only a policy's first selection leaves it
+without a forecast. Selections wait for a worker in the order they fell due, so when the pool
+cannot keep up (many policies) the selection interval stretches while every cycle still
+forecasts. The "history -> forecast" step itself is
+:class:`controller.scaling.load_forecast.LoadForecaster`, shared with the backtester; this
+module only feeds it and schedules it:
 
 * **History**: one range query of the load over ``historySeconds`` at the start, then only the
   samples since the newest one held. The sample spacing is the finest divisor of
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import math
 import time
@@ -207,13 +212,17 @@ class ForecastLoop:
             stale = MetricError("Stale", f"newest load sample is {age:.0f}s old (maxStaleness {max_staleness_s:.0f}s)")
             return ForecastOutcome(None, None, stale, self.refitting)
         self._score()
-        if self.forecaster.refit_due(now):
-            if self._refit is None:
-                self._refit = asyncio.get_running_loop().run_in_executor(
-                    processes, refit_in_worker, copy.deepcopy(self.forecaster), now, window_s
-                )
+        if self.forecaster.refit_due(now) and self._refit is None:
+            self._refit = asyncio.get_running_loop().run_in_executor(
+                processes, refit_in_worker, copy.deepcopy(self.forecaster), now, window_s
+            )
+        if not self.forecaster.ready:  # the first selection is still running: nothing to forecast with yet
             return ForecastOutcome(None, self.forecaster.latest_load(), None, refitting=True)
-        forecast = await asyncio.get_running_loop().run_in_executor(None, self.forecaster.forecast, now, window_s)
+        # The model chosen last keeps forecasting while its successor is selected, however long the
+        # pool takes: with many policies a selection may wait minutes for a worker.
+        forecast = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.forecaster.forecast, now, window_s, select_when_due=False)
+        )
         if forecast is not None:
             self.accuracy = self.accuracy.predicted(forecast, now, window_s)
         return ForecastOutcome(forecast, self.forecaster.latest_load(), None, self.refitting)

@@ -179,14 +179,23 @@ class LoadForecaster:
             return
         self._selected_at = now
 
-    def forecast(self, now: float, window_s: float) -> LoadForecast | None:
-        """The quantile of the load per step from the newest sample until ``now + window_s``."""
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`forecast` has a model to forecast with without selecting one first."""
+        return self.settings.model == "WindowPeak" or self._model is not None
+
+    def forecast(self, now: float, window_s: float, *, select_when_due: bool = True) -> LoadForecast | None:
+        """The quantile of the load per step from the newest sample until ``now + window_s``.
+
+        With ``select_when_due`` false, a due selection is left to the caller's :meth:`refit`
+        (run elsewhere) and the model chosen last forecasts.
+        """
         if self.settings.model == "WindowPeak":
             return self._window_peak(now, window_s)
         series = self._series()
         if series is None or self._end_s is None:
             return None
-        if self.refit_due(now):
+        if select_when_due and self.refit_due(now):
             self.refit(now, window_s)
         if self._model is None:
             return None

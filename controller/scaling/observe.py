@@ -3,9 +3,10 @@
 * :func:`read_metrics`: the value of every ``spec.metrics`` entry, or why it is missing (an
   error, never a zero; a preset's newest sample older than ``maxStaleness`` is ``Stale``);
 * :func:`observe_predictive`, with ``spec.forecast``: the **lead time** learned from the target's
-  pods (:mod:`controller.scaling.leadtime`), the server's **latency and queue** (the signals the
-  capacity is judged by, :class:`~controller.clients.servers.ServerProfile`), and one turn of the
-  policy's **forecasting loop** (:mod:`controller.scaling.forecast_loop`) on the load.
+  pods, start-up and waits for a node (:mod:`controller.scaling.leadtime`), the server's
+  **latency and queue** (the signals the capacity is judged by,
+  :class:`~controller.clients.servers.ServerProfile`), and one turn of the policy's
+  **forecasting loop** (:mod:`controller.scaling.forecast_loop`) on the load.
 
 Nothing here decides: the plan is made from these readings by the pure functions of
 :mod:`controller.scaling.plan` and :mod:`controller.scaling.predictive`.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from controller.actuators import ScaleObservation
 from controller.clients.kube import PODS, KubeError
@@ -25,7 +25,7 @@ from controller.clients.servers import SERVERS, render_preset, render_source
 from controller.reconcile.cycle import Deps, PolicySnapshot
 from controller.scaling.forecast_loop import ForecastOutcome, ForecastSession, history_plan
 from controller.scaling.forecast_spec import ForecastSpec
-from controller.scaling.leadtime import LeadTime
+from controller.scaling.leadtime import LeadTime, pods_may_tell_more
 from controller.scaling.leadtime import learn as learn_lead_time
 from controller.scaling.settings import forecast_settings
 from controller.scaling.spec import MetricSpec, ScalingPolicySpec
@@ -136,7 +136,7 @@ async def observe_predictive(
             return None  # a missing signal is None: it never grows the capacity nor calms a panic
 
     lead_time, (latency, queue, age) = await asyncio.gather(
-        _lead_time(deps, policy.namespace, observed.selector, (policy.status or {}).get("leadTime"), forecast),
+        _lead_time(deps, policy, observed, forecast, now),
         asyncio.gather(read(queries.latency), read(queries.queue), read(queries.load_freshness)),
     )
     window_s = lead_time.seconds + spec.interval_s
@@ -144,16 +144,23 @@ async def observe_predictive(
     return PredictiveSignals(lead_time, window_s, latency, queue, outcome)
 
 
-async def _lead_time(deps: Deps, namespace: str, selector: str, raw: Any, forecast: ForecastSpec) -> LeadTime:
-    """The lead time in force, with the start-ups of the target's pods added; the API failing keeps it."""
+async def _lead_time(
+    deps: Deps, policy: PolicySnapshot, observed: ScaleObservation, forecast: ForecastSpec, now: float
+) -> LeadTime:
+    """The lead time in force, with the start-ups, waits for a node and pending replicas of the target's
+    pods; kept as it was while the workload is settled or the API fails."""
+    status = policy.status or {}
+    raw = status.get("leadTime")
     previous = LeadTime.from_status(raw if isinstance(raw, Mapping) else None, forecast.lead_time_s)
-    if not selector:  # without a selector every pod of the namespace would be counted
+    if not observed.selector:  # without a selector every pod of the namespace would be counted
+        return previous
+    if not pods_may_tell_more(observed.spec_replicas, observed.ready_replicas, status):
         return previous
     try:
-        pods = await deps.kube.list(PODS, namespace, selector)
+        pods = await deps.kube.list(PODS, policy.namespace, observed.selector)
     except KubeError:
         return previous
-    return learn_lead_time(previous, pods, forecast.lead_time_s)
+    return learn_lead_time(previous, pods, forecast.lead_time_s, now)
 
 
 async def _forecast(

@@ -7,7 +7,8 @@ server's latency and queue, the forecasting loop's outcome), :func:`plan_predict
 2. decides with :func:`policies.decide_predictive`. While the capacity is still unknown, the
    reactive policy's decision on the spec's metrics stands (path ``reactive``, reason
    ``CapacityUnknown``), and the loop keeps learning;
-3. says what the record and the status show: the forecast in force, the lead time and the capacity.
+3. says what the record and the status show: the forecast in force, the lead time (with the
+   pending replicas and the wait for a node it includes while GPUs are short) and the capacity.
 
 Lead time and capacity are persisted in the policy's status, so a restart keeps what was learned.
 Pure: no I/O here.
@@ -62,6 +63,11 @@ def plan_predictive(
         "model": _model_in_use(forecast_spec, session),
         "quantileLevel": forecast_spec.quantile,
         "leadTimeSeconds": lead_time.seconds,
+        **(
+            {"pendingReplicas": lead_time.supply.pending, "schedulingDelaySeconds": lead_time.scheduling_delay_s}
+            if lead_time.supply.short
+            else {}
+        ),
         "observedLoad": outcome.observed_load,
         "recentErrorRatio": accuracy.error_ratio if accuracy else None,
         **({"capacityPerReplica": capacity.per_replica} if capacity.per_replica is not None else {}),

@@ -91,18 +91,18 @@ def estimate(samples: Iterable[float], default_s: float, last_pod_created: float
 
 
 def learn(previous: LeadTime, pods: Iterable[Mapping[str, Any]], default_s: float) -> LeadTime:
-    """Add the start-ups of pods created after the last one counted.
+    """Add the start-ups of pods created after the last one counted (see :func:`add_startups`)."""
+    return add_startups(previous, (m for pod in pods if (m := startup_seconds(pod)) is not None), default_s)
 
-    A pod that turns Ready only after a younger sibling was counted is skipped: start-ups are
-    plentiful, and a high-water mark keeps the status small where a set of pod names would not.
+
+def add_startups(previous: LeadTime, startups: Iterable[tuple[float, float]], default_s: float) -> LeadTime:
+    """Add (created, seconds to Ready) start-ups of replicas created after the last one counted.
+
+    The operator's come from pods, the backtester's from its simulated replicas. A replica that
+    turns Ready only after a younger sibling was counted is skipped: start-ups are plentiful, and
+    a high-water mark keeps the status small where a set of pod names would not.
     """
-    new = sorted(
-        (created, seconds)
-        for pod in pods
-        if (measured := startup_seconds(pod)) is not None
-        for created, seconds in [measured]
-        if created > previous.last_pod_created
-    )
+    new = sorted((created, seconds) for created, seconds in startups if created > previous.last_pod_created)
     if not new:
         return previous
     return estimate((*previous.samples, *(s for _, s in new)), default_s, new[-1][0])

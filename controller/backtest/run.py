@@ -3,9 +3,9 @@
 Baselines: the HPA and the KPA (reactive), and the forecasting planner of NVIDIA Dynamo with its
 constant, ARIMA, Kalman or Prophet predictor (``dynamo-<predictor>``, :mod:`controller.backtest.planner`).
 Writes to ``--out``: ``decisions.csv`` (``time_s,desired_replicas``, our policy's timeline, the
-reference judge's input format), ``summary.md`` and ``summary.json`` (one row per policy, and what
-our policy learned: capacity per resource, lead time, headroom), ``windows.csv`` (our policy's
-per-minute SLO table) and ``backtest.png``.
+reference judge's input format; ``decisions-<baseline>.csv`` for each baseline), ``summary.md``
+and ``summary.json`` (one row per policy, and what our policy learned: capacity per resource, lead
+time, headroom), ``windows.csv`` (our policy's per-minute SLO table) and ``backtest.png``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -150,12 +150,16 @@ def run_backtest(
     horizon = trace.horizon_s(slo.window_s)
     for controller, initial in controllers:
         bar = ProgressBar(controller.name, horizon, sys.stderr) if progress else None
+        started = time.process_time()
         run = simulate(
             trace, controller, params, initial_replicas=initial, max_replicas=spec.max_replicas, progress=bar
         )
+        cpu_s = time.process_time() - started
         runs.append(run)
-        summaries.append(summarize(run, controller.name, slo, score_from_s))
+        summaries.append(replace(summarize(run, controller.name, slo, score_from_s), cpu_s=cpu_s))
     _write_decisions(out / "decisions.csv", runs[0])
+    for (controller, _), run in zip(controllers[1:], runs[1:], strict=True):
+        _write_decisions(out / f"decisions-{controller.name}.csv", run)
     window_table(runs[0], slo).to_csv(out / "windows.csv")
     learned = learned_summary(ours)
     (out / "summary.md").write_text(

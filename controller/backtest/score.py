@@ -40,6 +40,8 @@ class Summary:
     slo_minutes_scored: float | None = None
     """``slo_minutes`` over the windows from ``scored_from_s`` on (``None`` when it is 0)."""
     slo_requests_scored: float | None = None
+    cpu_s: float | None = None
+    """CPU seconds the closed-loop run took (simulation and controller), when measured."""
 
     def row(self) -> dict[str, str]:
         scored = {}
@@ -58,6 +60,7 @@ class Summary:
             "GPU-hours": f"{self.gpu_hours:.2f}",
             "actions": str(self.scale_actions),
             "max replicas": str(self.max_replicas),
+            **({"CPU s": f"{self.cpu_s:.0f}"} if self.cpu_s is not None else {}),
         }
 
 

@@ -40,7 +40,7 @@ def main() -> None:
     for target in (0.95, 0.99):
         for start in (1.0, 3.0):
             rng = random.Random(args.seed)
-            state = Attainment(target=target, log_headroom=math.log(start))
+            state = Attainment(target=target, log_headroom=math.log(start)).forecasting(0.0, 0.0)
             met_total = 0
             headroom_sum = 0.0
             cells = []

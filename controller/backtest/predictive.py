@@ -113,6 +113,8 @@ class PredictiveController:
         )
         decision = decide_predictive(inputs, self.state, now)
         self.state = decision.state
+        if inputs.forecast is not None:
+            self.attainment = self.attainment.forecasting(now, settings.window_s)
         last = decision.state.last_forecast
         peak = last.peak_between(now, now + settings.window_s) if last is not None else None
         self.steps.append(self._step(now, decision.desired_replicas, decision, peak))

@@ -13,7 +13,7 @@ so a missed minute raises it by ``STEP x target`` and a met one lowers it by ``S
 at 0.99, 99 met minutes undo one miss, the rate at which misses are allowed. ACI's argument
 bounds the long-run miss rate whatever the load does: over ``T`` minutes it is within
 ``(log(MAX_HEADROOM / MIN_HEADROOM) + STEP) / (STEP x T)`` of ``1 - target`` (0.5 % over a day).
-Two changes fit it to a fleet:
+Three changes fit it to a fleet:
 
 * **the headroom is never lowered while the realized attainment over the recent window is below
   the target** (a met minute then leaves it as it is), which only strengthens the bound on misses;
@@ -22,7 +22,10 @@ Two changes fit it to a fleet:
   do not raise it again (anti-windup, the usual remedy for a feedback loop with dead time; without
   it a burst of misses at start-up, or after a sudden rise, compounds into a large overshoot).
   Each raise then answers up to one dead time of misses, which loosens the bound on misses by at
-  most that factor.
+  most that factor;
+* **warm-up**: the headroom scales what the forecast asks for, so minutes that no forecast-driven
+  decision could have served (before the first forecast plus one dead time) are judged and shown
+  but do not steer it.
 
 Cost is what the lowering steps buy back while the target is met, so realized attainment
 converges on the target from above at the least headroom that holds it.
@@ -87,6 +90,8 @@ class Attainment:
     last_minute_end_s: float | None = None
     last_raise_s: float | None = None
     """When a missed minute last raised the headroom (the dead time counts from it)."""
+    steer_from_s: float | None = None
+    """Minutes ending from then on steer the headroom: the first forecast plus one dead time."""
     adaptive: bool = True
 
     def __post_init__(self) -> None:
@@ -110,7 +115,7 @@ class Attainment:
             return replace(self, last_minute_end_s=minute_end_s)
         recent = (self.recent + ("1" if met else "0"))[-window_minutes(self.target) :]
         log_headroom, last_raise = self.log_headroom, self.last_raise_s
-        if self.adaptive:
+        if self.adaptive and self.steer_from_s is not None and minute_end_s >= self.steer_from_s:
             if not met:
                 if last_raise is None or minute_end_s - last_raise >= dead_time_s:
                     log_headroom += STEP * self.target
@@ -126,8 +131,13 @@ class Attainment:
             missed=self.missed + (not met),
             last_minute_end_s=minute_end_s,
             last_raise_s=last_raise,
+            steer_from_s=self.steer_from_s,
             adaptive=self.adaptive,
         )
+
+    def forecasting(self, now: float, dead_time_s: float) -> Attainment:
+        """The state once a forecast decides: the first time, minutes from one dead time on steer."""
+        return self if self.steer_from_s is not None else replace(self, steer_from_s=now + dead_time_s)
 
     def to_status(self) -> dict[str, Any]:
         realized = self.realized
@@ -142,6 +152,7 @@ class Attainment:
             "recent": self.recent,
             "lastMinuteEnd": self.last_minute_end_s,
             "lastRaise": self.last_raise_s,
+            "steerFrom": self.steer_from_s,
         }
 
     @classmethod
@@ -157,7 +168,9 @@ class Attainment:
             recent = str(raw.get("recent") or "")
             headroom = float(raw.get("headroom", 1.0))
             minutes, missed = int(raw.get("minutes", 0)), int(raw.get("missedMinutes", 0))
-            last_end, last_raise = (_time(raw.get(key)) for key in ("lastMinuteEnd", "lastRaise"))
+            last_end, last_raise, steer_from = (
+                _time(raw.get(key)) for key in ("lastMinuteEnd", "lastRaise", "steerFrom")
+            )
         except (TypeError, ValueError):
             return fresh
         if set(recent) - {"0", "1"} or not (math.isfinite(headroom) and headroom > 0) or min(minutes, missed) < 0:
@@ -170,6 +183,7 @@ class Attainment:
             missed=missed,
             last_minute_end_s=last_end,
             last_raise_s=last_raise,
+            steer_from_s=steer_from,
             adaptive=adaptive,
         )
 

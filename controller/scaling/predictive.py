@@ -115,6 +115,8 @@ def plan_predictive(
             ttft_s=signals.latency_s,
         )
         decision = decide_predictive(inputs, previous, now)
+        if outcome.forecast is not None:
+            attainment = attainment.forecasting(now, signals.window_s)
         reasons = tuple(str(r) for r in decision.reasons)
         asked = [r for r in (decision.forecast_replicas, decision.reactive_replicas) if r is not None]
         plan = ScalingPlan(

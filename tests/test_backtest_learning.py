@@ -124,3 +124,19 @@ def test_run_backtest_writes_decisions_summary_with_what_was_learned_and_a_plot(
     assert body["policies"][0]["slo_minutes_scored"] is not None
     assert "infercast learned: capacity" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "backtest.png").stat().st_size > 20_000
+
+
+def test_no_look_ahead_changing_the_trace_after_t_leaves_earlier_decisions_unchanged() -> None:
+    trace, cut = ramp_trace(900.0, seed=5), 480.0
+    later = trace.arrival_s >= cut
+    changed = Trace(
+        trace.name, trace.arrival_s, np.where(later, trace.prompt_tokens * 10, trace.prompt_tokens), trace.output_tokens
+    )
+
+    def timeline(of: Trace) -> list[tuple[float, int]]:
+        run = simulate(of, PredictiveController(parse_scaling_policy(POLICY)), EngineParams(), initial_replicas=2)
+        return [(d.time_s, d.replicas) for d in run.timeline]
+
+    original, altered = timeline(trace), timeline(changed)
+    assert [d for d in original if d[0] <= cut] == [d for d in altered if d[0] <= cut]
+    assert original != altered, "the change after the cut does change later decisions"

@@ -39,23 +39,30 @@ RESOURCE_COLOURS = {"prefill": "tab:cyan", "decode": "tab:olive"}
 
 
 def plot_run(
-    run: Run, controller: PredictiveController, baselines: Mapping[str, Run], slo: SloTargets, path: Path
+    run: Run,
+    controller: PredictiveController,
+    baselines: Mapping[str, Run],
+    slo: SloTargets,
+    path: Path,
+    score_from_s: float = 0.0,
 ) -> None:
-    """Draw ``run`` (ours), with the HPA and KPA runs among ``baselines``, to ``path`` (PNG)."""
+    """Draw ``run`` (ours), with the HPA and KPA runs among ``baselines``, to ``path`` (PNG); the title
+    also gives the attainment from ``score_from_s`` on when it is set."""
     unit, scale = ("hours", 3600.0) if run.horizon_s > 3 * 3600 else ("minutes", 60.0)
     figure, (load_ax, replicas_ax, latency_ax, learned_ax) = plt.subplots(
         4, 1, figsize=(16, 13), sharex=True, height_ratios=(1.1, 1.2, 1.0, 0.9)
     )
-    ours = summarize(run, controller.name, slo)
+    ours = summarize(run, controller.name, slo, score_from_s)
     windows = window_table(run, slo)
     _load_panel(load_ax, run, controller, scale)
     _replicas_panel(replicas_ax, run, controller.name, baselines, slo, scale, windows)
     _latency_panel(latency_ax, windows, slo, scale)
     _learned_panel(learned_ax, controller, scale)
     learned_ax.set_xlabel(f"time ({unit} from the trace's start)")
+    scored = f" ({ours.slo_minutes_scored:.3f} from {score_from_s:g} s)" if ours.slo_minutes_scored is not None else ""
     figure.suptitle(
         f"{run.trace.name}: infercast met the SLO (p95 TTFT and TPOT) in {ours.slo_minutes:.3f} of "
-        f"{ours.windows} minutes with {ours.gpu_hours:.1f} GPU-hours; target {controller.attainment.target:g}"
+        f"{ours.windows} minutes{scored} with {ours.gpu_hours:.1f} GPU-hours; target {controller.attainment.target:g}"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=90)

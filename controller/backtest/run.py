@@ -180,6 +180,7 @@ def run_backtest(
             dict(zip([c.name for c, _ in controllers[1:]], runs[1:], strict=True)),
             slo,
             out / "backtest.png",
+            score_from_s,
         )
     return summaries
 

@@ -200,6 +200,31 @@ FLEET = Board(
             (Query(f"infercast_lead_time_seconds{{{POLICY}}}", "lead time"),),
         ),
         Panel(
+            "SLO attainment vs target",
+            "Predictive policies: the share of the recent minutes whose p95 TTFT and p95 TPOT met the SLO, as the "
+            "operator measures it minute by minute, against spec.forecast.slo.attainment. The headroom moves so that "
+            "the first converges on the second.",
+            "percentunit",
+            (
+                Query(f"infercast_slo_attainment{{{POLICY}}}", "realized attainment"),
+                Query(f"infercast_slo_attainment_target{{{POLICY}}}", "target"),
+            ),
+        ),
+        Panel(
+            "Headroom",
+            "The multiplier on the replicas the forecast and the learned capacity ask for: raised by a missed "
+            "minute, lowered by met ones while the attainment holds its target (1 with spec.forecast.quantile set).",
+            "short",
+            (Query(f"infercast_slo_headroom{{{POLICY}}}", "headroom"),),
+        ),
+        Panel(
+            "Capacity per replica by resource",
+            "The load one replica serves within the SLO per resource, in the capacity's unit: prefill (TTFT-bound, "
+            "the measured prefill rate) and decode (TPOT-bound, fitted on p95 TPOT). The lower one binds.",
+            "short",
+            (Query(f"infercast_capacity_resource_per_replica{{{POLICY}}}", "{{resource}}"),),
+        ),
+        Panel(
             "Time to first token p95 vs SLO",
             "95th percentile of vLLM's time to first token over the workload's pods, against the SLO variable.",
             "s",

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from controller.backtest.engine import EngineParams
-from controller.backtest.run import load_policy, predictive_controller
+from controller.backtest.predictive import PredictiveController
+from controller.backtest.run import load_policy
 from controller.backtest.simulate import simulate
 from controller.backtest.trace import Trace, load_trace
 from controller.cli import main
@@ -25,7 +26,7 @@ def _slice() -> Trace:
 
 
 def _timeline(trace: Trace) -> list[tuple[float, int]]:
-    controller = predictive_controller(load_policy(POLICY), EngineParams())
+    controller = PredictiveController(load_policy(POLICY))
     run = simulate(trace, controller, EngineParams(), initial_replicas=1)
     return [(d.time_s, d.replicas) for d in run.timeline]
 

@@ -70,7 +70,9 @@ def test_a_predictive_decision_shows_its_path_and_the_forecast_numbers() -> None
     assert "path:     forecast (the forecast's quantile over the lead time set the count)" in text
     assert (
         f"forecast: q0.9 {forecast['quantile']:.0f} over the lead time (issued {forecast['issuedAt']});"
-        f" lead time 20s; capacity 100 per replica; observed load {forecast['observedLoad']:.0f}"
+        f" lead time 20s; capacity 100 per replica ({forecast['capacityBinding']} binds);"
+        f" headroom {forecast['headroom']}; SLO attainment 1 (target 0.99);"
+        f" observed load {forecast['observedLoad']:.0f}"
         " (model Linear, latency 0.4s, queue 0)"
     ) in text
     assert "limited:" not in text
@@ -97,7 +99,29 @@ def test_the_status_of_a_predictive_policy_gives_lead_time_capacity_and_forecast
         "status": {
             "lastDecision": forecast_scale_up().to_status(),
             "leadTime": {"seconds": 16.2, "source": "measured", "samples": [15.1, 16.2], "lastPodCreated": 1.0},
-            "capacity": {"unit": "PrefillTokensPerSecond", "perReplica": 3000, "source": "spec", "samples": []},
+            "capacity": {
+                "unit": "PrefillTokensPerSecond",
+                "perReplica": 3000,
+                "source": "learned",
+                "binding": "decode",
+                "resources": [
+                    {
+                        "resource": "prefill",
+                        "unit": "PrefillTokensPerSecond",
+                        "perReplica": 12000,
+                        "source": "learned",
+                        "confidence": 1.0,
+                    },
+                    {
+                        "resource": "decode",
+                        "unit": "GeneratedTokensPerSecond",
+                        "perReplica": 640,
+                        "source": "learned",
+                        "confidence": 0.9,
+                    },
+                ],
+            },
+            "slo": {"target": 0.99, "realized": 0.995, "windowMinutes": 200, "headroom": 1.12, "adaptive": True},
             "forecast": {
                 "quantile": 0.9,
                 "model": "Auto",
@@ -112,7 +136,12 @@ def test_the_status_of_a_predictive_policy_gives_lead_time_capacity_and_forecast
     }
     text = explain("ScalingPolicy", "demo", "vllm", obj, [], limit=10)
     assert "lead time: 16.2s (measured; start-ups seen: 15.1s, 16.2s)" in text
-    assert "capacity: 3000 PrefillTokensPerSecond per replica (spec)" in text
+    assert (
+        "capacity: 3000 PrefillTokensPerSecond per replica (learned, decode binds;"
+        " prefill 12000 PrefillTokensPerSecond (learned, confidence 1);"
+        " decode 640 GeneratedTokensPerSecond (learned, confidence 0.9))"
+    ) in text
+    assert "SLO attainment: 0.995 over the last 200 minutes for a target of 0.99; headroom 1.12" in text
     assert (
         "forecast: q0.9 peak 8452 over the next 21.2s, issued 2026-11-29T07:23:59Z (fresh, model Auto);"
         " recent error 25% over 12 windows, coverage 0.9"

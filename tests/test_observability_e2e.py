@@ -317,7 +317,9 @@ def test_metrics_decision_log_explain_and_every_dashboard_query_against_real_pro
     assert "waiting " in text and " vs target 4 per replica" in text
     assert f"path:     {latest['output']['path']}" in text and "forecast: q0.9 " in text
     assert re.search(r"lead time: [0-9.]+s \((measured|default)", text), text
-    assert f"capacity: {demo.CAPACITY_PER_REPLICA} PrefillTokensPerSecond per replica (spec)" in text
+    # The demo's perReplica is a prior: the simulated fleet exports no prefill seconds or TPOT to learn from.
+    assert f"capacity: {demo.CAPACITY_PER_REPLICA} PrefillTokensPerSecond per replica (prior, prefill binds" in text
+    assert re.search(r"SLO attainment: [0-9.]+ over the last [0-9]+ minutes for a target of 0.99; headroom", text)
 
 
 def series_values(prometheus: Prometheus, run: Run, metric: str, labels: dict[str, str]) -> list[float]:

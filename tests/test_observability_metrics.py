@@ -88,13 +88,18 @@ def test_a_predictive_record_gives_the_forecast_load_capacity_and_lead_time_it_s
     """A record of the predictive decide step, as the operator logs it, feeds every forecast gauge."""
     up = forecast_scale_up()
     forecast = up.inputs["forecast"]
-    assert {
-        s for s in samples_of(up) if s.family.startswith(("infercast_forecast", "infercast_capacity", "infercast_lead"))
-    } == {
+    families = ("infercast_forecast", "infercast_capacity", "infercast_lead", "infercast_slo")
+    assert {s for s in samples_of(up) if s.family.startswith(families)} == {
         Sample("infercast_forecast_observed_load", forecast["observedLoad"]),
         Sample("infercast_forecast_quantile", forecast["quantile"], ("0.9",)),
         Sample("infercast_lead_time_seconds", forecast["leadTimeSeconds"]),
         Sample("infercast_capacity_per_replica", forecast["capacityPerReplica"]),
+        # The spec's perReplica is the prior of every resource nothing was learned of yet.
+        Sample("infercast_capacity_resource_per_replica", forecast["capacityPerReplica"], ("prefill",)),
+        Sample("infercast_capacity_resource_per_replica", forecast["capacityPerReplica"], ("decode",)),
+        Sample("infercast_slo_attainment", 1.0),
+        Sample("infercast_slo_attainment_target", 0.99),
+        Sample("infercast_slo_headroom", forecast["headroom"]),
     }  # no recent error yet: no window was scored, and null is no sample, never 0
     scored = dataclasses.replace(up, inputs={**up.inputs, "forecast": {**forecast, "recentErrorRatio": 0.12}})
     assert Sample("infercast_forecast_error_ratio", 0.12) in samples_of(scored)

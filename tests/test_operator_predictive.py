@@ -110,6 +110,8 @@ def test_scales_up_ahead_of_a_ramp_and_learns_the_lead_time(
 
     status = wait_until(lambda: (s := fleet.status("vllm")).get("leadTime", {}).get("source") == "measured" and s)
     assert status["leadTime"]["seconds"] == pytest.approx(STARTUP_S, rel=0.2)
-    assert status["capacity"] == {"unit": "RequestsPerSecond", "perReplica": CAPACITY, "source": "spec", "samples": []}
+    # perReplica is the prior of every resource until the replicas' metrics teach it (this fleet exports none).
+    capacity = status["capacity"]
+    assert (capacity["unit"], capacity["perReplica"], capacity["source"]) == ("RequestsPerSecond", CAPACITY, "prior")
     assert status["forecast"]["quantile"] == 0.9 and status["forecast"]["model"] == "Linear"
     assert status["forecast"]["last"]["upper"], "the forecast in force is kept in status"

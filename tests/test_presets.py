@@ -108,7 +108,9 @@ def test_the_crd_names_what_the_server_table_has() -> None:
 @pytest.mark.parametrize("server", sorted(SERVERS))
 def test_every_server_names_its_own_presets_for_load_and_capacity_signals(server: str) -> None:
     profile = SERVERS[server]  # type: ignore[index]
-    named = [*profile.load.values(), profile.latency, profile.queue]
+    signals = (profile.tpot, profile.running, profile.generated, profile.prefill_busy)
+    named = [*profile.load.values(), *profile.prefilled.values(), profile.latency, profile.queue]
+    named += [name for name in signals if name is not None]
     assert all(name in profile.presets for name in named), named
 
 

@@ -124,6 +124,10 @@ class ReplicaSnapshot:
     awaiting_prefill: int
     prompt_tokens_total: int
     generation_tokens_total: float
+    prefill_seconds_total: float = 0.0
+    """Time spent prefilling (vLLM's ``request_prefill_time_seconds`` sum)."""
+    decoding_seconds_total: float = 0.0
+    """Integral of the decoding sequences over time (their mean over a span is the span's running batch)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class _Replica:
     decode_counter: float = 0.0
     prompt_tokens_total: int = 0
     generation_tokens_total: float = 0.0
+    prefill_seconds_total: float = 0.0
+    decoding_seconds_total: float = 0.0
     # Tie-breaker for sequences that finish at the same counter value: admission order.
     admissions: count[int] = field(default_factory=count)
 
@@ -186,8 +192,11 @@ class _Replica:
         """Run for ``dt`` seconds, which the caller guarantees does not cross an event."""
         if dt <= 0:
             return
+        # Sequences paused by a prefill are still running (in the batch), as vLLM counts them.
+        self.decoding_seconds_total += dt * len(self.decoding)
         if self.prefilling is not None:
             self.prefill_left_s -= dt
+            self.prefill_seconds_total += dt
         elif self.decoding:
             tokens_each = dt / self.step_s()
             self.decode_counter += tokens_each
@@ -235,6 +244,8 @@ class _Replica:
             awaiting_prefill=len(self.awaiting),
             prompt_tokens_total=self.prompt_tokens_total,
             generation_tokens_total=self.generation_tokens_total,
+            prefill_seconds_total=self.prefill_seconds_total,
+            decoding_seconds_total=self.decoding_seconds_total,
         )
 
 

@@ -1,30 +1,39 @@
-"""``infercast backtest``: our policy, the HPA and the KPA closed-loop on one trace, with outputs.
+"""``infercast backtest``: our policy and the baselines closed-loop on one trace, with outputs.
 
+Baselines: the HPA and the KPA (reactive), and the forecasting planner of NVIDIA Dynamo with its
+constant, ARIMA, Kalman or Prophet predictor (``dynamo-<predictor>``, :mod:`controller.backtest.planner`).
 Writes to ``--out``: ``decisions.csv`` (``time_s,desired_replicas``, our policy's timeline, the
-reference judge's input format), ``summary.md`` and ``summary.json`` (one row per policy),
-``windows.csv`` (our policy's per-minute SLO table) and ``backtest.png``.
+reference judge's input format; ``decisions-<baseline>.csv`` for each baseline), ``summary.md``
+and ``summary.json`` (one row per policy, and what our policy learned: capacity per resource, lead
+time, headroom), ``windows.csv`` (our policy's per-minute SLO table) and ``backtest.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from controller.backtest.baselines import HpaBaseline, KpaBaseline
 from controller.backtest.engine import EngineParams
+from controller.backtest.load_predictors import PREDICTORS
+from controller.backtest.planner import PlannerBaseline
 from controller.backtest.predictive import PredictiveController
 from controller.backtest.score import SloTargets, Summary, markdown, summarize, window_table
 from controller.backtest.simulate import Controller, Run, simulate
 from controller.backtest.trace import Trace, load_trace
 from controller.errors import InputError, SpecError
 from controller.scaling.forecast_spec import ForecastSpec
-from controller.scaling.settings import forecast_settings, predictive_min_replicas, predictive_settings
 from controller.scaling.spec import ScalingPolicySpec, parse_scaling_policy
+
+#: Every baseline ``--baselines`` knows; the planner's by predictor.
+BASELINES: tuple[str, ...] = ("hpa", "kpa", *(f"dynamo-{name}" for name in PREDICTORS))
+DEFAULT_BASELINES: tuple[str, ...] = ("hpa", "kpa", "dynamo-constant", "dynamo-arima", "dynamo-kalman")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, required=True, help="ScalingPolicy YAML with a spec.forecast section")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
-        "--baselines", default="hpa,kpa", help="comma-separated baselines to run too ('' for none; default hpa,kpa)"
+        "--baselines",
+        default=",".join(DEFAULT_BASELINES),
+        help=f"comma-separated baselines to run too, of {', '.join(BASELINES)} ('' for none; "
+        f"default {','.join(DEFAULT_BASELINES)}; dynamo-prophet needs the prophet extra)",
+    )
+    parser.add_argument(
+        "--score-from-s",
+        type=float,
+        default=0.0,
+        help="also report attainment without the windows starting before this many seconds (a warm-up; "
+        "GPU-hours still count from 0; 300 suits one-hour traces)",
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is no TTY")
     parser.add_argument("--no-plot", action="store_true", help="skip backtest.png")
@@ -81,19 +100,6 @@ def load_policy(path: Path) -> ScalingPolicySpec:
     return spec
 
 
-def predictive_controller(spec: ScalingPolicySpec, params: EngineParams) -> PredictiveController:
-    """Our policy as configured by ``spec``; capacity unset means the engine's prefill rate x utilization,
-    which is what learning it online converges to."""
-    forecast: ForecastSpec = spec.forecast or ForecastSpec()
-    capacity = forecast.capacity.per_replica or params.prefill_tokens_per_s * forecast.capacity.target_utilization
-    return PredictiveController(
-        forecast=forecast_settings(forecast),
-        policy=predictive_settings(spec, capacity, forecast.lead_time_s),
-        min_replicas=predictive_min_replicas(spec),
-        max_replicas=spec.max_replicas,
-    )
-
-
 def initial_replicas(spec: ScalingPolicySpec) -> int:
     """The warm count at t = 0, from the policy alone: a backtest starts with no history, which is
     the case ``spec.fallback`` describes (``onMetricsUnavailable: Fallback`` -> ``fallback.replicas``);
@@ -110,10 +116,11 @@ def run_backtest(
     params: EngineParams,
     out: Path,
     *,
-    baselines: tuple[str, ...] = ("hpa", "kpa"),
+    baselines: tuple[str, ...] = DEFAULT_BASELINES,
     progress: bool | None = None,
     plot: bool = True,
     slo: SloTargets | None = None,
+    score_from_s: float = 0.0,
 ) -> list[Summary]:
     """Run our policy and the baselines, write every output, return the summaries (ours first).
 
@@ -124,11 +131,10 @@ def run_backtest(
     forecast = spec.forecast or ForecastSpec()
     slo = slo or SloTargets(ttft_s=forecast.slo.ttft_s, tpot_s=forecast.slo.tpot_s)
     out.mkdir(parents=True, exist_ok=True)
-    ours = predictive_controller(spec, params)
+    ours = PredictiveController(spec)
     controllers: list[tuple[Controller, int]] = [(ours, initial_replicas(spec))]
-    makers: dict[str, Callable[[], Controller]] = {"hpa": HpaBaseline, "kpa": KpaBaseline}
-    # The baselines start at one replica, as the judge's do; ours from minReplicas, warm.
-    controllers += [(makers[name](), 1) for name in baselines]
+    # The baselines start at one replica, as the judge's do; ours from its own warm start.
+    controllers += [(baseline(name, params, slo, spec.max_replicas), 1) for name in baselines]
     summaries: list[Summary] = []
     runs: list[Run] = []
     horizon = trace.horizon_s(slo.window_s)
@@ -141,6 +147,7 @@ def run_backtest(
             unit_scale=True,
             disable=None if progress is None else not progress,
         ) as bar:
+            started = time.process_time()
             run = simulate(
                 trace,
                 controller,
@@ -149,19 +156,72 @@ def run_backtest(
                 max_replicas=spec.max_replicas,
                 progress=lambda done: bar.update(done - bar.n),
             )
+            cpu_s = time.process_time() - started
         runs.append(run)
-        summaries.append(summarize(run, controller.name, slo))
+        summaries.append(replace(summarize(run, controller.name, slo, score_from_s), cpu_s=cpu_s))
     _write_decisions(out / "decisions.csv", runs[0])
+    for (controller, _), run in zip(controllers[1:], runs[1:], strict=True):
+        _write_decisions(out / f"decisions-{controller.name}.csv", run)
     window_table(runs[0], slo).to_csv(out / "windows.csv")
+    learned = learned_summary(ours)
     (out / "summary.md").write_text(
-        f"**{trace.name}** ({summaries[0].windows} non-empty windows)\n\n" + markdown(summaries) + "\n"
+        f"**{trace.name}** ({summaries[0].windows} non-empty windows)\n\n"
+        + markdown(summaries)
+        + "\n\n"
+        + learned_markdown(learned)
+        + "\n"
     )
-    (out / "summary.json").write_text(json.dumps([asdict(s) | {"trace": trace.name} for s in summaries], indent=1))
+    rows = [asdict(s) | {"trace": trace.name} for s in summaries]
+    (out / "summary.json").write_text(json.dumps({"policies": rows, "learned": learned}, indent=1))
     if plot:
         from controller.backtest.plot import plot_run
 
-        plot_run(runs[0], ours, slo, out / "backtest.png")
+        plot_run(
+            runs[0],
+            ours,
+            dict(zip([c.name for c, _ in controllers[1:]], runs[1:], strict=True)),
+            slo,
+            out / "backtest.png",
+            score_from_s,
+        )
     return summaries
+
+
+def baseline(name: str, params: EngineParams, slo: SloTargets, max_replicas: int) -> Controller:
+    """The baseline called ``name`` (one of :data:`BASELINES`) for this engine and SLO."""
+    if name == "hpa":
+        return HpaBaseline(max_replicas=max_replicas)
+    if name == "kpa":
+        return KpaBaseline(max_replicas=max_replicas)
+    predictor = name.removeprefix("dynamo-")
+    assert predictor in PREDICTORS, f"unknown baseline {name}"
+    return PlannerBaseline(predictor, params, slo.ttft_s, slo.tpot_s, max_replicas=max_replicas)  # type: ignore[arg-type]
+
+
+def learned_summary(controller: PredictiveController) -> dict[str, object]:
+    """What our policy learned of the fleet by the end of the run, for the summary."""
+    lead = controller.lead_time
+    return {
+        "capacity": controller.capacity.to_status(),
+        "leadTime": {"seconds": lead.seconds, "source": lead.source, "startups": len(lead.startups)},
+        "slo": controller.attainment.to_status() | {"recent": None},
+    }
+
+
+def learned_markdown(learned: dict[str, Any]) -> str:
+    capacity, lead, slo = learned["capacity"], learned["leadTime"], learned["slo"]
+    parts = [
+        f"{r['resource']} {r['perReplica'] if r['perReplica'] is not None else '-'} {r['unit']} ({r['source']}, "
+        f"confidence {r['confidence']:.2f})"
+        for r in capacity["resources"]
+    ]
+    return (
+        f"infercast learned: capacity {capacity['perReplica']} per replica in the load's unit, "
+        f"binding {capacity.get('binding', '-')} ({'; '.join(parts)}); lead time {lead['seconds']:.0f} s "
+        f"({lead['source']}, {lead['startups']} start-ups); headroom {slo['headroom']:.2f} for a target of "
+        f"{slo['target']:g}, realized {slo['realized']} over its last {slo['windowMinutes']} minutes "
+        f"(its own measure, by completion time)."
+    )
 
 
 def _write_decisions(path: Path, run: Run) -> None:
@@ -173,9 +233,9 @@ def main(args: argparse.Namespace) -> int:
     """``infercast backtest``; a user's mistake raises :class:`InfercastError`, which the CLI prints in one line."""
     params = EngineParams(**{name: getattr(args, name) for name in asdict(EngineParams())})
     names = tuple(name for name in args.baselines.split(",") if name)
-    unknown = [name for name in names if name not in ("hpa", "kpa")]
+    unknown = [name for name in names if name not in BASELINES]
     if unknown:
-        raise InputError("UnknownBaseline", f"unknown baseline(s) {', '.join(unknown)}; known: hpa, kpa")
+        raise InputError("UnknownBaseline", f"unknown baseline(s) {', '.join(unknown)}; known: {', '.join(BASELINES)}")
     spec = load_policy(args.policy)
     if args.trace is not None:
         trace = load_trace(args.trace)
@@ -193,6 +253,15 @@ def main(args: argparse.Namespace) -> int:
             tokens_from=args.tokens_from,
             seed=args.seed,
         )
-    run_backtest(trace, spec, params, args.out, baselines=names, progress=args.progress or None, plot=not args.no_plot)
+    run_backtest(
+        trace,
+        spec,
+        params,
+        args.out,
+        baselines=names,
+        progress=args.progress or None,
+        plot=not args.no_plot,
+        score_from_s=args.score_from_s,
+    )
     print((args.out / "summary.md").read_text(), end="")
     return 0

@@ -3,10 +3,14 @@
 Every second the fleet (:class:`~controller.backtest.engine.FleetEngine`) runs forward with
 that second's arrivals, and one observation sample is appended: the time averages over the
 second of the requests in flight (router queue plus ready replicas, as the reference judge
-counts them) and of the ready replicas, the arrivals, and the prompt tokens they bring. A
-controller decides on its own cadence from the samples of the seconds already over (a decision
-at ``t`` sees samples ``[0, t)``), so nothing it does can depend on a later arrival. Requests
-still in flight at the horizon run to completion under the last decision, as in the judge.
+counts them) and of the ready replicas, the arrivals, and the prompt tokens they bring; and what
+the replicas' own metrics show in a cluster (vLLM's counters, gauges and histograms): prompt
+tokens prefilled, tokens generated, seconds spent prefilling, the running batch, the TTFT of
+every first token and the TPOT of every finished request of that second, and the replicas that
+finished a cold start (created, ready), as pods show them. A controller decides on its own
+cadence from the samples of the seconds already over (a decision at ``t`` sees samples
+``[0, t)``), so nothing it does can depend on a later arrival. Requests still in flight at the
+horizon run to completion under the last decision, as in the judge.
 """
 
 from __future__ import annotations
@@ -25,9 +29,39 @@ from controller.backtest.engine import (
     FleetEngine,
     ReplicaGone,
     ReplicaPhase,
+    ReplicaSnapshot,
     Request,
 )
 from controller.backtest.trace import Trace
+
+
+@dataclass
+class LatencyLog:
+    """Latencies observed second by second (a histogram's observations, kept whole)."""
+
+    values: list[float] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    """``ends[s]``: how many values were observed up to the end of second ``s``."""
+
+    def close_second(self) -> None:
+        self.ends.append(len(self.values))
+
+    def between(self, start_s: float, end_s: float) -> np.ndarray:
+        """The values observed in the whole seconds of ``[start_s, end_s)``."""
+        first = max(0, math.ceil(start_s - 1e-9))
+        last = min(len(self.ends), math.floor(end_s + 1e-9))
+        if last <= first:
+            return np.zeros(0)
+        begin = self.ends[first - 1] if first > 0 else 0
+        return np.asarray(self.values[begin : self.ends[last - 1]])
+
+
+@dataclass(frozen=True)
+class Startup:
+    """A replica that finished its cold start: when it was created and when it became ready."""
+
+    created_s: float
+    ready_s: float
 
 
 @dataclass
@@ -38,6 +72,20 @@ class Observations:
     ready: list[float] = field(default_factory=list)
     arrivals: list[int] = field(default_factory=list)
     prompt_tokens: list[int] = field(default_factory=list)
+    prefilled_tokens: list[float] = field(default_factory=list)
+    """Prompt tokens the replicas prefilled (vLLM's ``prompt_tokens`` counter)."""
+    generated_tokens: list[float] = field(default_factory=list)
+    """Tokens the replicas generated (vLLM's ``generation_tokens`` counter)."""
+    prefill_seconds: list[float] = field(default_factory=list)
+    """Replica-seconds spent prefilling (vLLM's ``request_prefill_time_seconds`` sum)."""
+    decoding: list[float] = field(default_factory=list)
+    """Sequences in the replicas' running batches, time average (vLLM's ``num_requests_running``)."""
+    finished: list[int] = field(default_factory=list)
+    """Requests that produced their last token (vLLM's ``request_success`` counter)."""
+    ttft: LatencyLog = field(default_factory=LatencyLog)
+    tpot: LatencyLog = field(default_factory=LatencyLog)
+    startups: list[Startup] = field(default_factory=list)
+    """Cold starts that finished, in the order they did (pods' creation and Ready times)."""
 
     def __len__(self) -> int:
         return len(self.arrivals)
@@ -122,27 +170,39 @@ def simulate(
     cursor = 0
     seconds = math.ceil(horizon)
 
+    finished_now = [0]  # requests finished in the current second
+
     def record(events: list[Finished | FirstToken | ReplicaGone]) -> None:
         for event in events:
             if isinstance(event, FirstToken):
-                first_token[index[id(event.request)]] = event.request.arrival_s + event.ttft_s
+                i = index[id(event.request)]
+                first_token[i] = event.request.arrival_s + event.ttft_s
+                observations.ttft.values.append(event.ttft_s)
             elif isinstance(event, Finished):
-                finish[index[id(event.request)]] = event.request.arrival_s + event.e2e_s
+                i = index[id(event.request)]
+                finish[i] = event.request.arrival_s + event.e2e_s
+                finished_now[0] += 1
+                if event.request.output_tokens > 1:
+                    tpot = (finish[i] - first_token[i]) / (event.request.output_tokens - 1)
+                    observations.tpot.values.append(float(tpot))
 
+    snapshot = engine.snapshot()
     for second in range(seconds):
         if second >= next_decision - 1e-9:
-            view = _view(engine)
+            view = FleetView(desired=engine.desired, ready=len(snapshot.ready))
             wanted = clamp(controller.decide(float(second), observations, view))
             if wanted != view.desired:
                 record(engine.scale(wanted))
                 timeline.append(Decision(float(second), wanted))
+                snapshot = engine.snapshot()
             next_decision += controller.interval_s
         end = second + 1
         batch: list[Request] = []
         while cursor < len(requests) and requests[cursor].arrival_s < end:
             batch.append(requests[cursor])
             cursor += 1
-        start_snapshot = engine.snapshot()
+        start_snapshot = snapshot
+        before = {r.replica_id: r for r in start_snapshot.replicas}
         draining = {r.replica_id for r in start_snapshot.replicas if r.phase is ReplicaPhase.DRAINING}
         inflight_start = start_snapshot.router_waiting + sum(
             r.running + r.awaiting_prefill for r in start_snapshot.ready
@@ -163,6 +223,10 @@ def simulate(
         observations.ready.append(ready)
         observations.arrivals.append(len(batch))
         observations.prompt_tokens.append(sum(r.prompt_tokens for r in batch))
+        snapshot = engine.snapshot()
+        _record_replicas(observations, before, snapshot.replicas)
+        observations.finished.append(finished_now[0])
+        finished_now[0] = 0
         # Counted as held for the whole second: a drain that ends mid-second is rounded up.
         provisioned.append(len(start_snapshot.replicas))
         if progress is not None:
@@ -177,5 +241,25 @@ def simulate(
     return Run(trace, params, horizon, timeline, ttft, tpot, observations, provisioned)
 
 
-def _view(engine: FleetEngine) -> FleetView:
-    return FleetView(desired=engine.desired, ready=len(engine.snapshot().ready))
+def _record_replicas(
+    observations: Observations, before: dict[int, ReplicaSnapshot], after: tuple[ReplicaSnapshot, ...]
+) -> None:
+    """The replicas' counters over the second (a replica gone mid-second loses its last part), their
+    latencies, and the cold starts that ended in it."""
+    prefilled = generated = prefilling = decoding = 0.0
+    for replica in after:
+        start = before.get(replica.replica_id)
+        if start is None:
+            continue
+        prefilled += replica.prompt_tokens_total - start.prompt_tokens_total
+        generated += replica.generation_tokens_total - start.generation_tokens_total
+        prefilling += replica.prefill_seconds_total - start.prefill_seconds_total
+        decoding += replica.decoding_seconds_total - start.decoding_seconds_total
+        if start.phase is ReplicaPhase.STARTING and replica.phase is not ReplicaPhase.STARTING:
+            observations.startups.append(Startup(replica.created_s, replica.ready_s))
+    observations.prefilled_tokens.append(prefilled)
+    observations.generated_tokens.append(generated)
+    observations.prefill_seconds.append(prefilling)
+    observations.decoding.append(decoding)
+    observations.ttft.close_second()
+    observations.tpot.close_second()

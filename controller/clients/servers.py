@@ -104,10 +104,14 @@ class ServerProfile:
     """One inference server's metrics: names, presets, and the signals the policies judge it by.
 
     ``series(metric, selector)`` is how the server's series are selected. ``load`` names the preset
-    giving the load per capacity unit (a server without a token counter has none for tokens),
-    ``latency`` and ``queue`` the presets the capacity estimate is judged by
-    (:mod:`controller.scaling.capacity`). ``ttft_bucket``, ``tpot_bucket`` and ``cache_usage`` are
-    the raw series a traffic policy reads per backend (unset when the server exports none).
+    giving the load per capacity unit (a server without a token counter has none for tokens).
+    What the capacity estimate (:mod:`controller.scaling.capacity`) and the SLO attainment
+    (:mod:`controller.scaling.attainment`) read, each a preset name, unset when the server exports
+    none: ``latency`` (p95 TTFT, or the nearest the server has) and ``tpot`` (p95 time per output
+    token), ``queue`` and ``running`` (requests waiting and being served), ``generated`` (tokens
+    generated per second), ``prefill_busy`` (seconds spent prefilling, or serving, per second) and
+    ``prefilled`` (the load per capacity unit as processed by those seconds). ``ttft_bucket``,
+    ``tpot_bucket`` and ``cache_usage`` are the raw series a traffic policy reads per backend.
     """
 
     name: Server
@@ -117,6 +121,11 @@ class ServerProfile:
     load: Mapping[CapacityUnit, str]
     latency: str
     queue: str
+    tpot: str | None = None
+    running: str | None = None
+    generated: str | None = None
+    prefill_busy: str | None = None
+    prefilled: Mapping[CapacityUnit, str] = field(default_factory=dict)
     ttft_bucket: str | None = None
     tpot_bucket: str | None = None
     cache_usage: tuple[str, ...] = field(default=())
@@ -145,6 +154,16 @@ def _vllm() -> ServerProfile:
             "vllm-ttft-p95": preset(
                 "p95 time to first token over 1 min, seconds", p95(s("time_to_first_token_seconds_bucket"))
             ),
+            "vllm-tpot-p95": preset(
+                "p95 time per output token over 1 min, seconds", p95(s("time_per_output_token_seconds_bucket"))
+            ),
+            "vllm-prefill-seconds-rate": preset(
+                "seconds spent prefilling per second, summed over pods (V1 engine)",
+                rate_sum(s("request_prefill_time_seconds_sum")),
+            ),
+            "vllm-prefill-rate": preset(
+                "requests prefilled per second (V1 engine)", rate_sum(s("request_prefill_time_seconds_count"))
+            ),
             "vllm-e2e-latency-p95": preset(
                 "p95 end-to-end request latency over 1 min, seconds", p95(s("e2e_request_latency_seconds_bucket"))
             ),
@@ -157,6 +176,11 @@ def _vllm() -> ServerProfile:
         load={"PrefillTokensPerSecond": "vllm-prompt-tokens-rate", "RequestsPerSecond": "vllm-request-rate"},
         latency="vllm-ttft-p95",
         queue="vllm-requests-waiting",
+        tpot="vllm-tpot-p95",
+        running="vllm-requests-running",
+        generated="vllm-generation-tokens-rate",
+        prefill_busy="vllm-prefill-seconds-rate",
+        prefilled={"PrefillTokensPerSecond": "vllm-prompt-tokens-rate", "RequestsPerSecond": "vllm-prefill-rate"},
         ttft_bucket="time_to_first_token_seconds_bucket",
         tpot_bucket="time_per_output_token_seconds_bucket",
         cache_usage=("kv_cache_usage_perc", "gpu_cache_usage_perc"),
@@ -179,10 +203,32 @@ def _tgi() -> ServerProfile:
             "tgi-input-tokens-rate": Preset(
                 "prompt (input) tokens per second", rate_sum(s("tgi_request_input_length_sum"))
             ),
+            "tgi-tpot-p95": Preset(
+                "p95 of the requests' mean time per output token over 1 min, seconds",
+                p95(s("tgi_request_mean_time_per_token_duration_bucket")),
+            ),
+            "tgi-generation-tokens-rate": Preset(
+                "generated tokens per second", rate_sum(s("tgi_request_generated_tokens_sum"))
+            ),
+            "tgi-batch-size": Preset("requests in the running batches, summed", gauge_sum(s("tgi_batch_current_size"))),
+            "tgi-prefill-seconds-rate": Preset(
+                "seconds spent in prefill forward passes per second, summed over routers",
+                rate_sum('tgi_batch_forward_duration_sum{method="prefill",' + SELECTOR + "}"),
+            ),
+            "tgi-prefill-rate": Preset(
+                "prefill forward passes per second",
+                rate_sum('tgi_batch_forward_duration_count{method="prefill",' + SELECTOR + "}"),
+            ),
         },
         load={"PrefillTokensPerSecond": "tgi-input-tokens-rate", "RequestsPerSecond": "tgi-request-rate"},
+        # TGI exports no TTFT histogram: its queue time is the nearest it has.
         latency="tgi-queue-duration-p95",
         queue="tgi-queue-size",
+        tpot="tgi-tpot-p95",
+        running="tgi-batch-size",
+        generated="tgi-generation-tokens-rate",
+        prefill_busy="tgi-prefill-seconds-rate",
+        prefilled={"PrefillTokensPerSecond": "tgi-input-tokens-rate", "RequestsPerSecond": "tgi-request-rate"},
     )
 
 
@@ -208,11 +254,18 @@ def _triton() -> ServerProfile:
             "triton-request-rate": preset(
                 "requests served successfully per second", rate_sum(s("nv_inference_request_success"))
             ),
+            "triton-compute-seconds-rate": preset(
+                "seconds of inference compute per second, summed over models and pods",
+                f"({rate_sum(s('nv_inference_compute_infer_duration_us'))} / 1e6)",
+            ),
         },
-        # Triton's own metrics count requests, not tokens: a token load needs load.query.
+        # Triton's own metrics count requests, not tokens: a token load needs load.query. It has no
+        # per-token latency: the capacity is its service rate (requests per compute-second) alone.
         load={"RequestsPerSecond": "triton-request-rate"},
         latency="triton-queue-duration",
         queue="triton-pending-requests",
+        prefill_busy="triton-compute-seconds-rate",
+        prefilled={"RequestsPerSecond": "triton-request-rate"},
     )
 
 

@@ -141,7 +141,22 @@ def learned_lines(status: Mapping[str, Any]) -> list[str]:
     if isinstance(capacity, Mapping):
         per = capacity.get("perReplica")
         value = "unknown" if per is None else f"{_num(per)} {capacity.get('unit', '')} per replica"
-        lines.append(f"capacity: {value} ({capacity.get('source', 'not learned yet')})")
+        binding = f", {capacity['binding']} binds" if capacity.get("binding") else ""
+        parts = [
+            f"{r.get('resource')} {_num(r.get('perReplica'))} {r.get('unit', '')} ({r.get('source')}, "
+            f"confidence {_num(r.get('confidence'))})"
+            for r in capacity.get("resources") or ()
+            if isinstance(r, Mapping)
+        ]
+        resources = f"; {'; '.join(parts)}" if parts else ""
+        lines.append(f"capacity: {value} ({capacity.get('source', 'not learned yet')}{binding}{resources})")
+    slo = status.get("slo")
+    if isinstance(slo, Mapping):
+        lines.append(
+            f"SLO attainment: {_num(slo.get('realized'))} over the last {_num(slo.get('windowMinutes'))} minutes "
+            f"for a target of {_num(slo.get('target'))}; headroom {_num(slo.get('headroom'))}"
+            f"{'' if slo.get('adaptive', True) else ' (fixed: spec.forecast.quantile is set)'}"
+        )
     forecast = status.get("forecast")
     if isinstance(forecast, Mapping):
         text = f"q{_num(forecast.get('quantile'))} peak {_num(forecast.get('peak'))}"
@@ -235,7 +250,14 @@ def _forecast(forecast: Mapping[str, Any]) -> str:
         text = f"{level} none to follow"
     text += f"; lead time {_num(forecast.get('leadTimeSeconds'))}s"
     capacity = forecast.get("capacityPerReplica")
-    text += "; capacity unknown" if capacity is None else f"; capacity {_num(capacity)} per replica"
+    binding = f" ({forecast['capacityBinding']} binds)" if forecast.get("capacityBinding") else ""
+    text += "; capacity unknown" if capacity is None else f"; capacity {_num(capacity)} per replica{binding}"
+    if "headroom" in forecast:
+        text += f"; headroom {_num(forecast['headroom'])}"
+    if forecast.get("sloAttainment") is not None:
+        text += (
+            f"; SLO attainment {_num(forecast['sloAttainment'])} (target {_num(forecast.get('sloAttainmentTarget'))})"
+        )
     text += f"; observed load {_num(forecast.get('observedLoad'))}"
     if forecast.get("error"):
         text += f" ({forecast['error']}: {forecast.get('detail', '')})"

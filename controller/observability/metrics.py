@@ -84,6 +84,25 @@ POLICY_GAUGES: tuple[Family, ...] = (
         ("level",),
     ),
     Family("infercast_capacity_per_replica", "Load one replica serves within its SLO (capacity estimate).", FORECAST),
+    Family(
+        "infercast_capacity_resource_per_replica",
+        "Capacity of one replica per resource (prefill, decode), in the load's unit; the smallest binds.",
+        FORECAST,
+        ("resource",),
+    ),
+    Family(
+        "infercast_slo_attainment",
+        "Share of the recent minutes whose p95 TTFT and TPOT met the SLO (status.slo.windowMinutes).",
+        FORECAST,
+    ),
+    Family(
+        "infercast_slo_attainment_target", "The share of minutes that must meet the SLO (slo.attainment).", FORECAST
+    ),
+    Family(
+        "infercast_slo_headroom",
+        "Multiplier on the replicas forecast and capacity ask for (attainment feedback).",
+        FORECAST,
+    ),
     Family("infercast_lead_time_seconds", "How far ahead the policy provisions (cold start + cycle).", FORECAST),
     Family(
         "infercast_forecast_error_ratio",
@@ -159,6 +178,9 @@ QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 REFIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 DECISION_PATHS: tuple[str, ...] = get_args(Path)
+#: The resources a capacity record names (``controller.scaling.capacity.Resource``; observability sits below
+#: the scaling package, so the names are repeated here, and a test compares them).
+CAPACITY_RESOURCES: tuple[str, ...] = ("prefill", "decode")
 
 PolicyKey = tuple[str, str, str]  # kind, namespace, name
 Series = tuple[str, tuple[str, ...]]  # family name, label values
@@ -212,6 +234,13 @@ def samples_of(record: DecisionRecord) -> list[Sample]:
         level = f"{float(forecast['quantileLevel']):g}"
         samples += _samples("infercast_forecast_quantile", forecast.get("quantile"), level)
     samples += _samples("infercast_capacity_per_replica", forecast.get("capacityPerReplica"))
+    for resource in _objects(forecast.get("capacityResources")):
+        name = resource.get("resource")
+        if name in CAPACITY_RESOURCES:  # the label's values stay bounded whatever a record holds
+            samples += _samples("infercast_capacity_resource_per_replica", resource.get("inLoadUnit"), str(name))
+    samples += _samples("infercast_slo_attainment", forecast.get("sloAttainment"))
+    samples += _samples("infercast_slo_attainment_target", forecast.get("sloAttainmentTarget"))
+    samples += _samples("infercast_slo_headroom", forecast.get("headroom"))
     samples += _samples("infercast_lead_time_seconds", forecast.get("leadTimeSeconds"))
     samples += _samples("infercast_forecast_error_ratio", forecast.get("recentErrorRatio"))
     # The score the decision used (detector and spec limits combined) is in the output; a record

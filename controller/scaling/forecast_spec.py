@@ -14,6 +14,7 @@ from typing import Any, Literal
 from controller.clients.servers import CAPACITY_UNITS, SERVERS, CapacityUnit, MetricSource, Server
 from controller.errors import SpecError
 from controller.reconcile.spec import parse_metric_source
+from controller.scaling.attainment import DEFAULT_TARGET as DEFAULT_ATTAINMENT
 
 ForecastModel = Literal["Auto", "SeasonalNaive", "DampedTrend", "Linear", "WindowPeak"]
 
@@ -24,11 +25,11 @@ INVALID = "InvalidForecast"
 
 @dataclass(frozen=True)
 class CapacitySpec:
-    """The load one replica sustains within the SLO.
+    """The load one replica sustains within the SLO: learned from the replicas (:mod:`controller.scaling.capacity`).
 
-    ``per_replica`` set: use it. Unset: learned online by the controller; until then (and in a
-    backtest) it is the replica's prefill rate times ``target_utilization``, the headroom that
-    keeps decoding (paused while a prompt is prefilled) within the TPOT SLO.
+    Both numbers are priors that observations override: ``per_replica`` stands in for every
+    resource not learned yet; without it, the decode resource's prior is ``target_utilization``
+    times the measured prefill rate (decoding pauses while a prompt is prefilled).
     """
 
     unit: CapacityUnit = "PrefillTokensPerSecond"
@@ -38,13 +39,22 @@ class CapacitySpec:
 
 @dataclass(frozen=True)
 class SloSpec:
+    """The latency targets a minute's p95 must meet, and the share of minutes that must meet them."""
+
     ttft_s: float = 2.0
     tpot_s: float = 0.05
+    attainment: float = DEFAULT_ATTAINMENT
+
+
+#: The forecast quantile when the spec sets none: the shape of the headroom, which the attainment
+#: feedback then scales (controller/scaling/attainment.py).
+DEFAULT_QUANTILE = 0.9
 
 
 @dataclass(frozen=True)
 class ForecastSpec:
-    quantile: float = 0.9
+    quantile: float | None = None
+    """The expert override: a fixed forecast quantile, and no attainment feedback (headroom 1)."""
     lead_time_s: float = 90.0
     """Start-up delay assumed until the controller has measured the workload's own."""
     refit_interval_s: float = 600.0
@@ -58,6 +68,10 @@ class ForecastSpec:
     load: MetricSource = field(default_factory=MetricSource)
     """The series forecast, in the capacity's unit: a preset or the spec's own PromQL (one series);
     neither means the server's default preset for the capacity unit (prompt tokens/s or requests/s)."""
+
+    @property
+    def forecast_quantile(self) -> float:
+        return DEFAULT_QUANTILE if self.quantile is None else self.quantile
 
 
 def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
@@ -79,7 +93,7 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
         unit = str(capacity_raw.get("unit", default.capacity.unit))
         per_replica = capacity_raw.get("perReplica")
         spec = ForecastSpec(
-            quantile=float(raw.get("quantile", default.quantile)),
+            quantile=None if raw.get("quantile") is None else float(raw["quantile"]),
             lead_time_s=float(raw.get("leadTimeSeconds", default.lead_time_s)),
             refit_interval_s=float(raw.get("refitIntervalSeconds", default.refit_interval_s)),
             step_s=int(raw.get("stepSeconds", default.step_s)),
@@ -93,6 +107,7 @@ def parse_forecast(raw: Mapping[str, Any] | None) -> ForecastSpec | None:
             slo=SloSpec(
                 ttft_s=float(slo_raw.get("ttftSeconds", default.slo.ttft_s)),
                 tpot_s=float(slo_raw.get("tpotSeconds", default.slo.tpot_s)),
+                attainment=float(slo_raw.get("attainment", default.slo.attainment)),
             ),
             server=str(raw.get("server", default.server)),  # type: ignore[arg-type]  # checked below
             load=load,
@@ -114,8 +129,10 @@ def _problems(spec: ForecastSpec) -> list[str]:
         problems.append(
             f"{spec.server} exports no counter for {spec.capacity.unit}: use another capacity.unit or a load.query"
         )
-    if not 0.5 <= spec.quantile < 1:
+    if spec.quantile is not None and not 0.5 <= spec.quantile < 1:
         problems.append(f"quantile {spec.quantile} must be in [0.5, 1)")
+    if not 0.5 <= spec.slo.attainment < 1:
+        problems.append(f"slo.attainment {spec.slo.attainment} must be in [0.5, 1)")
     if spec.model not in FORECAST_MODELS:
         problems.append(f"model {spec.model!r} is not one of {', '.join(FORECAST_MODELS)}")
     if spec.capacity.unit not in CAPACITY_UNITS:

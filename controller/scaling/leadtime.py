@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -224,22 +224,30 @@ def pods_may_tell_more(spec_replicas: int, ready_replicas: int, previous_status:
 
 
 def learn(previous: LeadTime, pods: Iterable[Mapping[str, Any]], default_s: float, now: float) -> LeadTime:
-    """Add the start-ups and waits of pods created after the last one counted; see the supply now.
-
-    A pod that turns Ready only after a younger sibling was counted is skipped: start-ups are
-    plentiful, and a high-water mark keeps the status small where a set of pod names would not.
-    """
+    """Add the start-ups and waits of pods created after the last one counted; see the supply now."""
     times = [t for pod in pods if (t := pod_times(pod)) is not None]
-    new = sorted(
-        (t.created, startup, t.wait or 0.0)
-        for t in times
-        if t.created > previous.last_pod_created and (startup := t.startup) is not None
-    )
-    counted_until = new[-1][0] if new else previous.last_pod_created
-    return LeadTime(
-        default_s,
-        (*previous.startups, *(s for _, s, _ in new))[-MAX_SAMPLES:],
-        (*previous.waits, *(w for _, _, w in new if w > 0))[-MAX_SAMPLES:],
-        counted_until,
-        observe_supply(times, counted_until, now),
+    started = [(t.created, startup, t.wait or 0.0) for t in times if (startup := t.startup) is not None]
+    counted = _count(previous, started, default_s)
+    return replace(counted, supply=observe_supply(times, counted.last_pod_created, now))
+
+
+def add_startups(previous: LeadTime, startups: Iterable[tuple[float, float]], default_s: float) -> LeadTime:
+    """Add (created, seconds to Ready) start-ups of replicas that never waited for a node: the backtester's."""
+    return _count(previous, [(created, seconds, 0.0) for created, seconds in startups], default_s)
+
+
+def _count(previous: LeadTime, started: Iterable[tuple[float, float, float]], default_s: float) -> LeadTime:
+    """Add (created, start-up, wait for a node) of replicas created after the last one counted.
+
+    The operator's come from pods, the backtester's from its simulated replicas. A replica that
+    turns Ready only after a younger sibling was counted is skipped: start-ups are plentiful, and
+    a high-water mark keeps the status small where a set of pod names would not.
+    """
+    new = sorted(replica for replica in started if replica[0] > previous.last_pod_created)
+    return replace(
+        previous,
+        default_s=default_s,
+        startups=(*previous.startups, *(s for _, s, _ in new))[-MAX_SAMPLES:],
+        waits=(*previous.waits, *(w for _, _, w in new if w > 0))[-MAX_SAMPLES:],
+        last_pod_created=new[-1][0] if new else previous.last_pod_created,
     )

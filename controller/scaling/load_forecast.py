@@ -150,6 +150,23 @@ class LoadForecaster:
             return None
         return float(self.burst_load(math.ceil(max(BURST_WINDOWS_S) / self.settings.sample_s))[-1])
 
+    def recent_peak(self, seconds: float) -> float | None:
+        """The highest burst-aware load of the samples of the last ``seconds`` (at least one sample):
+        what a capacity window is judged against, as the policy divides a forecast peak by the
+        capacity. ``None`` before any sample."""
+        if not len(self._rates):
+            return None
+        count = max(1, round(seconds / self.settings.sample_s))
+        reach = math.ceil(max(BURST_WINDOWS_S) / self.settings.sample_s)
+        return float(np.max(self.burst_load(count + reach)[-count:]))
+
+    def recent_mean(self, seconds: float) -> float | None:
+        """The mean rate of the samples of the last ``seconds`` (at least one); ``None`` before any."""
+        if not len(self._rates):
+            return None
+        count = max(1, round(seconds / self.settings.sample_s))
+        return float(np.mean(self._rates[-count:]))
+
     def step_peaks(self) -> np.ndarray:
         """The burst-aware load's peak per whole step of history, the newest ending at :attr:`end_s`."""
         per_step = round(self.settings.step_s / self.settings.sample_s)

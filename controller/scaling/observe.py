@@ -4,9 +4,11 @@
   error, never a zero; a preset's newest sample older than ``maxStaleness`` is ``Stale``);
 * :func:`observe_predictive`, with ``spec.forecast``: the **lead time** learned from the target's
   pods, start-up and waits for a node (:mod:`controller.scaling.leadtime`), the server's
-  **latency and queue** (the signals the capacity is judged by,
-  :class:`~controller.clients.servers.ServerProfile`), and one turn of the policy's
-  **forecasting loop** (:mod:`controller.scaling.forecast_loop`) on the load.
+  **signals** over the last minute (p95 TTFT and TPOT, queue, running batch, generated tokens,
+  prefill seconds and what they prefilled: what the capacity is learned from and each minute's
+  SLO judged by,
+  :class:`~controller.clients.servers.ServerProfile`), and one turn of the policy's **forecasting
+  loop** (:mod:`controller.scaling.forecast_loop`) on the load.
 
 Nothing here decides: the plan is made from these readings by the pure functions of
 :mod:`controller.scaling.plan` and :mod:`controller.scaling.predictive`.
@@ -69,12 +71,18 @@ async def _no_age() -> None:
 
 @dataclass(frozen=True)
 class PredictiveQueries:
-    """The PromQL a predictive cycle reads; ``load_freshness`` only for a preset load."""
+    """The PromQL a predictive cycle reads; ``load_freshness`` only for a preset load, the server's
+    signals only where it exports them."""
 
     load: str
     load_freshness: str | None
     latency: str
     queue: str
+    tpot: str | None = None
+    running: str | None = None
+    generated: str | None = None
+    prefill_busy: str | None = None
+    prefilled: str | None = None
 
 
 def predictive_queries(namespace: str, spec: ScalingPolicySpec, forecast: ForecastSpec) -> PredictiveQueries:
@@ -82,7 +90,9 @@ def predictive_queries(namespace: str, spec: ScalingPolicySpec, forecast: Foreca
     server = SERVERS[forecast.server]
     source, target = forecast.load, spec.target
 
-    def signal(preset: str) -> str:
+    def signal(preset: str | None) -> str | None:
+        if preset is None:
+            return None
         return render_preset(
             preset,
             namespace=namespace,
@@ -99,7 +109,34 @@ def predictive_queries(namespace: str, spec: ScalingPolicySpec, forecast: Foreca
         name=target.name,
         default_preset=server.load.get(forecast.capacity.unit),
     )
-    return PredictiveQueries(load.value, load.freshness, signal(server.latency), signal(server.queue))
+    unit = forecast.capacity.unit
+    latency, queue = signal(server.latency), signal(server.queue)
+    assert latency is not None and queue is not None
+    return PredictiveQueries(
+        load.value,
+        load.freshness,
+        latency,
+        queue,
+        tpot=signal(server.tpot),
+        running=signal(server.running),
+        generated=signal(server.generated),
+        prefill_busy=signal(server.prefill_busy),
+        prefilled=signal(server.prefilled.get(unit)),
+    )
+
+
+@dataclass(frozen=True)
+class ServerSignals:
+    """The server's signals over the last minute, each ``None`` when missing (or not exported)."""
+
+    latency_s: float | None = None
+    """p95 TTFT (or the server's nearest latency)."""
+    queue: float | None = None
+    tpot_s: float | None = None
+    running: float | None = None
+    generated: float | None = None
+    prefill_busy: float | None = None
+    prefilled: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +146,16 @@ class PredictiveSignals:
     lead_time: LeadTime
     window_s: float
     """How far ahead this cycle provisions: the lead time plus one interval."""
-    latency_s: float | None
-    queue: float | None
+    server: ServerSignals
     forecast: ForecastOutcome
+
+    @property
+    def latency_s(self) -> float | None:
+        return self.server.latency_s
+
+    @property
+    def queue(self) -> float | None:
+        return self.server.queue
 
 
 async def observe_predictive(
@@ -135,13 +179,22 @@ async def observe_predictive(
         except MetricError:
             return None  # a missing signal is None: it never grows the capacity nor calms a panic
 
-    lead_time, (latency, queue, age) = await asyncio.gather(
+    signals = (
+        queries.latency,
+        queries.queue,
+        queries.tpot,
+        queries.running,
+        queries.generated,
+        queries.prefill_busy,
+        queries.prefilled,
+    )
+    lead_time, (age, *values) = await asyncio.gather(
         _lead_time(deps, policy, observed, forecast, now),
-        asyncio.gather(read(queries.latency), read(queries.queue), read(queries.load_freshness)),
+        asyncio.gather(read(queries.load_freshness), *(read(query) for query in signals)),
     )
     window_s = lead_time.seconds + spec.interval_s
     outcome = await _forecast(policy, spec, queries.load, credentials, deps, session, now, window_s, age)
-    return PredictiveSignals(lead_time, window_s, latency, queue, outcome)
+    return PredictiveSignals(lead_time, window_s, ServerSignals(*values), outcome)
 
 
 async def _lead_time(

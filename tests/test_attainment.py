@@ -1,0 +1,143 @@
+"""SLO attainment and its headroom feedback: the safety property, the dead time, and convergence."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.scaling.attainment import (
+    MAX_HEADROOM,
+    MIN_HEADROOM,
+    STEP,
+    Attainment,
+    minute_met,
+)
+
+outcomes = st.lists(st.one_of(st.booleans(), st.none()), max_size=400)
+
+
+def steering(target: float = 0.99) -> Attainment:
+    """A tracker whose forecast decides from t = 0 with no dead time: every minute steers."""
+    return Attainment(target=target).forecasting(0.0, 0.0)
+
+
+@given(
+    target=st.floats(0.5, 0.999),
+    minutes=outcomes,
+    dead_time=st.sampled_from([0.0, 60.0, 315.0]),
+)
+def test_the_headroom_is_never_lowered_while_realized_attainment_is_below_target(
+    target: float, minutes: list[bool | None], dead_time: float
+) -> None:
+    state = steering(target)
+    for index, met in enumerate(minutes):
+        after = state.record(met, 60.0 * (index + 1), dead_time)
+        realized = after.realized
+        if realized is not None and realized < target:
+            assert after.headroom >= state.headroom
+        if met is False:
+            assert after.headroom >= state.headroom, "a miss never lowers the headroom"
+        assert MIN_HEADROOM - 1e-9 <= after.headroom <= MAX_HEADROOM + 1e-9
+        state = after
+
+
+def test_a_miss_raises_by_one_step_and_met_minutes_at_target_undo_it() -> None:
+    state = steering().record(False, 60.0)
+    assert state.log_headroom == pytest.approx(STEP * 0.99)
+    for minute in range(2, 100):  # 98 met minutes: 98 of 99 is below the target, nothing is lowered
+        state = state.record(True, 60.0 * minute)
+    assert state.log_headroom == pytest.approx(STEP * 0.99)
+    for minute in range(100, 199):  # from 99 of 100 on, each met minute lowers by STEP x 0.01
+        state = state.record(True, 60.0 * minute)
+    assert state.log_headroom == pytest.approx(0.0, abs=1e-9), "99 met minutes undo one miss"
+
+
+def test_minutes_before_the_first_forecast_and_a_dead_time_are_judged_but_do_not_steer() -> None:
+    state = Attainment()
+    for minute in range(1, 4):  # no forecast yet: the warm start's misses say nothing of the headroom
+        state = state.record(False, 60.0 * minute, dead_time_s=105.0)
+    assert (state.headroom, state.missed) == (1.0, 3)
+    state = state.forecasting(200.0, 105.0)
+    assert state.forecasting(900.0, 105.0).steer_from_s == 305.0, "set once, by the first forecast"
+    state = state.record(False, 300.0, dead_time_s=105.0)
+    assert state.headroom == 1.0, "replicas ordered by the first forecast are not ready yet"
+    state = state.record(False, 360.0, dead_time_s=105.0)
+    assert state.log_headroom == pytest.approx(STEP * 0.99)
+
+
+def test_misses_within_the_dead_time_of_a_raise_do_not_raise_again() -> None:
+    state = steering()
+    for minute in range(1, 6):  # five misses in a row, dead time 315 s
+        state = state.record(False, 60.0 * minute, dead_time_s=315.0)
+    assert state.log_headroom == pytest.approx(STEP * 0.99), "only the first raise: the others came before it acted"
+    state = state.record(False, 60.0 * 7, dead_time_s=315.0)  # 360 s after the raise: it has acted
+    assert state.log_headroom == pytest.approx(2 * STEP * 0.99)
+
+
+def test_a_minute_without_requests_only_moves_the_clock() -> None:
+    state = Attainment().record(None, 120.0)
+    assert (state.recent, state.minutes, state.last_minute_end_s, state.headroom) == ("", 0, 120.0, 1.0)
+
+
+def test_the_expert_override_measures_without_steering() -> None:
+    state = Attainment(adaptive=False)
+    for minute in range(1, 20):
+        state = state.record(minute % 2 == 0, 60.0 * minute)
+    assert state.headroom == 1.0 and state.missed == 10
+
+
+@pytest.mark.parametrize(
+    ("ttft", "tpot", "met"),
+    [
+        (1.0, 0.04, True),
+        (2.5, 0.04, False),
+        (1.0, 0.06, False),
+        (None, 0.04, True),
+        (1.0, None, True),
+        (None, None, None),
+        (math.nan, math.nan, None),
+    ],
+)
+def test_a_minute_is_met_when_each_percentile_it_has_is_within_its_slo(
+    ttft: float | None, tpot: float | None, met: bool | None
+) -> None:
+    assert minute_met(ttft, tpot, 2.0, 0.05) is met
+
+
+def test_status_round_trip_and_garbage() -> None:
+    state = steering(0.95)
+    for minute in range(1, 30):
+        state = state.record(minute % 7 != 0, 60.0 * minute, 100.0)
+    restored = Attainment.from_status(state.to_status(), 0.95, adaptive=True)
+    assert (restored.recent, restored.minutes, restored.missed, restored.last_raise_s, restored.steer_from_s) == (
+        state.recent,
+        state.minutes,
+        state.missed,
+        state.last_raise_s,
+        0.0,
+    )
+    assert restored.headroom == pytest.approx(state.headroom, rel=1e-3)
+    assert Attainment.from_status({"recent": "1x0", "headroom": 2}, 0.99, adaptive=True) == Attainment()
+    assert Attainment.from_status({"headroom": "high"}, 0.99, adaptive=True) == Attainment()
+
+
+@pytest.mark.parametrize("target", [0.95, 0.99])
+def test_realized_attainment_converges_on_the_target_at_the_least_headroom(target: float) -> None:
+    """A fleet whose minute misses with a probability falling with the headroom (a logistic in its
+    log, 50 % at headroom 1.5): the long-run miss rate settles at 1 - target, and the headroom near
+    the least that gives it, neither far above (waste) nor below (misses)."""
+    rng = random.Random(7)
+    state = steering(target)
+    misses, minutes = 0, 30_000
+    for minute in range(1, minutes + 1):
+        miss_probability = 1 / (1 + math.exp(12 * (state.log_headroom - math.log(1.5))))
+        met = rng.random() >= miss_probability
+        misses += not met
+        state = state.record(met, 60.0 * minute, dead_time_s=105.0)
+    needed = math.exp(math.log(1.5) + math.log((1 - (1 - target)) / (1 - target)) / 12)
+    assert abs(misses / minutes - (1 - target)) <= 0.25 * (1 - target)
+    assert 0.9 * needed <= state.headroom <= 1.25 * needed

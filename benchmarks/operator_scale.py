@@ -1,17 +1,22 @@
 """How many ScalingPolicies one operator replica keeps on schedule: a reproducible load test.
 
 Starts, all on 127.0.0.1: the dev API server, a real Prometheus scraping one exporter that serves
-vLLM metrics for every Deployment, and ``infercast run``. It then creates N Deployments (one pod
-each) and N ScalingPolicies (interval 15 s), lets the operator run, and prints a table:
+vLLM metrics for every Deployment, and ``infercast run`` (with the dev Prometheus access rules). It
+then creates N Deployments and N ScalingPolicies (interval 15 s), lets the operator run, and prints
+a table:
 
-* decisions per policy per minute (on schedule: 60 / interval) and the cycle period;
+* decisions per policy per minute (on schedule: 60 / interval), the cycle period and the **cycle
+  start delay** (how much later than one interval after the previous cycle a cycle started);
 * the operator's CPU (its process and its forecasting worker processes) per policy-cycle and in
   all, and its memory (from /proc);
 * PromQL requests Prometheus served per cycle (instant and range queries), against the naive
-  count for the reactive policies, to show the coalescing.
+  count for the reactive policies (one per policy, two with the freshness probe), to show the
+  coalescing.
 
     .venv/bin/python benchmarks/operator_scale.py [--policies 1000] [--seconds 120] [--shared-query]
+        [--misbehaving 100]
     .venv/bin/python benchmarks/operator_scale.py --predictive [--policies 1000] [--seconds 900]
+        [--misbehaving 100]
 
 ``--shared-query`` makes every policy use the same raw PromQL, the case the single-flight
 coalescing exists for (e.g. a fleet-wide metric): Prometheus should then see about one request
@@ -27,11 +32,20 @@ model selection has run (all of them start together), then measures, and also re
 of decisions made with a fresh forecast and the model selections finished per minute (run at
 least 600 s to see a round of them). The CPU of the API server emulator and of Prometheus, which
 share the machine, is reported beside the operator's.
+
+``--misbehaving N`` points the first N policies (in turn) at three fault-injecting Prometheus
+servers (``tests/harness/faults.py``): one drips its answers a byte every 0.5 s, one stalls for
+60 s, one refuses the policies' token (from a Secret opted in with the operator's label) with 401.
+The table then has a column per group, and the healthy policies' cycle start delay must stay under
+one interval (issue 12: no policy blinds the others). With ``--predictive`` the misbehaving
+policies' forecasts read the same servers and never start; the wait is for the healthy policies'
+first model selections.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import calendar
 import hashlib
 import http.server
@@ -46,6 +60,8 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kubernetes.watch
@@ -53,10 +69,12 @@ import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.clients.credentials import DEFAULT_SECRET_LABEL
 from controller.observability.explain import decision_records
 from devtools.apiserver import start_apiserver, write_kubeconfig
 from devtools.processes import operator_argv, start_process, wait_for
 from devtools.prometheus_server import Prometheus, free_port
+from tests.harness.faults import Answer, Drip, FaultyPrometheus, Refuse, Stall, by_token
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 INTERVAL_S = 15
@@ -153,7 +171,7 @@ class Exporter:
         self.server.shutdown()
 
 
-def policy(i: int, prometheus_url: str, shared_query: bool, predictive: bool) -> dict[str, Any]:
+def policy(i: int, prometheus: dict[str, Any], shared_query: bool, predictive: bool) -> dict[str, Any]:
     metric: dict[str, Any] = (
         {"name": "queue", "query": f'sum(vllm:num_requests_waiting{{namespace="{NAMESPACE}"}})'}
         if shared_query
@@ -168,7 +186,7 @@ def policy(i: int, prometheus_url: str, shared_query: bool, predictive: bool) ->
         "minReplicas": 1,
         "maxReplicas": 4,
         "interval": INTERVAL_S,
-        "prometheus": {"url": prometheus_url},
+        "prometheus": prometheus,
         "metrics": [metric],
     }
     if predictive:
@@ -183,6 +201,34 @@ def policy(i: int, prometheus_url: str, shared_query: bool, predictive: bool) ->
         "metadata": {"name": f"vllm-{i}"},
         "spec": spec,
     }
+
+
+# A Secret the bad-token policies send (opted in, as a policy's Secret must be), with a token no server accepts.
+BAD_TOKEN_SECRET_NAME = "expired-token"
+BAD_TOKEN_SECRET: dict[str, Any] = {
+    "metadata": {"name": BAD_TOKEN_SECRET_NAME, "labels": dict([DEFAULT_SECRET_LABEL])},
+    "data": {"token": base64.b64encode(b"expired").decode()},
+}
+
+
+def misbehaving_servers() -> dict[str, FaultyPrometheus]:
+    """The three ways a Prometheus misbehaves here, each one server; started."""
+    return {
+        "drip": FaultyPrometheus(Drip(every_s=0.5)).start(),
+        "stall": FaultyPrometheus(Stall(60.0)).start(),
+        "bad token": FaultyPrometheus(by_token({"valid": Answer(4.0)}, default=Refuse(401))).start(),
+    }
+
+
+def prometheus_of(i: int, misbehaving: int, healthy_url: str, servers: dict[str, FaultyPrometheus]) -> dict[str, Any]:
+    """Policy ``i``'s prometheus block: the first ``misbehaving`` policies read the misbehaving servers in turn."""
+    if i >= misbehaving:
+        return {"url": healthy_url}
+    kind = list(servers)[i % len(servers)]
+    block: dict[str, Any] = {"url": servers[kind].url}
+    if kind == "bad token":
+        block["bearerTokenSecretRef"] = {"name": BAD_TOKEN_SECRET_NAME, "key": "token"}
+    return block
 
 
 class ReadyFollower:
@@ -283,6 +329,52 @@ def forecasting_share(decisions: list[dict[str, Any]]) -> float:
     return sum(forecast_fresh(d) for d in latest.values()) / max(1, len(latest))
 
 
+def policy_names(members: Collection[int]) -> set[str]:
+    """The decision log's names (``NAMESPACE/NAME``) of the policies ``vllm-<i>`` for ``i`` in ``members``."""
+    return {f"{NAMESPACE}/vllm-{i}" for i in members}
+
+
+def among(decisions: Sequence[dict[str, Any]], names: set[str]) -> list[dict[str, Any]]:
+    return [d for d in decisions if d["policy"] in names]
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """How one group of policies kept its schedule (times in whole seconds, as the decision log has them)."""
+
+    per_minute: float
+    silent: int
+    """Policies without a decision in the measured window."""
+    period: str
+    delay_p95: str
+    forecasting: float
+    """Share of policies whose latest decision before the window had a fresh forecast."""
+    fresh: float
+    """Share of the window's decisions made with a fresh forecast."""
+
+
+def group_stats(decisions: list[dict[str, Any]], seen0: int, t0: float, members: range, elapsed: float) -> GroupStats:
+    """The group ``members``' decisions: those before index ``seen0`` (the warm-up) and the window's,
+    which started at Unix time ``t0`` and lasted ``elapsed`` seconds."""
+    names = policy_names(members)
+    before, window = among(decisions[:seen0], names), among(decisions[seen0:], names)
+    per_policy: dict[str, list[float]] = defaultdict(list)
+    for d in before + window:
+        per_policy[d["policy"]].append(decided_at(d))
+    # The period of each cycle that ended in the measured window.
+    gaps = sorted(b - a for times in per_policy.values() for a, b in itertools.pairwise(times) if b >= t0)
+    period = f"{gaps[len(gaps) // 2]:.0f} / {gaps[int(len(gaps) * 0.95)]:.0f} / {gaps[-1]:.0f} s" if gaps else "-"
+    delay = f"{max(0.0, gaps[int(len(gaps) * 0.95)] - INTERVAL_S):.0f} s" if gaps else "-"
+    return GroupStats(
+        per_minute=len(window) / max(1, len(names)) / elapsed * 60,
+        silent=len(names - {d["policy"] for d in window}),
+        period=period,
+        delay_p95=delay,
+        forecasting=forecasting_share(before),
+        fresh=sum(map(forecast_fresh, window)) / max(1, len(window)),
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     return proc_stats(pid)[0]
 
@@ -297,11 +389,17 @@ def child_named(command: str) -> int:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def create_objects(kube: client.ApiClient, policies: int, prometheus_url: str, args: argparse.Namespace) -> None:
+def create_objects(
+    kube: client.ApiClient, args: argparse.Namespace, prometheus_url: str, servers: dict[str, FaultyPrometheus]
+) -> None:
+    """The namespace, the bad-token Secret if any policy misbehaves, and per policy its Deployment
+    (ready), for ``--predictive`` its pod, and the ScalingPolicy with its own prometheus block."""
     core, apps, custom = client.CoreV1Api(kube), client.AppsV1Api(kube), client.CustomObjectsApi(kube)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+    if servers:
+        core.create_namespaced_secret(NAMESPACE, client.V1Secret.model_validate(BAD_TOKEN_SECRET))
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
-    for i in range(policies):
+    for i in range(args.policies):
         labels = {"app": f"vllm-{i}"}
         deployment = {
             "metadata": {"name": f"vllm-{i}"},
@@ -326,7 +424,7 @@ def create_objects(kube: client.ApiClient, policies: int, prometheus_url: str, a
             "v1alpha1",
             NAMESPACE,
             "scalingpolicies",
-            policy(i, prometheus_url, args.shared_query, args.predictive),
+            policy(i, prometheus_of(i, args.misbehaving, prometheus_url, servers), args.shared_query, args.predictive),
         )
 
 
@@ -338,20 +436,33 @@ def main() -> int:
         "--warmup", type=float, default=0.0, help="seconds to wait after every policy decided once, before measuring"
     )
     parser.add_argument(
-        "--max-warmup", type=float, default=3600.0, help="--predictive: longest wait for 99%% of policies to forecast"
+        "--max-warmup",
+        type=float,
+        default=3600.0,
+        help="--predictive: longest wait for 99%% of the healthy policies to forecast",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--shared-query", action="store_true")
     mode.add_argument("--predictive", action="store_true", help="spec.forecast on every policy")
+    parser.add_argument(
+        "--misbehaving", type=int, default=0, help="policies reading misbehaving Prometheus servers (the first N)"
+    )
     parser.add_argument(
         "--profile",
         type=pathlib.Path,
         help="py-spy the operator's process during the run, collapsed stacks to this path",
     )
     args = parser.parse_args()
+    if not 0 <= args.misbehaving < args.policies:
+        parser.error("--misbehaving must leave at least one healthy policy")
+    groups = {"healthy": range(args.misbehaving, args.policies)}
+    if args.misbehaving:
+        groups["misbehaving"] = range(args.misbehaving)
+    healthy = policy_names(groups["healthy"])
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="infercast-scale-"))
     exporter = Exporter(args.policies, args.predictive)
+    servers = misbehaving_servers() if args.misbehaving else {}
     api = start_apiserver(workdir / "apiserver", crds=[ROOT / "crds"])
     prometheus = Prometheus(
         {"fleet": [exporter.address]}, workdir=workdir / "prometheus", scrape_interval=SCRAPE_INTERVAL_S
@@ -367,7 +478,7 @@ def main() -> int:
         kubeconfig = write_kubeconfig(api.url, workdir / "kubeconfig")
         kube = client.ApiClient(client.Configuration(host=api.url))
         started = time.monotonic()
-        create_objects(kube, args.policies, prometheus.url, args)
+        create_objects(kube, args, prometheus.url, servers)
         print(f"created {args.policies} Deployments and policies in {time.monotonic() - started:.0f}s", file=sys.stderr)
         follower = ReadyFollower(kube)
 
@@ -388,11 +499,11 @@ def main() -> int:
         while len({d["policy"] for d in decisions()}) < args.policies and time.monotonic() < deadline:
             time.sleep(2)
         warm = time.monotonic() - started
-        first_round = len({d["policy"] for d in decisions()})
+        first_round = {d["policy"] for d in decisions()}
         forecasting_after = None
         if args.predictive:  # every policy's first model selection runs in the pool after the start
             deadline = time.monotonic() + args.max_warmup
-            while forecasting_share(decisions()) < 0.99 and time.monotonic() < deadline:
+            while forecasting_share(among(decisions(), healthy)) < 0.99 and time.monotonic() < deadline:
                 time.sleep(15)
             forecasting_after = time.monotonic() - started
         time.sleep(args.warmup)
@@ -413,8 +524,8 @@ def main() -> int:
         range0 = prometheus_requests(prometheus.url, "/api/v1/query_range")
         refits0, refit_s0 = refits()
         t0, seen0 = time.time(), len(decisions())
-        servers = {"API server": api.process.pid, "Prometheus": child_named("prometheus")}
-        servers0 = {name: cpu_seconds(pid) for name, pid in servers.items()}
+        others = {"API server": api.process.pid, "Prometheus": child_named("prometheus")}
+        others0 = {name: cpu_seconds(pid) for name, pid in others.items()}
         peak_rss = peak_workers_rss = 0
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
@@ -422,7 +533,7 @@ def main() -> int:
             peak_rss, peak_workers_rss = max(peak_rss, rss), max(peak_workers_rss, workers_rss)
             time.sleep(max(0.0, min(30.0, end - time.monotonic())))
         cpu1, workers1, rss, workers_rss = tree_stats(operator.pid)
-        servers1 = {name: cpu_seconds(pid) for name, pid in servers.items()}
+        others1 = {name: cpu_seconds(pid) for name, pid in others.items()}
         instant1 = prometheus_requests(prometheus.url, "/api/v1/query")
         range1 = prometheus_requests(prometheus.url, "/api/v1/query_range")
         refits1, refit_s1 = refits()
@@ -430,69 +541,96 @@ def main() -> int:
         peak_rss, peak_workers_rss = max(peak_rss, rss), max(peak_workers_rss, workers_rss)
 
         everything = decisions()
-        window = everything[seen0:]
-        per_policy: dict[str, list[float]] = defaultdict(list)
-        for d in everything:
-            per_policy[d["policy"]].append(decided_at(d))
-        # The period of each cycle that ended in the measured window.
-        gaps = sorted(b - a for times in per_policy.values() for a, b in itertools.pairwise(times) if b >= t0)
+        stats = {name: group_stats(everything, seen0, t0, members, elapsed) for name, members in groups.items()}
         cycles = elapsed / INTERVAL_S
-        naive = args.policies * (1 if args.shared_query else 2)
-        per_minute = len(window) / args.policies / elapsed * 60
-        period = f"{gaps[len(gaps) // 2]:.0f} / {gaps[int(len(gaps) * 0.95)]:.0f} / {gaps[-1]:.0f} s" if gaps else "-"
         cpu, workers = cpu1 - cpu0, workers1 - workers0
-        per_cycle_ms = (cpu + workers) / max(1, len(window)) * 1000
-        others = ", ".join(f"{name} {(servers1[name] - servers0[name]) / elapsed:.0%}" for name in servers)
-        rows = [
-            ("policies", f"{args.policies}", ""),
-            ("policies with a first decision", f"{first_round}", f"after {warm:.0f}s (incl. object creation)"),
-            ("decisions per policy per minute", f"{per_minute:.2f}", f"on schedule: {60 / INTERVAL_S:.2f}"),
-            ("cycle period p50 / p95 / max", period, f"spec interval {INTERVAL_S} s (1 s resolution)"),
+        per_cycle_ms = (cpu + workers) / max(1, len(everything) - seen0) * 1000
+        besides = ", ".join(f"{name} {(others1[name] - others0[name]) / elapsed:.0%}" for name in others)
+        naive = len(groups["healthy"]) * (1 if args.shared_query else 2)
+
+        def per_group(cell: Callable[[GroupStats], str]) -> list[str]:
+            return [cell(g) for g in stats.values()]
+
+        # A value per group, or one operator-wide value (shown in the first group's column).
+        rows: list[tuple[str, str | list[str], str]] = [
+            ("policies", [f"{len(members)}" for members in groups.values()], ""),
+            (
+                "policies with a first decision",
+                [f"{len(first_round & policy_names(members))}" for members in groups.values()],
+                f"after {warm:.0f}s (incl. object creation)",
+            ),
+        ]
+        if args.predictive:
+            rows.append(
+                (
+                    "policies forecasting (first model selected)",
+                    per_group(lambda g: f"{g.forecasting:.0%}"),
+                    f"after {forecasting_after:.0f}s (the wait: 99% of the healthy ones, at most --max-warmup)",
+                )
+            )
+        rows += [
+            (
+                "decisions per policy per minute",
+                per_group(lambda g: f"{g.per_minute:.2f}"),
+                f"on schedule: {60 / INTERVAL_S:.2f}",
+            ),
+            ("policies without a decision", per_group(lambda g: f"{g.silent}"), f"in the {elapsed:.0f} s measured"),
+            (
+                "cycle period p50 / p95 / max",
+                per_group(lambda g: g.period),
+                f"spec interval {INTERVAL_S} s (1 s resolution)",
+            ),
+            ("cycle start delay p95", per_group(lambda g: g.delay_p95), f"target: under {INTERVAL_S} s"),
             ("CPU per policy-cycle", f"{per_cycle_ms:.1f} ms", "operator and its forecasting workers"),
             (
                 "operator CPU",
                 f"{(cpu + workers) / elapsed * 100:.0f} % of one core",
                 f"event loop process {cpu / elapsed:.0%}, workers {workers / elapsed:.0%}; "
-                f"of one core besides: {others}",
+                f"of one core besides: {besides}",
             ),
             ("operator peak RSS", f"{peak_rss / 2**20:.0f} MiB", f"workers: {peak_workers_rss / 2**20:.0f} MiB"),
             (
                 "PromQL requests per cycle",
                 f"{(instant1 - instant0 + range1 - range0) / cycles:.0f}",
-                f"instant {(instant1 - instant0) / cycles:.0f}, range {(range1 - range0) / cycles:.0f}"
-                + ("" if args.predictive else f"; naive: {naive}"),
+                f"to the real Prometheus: instant {(instant1 - instant0) / cycles:.0f}, "
+                f"range {(range1 - range0) / cycles:.0f}" + ("" if args.predictive else f"; healthy naive: {naive}"),
             ),
         ]
+        if servers:
+            received = {kind: len(server.requests) for kind, server in servers.items()}
+            rows.append(
+                (
+                    "requests to misbehaving servers",
+                    f"{sum(received.values())}",
+                    "since the start: "
+                    + ", ".join(f"{kind} {count}" for kind, count in received.items())
+                    + "; Authorization sent to bad token: "
+                    + ", ".join(sorted(str(token) for token in servers["bad token"].tokens_seen())),
+                )
+            )
         if args.predictive:
             done = refits1 - refits0
-            rows.insert(
-                2,
-                (
-                    "policies forecasting (first model selected)",
-                    f"{forecasting_share(everything[:seen0]):.0%}",
-                    f"after {forecasting_after:.0f}s: every first selection ran in the pool",
-                ),
-            )
             rows += [
                 (
                     "decisions with a fresh forecast",
-                    f"{sum(map(forecast_fresh, window)) / max(1, len(window)):.1%}",
+                    per_group(lambda g: f"{g.fresh:.1%}"),
                     f"issued from samples at most {FRESH_S:.0f}s old",
                 ),
                 (
                     "model selections per minute",
                     f"{done / elapsed * 60:.1f}",
-                    f"due: {args.policies / 10:.0f} (one per policy per 600 s); "
+                    f"due: {len(groups['healthy']) / 10:.0f} (one per healthy policy per 600 s); "
                     f"mean {(refit_s1 - refit_s0) / max(1, done):.2f} s wall each",
                 ),
             ]
         kind = (
             "predictive" if args.predictive else "shared query" if args.shared_query else "one preset query per policy"
         )
-        print(f"\n| measure ({kind}) | value | note |")
-        print("|---|---:|---|")
+        print(f"\n| measure ({kind}) | {' | '.join(groups)} | note |")
+        print("|---|" + "---:|" * len(groups) + "---|")
         for name, value, note in rows:
-            print(f"| {name} | {value} | {note} |")
+            cells = value if isinstance(value, list) else [value] + [""] * (len(groups) - 1)
+            print("| " + " | ".join([name, *cells, note]) + " |")
         if profiler is not None:
             wait_for(lambda: not profiler.running(), timeout=600, what="py-spy to write its profile")
             print(f"profile: {args.profile}", file=sys.stderr)
@@ -507,6 +645,8 @@ def main() -> int:
         prometheus.stop()
         api.stop()
         exporter.shutdown()
+        for server in servers.values():
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

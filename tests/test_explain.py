@@ -71,7 +71,7 @@ def test_a_predictive_decision_shows_its_path_and_the_forecast_numbers() -> None
     assert (
         f"forecast: q0.9 {forecast['quantile']:.0f} over the lead time (issued {forecast['issuedAt']});"
         f" lead time 20s; capacity 100 per replica ({forecast['capacityBinding']} binds);"
-        f" headroom {forecast['headroom']}; SLO attainment 1 (target 0.99);"
+        f" headroom {forecast['headroom']:g}; SLO attainment 1 (target 0.99);"
         f" observed load {forecast['observedLoad']:.0f}"
         " (model Linear, latency 0.4s, queue 0)"
     ) in text

@@ -85,8 +85,8 @@ def test_scales_up_ahead_of_a_ramp_and_learns_the_lead_time(
     with Ramp(exporter, fleet.namespace) as ramp:
         process = start_operator(operator, fleet.namespace)
         fleet.create_policy(
-            "vllm",
             prometheus.url,
+            name="vllm",
             forecast={
                 "leadTimeSeconds": 20,
                 "stepSeconds": 5,

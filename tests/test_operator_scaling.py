@@ -10,7 +10,6 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -24,8 +23,9 @@ from devtools.processes import ManagedProcess, operator_argv
 from devtools.prometheus_server import Prometheus
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
-from tests.harness.kube import custom_object, deployment, events_for, scale_replicas
+from tests.harness.kube import events_for
 from tests.harness.polling import wait_until
+from tests.harness.replicas import Workload
 from tests.harness.workload import ReadyFollower
 
 pytestmark = pytest.mark.integration
@@ -37,71 +37,13 @@ INTERVAL_S = 5
 DECISION_TIMEOUT_S = 3 * INTERVAL_S + 5
 
 
-@dataclass
-class Fleet:
+class Fleet(Workload):
     """One vLLM Deployment in the test's namespace, the load it reports, and its ScalingPolicies."""
-
-    namespace: str
-    name: str
-    kube: client.ApiClient
-    exporter: Exporter
-
-    @property
-    def apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self.kube)
-
-    @property
-    def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.kube)
-
-    def create(self, replicas: int) -> None:
-        self.apps.create_namespaced_deployment(self.namespace, deployment(self.name, replicas=replicas))
-        self.apps.patch_namespaced_deployment_status(
-            self.name, self.namespace, {"status": {"replicas": replicas, "readyReplicas": replicas}}
-        )
-
-    def set_waiting(self, total: float) -> None:
-        """The fleet's queue, as one vLLM pod of the Deployment reports it."""
-        pod = f"{self.name}-7d4b9c6f5d-pod00"
-        self.exporter.set_gauge(WAITING, total, namespace=self.namespace, pod=pod, model_name="llama")
-
-    def replicas(self) -> int:
-        return scale_replicas(self.apps, self.namespace, self.name)
-
-    def create_policy(self, name: str, prometheus_url: str, **spec: Any) -> None:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ScalingPolicy",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": self.name},
-                "minReplicas": 1,
-                "maxReplicas": 10,
-                "interval": INTERVAL_S,
-                "prometheus": {"url": prometheus_url, "timeout": 1},
-                "metrics": [
-                    {
-                        "name": "waiting",
-                        "preset": "vllm-requests-waiting",
-                        "target": {"type": "AverageValue", "value": 10},
-                    }
-                ],
-                **spec,
-            },
-        }
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
-
-    def status(self, policy: str) -> dict[str, Any]:
-        obj = custom_object(self.custom, GROUP, VERSION, self.namespace, PLURAL, policy)
-        return dict(obj.get("status") or {})
-
-    def condition(self, policy: str, type_: str) -> dict[str, Any] | None:
-        return next((c for c in self.status(policy).get("conditions", []) if c["type"] == type_), None)
 
     def condition_with_status(self, policy: str, type_: str, status: str) -> dict[str, Any] | None:
         """The condition if it has ``status``, else ``None`` (for polling)."""
-        condition = self.condition(policy, type_)
-        return condition if condition is not None and condition["status"] == status else None
+        condition = self.condition(type_, policy)
+        return condition if condition.get("status") == status else None
 
     def event_reasons(self, name: str) -> list[str | None]:
         return [e.reason for e in events_for(client.CoreV1Api(self.kube), self.namespace, name)]
@@ -152,7 +94,7 @@ def test_scales_up_on_load_and_reports_the_decision(
     fleet.create(replicas=1)
     fleet.set_waiting(40)  # 4x the target of 10 per replica
     process = start_operator(operator, fleet.namespace)
-    fleet.create_policy("vllm", prometheus.url)
+    fleet.create_policy(prometheus.url, name="vllm")
 
     wait_until(lambda: fleet.replicas() == 4, timeout=DECISION_TIMEOUT_S)
 
@@ -178,7 +120,7 @@ def test_scales_down_only_after_the_stabilization_window(
     fleet.create(replicas=4)
     fleet.set_waiting(40)  # exactly the target: hold at 4
     start_operator(operator, fleet.namespace)
-    fleet.create_policy("vllm", prometheus.url, behavior={"scaleDown": {"stabilizationWindowSeconds": window}})
+    fleet.create_policy(prometheus.url, name="vllm", behavior={"scaleDown": {"stabilizationWindowSeconds": window}})
     wait_until(lambda: fleet.status("vllm").get("lastDecision"), timeout=DECISION_TIMEOUT_S)
 
     fleet.set_waiting(5)  # needs 1 replica now
@@ -201,8 +143,8 @@ def test_holds_through_a_prometheus_outage_and_recovers_by_itself(
         fleet.create(replicas=3)
         fleet.set_waiting(30)
         start_operator(operator, fleet.namespace)
-        fleet.create_policy("vllm", own.url, behavior={"scaleDown": {"stabilizationWindowSeconds": 0}})
-        wait_until(lambda: (fleet.condition("vllm", "MetricsAvailable") or {}).get("status") == "True", timeout=30)
+        fleet.create_policy(own.url, name="vllm", behavior={"scaleDown": {"stabilizationWindowSeconds": 0}})
+        wait_until(lambda: (fleet.condition("MetricsAvailable", "vllm") or {}).get("status") == "True", timeout=30)
 
         own.stop()
         fleet.set_waiting(0)  # were it seen, this would scale the fleet down to 1
@@ -214,7 +156,7 @@ def test_holds_through_a_prometheus_outage_and_recovers_by_itself(
         assert fleet.status("vllm")["lastDecision"]["action"] == "Hold"
 
         own.start()  # same port, same data
-        wait_until(lambda: (fleet.condition("vllm", "MetricsAvailable") or {}).get("status") == "True", timeout=90)
+        wait_until(lambda: (fleet.condition("MetricsAvailable", "vllm") or {}).get("status") == "True", timeout=90)
         wait_until(lambda: fleet.replicas() == 1, timeout=DECISION_TIMEOUT_S)
 
 
@@ -224,11 +166,11 @@ def test_recommend_mode_reports_but_never_writes(
     fleet.create(replicas=1)
     fleet.set_waiting(60)
     process = start_operator(operator, fleet.namespace)
-    fleet.create_policy("vllm", prometheus.url, mode="Recommend")
+    fleet.create_policy(prometheus.url, name="vllm", mode="Recommend")
 
     status = wait_until(lambda: (s := fleet.status("vllm")).get("desiredReplicas") == 5 and s, timeout=30)
     assert status["lastDecision"]["applied"] is False
-    assert (fleet.condition("vllm", "Ready") or {}).get("reason") == "Recommending"
+    assert (fleet.condition("Ready", "vllm") or {}).get("reason") == "Recommending"
     stays(lambda: fleet.replicas() == 1, seconds=2 * INTERVAL_S)
     assert all(not d["applied"] for d in decision_lines(process))
     assert "InfercastRescale" not in fleet.event_reasons(fleet.name)
@@ -240,7 +182,7 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
     fleet.create(replicas=1)
     fleet.set_waiting(30)
     process = start_operator(operator, fleet.namespace)
-    other = Fleet(fleet.namespace, "other", fleet.kube, fleet.exporter)
+    other = Fleet(namespace=fleet.namespace, name="other", kube=fleet.kube, exporter=fleet.exporter)
     other.create(replicas=1)
 
     def target(name: str, kind: str = "Deployment", api_version: str = "apps/v1") -> dict[str, Any]:
@@ -249,7 +191,7 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
 
     # The API server refuses what the CRD's rules state (as a cluster does, at kubectl apply time) ...
     with pytest.raises(client.ApiException) as refused:
-        fleet.create_policy("bounds", prometheus.url, **target("b"), minReplicas=5, maxReplicas=2)
+        fleet.create_policy(prometheus.url, name="bounds", **target("b"), minReplicas=5, maxReplicas=2)
     assert refused.value.status == 422
     assert refused.value.body is not None and "minReplicas must not exceed maxReplicas" in refused.value.body
     # ... and the operator refuses what only it can judge, each with a condition and one Event.
@@ -269,11 +211,11 @@ def test_invalid_policies_are_refused_and_the_others_keep_working(
         "noscale": (target("cm", kind="ConfigMap", api_version="v1"), "NoScaleSubresource"),
     }
     for name, (spec, _) in bad.items():
-        fleet.create_policy(name, prometheus.url, **spec)
-    fleet.create_policy("good", prometheus.url)
+        fleet.create_policy(prometheus.url, name=name, **spec)
+    fleet.create_policy(prometheus.url, name="good")
 
     for name, (_, reason) in bad.items():
-        ready = wait_until(partial(fleet.condition, name, "Ready"), timeout=DECISION_TIMEOUT_S)
+        ready = wait_until(partial(fleet.condition, "Ready", name), timeout=DECISION_TIMEOUT_S)
         assert (ready["status"], ready["reason"]) == ("False", reason), name
         assert ready["message"]
         assert reason in fleet.event_reasons(name), f"a Warning Event explains {name}"
@@ -302,18 +244,18 @@ def test_one_writer_per_workload(
         fleet.namespace, client.V2HorizontalPodAutoscaler.model_validate(hpa)
     )
     start_operator(operator, fleet.namespace)
-    fleet.create_policy("first", prometheus.url)
-    conflict = wait_until(lambda: fleet.condition("first", "Conflict"), timeout=DECISION_TIMEOUT_S)
+    fleet.create_policy(prometheus.url, name="first")
+    conflict = wait_until(lambda: fleet.condition("Conflict", "first"), timeout=DECISION_TIMEOUT_S)
     assert (conflict["status"], conflict["reason"]) == ("True", "HPAConflict")
     assert "vllm-hpa" in conflict["message"]
     stays(lambda: fleet.replicas() == 1, seconds=INTERVAL_S)
 
     autoscaling.delete_namespaced_horizontal_pod_autoscaler("vllm-hpa", fleet.namespace)
     wait_until(lambda: fleet.replicas() == 5, timeout=DECISION_TIMEOUT_S)
-    fleet.create_policy("second", prometheus.url)
-    second = wait_until(lambda: fleet.condition("second", "Conflict"), timeout=DECISION_TIMEOUT_S)
+    fleet.create_policy(prometheus.url, name="second")
+    second = wait_until(lambda: fleet.condition("Conflict", "second"), timeout=DECISION_TIMEOUT_S)
     assert (second["status"], second["reason"]) == ("True", "PolicyConflict")
-    assert (fleet.condition("first", "Conflict") or {}).get("status") == "False"
+    assert (fleet.condition("Conflict", "first") or {}).get("status") == "False"
 
 
 def test_an_operator_restart_keeps_the_stabilization_state(
@@ -323,7 +265,7 @@ def test_an_operator_restart_keeps_the_stabilization_state(
     fleet.create(replicas=4)
     fleet.set_waiting(40)
     first = start_operator(operator, fleet.namespace)
-    fleet.create_policy("vllm", prometheus.url, behavior={"scaleDown": {"stabilizationWindowSeconds": window}})
+    fleet.create_policy(prometheus.url, name="vllm", behavior={"scaleDown": {"stabilizationWindowSeconds": window}})
     wait_until(lambda: fleet.status("vllm").get("history", {}).get("recommendations"), timeout=DECISION_TIMEOUT_S)
 
     fleet.set_waiting(5)
@@ -378,8 +320,8 @@ def test_a_stale_metric_is_missing_and_never_scales_down(
     try:
         start_operator(operator, fleet.namespace)
         fleet.create_policy(
-            "vllm",
             prometheus.url,
+            name="vllm",
             prometheus={"url": prometheus.url, "timeout": 1, "maxStaleness": 20},
             behavior={"scaleDown": {"stabilizationWindowSeconds": 0}},
             metrics=[

@@ -50,8 +50,8 @@ def test_pending_replicas_extend_the_lead_time_by_the_measured_wait_for_a_node(
     with running_fleet(apiserver, namespace, fleet.name, trace, tmp_path, *supply, *cold_start):
         process = start_operator(operator, namespace)
         fleet.create_policy(
-            "vllm",
             prometheus.url,
+            name="vllm",
             minReplicas=3,  # the operator adds two replicas at once; no node is free for them
             forecast={
                 "leadTimeSeconds": DEFAULT_LEAD_S,

@@ -155,16 +155,7 @@ def _replicas_panel(
     )
     ready = np.asarray(run.observations.ready)
     ax.plot(np.arange(len(ready)) / scale, ready, lw=0.7, color="tab:green", label="infercast ready (serving)")
-    missed = windows.index[~windows["met"]].to_numpy()
-    for index, window in enumerate(missed):
-        ax.axvspan(
-            window * slo.window_s / scale,
-            (window + 1) * slo.window_s / scale,
-            color="tab:red",
-            alpha=0.3,
-            lw=0,
-            label="minute that missed the SLO\n(infercast)" if index == 0 else None,
-        )
+    _shade_missed(ax, windows, slo, scale)
     ax.set_ylabel("replicas")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

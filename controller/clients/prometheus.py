@@ -117,16 +117,22 @@ class Credentials:
         return hmac.new(_FINGERPRINT_KEY, material, hashlib.sha256).hexdigest()[:32]
 
 
-def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
-    """The one finite value of an instant-query vector result, or a :class:`MetricError`."""
+def _the_series(result: list[dict[str, Any]], query: str, over: str) -> dict[str, Any]:
+    """The one series of a result: none is ``NoData`` (never a zero), several ``AmbiguousResult``."""
     if not result:
-        raise MetricError("NoData", f"query returned no series: {query}")
+        raise MetricError("NoData", f"query returned no series{over}: {query}")
     if len(result) > 1:
         raise MetricError(
             "AmbiguousResult", f"query returned {len(result)} series where one is expected (aggregate it): {query}"
         )
+    return result[0]
+
+
+def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
+    """The one finite value of an instant-query vector result, or a :class:`MetricError`."""
+    series = _the_series(result, query, "")
     try:
-        value = float(result[0]["value"][1])
+        value = float(series["value"][1])
     except (KeyError, IndexError, TypeError, ValueError):
         raise MetricError("BadResponse", "the sample is not a [time, value] pair") from None
     if not math.isfinite(value):
@@ -159,14 +165,9 @@ def range_step(start: float, end: float, step_s: float) -> float:
 
 def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> RangeSamples:
     """The finite samples of the one series of a matrix result, or a :class:`MetricError`."""
-    if not result:
-        raise MetricError("NoData", f"query returned no series over the range: {query}")
-    if len(result) > 1:
-        raise MetricError(
-            "AmbiguousResult", f"query returned {len(result)} series where one is expected (aggregate it): {query}"
-        )
+    series = _the_series(result, query, " over the range")
     try:
-        pairs = [(float(t), float(v)) for t, v in result[0]["values"]]
+        pairs = [(float(t), float(v)) for t, v in series["values"]]
     except (KeyError, TypeError, ValueError):
         raise MetricError("BadResponse", "the samples are not [time, value] pairs") from None
     finite = [(t, v) for t, v in pairs if math.isfinite(v)]

@@ -124,6 +124,9 @@ def _explain(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     from controller.backtest.run import main as backtest_main
 
+    if "dynamo-prophet" in args.baselines.split(",") and not _importable("prophet"):
+        raise InputError("MissingExtra", "--baselines dynamo-prophet needs prophet: pip install 'infercast[prophet]'")
+
     return backtest_main(args)
 
 

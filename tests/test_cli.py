@@ -173,6 +173,14 @@ def test_a_missing_extra_is_named_before_anything_runs(files: dict[str, Path]) -
     assert not files["out"].exists(), "refused before simulating anything"
 
 
+def test_a_baseline_whose_extra_is_missing_is_named_before_anything_runs(files: dict[str, Path]) -> None:
+    hide_prophet = "import sys; sys.modules['prophet'] = None"
+    argv = ["backtest", "--trace", str(files["trace"]), "--policy", str(POLICY), "--out", str(files["out"])]
+    refusal = infercast(*argv, "--baselines", "hpa,dynamo-prophet", preamble=hide_prophet)
+    assert_one_line_refusal(refusal, "backtest", "dynamo-prophet", "infercast[prophet]")
+    assert not files["out"].exists(), "refused before simulating anything"
+
+
 TRAFFIC_POLICY = REPO / "examples" / "traffic-backtest.yaml"
 
 

@@ -217,3 +217,11 @@ def test_traffic_decisions_show_each_backends_score_and_weight() -> None:
     text = explain("RoutingPolicy", "demo", "vllm", None, [record], limit=10)
     assert "backend:  a100, failure score 0.9, error rate 0.2, weight 50 -> 30" in text
     assert "backend:  h100, failure score missing, weight 50 -> 70" in text
+
+
+def test_a_resource_not_measured_yet_says_so() -> None:
+    prefill = {"resource": "prefill", "unit": "PrefillTokensPerSecond", "perReplica": None, "source": "prior"}
+    status = {"capacity": {"perReplica": 3000.0, "source": "prior", "resources": [{**prefill, "confidence": 0.0}]}}
+    (line,) = learned_lines(status)
+    assert "prefill not measured yet (prior, confidence 0)" in line
+    assert "missing" not in line

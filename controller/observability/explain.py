@@ -143,8 +143,9 @@ def learned_lines(status: Mapping[str, Any]) -> list[str]:
         value = "unknown" if per is None else f"{_num(per)} {capacity.get('unit', '')} per replica"
         binding = f", {capacity['binding']} binds" if capacity.get("binding") else ""
         parts = [
-            f"{r.get('resource')} {_num(r.get('perReplica'))} {r.get('unit', '')} ({r.get('source')}, "
-            f"confidence {_num(r.get('confidence'))})"
+            f"{r.get('resource')} "
+            + ("not measured yet" if r.get("perReplica") is None else f"{_num(r['perReplica'])} {r.get('unit', '')}")
+            + f" ({r.get('source')}, confidence {_num(r.get('confidence'))})"
             for r in capacity.get("resources") or ()
             if isinstance(r, Mapping)
         ]

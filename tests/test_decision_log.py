@@ -53,6 +53,7 @@ from controller.traffic.cycle import backend_inputs
 from controller.traffic.decide import RoutingStep, routing_inputs
 from controller.traffic.signals import BackendReading
 from controller.traffic.spec import parse_circuit_breaker_policy, parse_routing_policy
+from devtools.apiserver import merge_patch
 from policies import (
     BackendSignals,
     BreakerInputs,
@@ -250,6 +251,31 @@ def test_auto_reports_the_model_its_selection_chose_in_the_record_the_status_and
     count = metrics.registry.get_sample_value
     assert count("infercast_model_refit_duration_seconds_count", {"model": chosen}) == 1
     assert count("infercast_model_refit_duration_seconds_count", {"model": "Auto"}) is None
+
+
+@dataclass
+class LateLoad(FakePrometheus):
+    """Unreachable for the load history before ``until``, then answering."""
+
+    until: float = NOW
+
+    async def range_query(
+        self, spec: Any, credentials: Any, promql: str, *, start: float, end: float, step_s: float
+    ) -> RangeSamples:
+        if end < self.until:
+            raise MetricError("Unreachable", "cannot reach Prometheus")
+        return await super().range_query(spec, credentials, promql, start=start, end=end, step_s=step_s)
+
+
+def test_a_forecast_error_leaves_the_status_once_the_load_is_read_again() -> None:
+    """Status is written as a merge patch, which keeps what it does not name: the error must be nulled."""
+    statuses: list[dict[str, Any]] = []
+    predictive_run(predictive_spec(), LateLoad(rising_load, until=NOW + INTERVAL_S), 3, statuses=statuses)
+    assert statuses[0]["forecast"]["error"].startswith("Unreachable")
+    stored: dict[str, Any] = {}
+    for status in statuses:
+        stored = merge_patch(stored, status)  # as the API server applies each cycle's patch
+    assert "error" not in stored["forecast"], stored["forecast"]
 
 
 # 50 replicas of 100 requests/s and a load rising 8/s: the observed (burst-aware, smoothed) load of

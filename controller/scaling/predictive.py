@@ -233,8 +233,8 @@ def _forecast_status(
             "windows": len(accuracy.pairs) if accuracy else 0,
         },
     }
-    if outcome.error is not None:
-        status["error"] = f"{outcome.error.reason}: {outcome.error.message}"[:1024]
+    # A merge patch keeps what it does not mention: null clears the error of an earlier cycle.
+    status["error"] = f"{outcome.error.reason}: {outcome.error.message}"[:1024] if outcome.error else None
     if last is not None:
         status["issuedAt"] = iso(last.issued_at)
         status["peak"] = last.peak_between(now, now + window_s)

@@ -26,7 +26,7 @@ from tests.harness.exporter import Exporter
 from tests.harness.faultproxy import FaultProxy, Request, Rule
 from tests.harness.invariants import rate_limit_breaks, scale_changes
 from tests.harness.kube import events_for
-from tests.harness.polling import wait_until
+from tests.harness.polling import stays, wait_until
 from tests.harness.replicas import Replicas, Workload
 from tests.harness.workload import ReadyFollower
 
@@ -79,9 +79,7 @@ def test_a_manual_scale_during_a_decision_is_taken_not_overwritten(
         taken_at = time.monotonic()
         assert workload.replicas() == 7, "the person's 7 stands"
         # Held by the stabilization window that now includes 7, not reverted at the next cycle.
-        while time.monotonic() - taken_at < window - 3:
-            assert workload.replicas() == 7
-            time.sleep(0.5)
+        stays(lambda: workload.replicas() == 7, seconds=window - 3 - (time.monotonic() - taken_at))
 
     writes = [e for e in proxy.exchanges() if e.path == scale_path and e.method == "PATCH"]
     assert writes[0].status == 409, "the operator's write on the count it had read was refused"
@@ -117,10 +115,7 @@ def test_a_kill_between_the_scale_write_and_its_record_keeps_the_rate_limit(
         replicas.start("a")  # a new process, as the kubelet restarts a killed container
         wait_until(lambda: workload.status().get("lastDecision"), timeout=40)  # its first cycle
         # Three more cycles of the restarted operator: still 4, the period of the first move is not over.
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            assert workload.replicas() == 4
-            time.sleep(0.5)
+        stays(lambda: workload.replicas() == 4, seconds=15)
 
     changes = scale_changes(proxy.exchanges(), workload.namespace, workload.name)
     assert rate_limit_breaks(2, changes, up_pods=2, down_pods=10, period_s=period, tolerance_s=2) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -24,7 +24,7 @@ from devtools.prometheus_server import Prometheus
 from tests.conftest import EXPORTER_JOB, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import events_for
-from tests.harness.polling import wait_until
+from tests.harness.polling import stays, wait_until
 from tests.harness.replicas import Workload
 from tests.harness.workload import ReadyFollower
 
@@ -78,14 +78,6 @@ def stabilized(process: ManagedProcess) -> list[dict[str, Any]]:
 def decided_at(decision: dict[str, Any]) -> float:
     """When the operator decided, by its own clock (whole seconds, as logged)."""
     return datetime.fromisoformat(decision["time"]).timestamp()
-
-
-def stays(predicate: Callable[[], bool], seconds: float, interval: float = 0.5) -> None:
-    """Assert that ``predicate`` holds for the whole of ``seconds`` (bounded, polled)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate(), "the condition stopped holding"
-        time.sleep(interval)
 
 
 def test_scales_up_on_load_and_reports_the_decision(

@@ -23,3 +23,11 @@ def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0, interva
         if time.monotonic() >= deadline:
             raise TimeoutError(f"not true after {timeout:.1f}s; last value: {value!r}")
         time.sleep(interval)
+
+
+def stays(predicate: Callable[[], bool], seconds: float, interval: float = 0.5) -> None:
+    """Assert that ``predicate`` holds for the whole of ``seconds`` (bounded, polled)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), "the condition stopped holding"
+        time.sleep(interval)

@@ -50,7 +50,7 @@ from benchmarks.failure_episodes import (
 from benchmarks.failure_signals import CONSECUTIVE, Recording, record
 from controller.backtest.trace import Trace, load_trace
 from controller.backtest.traffic.scenario import Scenario
-from controller.traffic.signals import WARMUP_POINTS
+from controller.traffic.signals import FALSE_ALARMS_PER_BACKEND_DAY, TESTS_PER_BACKEND, WARMUP_POINTS, alert_level
 from policies.health import HealthLimits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,10 @@ PEAK_RATE_PER_HOST = 3.75
 #: The 3-day shapes' first day (2024-03-04 00:00 UTC): their times of day are real.
 SHAPES_EPOCH_S = 1_709_510_400.0
 ENVOY = tuple(f"envoy {n} consecutive 5xx" for n in CONSECUTIVE)
-ALL_RULES = (*RULES, *ENVOY)
+#: The fastest any rule reading the operator's ticks can flag a fault that fails requests: the
+#: first tick at or after the fault's first 5xx (a reading holds the responses of its window).
+FLOOR = "floor: first tick after the first 5xx"
+ALL_RULES = (*RULES, *ENVOY, FLOOR)
 #: The sources whose change changes a recording.
 SIMULATION_SOURCES = (
     *sorted((ROOT / "controller/backtest/traffic").glob("*.py")),
@@ -139,9 +142,11 @@ def signals_at(scored: Scored, rule: str, at_s: float, upper: float) -> list[str
     return sorted(m for (v, m), scores in scored.signals.items() if v == view and scores[tick] >= upper)
 
 
-def evaluate_episode(episode: Episode, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits) -> EpisodeResult:
+def evaluate_episode(
+    episode: Episode, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits, window_s: float
+) -> EpisodeResult:
     """Each rule's delay from the onset to its first flag while the fault lasts, and its alarms before."""
-    scored = score_recording(recording, limits)
+    scored = score_recording(recording, limits, window_s)
     live_from = float(scored.times[0])
     delays: dict[str, float | None] = {}
     before: dict[str, int] = {}
@@ -155,6 +160,10 @@ def evaluate_episode(episode: Episode, recording: Recording, envoy: EnvoyAlarms,
         inside = [t for t in times if episode.onset_s <= t <= episode.end_s]
         delays[rule] = inside[0] - episode.onset_s if inside else None
         before[rule] = sum(live_from <= t < episode.onset_s for t in times)
+    first_error = delays[ENVOY[0]]
+    ticks = scored.times[scored.times >= episode.onset_s + (first_error or 0.0)]
+    delays[FLOOR] = float(ticks[0]) - episode.onset_s if first_error is not None and len(ticks) else None
+    before[FLOOR] = 0
     return EpisodeResult(
         episode.kind,
         episode.number,
@@ -171,14 +180,15 @@ def evaluate_episode(episode: Episode, recording: Recording, envoy: EnvoyAlarms,
 
 
 def evaluate_healthy(
-    name: str, hosts: int, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits
+    name: str, hosts: int, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits, window_s: float
 ) -> HealthyResult:
     """Every rule's flags over a healthy run's live ticks: each one a false alarm."""
-    scored = score_recording(recording, limits, epoch_s=SHAPES_EPOCH_S)
+    scored = score_recording(recording, limits, window_s, epoch_s=SHAPES_EPOCH_S)
     live_from, live_to = float(scored.times[0]), float(scored.times[-1])
     counts = {rule: len(alarms(scored.times, scores, limits)) for rule, scores in scored.rules.items()}
     for rule, times in envoy.items():
         counts[rule] = sum(live_from <= t <= live_to for t in times)
+    counts[FLOOR] = 0
     days = (live_to - live_from) / SECONDS_PER_DAY
     return HealthyResult(name, hosts, days, counts, scored.updates, scored.cpu_s)
 
@@ -207,16 +217,23 @@ def summary(values: Sequence[float | None]) -> str:
     return f"{median:.0f} / {p90:.0f}" + (f" ({missed} missed)" if missed else "")
 
 
-def print_tables(episodes: Sequence[EpisodeResult], healthy: Sequence[HealthyResult]) -> None:
+def print_tables(episodes: Sequence[EpisodeResult], healthy: Sequence[HealthyResult], interval_s: float) -> None:
     kinds = [k for k in FAILURE_KINDS if any(e.kind == k for e in episodes)]
     healthy_days = sum(h.backend_days for h in healthy)
     prefix_days = sum(e.healthy_s for e in episodes) / SECONDS_PER_DAY
-    print("\nDetection delay in seconds from the onset, median / p90 (missed while the fault lasted),")
+    print(
+        f"\nAlert level {alert_level(interval_s):.2f} at a {interval_s:g} s interval (a budget of "
+        f"{FALSE_ALARMS_PER_BACKEND_DAY:g} false alarm per backend-day over {TESTS_PER_BACKEND} tests; "
+        "no value was chosen on these runs, so each healthy run is held out)."
+    )
+    print("Detection delay in seconds from the onset, median / p90 (missed while the fault lasted),")
     print("and false alarms (FA) per backend-day:\n")
-    print("| rule | " + " | ".join(kinds) + " | FA, 3-day runs | FA, before onsets |")
-    print("|---|" + "---:|" * (len(kinds) + 2))
+    per_run = [f"FA, {h.name}" for h in healthy]
+    print("| rule | " + " | ".join([*kinds, *per_run]) + " | FA, 3-day runs | FA, before onsets |")
+    print("|---|" + "---:|" * (len(kinds) + len(per_run) + 2))
     for rule in ALL_RULES:
         cells = [summary([e.delays_s[rule] for e in episodes if e.kind == kind]) for kind in kinds]
+        cells += [f"{h.alarms[rule] / h.backend_days:.2f}" for h in healthy]
         long_runs = f"{sum(h.alarms[rule] for h in healthy) / healthy_days:.2f}" if healthy_days else "-"
         prefixes = f"{sum(e.alarms_before[rule] for e in episodes) / prefix_days:.2f}" if prefix_days else "-"
         print(f"| {rule} | " + " | ".join(cells) + f" | {long_runs} | {prefixes} |")
@@ -280,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for number in range(args.episodes):
             episode = draw_episode(kind, number, backends[number % len(backends)], WARMUP_POINTS * args.interval)
             recording, envoy = recordings.get(episode.scenario(), f"{kind} {number}")
-            episodes.append(evaluate_episode(episode, recording, envoy, limits))
+            episodes.append(evaluate_episode(episode, recording, envoy, limits, args.window))
             delays = episodes[-1].delays_s.items()
             print(
                 f"{kind} {number} ({episode.workload.name}, {episode.parameters}): "
@@ -295,9 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             workload = Workload(name, trace, 1.0, hosts_for(trace, 1.0), 0.0)
             scenario = backend_scenario(name, workload, float(trace.arrival_s[-1]) + 1.0)
             recording, envoy = recordings.get(scenario, name)
-            healthy.append(evaluate_healthy(name, workload.hosts, recording, envoy, limits))
+            healthy.append(evaluate_healthy(name, workload.hosts, recording, envoy, limits, args.window))
             print(f"healthy {name} on {workload.hosts} hosts: {healthy[-1].alarms}", flush=True)
-    print_tables(episodes, healthy)
+    print_tables(episodes, healthy, args.interval)
     if args.out:
         with (args.out / "episodes.jsonl").open("w") as out:
             out.writelines(json.dumps(asdict(e)) + "\n" for e in episodes)

@@ -118,6 +118,23 @@ def combined_surprise(family_pvalues: list[tuple[float, float]]) -> float:
     return max(0.0, -math.log10(min(1.0, corrected)))
 
 
+def alert_level_for_budget(alarms_per_day: float, updates_per_day: float, tests: int) -> float:
+    """The alert level (``-log10 p``) at which ``tests`` calibrated tests, each updated ``updates_per_day``
+    times a day, raise at most ``alarms_per_day`` false alarms a day on average.
+
+    Bonferroni over tests and updates: an alarm needs at least one test beyond the level at one
+    update, and a calibrated test is beyond it with probability ``10 ** -level`` on healthy data, so
+    ``updates_per_day x tests x 10 ** -level`` bounds the expected alarms. It is a bound: consecutive
+    updates of one series are dependent and their exceedances come in clusters that the alert
+    shaping (and a policy's hysteresis) count once. The level follows from a budget a person can
+    state ("one false alarm per backend a day"), where a level chosen on a benchmark follows from
+    that benchmark's series (NAB's 2.65, the default of :class:`StreamingDetector`).
+    """
+    if not (alarms_per_day > 0 and updates_per_day > 0 and tests > 0):
+        raise ValueError("need a positive budget, positive updates per day and at least one test")
+    return max(0.0, math.log10(updates_per_day * tests / alarms_per_day))
+
+
 class AlertShaper:
     """Maps a stream of surprises (``-log10 p``) to scores in [0, 1], one alert per incident.
 

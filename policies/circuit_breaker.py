@@ -10,10 +10,12 @@ For each backend (an Istio DestinationRule subset, or the whole host) the decisi
 * **maxEjectionPercent capped by capacity**: ejecting replicas moves their load onto the others,
   so no more than the spare capacity may go, the capacity the forecast load needs (at the
   policy's quantile) staying in service. A replica failing on its own (its 5xx share an outlier
-  among its peers') is not capacity the load can count on: it may always go. So in an overload,
-  where every replica times out alike, nothing is ejected, while one bad replica of a busy pool
-  still is. ``minHealthPercent`` is the needed share, so Envoy stops ejecting altogether once
-  fewer healthy hosts remain than the load needs;
+  among its peers') may go while the healthy replicas carry the load; when they do not, one
+  failing replica at a time may (Envoy's own floor), the others still serving the requests they
+  do not fail, their fast failures retried on another host. So in an overload, where every
+  replica times out alike, nothing is ejected, while one bad replica of a busy pool still is.
+  ``minHealthPercent`` is the needed share, so Envoy stops ejecting altogether once fewer healthy
+  hosts remain than the load needs;
 * **connection pool by Little's law**: in-flight requests = arrival rate x time in system, so a
   pool that admits ``targetInFlightPerReplica`` per ready replica holds the queue a replica can
   serve at its target latency. Every client proxy enforces its own limit, hence the division by
@@ -22,7 +24,9 @@ For each backend (an Istio DestinationRule subset, or the whole host) the decisi
   its limit): retries against a failing or overloaded GPU pool multiply its load exactly when it
   can least take it, and an overloaded pool's failures are timeouts, which a retry only repeats.
   Errors alone are no overload: a fast 5xx of one bad host costs a retry on another host nothing
-  the load would notice.
+  the load would notice, and a pool with a replica failing on its own keeps the tight retries
+  even in an overload, since that replica's failures are fast and their retry is the request's
+  one service.
 
 Missing data keeps the live values (a breaker must not eject on what it cannot see); a backend
 whose live object holds no values yet and whose health is unknown is left alone.
@@ -196,7 +200,7 @@ def _decide_backend(
 
     pool = current.pool
     retries = bounds.max_retries.at(tight)
-    if retries > 0 and _overloaded(signals, ready, needed, inputs.limits):
+    if retries > 0 and not failing and _overloaded(signals, ready, needed, inputs.limits):
         retries = 0
         reasons.append(Reason.RetriesCutByCapacity)
     if ready is not None:
@@ -236,10 +240,11 @@ def _overloaded(signals: BackendSignals, ready: int | None, needed: float | None
 def _ejectable_percent(
     ready: int | None, needed: float | None, failing: int | None, overloaded: bool, bound: Tightening
 ) -> int:
-    """The share of replicas that may be ejected: the failing ones, and the healthy ones beyond the
-    capacity the forecast load needs; at least one while the pool is not overloaded (Envoy's own
-    floor: a pool that keeps its SLO can lose its worst host for an ejection's time, and the
-    forecast's upper quantile alone is no proof that it cannot). Envoy ejects while the ejected
+    """The share of replicas that may be ejected: the healthy ones beyond the capacity the forecast
+    load needs, and the failing ones (all of them while the healthy ones carry the load, else one
+    at a time); at least one while the pool is not overloaded (Envoy's own floor: a pool that
+    keeps its SLO can lose its worst host for an ejection's time, and the forecast's upper
+    quantile alone is no proof that it cannot). Envoy ejects while the ejected
     share is below the percentage, so ``floor(100 k / ready)`` lets exactly ``k`` replicas go.
 
     With the replicas or the forecast unknown, the spare capacity is unknown too: the cautious
@@ -251,8 +256,14 @@ def _ejectable_percent(
         return 0
     failing = min(max(failing or 0, 0), ready)
     healthy = ready - failing
-    spare = healthy - min(healthy, math.ceil(needed - 1e-9))
-    ejectable = failing + spare if overloaded else max(1, failing + spare)
+    need = math.ceil(needed - 1e-9)
+    spare = healthy - min(healthy, need)
+    # A failing replica still has its GPU: it serves the requests it does not fail, and its fast
+    # failures cost only a retry on another host. The healthy replicas carrying the load, every
+    # failing one may go; short of that, one at a time, the others serving what they can.
+    ejectable = failing + spare if healthy >= need else min(failing, 1)
+    if not overloaded:
+        ejectable = max(1, ejectable)
     return math.floor(100 * ejectable / ready)  # at least 1 for a host of a pool of at most 100
 
 

@@ -201,10 +201,12 @@ def test_relaxes_only_after_the_hold() -> None:
     [
         (8, 7.5, 0, 12),  # no spare capacity, nothing failing: the one host Envoy always lets go
         (8, 7.5, 1, 12),  # a replica failing on its own: floor(100 x 1 / 8) lets exactly one go
-        (8, 7.5, 2, 25),
+        (8, 7.5, 2, 12),  # two failing, the six healthy short of the load: one at a time
+        (8, 6, 2, 25),  # two failing, the six healthy carry the load: both may go
         (8, 4, 1, 50),  # plenty spare: the tight bound
         (8, 20, 1, 12),  # an overload still lets its failing replica go, and only it
-        (8, 6, 9, 50),  # a count beyond the replicas is clipped
+        (8, 20, 3, 12),  # ... one of its failing replicas at a time
+        (8, 6, 9, 12),  # a count beyond the replicas is clipped (none healthy: one at a time)
     ],
 )
 def test_a_replica_failing_on_its_own_is_not_capacity_the_load_counts_on(
@@ -259,6 +261,15 @@ def test_retries_are_cut_only_in_an_overload(needed: float, ttft_s: float, retri
     (backend,) = decide_breakers(BreakerInputs((signals,), {}, bounds, LIMITS), {}, NOW).backends
     assert backend.settings.pool is not None and backend.settings.pool.max_retries == retries
     assert (Reason.RetriesCutByCapacity in backend.reasons) == cut
+
+
+def test_an_overload_keeps_the_retries_of_a_replica_failing_on_its_own() -> None:
+    """Its failures are fast and its retry goes to another host: the request's one service."""
+    signals = BackendSignals("a", error_rate=0.04, ttft_s=2.5, ready_replicas=8, needed_replicas=12, failing_replicas=1)
+    bounds = replace(BOUNDS, max_retries=Tightening(1, 3))
+    (backend,) = decide_breakers(BreakerInputs((signals,), {}, bounds, LIMITS), {}, NOW).backends
+    assert backend.settings.pool is not None and backend.settings.pool.max_retries == 1
+    assert Reason.RetriesCutByCapacity not in backend.reasons
 
 
 def test_tpot_has_a_limit_like_ttft() -> None:

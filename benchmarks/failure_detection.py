@@ -12,8 +12,7 @@ flags it: :func:`policies.health.failure_score` against the spec's limits, judge
 A rule is a view (which readings) and a kind: ``detector`` is the largest detector score over the
 view's signals, ``policy`` that together with the spec's limits. Views:
 
-* ``backend``: the subset as a whole, error rate and its count test, p95 TTFT and p95 TPOT: what the
-  operator reads today;
+* ``backend``: the subset as a whole, error rate, p95 TTFT and p95 TPOT: what the operator reads today;
 * ``pods``: each pod alone, the same signals, the backend's score being its worst pod's;
 * ``pods+source``: the same with the client's count of 5xx (timeouts included);
 * ``pods+source+queue``: and vLLM's waiting requests per pod.
@@ -38,15 +37,13 @@ import pandas as pd
 
 from benchmarks.failure_signals import Reading, Recording
 from controller.clients.prometheus import RangeSamples
-from controller.traffic.signals import ERROR_COUNT, WARMUP_POINTS, SignalMemory, alert_level
+from controller.traffic.signals import WARMUP_POINTS, SignalMemory, alert_level
 from forecasting.detector import StreamingDetector
 from policies.health import BackendHealth, BackendSignals, HealthLimits, assess, failure_score
 
 #: The readings' signals, each read under the name the operator reads it by (when it reads it).
 SIGNALS = {"error_rate": "error_rate", "source_error_rate": "error_rate", "ttft_s": "ttft_s", "tpot_s": "tpot_s"}
 SIGNALS_NOT_READ = ("waiting",)
-#: The error-count tests, each of the 5xx share it counts (scored by the same :class:`SignalMemory` call).
-COUNTS = {"error_count": "error_rate", "source_error_count": "source_error_rate"}
 
 
 @dataclass(frozen=True)
@@ -59,10 +56,10 @@ class View:
 
 
 VIEWS = (
-    View("backend", False, ("error_rate", "error_count", "ttft_s", "tpot_s")),
-    View("pods", True, ("error_rate", "error_count", "ttft_s", "tpot_s")),
-    View("pods+source", True, ("source_error_rate", "source_error_count", "ttft_s", "tpot_s")),
-    View("pods+source+queue", True, ("source_error_rate", "source_error_count", "ttft_s", "tpot_s", "waiting")),
+    View("backend", False, ("error_rate", "ttft_s", "tpot_s")),
+    View("pods", True, ("error_rate", "ttft_s", "tpot_s")),
+    View("pods+source", True, ("source_error_rate", "ttft_s", "tpot_s")),
+    View("pods+source+queue", True, ("source_error_rate", "ttft_s", "tpot_s", "waiting")),
 )
 RULES = tuple(f"{view.name} {kind}" for view in VIEWS for kind in ("detector", "policy"))
 
@@ -85,9 +82,8 @@ class _Scorer:
     """Every detector of one recording: the operator's :class:`SignalMemory`, plus one detector per
     signal it does not read; with the CPU time and count of the updates."""
 
-    def __init__(self, interval_s: float, window_s: float) -> None:
+    def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self.window_s = window_s
         self.memory = SignalMemory()
         self.unread: dict[tuple[str, str], StreamingDetector] = {}
         self.updates = 0
@@ -99,15 +95,12 @@ class _Scorer:
 
     def warm(self, source: str, times: Sequence[float], readings: Sequence[Reading]) -> None:
         """Replay the readings as the operator replays Prometheus history into fresh detectors."""
-        step_s = times[1] - times[0] if len(times) > 1 else 0.0
-        rates = RangeSamples(step_s, tuple(times), tuple(r.requests / self.window_s for r in readings))
         for signal, metric in SIGNALS.items():
             values = [getattr(r, signal) for r in readings]
             kept = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
-            histories = {metric: RangeSamples(step_s, tuple(t for t, _ in kept), tuple(v for _, v in kept))}
-            if metric == "error_rate":
-                histories["request_rate"] = rates  # the count test learns the share with its requests
-            self.memory.replay(self._key(source, signal), histories, self.interval_s, self.window_s)
+            step_s = times[1] - times[0] if len(times) > 1 else 0.0
+            history = RangeSamples(step_s, tuple(t for t, _ in kept), tuple(v for _, v in kept))
+            self.memory.replay(self._key(source, signal), {metric: history}, self.interval_s)
         for signal in SIGNALS_NOT_READ:
             detector = self.unread.setdefault(
                 (source, signal), StreamingDetector(alert_level=alert_level(self.interval_s))
@@ -117,26 +110,20 @@ class _Scorer:
 
     def score(self, source: str, now: float, reading: Reading, wanted: set[str]) -> dict[str, float]:
         """The ``wanted`` signals' detector scores for this reading (NaN: not read)."""
-        scores = {signal: np.nan for signal in wanted}
-        counted = {share: count for count, share in COUNTS.items() if count in wanted}
-        for signal in wanted - set(COUNTS):
+        scores = {}
+        for signal in wanted:
             value = getattr(reading, signal)
             if value is None:
+                scores[signal] = np.nan
                 continue
             started = time.process_time()
             if signal in SIGNALS:
-                metric = SIGNALS[signal]
-                values = {metric: value}
-                if signal in counted:
-                    values["request_rate"] = reading.requests / self.window_s
-                found = self.memory.scores(self._key(source, signal), now, values, self.interval_s, self.window_s)
-                scores[signal] = found[metric]
-                if signal in counted:
-                    scores[counted[signal]] = found[ERROR_COUNT]
+                score = self.memory.score(self._key(source, signal), now, {SIGNALS[signal]: value}, self.interval_s)
             else:
-                scores[signal] = self.unread[(source, signal)].update(pd.Timestamp(now, unit="s"), value)
+                score = self.unread[(source, signal)].update(pd.Timestamp(now, unit="s"), value)
             self.cpu_s += time.process_time() - started
             self.updates += 1
+            scores[signal] = np.nan if score is None else score
         return scores
 
 
@@ -158,15 +145,9 @@ def _policy(detector: float, reading: Reading, error_signal: str, limits: Health
 
 
 def score_recording(
-    recording: Recording,
-    limits: HealthLimits,
-    window_s: float,
-    warmup_points: int = WARMUP_POINTS,
-    epoch_s: float = 0.0,
+    recording: Recording, limits: HealthLimits, warmup_points: int = WARMUP_POINTS, epoch_s: float = 0.0
 ) -> Scored:
     """Warm fresh detectors with the first ``warmup_points`` ticks, then score every later tick by every rule.
-
-    ``window_s`` is the rate window the readings were computed over (their counts are rates times it).
 
     ``epoch_s`` is added to the simulation's times before the detectors see them (their daily and
     weekly profiles bucket by wall-clock time).
@@ -174,8 +155,9 @@ def score_recording(
     times = [epoch_s + t for t in recording.times]
     warm = min(warmup_points, len(times))
     hosts = len(recording.pods[0]) if recording.pods else 0
-    interval_s = recording.times[1] - recording.times[0] if len(recording.times) > 1 else window_s
-    scorer = _Scorer(interval_s, window_s)
+    if len(recording.times) < 2:
+        raise ValueError("a recording needs two ticks to have an interval")
+    scorer = _Scorer(recording.times[1] - recording.times[0])
     scorer.warm("backend", times[:warm], recording.backend[:warm])
     for host in range(hosts):
         scorer.warm(f"pod-{host}", times[:warm], [r[host] for r in recording.pods[:warm]])

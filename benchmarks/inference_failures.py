@@ -142,11 +142,9 @@ def signals_at(scored: Scored, rule: str, at_s: float, upper: float) -> list[str
     return sorted(m for (v, m), scores in scored.signals.items() if v == view and scores[tick] >= upper)
 
 
-def evaluate_episode(
-    episode: Episode, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits, window_s: float
-) -> EpisodeResult:
+def evaluate_episode(episode: Episode, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits) -> EpisodeResult:
     """Each rule's delay from the onset to its first flag while the fault lasts, and its alarms before."""
-    scored = score_recording(recording, limits, window_s)
+    scored = score_recording(recording, limits)
     live_from = float(scored.times[0])
     delays: dict[str, float | None] = {}
     before: dict[str, int] = {}
@@ -180,10 +178,10 @@ def evaluate_episode(
 
 
 def evaluate_healthy(
-    name: str, hosts: int, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits, window_s: float
+    name: str, hosts: int, recording: Recording, envoy: EnvoyAlarms, limits: HealthLimits
 ) -> HealthyResult:
     """Every rule's flags over a healthy run's live ticks: each one a false alarm."""
-    scored = score_recording(recording, limits, window_s, epoch_s=SHAPES_EPOCH_S)
+    scored = score_recording(recording, limits, epoch_s=SHAPES_EPOCH_S)
     live_from, live_to = float(scored.times[0]), float(scored.times[-1])
     counts = {rule: len(alarms(scored.times, scores, limits)) for rule, scores in scored.rules.items()}
     for rule, times in envoy.items():
@@ -297,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for number in range(args.episodes):
             episode = draw_episode(kind, number, backends[number % len(backends)], WARMUP_POINTS * args.interval)
             recording, envoy = recordings.get(episode.scenario(), f"{kind} {number}")
-            episodes.append(evaluate_episode(episode, recording, envoy, limits, args.window))
+            episodes.append(evaluate_episode(episode, recording, envoy, limits))
             delays = episodes[-1].delays_s.items()
             print(
                 f"{kind} {number} ({episode.workload.name}, {episode.parameters}): "
@@ -312,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workload = Workload(name, trace, 1.0, hosts_for(trace, 1.0), 0.0)
             scenario = backend_scenario(name, workload, float(trace.arrival_s[-1]) + 1.0)
             recording, envoy = recordings.get(scenario, name)
-            healthy.append(evaluate_healthy(name, workload.hosts, recording, envoy, limits, args.window))
+            healthy.append(evaluate_healthy(name, workload.hosts, recording, envoy, limits))
             print(f"healthy {name} on {workload.hosts} hosts: {healthy[-1].alarms}", flush=True)
     print_tables(episodes, healthy, args.interval)
     if args.out:

@@ -168,16 +168,13 @@ def _synthetic(ticks: int, onset: int) -> Recording:
 
 def test_scores_start_after_the_warm_up_and_an_error_burst_flags_at_once() -> None:
     limits = HealthLimits()
-    scored = score_recording(_synthetic(560, onset=540), limits, 60.0, warmup_points=480)
+    scored = score_recording(_synthetic(560, onset=540), limits, warmup_points=480)
     assert scored.times[0] == 15.0 * 481
     onset_s = 15.0 * 541
     for rule, scores in scored.rules.items():
         assert first_flag(scored.times, scores, limits, onset_s, onset_s + 300) == onset_s, rule
     # The detector alone flags the burst too: an error rate never seen is as surprising as it gets.
     assert scored.signals[("backend", "error_rate")][scored.times == onset_s] >= limits.upper
-    # So does the count: 20 failures of 40 requests after 480 error-free windows is improbable at any level.
-    assert scored.signals[("backend", "error_count")][scored.times == onset_s] >= limits.upper
-    assert max(scored.signals[("backend", "error_count")][scored.times < onset_s]) == 0.0
 
 
 def test_alarms_count_the_policys_flags_not_every_high_score() -> None:

@@ -61,9 +61,9 @@ async def test_a_warmed_detector_scores_a_failure_at_once_where_a_cold_one_canno
     warmed, cold = SignalMemory(), SignalMemory()
     await warm(warmed, RecordingPool({"ttft_s": history}))
     failing: dict[str, float | None] = {"ttft_s": 2.5}
-    score = warmed.score("h100", NOW, failing, 5, 60)
+    score = warmed.score("h100", NOW, failing, 5)
     assert score is not None and score >= 0.5, "the learned baseline makes 2.5 s an alert"
-    assert cold.score("h100", NOW, failing, 5, 60) == 0.0, "a cold detector has nothing to compare with"
+    assert cold.score("h100", NOW, failing, 5) == 0.0, "a cold detector has nothing to compare with"
 
 
 async def test_calm_live_points_after_the_history_stay_calm() -> None:
@@ -71,7 +71,7 @@ async def test_calm_live_points_after_the_history_stay_calm() -> None:
     history = calm(NOW - WARMUP_POINTS * 5, 5, WARMUP_POINTS, level=0.3, noise=0.03)
     await warm(memory, RecordingPool({"ttft_s": history}))
     live = calm(NOW, 5, 30, level=0.3, noise=0.03, seed=2)
-    scores = [memory.score("h100", t, {"ttft_s": v}, 5, 60) for t, v in zip(live.times, live.values, strict=True)]
+    scores = [memory.score("h100", t, {"ttft_s": v}, 5) for t, v in zip(live.times, live.values, strict=True)]
     assert max(s for s in scores if s is not None) < 0.5
 
 
@@ -108,14 +108,14 @@ async def test_an_outage_defers_the_warm_up_until_prometheus_answers() -> None:
     history = calm(NOW - WARMUP_POINTS * 5, 5, WARMUP_POINTS, level=0.3, noise=0.03)
     await warm(memory, RecordingPool({"ttft_s": history}))
     assert "h100" in memory.warmed
-    score = memory.score("h100", NOW, {"ttft_s": 2.5}, 5, 60)
+    score = memory.score("h100", NOW, {"ttft_s": 2.5}, 5)
     assert score is not None and score >= 0.5, "the history read after the outage was replayed"
 
 
 async def test_no_retry_once_live_points_were_learned_or_prometheus_answered() -> None:
     down = MetricError("Unreachable", "cannot reach Prometheus")
     learned = SignalMemory()
-    learned.score("h100", NOW - 5, {"ttft_s": 0.3}, 5, 60)
+    learned.score("h100", NOW - 5, {"ttft_s": 0.3}, 5)
     await warm(learned, RecordingPool({m: down for m in (*DETECTED, "request_rate")}))
     assert "h100" in learned.warmed, "history older than a learned live point would be fed out of order"
     answered = SignalMemory()

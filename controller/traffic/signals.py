@@ -11,11 +11,8 @@ backtest builds its readings from a simulation and calls the same second step:
   from ``istio_request_duration_milliseconds``, p95 TTFT and TPOT and the mean KV-cache usage from
   the vLLM pods. A query that fails is ``None``, never 0 (:class:`~controller.clients.prometheus.PrometheusPool`);
 * **failure scores** from one :class:`forecasting.StreamingDetector` per backend and metric, which
-  learns the backend's own baseline, and one :class:`forecasting.counts.ErrorCountTest` per backend,
-  which asks whether the window's 5xx *count* is improbable under the backend's learned error share
-  (a host that starts failing every request is seen at its first few errors, where the share of a
-  one-minute window still looks small). Their alert level follows from a false-alarm budget per
-  backend and day (:func:`alert_level`), not from a benchmark. They live in the daemon's memory (:class:`SignalMemory`).
+  learns the backend's own baseline. Their alert level follows from a false-alarm budget per backend
+  and day (:func:`alert_level`), not from a benchmark. Detectors live in the daemon's memory (:class:`SignalMemory`).
   A detector scores nothing before about 150 points (12 minutes at a 5 s interval), so a daemon
   that starts (a new policy, an operator restart) first **warms** each backend's detectors from
   Prometheus history (:func:`warm_up`): one range query per signal over the recent past, at the
@@ -48,7 +45,6 @@ from controller.clients.servers import backend_queries
 from controller.errors import TargetError
 from controller.traffic.spec import DEFAULT_MAX_ERROR_RATE, BackendSpec, CapacitySpec, window_seconds
 from forecasting import DampedTrend, ForecastInputError
-from forecasting.counts import ErrorCountTest
 from forecasting.detector import StreamingDetector, alert_level_for_budget
 from policies import BackendSignals
 
@@ -65,19 +61,17 @@ WARMUP_POINTS = 480
 WARMUP_S = 3 * 3600
 #: The false alarms one backend's tests may raise together, per day on average: the budget its
 #: detectors' alert level follows from (:func:`alert_level`). One a day is what an on-call person
-#: reads without learning to ignore it; a flag only tightens the breaker's thresholds, which is
-#: harmless without errors, so the budget can be spent on speed.
+#: reads without learning to ignore it (the issue's bound; the inference-failure benchmark measures it).
 FALSE_ALARMS_PER_BACKEND_DAY = 1.0
-#: The tests a backend's failure score is the largest of: a detector per signal, and the error count.
-TESTS_PER_BACKEND = len(DETECTED) + 1
-ERROR_COUNT = "error_count"
+#: The tests a backend's failure score is the largest of: a detector per signal.
+TESTS_PER_BACKEND = len(DETECTED)
 SECONDS_PER_DAY = 86_400
 
 
 def alert_level(interval_s: float) -> float:
     """The detectors' alert level (``-log10 p``) at a policy's interval: the backend's tests, each read
     once per interval, raise at most :data:`FALSE_ALARMS_PER_BACKEND_DAY` false alarms a day
-    (:func:`forecasting.detector.alert_level_for_budget`; 4.46 at 15 s, 4.94 at 5 s)."""
+    (:func:`forecasting.detector.alert_level_for_budget`; 4.36 at 15 s, 4.84 at 5 s)."""
     return alert_level_for_budget(FALSE_ALARMS_PER_BACKEND_DAY, SECONDS_PER_DAY / interval_s, TESTS_PER_BACKEND)
 
 
@@ -108,14 +102,13 @@ class SignalSource:
 
 @dataclass
 class SignalMemory:
-    """What one policy's daemon remembers between cycles: detectors, error counts and request-rate history.
+    """What one policy's daemon remembers between cycles: detectors and request-rate history.
 
     Scores are on the policies' scale: 0.5 at the alert level of the policy's interval
     (:func:`alert_level`). A detector keeps the level of the interval it was created at.
     """
 
     detectors: dict[tuple[str, str], StreamingDetector] = field(default_factory=dict)
-    counts: dict[str, ErrorCountTest] = field(default_factory=dict)
     rates: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     warmed: set[str] = field(default_factory=set)
 
@@ -125,9 +118,9 @@ class SignalMemory:
             self.detectors[key] = StreamingDetector(alert_level=alert_level(interval_s))
         return self.detectors[key]
 
-    def replay(self, backend: str, histories: dict[str, RangeSamples], interval_s: float, window_s: float) -> int:
-        """Feed history (oldest first, before any live point) to the backend's fresh detectors, error
-        count and rate history; the number of points replayed. CPU-bound: run it in a worker thread."""
+    def replay(self, backend: str, histories: dict[str, RangeSamples], interval_s: float) -> int:
+        """Feed history (oldest first, before any live point) to the backend's fresh detectors and rate
+        history; the number of points replayed. CPU-bound: run it in a worker thread."""
         replayed = 0
         for metric, samples in histories.items():
             points = list(zip(samples.times, samples.values, strict=True))
@@ -138,54 +131,20 @@ class SignalMemory:
                 for t, value in points:
                     detector.update(pd.Timestamp(t, unit="s"), value)
                 replayed += len(points)
-        rates, shares = histories.get("request_rate"), histories.get("error_rate")
-        if rates is not None and shares is not None and backend not in self.counts:
-            rate_at = dict(zip(rates.times, rates.values, strict=True))
-            for t, share in zip(shares.times, shares.values, strict=True):
-                if t in rate_at:
-                    self.error_count_score(backend, t, rate_at[t], share, interval_s, window_s)
         return replayed
 
     def has_live_points(self, backend: str) -> bool:
-        """Whether any of the backend's detectors, its error count or its rate history has learned a point yet."""
-        return (
-            bool(self.rates.get(backend))
-            or backend in self.counts
-            or any(name == backend for name, _ in self.detectors)
-        )
+        """Whether any of the backend's detectors or its rate history has learned a point yet."""
+        return bool(self.rates.get(backend)) or any(name == backend for name, _ in self.detectors)
 
-    def error_count_score(
-        self, backend: str, now: float, rate: float, share: float, interval_s: float, window_s: float
-    ) -> float:
-        """The score of the window's 5xx count (``rate x share x window``) against the backend's
-        learned error share (:class:`forecasting.counts.ErrorCountTest`), then learn the window."""
-        test = self.counts.setdefault(backend, ErrorCountTest())
-        requests = rate * window_s
-        surprise = test.update(now, requests, share * requests, window_s)
-        return min(1.0, surprise / (2.0 * alert_level(interval_s)))
-
-    def scores(
-        self, backend: str, now: float, values: Mapping[str, float | None], interval_s: float, window_s: float
-    ) -> dict[str, float]:
-        """Each test's score of the backend's readings: a detector per signal read, and the error count
-        when both the request rate and the 5xx share were read."""
-        scores = {}
-        for metric in DETECTED:
-            value = values.get(metric)
-            if value is not None:
-                detector = self._detector(backend, metric, interval_s)
-                scores[metric] = detector.update(pd.Timestamp(now, unit="s"), value)
-        rate, share = values.get("request_rate"), values.get("error_rate")
-        if rate is not None and share is not None:
-            scores[ERROR_COUNT] = self.error_count_score(backend, now, rate, share, interval_s, window_s)
-        return scores
-
-    def score(
-        self, backend: str, now: float, values: Mapping[str, float | None], interval_s: float, window_s: float
-    ) -> float | None:
-        """The largest test score over the backend's readings; ``None`` when none was read."""
-        scores = self.scores(backend, now, values, interval_s, window_s)
-        return max(scores.values()) if scores else None
+    def score(self, backend: str, now: float, values: Mapping[str, float | None], interval_s: float) -> float | None:
+        """The largest detector score over the backend's readings; ``None`` when none was read."""
+        scores = [
+            self._detector(backend, metric, interval_s).update(pd.Timestamp(now, unit="s"), value)
+            for metric in DETECTED
+            if (value := values.get(metric)) is not None
+        ]
+        return max(scores) if scores else None
 
     def needed_replicas(
         self, backend: BackendSpec, now: float, rate: float | None, capacity: CapacitySpec, interval_s: int
@@ -272,7 +231,7 @@ async def warm_up(
             return
     memory.warmed.add(backend.name)
     replayed = await asyncio.get_running_loop().run_in_executor(
-        None, memory.replay, backend.name, histories, interval_s, window_seconds(source.window)
+        None, memory.replay, backend.name, histories, interval_s
     )
     logger.info(
         "detectors of backend %s warmed from %d points of history (%s)",
@@ -344,7 +303,7 @@ def backend_signals(
     needed = memory.needed_replicas(backend, now, served_rate(values), capacity, interval_s) if capacity else None
     return BackendSignals(
         name=backend.name,
-        failure_score=memory.score(backend.name, now, values, interval_s, window_seconds(window)),
+        failure_score=memory.score(backend.name, now, values, interval_s),
         error_rate=values.get("error_rate"),
         latency_ms=values.get("latency_ms"),
         ttft_s=values.get("ttft_s"),

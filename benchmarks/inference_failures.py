@@ -1,6 +1,7 @@
 """How fast do the operator's failure scores and Envoy's consecutive-5xx rule see GPU inference failures?
 
-    python benchmarks/inference_failures.py [--episodes 12] [--interval 15] [--out results/inference_failures]
+    python benchmarks/inference_failures.py [--episodes 12] [--policy examples/traffic-backtest.yaml]
+                                            [--out results/inference_failures]
 
 Labelled episodes (:mod:`benchmarks.failure_episodes`: XID errors, OOM errors, latency creep,
 KV-cache saturation, throughput collapse, a hung replica) and long healthy runs are simulated with
@@ -49,8 +50,11 @@ from benchmarks.failure_episodes import (
 )
 from benchmarks.failure_signals import CONSECUTIVE, Recording, record
 from controller.backtest.trace import Trace, load_trace
+from controller.backtest.traffic.command import load_policies
 from controller.backtest.traffic.scenario import Scenario
+from controller.errors import InputError
 from controller.traffic.signals import FALSE_ALARMS_PER_BACKEND_DAY, TESTS_PER_BACKEND, WARMUP_POINTS, alert_level
+from controller.traffic.spec import CircuitBreakerPolicySpec, window_seconds
 from policies.health import HealthLimits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,19 +285,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=12, help="episodes per failure kind")
     parser.add_argument("--kinds", nargs="*", choices=FAILURE_KINDS, default=list(FAILURE_KINDS))
-    parser.add_argument("--interval", type=float, default=15.0, help="the operator's interval, seconds")
-    parser.add_argument("--window", type=float, default=60.0, help="the rate window (health.rateWindow), seconds")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=ROOT / "examples/traffic-backtest.yaml",
+        help="the CircuitBreakerPolicy whose interval, rate window and health limits the operator's rules use",
+    )
     parser.add_argument("--healthy-days", type=float, default=3.0, help="days of each 3-day shape to play (0: none)")
     parser.add_argument("--out", type=Path, help="directory for the results (JSON lines) and the recordings cache")
     args = parser.parse_args(argv)
 
-    limits = HealthLimits()
-    recordings = Recordings(args.out / "recordings" if args.out else None, args.interval, args.window)
+    try:
+        documents = load_policies(args.policy)
+    except InputError as exc:
+        parser.error(str(exc))
+    breaker = next((d.spec for d in documents if isinstance(d.spec, CircuitBreakerPolicySpec)), None)
+    if breaker is None:
+        parser.error(f"{args.policy} holds no CircuitBreakerPolicy")
+    limits, interval_s = breaker.health.limits, float(breaker.interval_s)
+    window_s = float(window_seconds(breaker.health.rate_window))
+    print(f"{args.policy}: interval {interval_s:g} s, rate window {window_s:g} s, {limits}")
+    recordings = Recordings(args.out / "recordings" if args.out else None, interval_s, window_s)
     backends = workloads(recordings)
     episodes = []
     for kind in args.kinds:
         for number in range(args.episodes):
-            episode = draw_episode(kind, number, backends[number % len(backends)], WARMUP_POINTS * args.interval)
+            episode = draw_episode(kind, number, backends[number % len(backends)], WARMUP_POINTS * interval_s)
             recording, envoy = recordings.get(episode.scenario(), f"{kind} {number}")
             episodes.append(evaluate_episode(episode, recording, envoy, limits))
             delays = episodes[-1].delays_s.items()
@@ -312,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recording, envoy = recordings.get(scenario, name)
             healthy.append(evaluate_healthy(name, workload.hosts, recording, envoy, limits))
             print(f"healthy {name} on {workload.hosts} hosts: {healthy[-1].alarms}", flush=True)
-    print_tables(episodes, healthy, args.interval)
+    print_tables(episodes, healthy, interval_s)
     if args.out:
         with (args.out / "episodes.jsonl").open("w") as out:
             out.writelines(json.dumps(asdict(e)) + "\n" for e in episodes)

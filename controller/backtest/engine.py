@@ -339,28 +339,26 @@ class FleetEngine:
             # each cold start's end. Idle replicas have no event and time changes nothing in them,
             # so only busy ones are advanced and settled (the same arithmetic as for every one).
             now = self._now
-            next_s = until_s
-            if pending and pending[0].arrival_s < next_s:
-                next_s = pending[0].arrival_s
+            times = [until_s, pending[0].arrival_s] if pending else [until_s]
             busy: list[_Replica] = []
             starting = draining = False
             for replica in replicas:
                 if replica.prefilling is not None:
-                    due = now + replica.prefill_left_s
+                    times.append(now + replica.prefill_left_s)
                 elif replica.decoding:
-                    due = now + max(0.0, replica.decoding[0].finish_at - replica.decode_counter) * replica.decode_step_s
+                    left = replica.decoding[0].finish_at - replica.decode_counter  # tokens; < 0 is due now
+                    times.append(now + left * replica.decode_step_s if left > 0.0 else now)
                 else:
                     if replica.phase is starting_phase:
                         starting = True
-                        next_s = min(next_s, replica.ready_s)
+                        times.append(replica.ready_s)
                     elif replica.phase is draining_phase:
                         draining = True
                     continue
                 busy.append(replica)
-                next_s = min(next_s, due)
                 if replica.phase is draining_phase:
                     draining = True
-            next_s = max(next_s, now)
+            next_s = max(min(times), now)
             dt = next_s - now
             self._now = now = next_s
             slack = _slack_s(now)

@@ -191,7 +191,8 @@ class _Replica:
         if self.prefilling is not None:
             return now + self.prefill_left_s
         if self.decoding:
-            return now + max(0.0, self.decoding[0].finish_at - self.decode_counter) * self.decode_step_s
+            left = self.decoding[0].finish_at - self.decode_counter  # tokens to go; <= 0: due now
+            return now + left * self.decode_step_s if left > 0.0 else now
         return math.inf
 
     def admit(self, request: Request) -> None:
@@ -345,8 +346,8 @@ class FleetEngine:
             for replica in replicas:
                 if replica.prefilling is not None:
                     times.append(now + replica.prefill_left_s)
-                elif replica.decoding:
-                    left = replica.decoding[0].finish_at - replica.decode_counter  # tokens; < 0 is due now
+                elif replica.decoding:  # next_event_s, inlined: this loop is the backtest's hot spot
+                    left = replica.decoding[0].finish_at - replica.decode_counter
                     times.append(now + left * replica.decode_step_s if left > 0.0 else now)
                 else:
                     if replica.phase is starting_phase:

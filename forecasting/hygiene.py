@@ -31,6 +31,7 @@ constant series             kept; ``constant`` is true so callers can skip point
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,7 @@ NOMINAL_STEPS = tuple(
 )
 
 
+@functools.lru_cache(maxsize=64)
 def nominal_step(median: pd.Timedelta) -> pd.Timedelta:
     """The step :func:`regularize` infers from a median spacing: the usual interval within 20 % of it,
     else the median itself. Samples ``step`` apart are on their own grid when this returns ``step``."""

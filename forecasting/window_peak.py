@@ -110,7 +110,7 @@ class WindowPeak:
         if len(origins) < self.min_origins:
             return None
         cumulative = np.concatenate(([0.0], np.cumsum(values)))
-        peaks = window_max(values, horizon, origins)
+        peaks = window_max(values, horizon, int(origins[0]), self.stride, len(origins))
         excess = peaks - (cumulative[origins] - cumulative[origins - self.level]) / self.level
         weights = 0.5 ** ((len(values) - horizon - origins) / self.half_life)
         now_level = (cumulative[-1] - cumulative[-1 - self.level]) / self.level
@@ -127,19 +127,43 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> 
     return float(values[order][np.searchsorted(cumulative, level * cumulative[-1])])
 
 
-def window_max(values: np.ndarray, width: int, starts: np.ndarray) -> np.ndarray:
-    """``values[i : i + width].max()`` for each ``i`` of ``starts`` (each window inside ``values``).
+def window_max(values: np.ndarray, width: int, first: int, stride: int, count: int) -> np.ndarray:
+    """``values[i : i + width].max()`` for the ``count`` windows starting at ``first``, ``first +
+    stride``, ... (each inside ``values``), without reading a window element by element.
 
-    In O(len(values)) whatever ``width`` (van Herk / Gil-Werman): in blocks of ``width`` values,
-    the running maximum from each block's start and from its end; a window spans at most two
-    blocks, so its maximum is the larger of its first value's maximum to the end of its block and
-    its last value's maximum from the start of its block. Exact: a maximum, never a sum.
+    A window is ``width // stride`` whole blocks of ``stride`` values, the blocks starting at the
+    windows' starts, and the first ``width % stride`` values of the block after them: the maximum
+    of each block, then of each run of blocks (by doubling), then with each tail. Numpy reduces a
+    short axis slowly, so blocks are reduced column by column. Exact: maxima, never sums.
     """
-    blocks = -(-len(values) // width)
-    padded = np.full(blocks * width, -np.inf)
-    padded[: len(values)] = values
-    grid = padded.reshape(blocks, width)
-    from_start = np.maximum.accumulate(grid, axis=1).ravel()
-    to_end = np.maximum.accumulate(grid[:, ::-1], axis=1)[:, ::-1].ravel()
-    result: np.ndarray = np.maximum(to_end[starts], from_start[starts + width - 1])
+    span = values[first : first + stride * (count - 1) + width]
+    blocks_each, tail = divmod(width, stride)
+    result = np.full(count, -np.inf)
+    if blocks_each:
+        blocks = _column_max(span[: (count - 1 + blocks_each) * stride].reshape(-1, stride), stride)
+        result = _run_max(blocks, blocks_each)
+    if tail:
+        rest = np.full(count * stride, -np.inf)
+        after = span[blocks_each * stride :]
+        rest[: len(after)] = after
+        result = np.maximum(result, _column_max(rest.reshape(count, stride), tail))
+    return result
+
+
+def _column_max(grid: np.ndarray, columns: int) -> np.ndarray:
+    """The maximum of the first ``columns`` columns of each row of ``grid``."""
+    result = grid[:, 0].copy()
+    for column in range(1, columns):
+        np.maximum(result, grid[:, column], out=result)
+    return result
+
+
+def _run_max(values: np.ndarray, length: int) -> np.ndarray:
+    """``values[i : i + length].max()`` for every ``i``: runs of doubling length, then two that overlap."""
+    result, run = values, 1
+    while 2 * run <= length:
+        result = np.maximum(result[:-run], result[run:])  # result[i]: the maximum of values[i : i + 2 run]
+        run *= 2
+    if run < length:
+        result = np.maximum(result[: len(result) - (length - run)], result[length - run :])
     return result

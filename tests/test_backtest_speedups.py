@@ -37,11 +37,15 @@ def test_burst_load_by_slices_is_the_gathered_one_bit_for_bit(n: int, windows: t
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 31, 64])
-def test_window_max_is_every_window_maximum(n: int) -> None:
+@pytest.mark.parametrize("stride", [1, 3, 15])
+def test_window_max_is_every_window_maximum(n: int, stride: int) -> None:
     values = np.random.default_rng(n).normal(size=n)
     for width in range(1, n + 1):
-        starts = np.arange(n - width + 1)
-        np.testing.assert_array_equal(window_max(values, width, starts), sliding_window_view(values, width).max(axis=1))
+        for first in range(min(stride, n - width + 1)):
+            count = (n - width - first) // stride + 1
+            starts = first + stride * np.arange(count)
+            expected = sliding_window_view(values, width)[starts].max(axis=1)
+            np.testing.assert_array_equal(window_max(values, width, first, stride, count), expected)
 
 
 def _series(values: np.ndarray, step_s: float) -> pd.Series:

@@ -37,5 +37,6 @@ def burst_load(prompt_tokens: np.ndarray, ttft_slo_s: float, windows: tuple[int,
         head = min(max(window - 1, 0), n)
         np.subtract(cumulative[1 : head + 1], cumulative[0], out=arrived[:head])
         np.subtract(cumulative[head + 1 :], cumulative[head + 1 - window : n + 1 - window], out=arrived[head:])
-        np.maximum(load, arrived / (window + ttft_slo_s), out=load)
+        np.divide(arrived, window + ttft_slo_s, out=arrived)
+        np.maximum(load, arrived, out=load)
     return load

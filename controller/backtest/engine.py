@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import NamedTuple
 
 # Float slack when an event is due "now": prefill remainders and decode counters are computed
 # from differences of times, so they land a few ulps away from zero.
@@ -112,9 +113,11 @@ class ReplicaGone:
 EngineEvent = FirstToken | Finished | ReplicaGone
 
 
-@dataclass(frozen=True)
-class ReplicaSnapshot:
-    """What one replica's vLLM ``/metrics`` would show, plus its lifecycle."""
+class ReplicaSnapshot(NamedTuple):
+    """What one replica's vLLM ``/metrics`` would show, plus its lifecycle.
+
+    A named tuple rather than a frozen dataclass: the backtest takes one of every replica every
+    simulated second, and a tuple is built several times faster."""
 
     replica_id: int
     phase: ReplicaPhase
@@ -260,17 +263,18 @@ class _Replica:
             self.prefill_left_s = max(1, self.prefilling.prompt_tokens) / self.params.prefill_tokens_per_s
 
     def snapshot(self) -> ReplicaSnapshot:
+        # Positional, in the order of the fields (keywords cost as much as building the tuple).
         return ReplicaSnapshot(
-            replica_id=self.replica_id,
-            phase=self.phase,
-            created_s=self.created_s,
-            ready_s=self.ready_s,
-            running=(self.prefilling is not None) + len(self.decoding),
-            awaiting_prefill=len(self.awaiting),
-            prompt_tokens_total=self.prompt_tokens_total,
-            generation_tokens_total=self.generation_tokens_total,
-            prefill_seconds_total=self.prefill_seconds_total,
-            decoding_seconds_total=self.decoding_seconds_total,
+            self.replica_id,
+            self.phase,
+            self.created_s,
+            self.ready_s,
+            (self.prefilling is not None) + len(self.decoding),
+            len(self.awaiting),
+            self.prompt_tokens_total,
+            self.generation_tokens_total,
+            self.prefill_seconds_total,
+            self.decoding_seconds_total,
         )
 
 

@@ -144,12 +144,13 @@ class FleetSnapshot:
         return tuple(r for r in self.replicas if r.phase is ReplicaPhase.READY)
 
 
-@dataclass(order=True)
-class _Decoding:
-    # Ordered by the decode counter value at which the sequence emits its last token.
+class _Decoding(NamedTuple):
+    # Ordered by the decode counter value at which the sequence emits its last token, then by
+    # admission (``seq`` is unique per replica, so ``request`` is never compared). A tuple: the
+    # heap compares them in C.
     finish_at: float
     seq: int
-    request: Request = field(compare=False)
+    request: Request
 
 
 @dataclass
@@ -339,6 +340,7 @@ class FleetEngine:
         pending = deque(arrivals)
         replicas = self._replicas
         starting_phase, draining_phase = ReplicaPhase.STARTING, ReplicaPhase.DRAINING
+        slack, slack_until = _EPSILON, -math.inf
         while True:
             # The earliest of: the target time, the next arrival, each busy replica's next event and
             # each cold start's end. Idle replicas have no event and time changes nothing in them,
@@ -366,7 +368,8 @@ class FleetEngine:
             next_s = max(min(times), now)
             dt = next_s - now
             self._now = now = next_s
-            slack = _slack_s(now)
+            if now >= slack_until:  # _slack_s depends on now's binade [2**(e - 1), 2**e) only
+                slack, slack_until = _slack_s(now), math.ldexp(1.0, math.frexp(now)[1])
             for replica in busy:
                 replica.run_until(now, dt, slack, events)
             if starting:
@@ -409,7 +412,11 @@ class FleetEngine:
     def _dispatch(self) -> None:
         ready = [r for r in self._replicas if r.phase is ReplicaPhase.READY]
         while self._queue and ready:
-            target = min(ready, key=lambda r: (r.held, r.ready_s, r.replica_id))
+            # r.held, inlined: one key per ready replica per request dispatched.
+            target = min(
+                ready,
+                key=lambda r: (len(r.awaiting) + (r.prefilling is not None) + len(r.decoding), r.ready_s, r.replica_id),
+            )
             if target.held >= self.params.max_seqs:
                 return
             target.admit(self._queue.popleft())

@@ -28,10 +28,15 @@ def burst_load(prompt_tokens: np.ndarray, ttft_slo_s: float, windows: tuple[int,
     ``t`` uses only seconds up to and including ``t``.
     """
     tokens = np.asarray(prompt_tokens, dtype=float)
+    n = len(tokens)
     cumulative = np.concatenate(([0.0], np.cumsum(tokens)))
-    ends = np.arange(1, len(tokens) + 1)
-    load = np.zeros(len(tokens))
+    load = np.zeros(n)
+    arrived = np.empty(n)
     for window in windows:
-        arrived = cumulative[ends] - cumulative[np.maximum(ends - window, 0)]
-        load = np.maximum(load, arrived / (window + ttft_slo_s))
+        # tokens(t - w, t] = cumulative[t + 1] - cumulative[max(t + 1 - w, 0)], by slices.
+        head = min(max(window - 1, 0), n)
+        np.subtract(cumulative[1 : head + 1], cumulative[0], out=arrived[:head])
+        np.subtract(cumulative[head + 1 :], cumulative[head + 1 - window : n + 1 - window], out=arrived[head:])
+        np.divide(arrived, window + ttft_slo_s, out=arrived)
+        np.maximum(load, arrived, out=load)
     return load

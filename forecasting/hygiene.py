@@ -31,6 +31,7 @@ constant series             kept; ``constant`` is true so callers can skip point
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +88,7 @@ def regularize(
         positive = spacing[spacing > 0]
         if len(positive) == 0:
             raise ForecastInputError("all samples share one timestamp; the step cannot be inferred")
-        step = _nominal_step(pd.Timedelta(int(np.median(positive)), unit="ns"))
+        step = nominal_step(pd.Timedelta(int(np.median(positive)), unit="ns"))
     if step <= pd.Timedelta(0):
         raise ForecastInputError(f"step must be positive, got {step}")
     finite = np.isfinite(raw.to_numpy())
@@ -130,7 +131,10 @@ NOMINAL_STEPS = tuple(
 )
 
 
-def _nominal_step(median: pd.Timedelta) -> pd.Timedelta:
+@functools.lru_cache(maxsize=64)
+def nominal_step(median: pd.Timedelta) -> pd.Timedelta:
+    """The step :func:`regularize` infers from a median spacing: the usual interval within 20 % of it,
+    else the median itself. Samples ``step`` apart are on their own grid when this returns ``step``."""
     nearest = min(NOMINAL_STEPS, key=lambda step: abs(step - median))
     return nearest if abs(nearest - median) <= 0.2 * nearest else median
 

@@ -15,10 +15,9 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 
 from forecasting.base import Forecast, NotFittedError, check_request, future_index, make_forecast
-from forecasting.hygiene import regularize
+from forecasting.hygiene import nominal_step, regularize
 from forecasting.level import DampedTrend
 
 
@@ -74,21 +73,48 @@ class WindowPeak:
         levels = check_request(horizon, quantiles)
         if not hasattr(self, "history_"):
             raise NotFittedError("WindowPeak.predict called before fit")
-        values = self.history_.to_numpy()
+        excesses = self.excesses(self.history_.to_numpy(), horizon)
+        if excesses is None:
+            stand_in = DampedTrend().fit(self.history_).predict(horizon, levels)
+            return make_forecast(stand_in.index, stand_in.mean, stand_in.quantiles, stand_in.model, fallback=True)
+        now_level, excess, weights = excesses
+        mean = np.full(horizon, now_level + np.average(excess, weights=weights))
+        bands = {q: np.full(horizon, now_level + weighted_quantile(excess, weights, q)) for q in levels}
+        return make_forecast(future_index(self.last_, self.step_, horizon), mean, bands, self.name)
+
+    def peak_quantile(self, values: np.ndarray, step: pd.Timedelta, horizon: int, level: float) -> float | None:
+        """The ``level`` quantile of the peak of the ``horizon`` steps after ``values`` (samples
+        ``step`` apart, oldest first): what :meth:`fit` on that series then :meth:`predict` give,
+        ``None`` where ``predict`` falls back (too few origins). A caller that forecasts every few
+        seconds (the load forecaster) skips pandas when the samples are finite and on their own grid,
+        where :func:`regularize` changes nothing; otherwise this goes through :meth:`fit`."""
+        check_request(horizon, (level,))
+        if len(values) < 2 or nominal_step(step) != step or not np.all(np.isfinite(values)):
+            index = pd.date_range(end=pd.Timestamp(0), periods=len(values), freq=step)
+            forecast = self.fit(pd.Series(values, index=index, dtype=float)).predict(horizon, (level,))
+            return None if forecast.fallback else float(forecast.quantile(level)[0])
+        excesses = self.excesses(np.asarray(values, dtype=float), horizon)
+        if excesses is None:
+            return None
+        now_level, excess, weights = excesses
+        return float(now_level + weighted_quantile(excess, weights, level))
+
+    def excesses(self, values: np.ndarray, horizon: int) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """The level now, each origin's excess and its weight, for ``horizon``; ``None`` with fewer
+        than ``min_origins`` origins. ``values`` are the history, oldest first."""
+        if self.level < 1 or self.stride < 1 or self.memory < 0 or not self.half_life > 0:
+            raise ValueError("level and stride must be >= 1, memory >= 0 and half_life > 0")
         values = values[len(values) - min(len(values), self.memory + horizon + self.level) :]
         # Origins with a full level window before them and a full window after, newest first.
         origins = np.arange(len(values) - horizon, self.level - 1, -self.stride)[::-1]
         if len(origins) < self.min_origins:
-            stand_in = DampedTrend().fit(self.history_).predict(horizon, levels)
-            return make_forecast(stand_in.index, stand_in.mean, stand_in.quantiles, stand_in.model, fallback=True)
+            return None
         cumulative = np.concatenate(([0.0], np.cumsum(values)))
-        peaks = sliding_window_view(values, horizon).max(axis=1)
-        excess = peaks[origins] - (cumulative[origins] - cumulative[origins - self.level]) / self.level
+        peaks = window_max(values, horizon, int(origins[0]), self.stride, len(origins))
+        excess = peaks - (cumulative[origins] - cumulative[origins - self.level]) / self.level
         weights = 0.5 ** ((len(values) - horizon - origins) / self.half_life)
         now_level = (cumulative[-1] - cumulative[-1 - self.level]) / self.level
-        mean = np.full(horizon, now_level + np.average(excess, weights=weights))
-        bands = {q: np.full(horizon, now_level + weighted_quantile(excess, weights, q)) for q in levels}
-        return make_forecast(future_index(self.last_, self.step_, horizon), mean, bands, self.name)
+        return float(now_level), excess, weights
 
 
 def weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> float:
@@ -99,3 +125,45 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, level: float) -> 
     order = np.argsort(values, kind="stable")
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, level * cumulative[-1])])
+
+
+def window_max(values: np.ndarray, width: int, first: int, stride: int, count: int) -> np.ndarray:
+    """``values[i : i + width].max()`` for the ``count`` windows starting at ``first``, ``first +
+    stride``, ... (each inside ``values``), without reading a window element by element.
+
+    A window is ``width // stride`` whole blocks of ``stride`` values, the blocks starting at the
+    windows' starts, and the first ``width % stride`` values of the block after them: the maximum
+    of each block, then of each run of blocks (by doubling), then with each tail. Numpy reduces a
+    short axis slowly, so blocks are reduced column by column. Exact: maxima, never sums.
+    """
+    span = values[first : first + stride * (count - 1) + width]
+    blocks_each, tail = divmod(width, stride)
+    result = np.full(count, -np.inf)
+    if blocks_each:
+        blocks = _column_max(span[: (count - 1 + blocks_each) * stride].reshape(-1, stride), stride)
+        result = _run_max(blocks, blocks_each)
+    if tail:
+        rest = np.full(count * stride, -np.inf)
+        after = span[blocks_each * stride :]
+        rest[: len(after)] = after
+        result = np.maximum(result, _column_max(rest.reshape(count, stride), tail))
+    return result
+
+
+def _column_max(grid: np.ndarray, columns: int) -> np.ndarray:
+    """The maximum of the first ``columns`` columns of each row of ``grid``."""
+    result = grid[:, 0].copy()
+    for column in range(1, columns):
+        np.maximum(result, grid[:, column], out=result)
+    return result
+
+
+def _run_max(values: np.ndarray, length: int) -> np.ndarray:
+    """``values[i : i + length].max()`` for every ``i``: runs of doubling length, then two that overlap."""
+    result, run = values, 1
+    while 2 * run <= length:
+        result = np.maximum(result[:-run], result[run:])  # result[i]: the maximum of values[i : i + 2 run]
+        run *= 2
+    if run < length:
+        result = np.maximum(result[: len(result) - (length - run)], result[length - run :])
+    return result

@@ -202,14 +202,21 @@ def simulate(
             batch.append(requests[cursor])
             cursor += 1
         start_snapshot = snapshot
-        before = {r.replica_id: r for r in start_snapshot.replicas}
-        draining = {r.replica_id for r in start_snapshot.replicas if r.phase is ReplicaPhase.DRAINING}
-        inflight_start = start_snapshot.router_waiting + sum(
-            r.running + r.awaiting_prefill for r in start_snapshot.ready
-        )
-        becoming_ready = [
-            r.ready_s for r in start_snapshot.replicas if r.phase is ReplicaPhase.STARTING and r.ready_s < end
-        ]
+        # The fleet at the start of the second, in one pass over its replicas.
+        before: dict[int, ReplicaSnapshot] = {}
+        draining: set[int] = set()
+        ready_start = 0
+        inflight_start = start_snapshot.router_waiting
+        becoming_ready: list[float] = []
+        for replica in start_snapshot.replicas:
+            before[replica.replica_id] = replica
+            if replica.phase is ReplicaPhase.READY:
+                ready_start += 1
+                inflight_start += replica.running + replica.awaiting_prefill
+            elif replica.phase is ReplicaPhase.DRAINING:
+                draining.add(replica.replica_id)
+            elif replica.ready_s < end:
+                becoming_ready.append(replica.ready_s)
         events = engine.advance(float(end), batch)
         record(events)
         # Exact time averages over the second: arrivals add from their arrival time, finishes on
@@ -218,7 +225,7 @@ def simulate(
         for event in events:
             if isinstance(event, Finished) and event.replica_id not in draining:
                 inflight -= end - (event.request.arrival_s + event.e2e_s)
-        ready = len(start_snapshot.ready) + sum(end - max(ready_s, second) for ready_s in becoming_ready)
+        ready = ready_start + sum(end - max(ready_s, second) for ready_s in becoming_ready)
         observations.inflight.append(inflight)
         observations.ready.append(ready)
         observations.arrivals.append(len(batch))

@@ -236,14 +236,12 @@ class LoadForecaster:
         # afresh at every decision, and the history held may be days long.
         load = self.burst_load(model.memory + ahead + model.level)
         try:
-            predicted = model.fit(pd.Series(load, index=self._times(len(load), sample))).predict(
-                ahead, (self.settings.quantile,)
-            )
+            peak = model.peak_quantile(load, pd.Timedelta(seconds=sample), ahead, self.settings.quantile)
         except ForecastInputError:
             return None
-        if predicted.fallback:
+        if peak is None:
             return None  # too few past windows to learn the excess from: the policy's reactive path
-        upper = max(0.0, float(predicted.quantile(self.settings.quantile)[0]))
+        upper = max(0.0, peak)
         span = max(now + window_s - self._end_s, sample)
         return LoadForecast(self._end_s, float(span), (upper,), self.settings.quantile)
 

@@ -39,7 +39,7 @@ def test_the_alert_level_refuses_a_meaningless_budget(alarms: float, updates: fl
 
 
 def test_the_operator_level_is_its_budget_over_its_signals_and_reads() -> None:
-    assert TESTS_PER_BACKEND == len(DETECTED)
+    assert len(DETECTED) == TESTS_PER_BACKEND
     assert alert_level(15) == pytest.approx(math.log10(86_400 / 15 * TESTS_PER_BACKEND / FALSE_ALARMS_PER_BACKEND_DAY))
     assert alert_level(5) > alert_level(15), "more reads a day, a higher level for the same budget"
 

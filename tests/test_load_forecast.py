@@ -128,7 +128,8 @@ def test_a_forecast_is_reused_only_while_history_model_and_horizon_stay_the_same
     assert first is not None and first == fresh(700, 14_000.0, WINDOW_S)
     assert forecaster.forecast(14_015.0, WINDOW_S, select_when_due=False) is first, "no new sample: reused"
     longer = forecaster.forecast(14_015.0, 400.0, select_when_due=False)
-    assert longer == fresh(700, 14_015.0, 400.0) and len(longer.upper) > len(first.upper)
+    assert longer is not None and longer == fresh(700, 14_015.0, 400.0)
+    assert len(longer.upper) > len(first.upper)
     forecaster.observe(701 * 20.0, rates[700:701])
     after_sample = forecaster.forecast(14_030.0, WINDOW_S, select_when_due=False)
     assert after_sample == fresh(701, 14_030.0, WINDOW_S) and after_sample != first

@@ -12,7 +12,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter, lfiltic
+from scipy.signal import lfilter
 
 from forecasting.base import Forecast, NotFittedError, check_request, future_index, make_forecast
 from forecasting.hygiene import regularize
@@ -99,6 +99,17 @@ def _smooth(values: np.ndarray, alpha: float, beta: float, phi: float) -> tuple[
             (level, b1, (a11 - trace) * b1 + a12 * b2),
             (trend, b2, a21 * b1 + (a22 - trace) * b2),
         ):
-            initial = lfiltic([b, c], denominator, y=[state[1], state[0]], x=[values[1]])
+            initial = _initial_state(c, -trace, det, state[1], state[0], values[1])
             state[2:] = lfilter([b, c], denominator, values[2:], zi=initial)[0]
     return level, trend
+
+
+def _initial_state(c: float, a1: float, a2: float, y1: float, y2: float, x1: float) -> np.ndarray:
+    """What ``scipy.signal.lfiltic([b, c], [1, a1, a2], y=[y1, y2], x=[x1])`` returns, bit for bit.
+
+    The filter state that continues from outputs ``y1, y2`` (newest first) and input ``x1``: the
+    same operations in the same order as scipy's sums (each starts from 0.0, which also fixes the
+    sign of a zero), without the cost of its general array handling, which was a fifth of a model
+    selection (24 calls per damped-trend fit).
+    """
+    return np.array([(0.0 + c * x1) - ((0.0 + a1 * y1) + a2 * y2), 0.0 - (0.0 + a2 * y1)])

@@ -121,16 +121,28 @@ class LinearForecaster(DirectHorizonModel):
         # One set of origins for every horizon, so the horizon-independent block of the normal
         # equations is computed once; it costs the last ``max_horizon`` rows of the shortest ones.
         first = max(spec.warmup(self.max_horizon), len(values) - self.max_horizon - self.max_rows)
-        origins = np.arange(first, len(values) - self.max_horizon)
+        self.origins_ = np.arange(first, len(values) - self.max_horizon)
         self.coefficients_: list[np.ndarray] = []
         self.errors_: list[np.ndarray] = []
         self.feature_ranges_: list[tuple[np.ndarray, np.ndarray]] = []
-        if self._falls_back(clean, origins):
-            return self
+        self._falls_back(clean, self.origins_)
+        return self
+
+    def _learn_horizons(self, horizon: int) -> None:
+        """Solve the models of horizons up to ``horizon`` not solved yet.
+
+        Each horizon's model depends on the history and ``max_horizon`` only (through the shared
+        origins), never on which horizons were asked for first: a forecast a few steps ahead, as
+        the controller and the selection's backtest ask for every cycle, solves those few and not
+        all ``max_horizon`` of them, with the same numbers.
+        """
+        if len(self.coefficients_) >= horizon:
+            return
+        origins, spec = self.origins_, self.spec_
         base = _with_intercept(spec.base_rows(self.values_, origins, self.slot0_))
         base_gram = base.T @ base
         base_low, base_high = base.min(axis=0), base.max(axis=0)
-        for h in range(1, self.max_horizon + 1):
+        for h in range(len(self.coefficients_) + 1, horizon + 1):
             seasonal = spec.seasonal_rows(self.values_, origins, h)
             target = self.values_[origins + h] - self.values_[origins]
             cross = base.T @ seasonal
@@ -145,12 +157,12 @@ class LinearForecaster(DirectHorizonModel):
             self.feature_ranges_.append(
                 (np.concatenate([base_low, seasonal.min(axis=0)]), np.concatenate([base_high, seasonal.max(axis=0)]))
             )
-        return self
 
     def predict(self, horizon: int, quantiles: Sequence[float] = (0.9,)) -> Forecast:
         levels, fallback = self._checked_request(horizon, quantiles)
         if fallback is not None:
             return fallback
+        self._learn_horizons(horizon)
         origin = np.array([len(self.values_) - 1])
         base = _with_intercept(self.spec_.base_rows(self.values_, origin, self.slot0_))[0]
         # A state outside those the model was fitted on (the level just shifted, so every lag and

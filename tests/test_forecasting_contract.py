@@ -139,6 +139,25 @@ def test_direct_models_refuse_horizons_they_were_not_fitted_for() -> None:
         model.predict(5)
 
 
+def test_linear_model_solves_only_the_horizons_asked_for_with_the_same_numbers() -> None:
+    """Horizons are solved when first asked for: a short forecast, then a longer one, then a refit
+    on other history each give what a model fitted afresh and asked once gives (no horizon
+    solved for the previous history survives the refit)."""
+    short, other = series(600), series(600, seed=1)
+    model = LinearForecaster(max_horizon=12).fit(short)
+    first = model.predict(3, quantiles=(0.1, 0.9))
+    assert len(model.coefficients_) == 3
+    longer = model.predict(8, quantiles=(0.1, 0.9))
+    fresh = LinearForecaster(max_horizon=12).fit(short).predict(8, quantiles=(0.1, 0.9))
+    for got, want in ((first, fresh), (longer, fresh)):
+        n = got.horizon
+        assert np.array_equal(got.mean, want.mean[:n])
+        assert all(np.array_equal(got.quantiles[q], want.quantiles[q][:n]) for q in (0.1, 0.9))
+    refitted = model.fit(other).predict(8)
+    assert np.array_equal(refitted.mean, LinearForecaster(max_horizon=12).fit(other).predict(8).mean)
+    assert not np.array_equal(refitted.mean, longer.mean)
+
+
 def test_models_follow_the_daily_cycle_they_see() -> None:
     """Two days and more of a clean daily sine: the seasonal models forecast its next hours, while
     the damped trend (no season by design) cannot."""

@@ -107,3 +107,53 @@ def test_auto_reports_the_model_its_backtest_selected_by_its_spec_name() -> None
     forecaster = _fed(rates, model="Auto")
     forecaster.refit(7_200.0, WINDOW_S)
     assert forecaster.chosen_model in {"DampedTrend", "Linear"}
+
+
+def test_a_forecast_is_reused_only_while_history_model_and_horizon_stay_the_same() -> None:
+    """A cycle without a new sample reuses the forecast of the last one; a new sample, a newly
+    selected model or a longer horizon each give what a forecaster fed afresh gives."""
+    rates = 5_000.0 + 800.0 * np.sin(np.arange(720) / 40.0) + np.random.default_rng(5).normal(0, 200, 720)
+    settings = LoadForecastSettings(step_s=60, history_s=14_400, model="Linear", sample_s=20)
+
+    def fresh(count: int, now: float, window_s: float) -> object:
+        forecaster = LoadForecaster(settings)
+        forecaster.observe(count * 20.0, rates[:count])
+        forecaster.refit(now, window_s)
+        return forecaster.forecast(now, window_s, select_when_due=False)
+
+    forecaster = LoadForecaster(settings)
+    forecaster.observe(700 * 20.0, rates[:700])
+    forecaster.refit(14_000.0, WINDOW_S)
+    first = forecaster.forecast(14_000.0, WINDOW_S, select_when_due=False)
+    assert first is not None and first == fresh(700, 14_000.0, WINDOW_S)
+    assert forecaster.forecast(14_015.0, WINDOW_S, select_when_due=False) is first, "no new sample: reused"
+    longer = forecaster.forecast(14_015.0, 400.0, select_when_due=False)
+    assert longer is not None and longer == fresh(700, 14_015.0, 400.0)
+    assert len(longer.upper) > len(first.upper)
+    forecaster.observe(701 * 20.0, rates[700:701])
+    after_sample = forecaster.forecast(14_030.0, WINDOW_S, select_when_due=False)
+    assert after_sample == fresh(701, 14_030.0, WINDOW_S) and after_sample != first
+    # A new selection on other history (here: the model chosen on more of it) replaces the reused one.
+    forecaster.observe(720 * 20.0, rates[701:720])
+    forecaster.refit(14_400.0, WINDOW_S)
+    assert forecaster.forecast(14_400.0, WINDOW_S, select_when_due=False) == fresh(720, 14_400.0, WINDOW_S)
+
+
+def test_a_new_selection_on_the_same_history_is_not_hidden_by_a_reused_forecast() -> None:
+    """The selection depends on the horizon it is made for: reselected for a longer one on the same
+    history, the next forecast is the new model's, not the one kept from before."""
+    rates = 5_000.0 + 800.0 * np.sin(np.arange(720) / 40.0) + np.random.default_rng(6).gamma(2.0, 150.0, 720)
+    settings = LoadForecastSettings(step_s=60, history_s=14_400, model="Auto", sample_s=20)
+
+    def selected_for(window_s: float) -> LoadForecaster:
+        forecaster = LoadForecaster(settings)
+        forecaster.observe(720 * 20.0, rates)
+        forecaster.refit(14_400.0, window_s)
+        return forecaster
+
+    forecaster = selected_for(WINDOW_S)
+    before = forecaster.forecast(14_400.0, WINDOW_S, select_when_due=False)
+    forecaster.refit(14_400.0, 1_800.0)
+    after = forecaster.forecast(14_400.0, WINDOW_S, select_when_due=False)
+    assert after == selected_for(1_800.0).forecast(14_400.0, WINDOW_S, select_when_due=False)
+    assert after != before, "the two selections differ here, so a stale forecast would show"

@@ -9,6 +9,8 @@ was never sent, so it backs nothing off.
 from __future__ import annotations
 
 import asyncio
+import base64
+import pathlib
 import time
 
 import pytest
@@ -50,3 +52,32 @@ async def test_a_saturated_endpoint_does_not_delay_another() -> None:
     assert all(isinstance(o, MetricError) and o.reason == "Timeout" for o in outcomes)
     assert len(slow.requests) == 2, "only the cap's worth was sent; the rest timed out in the queue"
     assert "stayed busy" in str(outcomes[-1]), "a query that never left the queue says so"
+
+
+async def test_the_environment_proxy_and_netrc_login_are_honoured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """HTTP_PROXY, NO_PROXY and ~/.netrc are read once per host, not at every request, and still
+    followed: a host only the proxy reaches is read through it, an exempt one directly with its
+    netrc login, and a policy's bearer token wins over that login."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login ops password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with FaultyPrometheus(Answer(3.0)) as proxy, FaultyPrometheus(Answer(5.0)) as direct:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        pool = PrometheusPool()
+        hidden = PrometheusSpec(url="http://prometheus.invalid:9090", timeout_s=5.0)
+        exempt = PrometheusSpec(url=direct.url, timeout_s=5.0)
+        values = [await pool.query(hidden, Credentials(), f"up{{n='{i}'}}") for i in range(2)]
+        values += [await pool.query(exempt, Credentials(), f"up{{n='{i}'}}") for i in range(2)]
+        await pool.query(exempt, Credentials(bearer_token="policy-token"), "up{n='token'}")
+        await pool.close()
+    assert values == [3.0, 3.0, 5.0, 5.0]
+    assert [r.query for r in proxy.requests] == ["up{n='0'}", "up{n='1'}"]
+    login = "Basic " + base64.b64encode(b"ops:s3cret").decode()
+    assert [r.authorization for r in direct.requests] == [login, login, "Bearer policy-token"]

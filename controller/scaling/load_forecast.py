@@ -93,6 +93,10 @@ class LoadForecaster:
         self._end_s: float | None = None
         self._model: Forecaster | None = None
         self._selected_at = -math.inf
+        # Per horizon, the forecast of the model and history held now: a decision comes every
+        # interval (15 s), a sample every ``sample_s`` (20 s at two days' history), so a cycle
+        # that brought no new sample forecasts what the last one did. Cleared when either changes.
+        self._forecasts: dict[int, LoadForecast | None] = {}
 
     @property
     def chosen_model(self) -> str | None:
@@ -131,6 +135,7 @@ class LoadForecaster:
             values = values[len(values) - min(new, len(values)) :]
         self._rates = np.concatenate((self._rates, np.where(np.isfinite(values), values, 0.0)))
         self._end_s = float(end_s)
+        self._forecasts = {}
         keep = int((self.settings.history_s + max(BURST_WINDOWS_S)) // sample)
         if len(self._rates) > 2 * keep:  # trim in chunks: copying every second would be quadratic
             self._rates = self._rates[-keep:]
@@ -195,6 +200,7 @@ class LoadForecaster:
         except ForecastInputError:
             return
         self._selected_at = now
+        self._forecasts = {}
 
     @property
     def ready(self) -> bool:
@@ -209,15 +215,23 @@ class LoadForecaster:
         """
         if self.settings.model == "WindowPeak":
             return self._window_peak(now, window_s)
-        series = self._series()
-        if series is None or self._end_s is None:
-            return None
         if select_when_due and self.refit_due(now):
-            self.refit(now, window_s)
+            self.refit(now, window_s)  # without a usable history it leaves everything as it was
         if self._model is None:
             return None
+        # Depends on ``now`` only through the horizon: the same history, model and horizon give the
+        # same forecast, issued at the newest sample.
+        horizon = self._horizon(now, window_s)
+        if horizon not in self._forecasts:
+            self._forecasts[horizon] = self._model_forecast(horizon)
+        return self._forecasts[horizon]
+
+    def _model_forecast(self, horizon: int) -> LoadForecast | None:
+        series = self._series()
+        if series is None or self._end_s is None or self._model is None:
+            return None
         try:
-            predicted = self._model.fit(series).predict(self._horizon(now, window_s), (self.settings.quantile,))
+            predicted = self._model.fit(series).predict(horizon, (self.settings.quantile,))
         except ForecastInputError:
             return None
         upper = np.maximum(predicted.quantile(self.settings.quantile), 0.0)

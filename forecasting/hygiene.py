@@ -143,7 +143,7 @@ def _already_regular(y: pd.Series, min_points: int) -> RegularSeries | None:
         return None
     step = pd.Timedelta(freq)
     values = y.to_numpy()
-    if step <= pd.Timedelta(0) or _nominal_step(step) != step or not np.isfinite(values).all():
+    if step <= pd.Timedelta(0) or nominal_step(step) != step or not np.isfinite(values).all():
         return None
     return RegularSeries(values=pd.Series(values, index=index.as_unit("ns"), name=y.name), step=step)
 

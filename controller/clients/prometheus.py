@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
-from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
+from aiohttp.helpers import get_env_proxy_for_url
 
 from controller.clients.refs import PrometheusSpec
 from controller.errors import InfercastError
@@ -256,30 +256,25 @@ class _Cached:
 
 @dataclass(frozen=True)
 class _Route:
-    """How requests to one host go, as the environment says: the proxy of ``HTTP(S)_PROXY`` unless
-    ``NO_PROXY`` exempts the host (with the proxy's login), and the host's login in ``~/.netrc``
-    (or ``$NETRC``), each as the ``Authorization`` header value to send."""
+    """How requests to one host go, as the environment says: through the proxy of ``HTTP(S)_PROXY``
+    unless ``NO_PROXY`` exempts the host, with the proxy's login as a ``Proxy-Authorization`` value.
+
+    Never a login for the host itself: aiohttp's ``trust_env`` would also send the host's entry of
+    ``~/.netrc``, i.e. a credential of the operator's, to whichever host a policy names. A policy's
+    only credentials are the Secrets it references (docs/security.md).
+    """
 
     proxy: yarl.URL | None = None
     proxy_authorization: str | None = None
-    netrc_authorization: str | None = None
 
 
 def _route_from_env(url: yarl.URL) -> _Route:
-    """What aiohttp's ``trust_env`` reads for ``url`` at every request, read once (blocking: a file)."""
+    """The proxy settings of the environment for ``url`` (read once per host: it reads files)."""
     try:
         proxy, proxy_auth = get_env_proxy_for_url(url)
     except LookupError:
-        proxy, proxy_auth = None, None
-    try:
-        netrc_auth = basicauth_from_netrc(netrc_from_env(), url.host) if url.host else None
-    except LookupError:
-        netrc_auth = None
-    return _Route(
-        proxy,
-        proxy_auth.encode() if proxy_auth is not None else None,
-        netrc_auth.encode() if netrc_auth is not None else None,
-    )
+        return _Route()
+    return _Route(proxy, proxy_auth.encode() if proxy_auth is not None else None)
 
 
 T = TypeVar("T")
@@ -444,8 +439,6 @@ class PrometheusPool:
         headers = {"Accept": "application/json"}
         if credentials.bearer_token:
             headers["Authorization"] = f"Bearer {credentials.bearer_token}"
-        elif route.netrc_authorization:
-            headers["Authorization"] = route.netrc_authorization
         try:
             async with self._http().get(
                 url,
@@ -481,10 +474,10 @@ class PrometheusPool:
         return self._session
 
     async def _route(self, url: yarl.URL) -> _Route:
-        """The proxy and netrc login for ``url``'s host: HTTP(S)_PROXY, NO_PROXY and ``~/.netrc``, as the
-        requests-based client honoured, read once per scheme and host. (aiohttp's ``trust_env``
-        reads them at every request, in two trips to a thread: a tenth of the operator's CPU with
-        nine queries per policy-cycle.) A bearer token, when the policy has one, wins over the login."""
+        """The proxy for ``url``'s host (HTTP(S)_PROXY, NO_PROXY), as the requests-based client
+        honoured, read once per scheme and host. (aiohttp's ``trust_env`` reads the environment at
+        every request, in two trips to a thread: a tenth of the operator's CPU with nine queries per
+        policy-cycle; and it would send the host's ``~/.netrc`` login, see :class:`_Route`.)"""
         key = (url.scheme, url.host or "")
         route = self._routes.get(key)
         if route is None:

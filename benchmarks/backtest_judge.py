@@ -21,7 +21,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,10 @@ def judge(run: Run, *args: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def backtest(run: Run, out: Path) -> dict[str, Any]:
+def backtest_arguments(run: Run, out: Path, baselines: Sequence[str]) -> list[str]:
+    """``infercast backtest``'s arguments for ``run`` (its engine flags included), writing to ``out``."""
     flags = [flag for ours, _, value in HEAVY for flag in (ours, value)] if run.heavy else []
-    baselines = ",".join(run.baselines)
-    command = [
-        str(REPO / ".venv" / "bin" / "infercast"),
+    return [
         "backtest",
         "--trace",
         str(TRACES / run.trace),
@@ -108,11 +107,15 @@ def backtest(run: Run, out: Path) -> dict[str, Any]:
         "--out",
         str(out),
         "--baselines",
-        baselines,
+        ",".join(baselines),
         "--score-from-s",
         f"{run.score_from_s:g}",
         *flags,
     ]
+
+
+def backtest(run: Run, out: Path) -> dict[str, Any]:
+    command = [str(REPO / ".venv" / "bin" / "infercast"), *backtest_arguments(run, out, run.baselines)]
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True, text=True)
     summary = dict(json.loads((out / "summary.json").read_text()))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.backtest_judge import HEAVY, REPO, RUNS, TRACES, Run, policy_for
+from benchmarks.backtest_judge import REPO, RUNS, TRACES, Run, backtest_arguments
 
 #: The 3-day runs of issue 11's point "a 3-day backtest in <= 3 min on one core".
 SPEED_RUNS = ("taxi-3d", "elb-3d", "heavy-taxi-3d", "heavy-elb-3d")
@@ -47,24 +47,7 @@ class Measured:
 
 def command(run: Run, out: Path, baselines: tuple[str, ...]) -> list[str]:
     """``infercast backtest`` as ``backtest_judge.backtest`` builds it, run from this tree."""
-    flags = [flag for ours, _, value in HEAVY for flag in (ours, value)] if run.heavy else []
-    return [
-        sys.executable,
-        "-m",
-        "controller.cli",
-        "backtest",
-        "--trace",
-        str(TRACES / run.trace),
-        "--policy",
-        str(policy_for(run, out)),
-        "--out",
-        str(out),
-        "--baselines",
-        ",".join(baselines),
-        "--score-from-s",
-        f"{run.score_from_s:g}",
-        *flags,
-    ]
+    return [sys.executable, "-m", "controller.cli", *backtest_arguments(run, out, baselines)]
 
 
 def measure(run: Run, out: Path, baselines: tuple[str, ...], reference: Path | None) -> Measured:

@@ -165,7 +165,6 @@ def evaluate_episode(episode: Episode, recording: Recording, envoy: EnvoyAlarms,
     first_error = delays[ENVOY[0]]
     ticks = scored.times[scored.times >= episode.onset_s + (first_error or 0.0)]
     delays[FLOOR] = float(ticks[0]) - episode.onset_s if first_error is not None and len(ticks) else None
-    before[FLOOR] = 0
     return EpisodeResult(
         episode.kind,
         episode.number,
@@ -190,7 +189,6 @@ def evaluate_healthy(
     counts = {rule: len(alarms(scored.times, scores, limits)) for rule, scores in scored.rules.items()}
     for rule, times in envoy.items():
         counts[rule] = sum(live_from <= t <= live_to for t in times)
-    counts[FLOOR] = 0
     days = (live_to - live_from) / SECONDS_PER_DAY
     return HealthyResult(name, hosts, days, counts, scored.updates, scored.cpu_s)
 
@@ -235,10 +233,13 @@ def print_tables(episodes: Sequence[EpisodeResult], healthy: Sequence[HealthyRes
     print("|---|" + "---:|" * (len(kinds) + len(per_run) + 2))
     for rule in ALL_RULES:
         cells = [summary([e.delays_s[rule] for e in episodes if e.kind == kind]) for kind in kinds]
-        cells += [f"{h.alarms[rule] / h.backend_days:.2f}" for h in healthy]
-        long_runs = f"{sum(h.alarms[rule] for h in healthy) / healthy_days:.2f}" if healthy_days else "-"
-        prefixes = f"{sum(e.alarms_before[rule] for e in episodes) / prefix_days:.2f}" if prefix_days else "-"
-        print(f"| {rule} | " + " | ".join(cells) + f" | {long_runs} | {prefixes} |")
+        if rule == FLOOR:  # a bound on delays, not a rule that raises alarms
+            cells += ["-"] * (len(healthy) + 2)
+        else:
+            cells += [f"{h.alarms[rule] / h.backend_days:.2f}" for h in healthy]
+            cells.append(f"{sum(h.alarms[rule] for h in healthy) / healthy_days:.2f}" if healthy_days else "-")
+            cells.append(f"{sum(e.alarms_before[rule] for e in episodes) / prefix_days:.2f}" if prefix_days else "-")
+        print(f"| {rule} | " + " | ".join(cells) + " |")
     print(
         f"\nEpisodes per kind: {len(episodes) // max(1, len(kinds))}; healthy: "
         + ", ".join(f"{h.name} on {h.hosts} hosts ({h.backend_days:.2f} backend-days)" for h in healthy)

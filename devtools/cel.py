@@ -46,6 +46,27 @@ def _nodes(value: Any, schema: Mapping[str, Any], path: str) -> Iterator[tuple[s
             yield from _nodes(item, schema["items"], f"{path}[{index}]")
 
 
+def _as_declared(value: Any, schema: Mapping[str, Any]) -> Any:
+    """``value`` with every field of ``type: number`` a float, as the API server hands it to CEL.
+
+    Kubernetes gives CEL a ``double`` for a number field however its JSON is spelled (``0`` or
+    ``0.0``); converting by Python type would give an ``int``, and CEL compares no ``int`` with a
+    ``double``, so ``lowerScore: 0`` would fail a rule a cluster accepts.
+    """
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, Mapping):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        return {
+            key: _as_declared(item, sub) if isinstance(sub := properties.get(key, extra), Mapping) else item
+            for key, item in value.items()
+        }
+    if isinstance(value, list) and isinstance(items := schema.get("items"), Mapping):
+        return [_as_declared(item, items) for item in value]
+    return value
+
+
 def cel_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """The messages of the rules ``obj`` breaks, each prefixed with the path of the node that carries it."""
     problems = []
@@ -53,7 +74,7 @@ def cel_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[st
         for validation in node.get("x-kubernetes-validations") or ():
             rule = validation["rule"]
             try:
-                allowed = _program(rule).evaluate({"self": json_to_cel(value)})
+                allowed = _program(rule).evaluate({"self": json_to_cel(_as_declared(value, node))})
             except CELEvalError as exc:
                 problems.append(f"{path or '<root>'}: rule {rule!r} failed to evaluate: {exc.args[0]}")
                 continue

@@ -143,9 +143,15 @@ def _already_regular(y: pd.Series, min_points: int) -> RegularSeries | None:
         return None
     step = pd.Timedelta(freq)
     values = y.to_numpy()
-    if step <= pd.Timedelta(0) or nominal_step(step) != step or not np.isfinite(values).all():
+    if not needs_no_repair(values, step):
         return None
     return RegularSeries(values=pd.Series(values, index=index.as_unit("ns"), name=y.name), step=step)
+
+
+def needs_no_repair(values: np.ndarray, step: pd.Timedelta) -> bool:
+    """Whether samples ``step`` apart are left as they are by :func:`regularize`: a positive step that
+    is its own nominal step (no re-gridding) and finite values (nothing to fill or drop)."""
+    return step > pd.Timedelta(0) and nominal_step(step) == step and bool(np.isfinite(values).all())
 
 
 #: Scrape and aggregation intervals people actually configure.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting.base import Forecast, NotFittedError, check_request, future_index, make_forecast
-from forecasting.hygiene import nominal_step, regularize
+from forecasting.hygiene import needs_no_repair, regularize
 from forecasting.level import DampedTrend
 
 
@@ -89,7 +89,7 @@ class WindowPeak:
         seconds (the load forecaster) skips pandas when the samples are finite and on their own grid,
         where :func:`regularize` changes nothing; otherwise this goes through :meth:`fit`."""
         check_request(horizon, (level,))
-        if len(values) < 2 or nominal_step(step) != step or not np.all(np.isfinite(values)):
+        if len(values) < 2 or not needs_no_repair(values, step):
             index = pd.date_range(end=pd.Timestamp(0), periods=len(values), freq=step)
             forecast = self.fit(pd.Series(values, index=index, dtype=float)).predict(horizon, (level,))
             return None if forecast.fallback else float(forecast.quantile(level)[0])

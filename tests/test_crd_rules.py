@@ -223,6 +223,12 @@ ALLOWED: dict[str, tuple[str, Callable[[Document], None]]] = {
         "RoutingPolicy",
         set_fields(strategy="Canary", canary={"stable": "h100", "canary": "l4"}),
     ),
+    # A number field written as an integer is a double to CEL, as in a cluster (found by
+    # test_crd_parser_agreement: lowerScore 0 against the default upperScore 0.5).
+    **{
+        f"an integral lowerScore ({kind})": (kind, set_fields(health={"lowerScore": 0, "upperScore": 0.5}))
+        for kind in ("CircuitBreakerPolicy", "RoutingPolicy")
+    },
 }
 
 

@@ -37,7 +37,7 @@ from controller.traffic.spec import CircuitBreakerPolicySpec, parse_circuit_brea
 from devtools.apiserver import apply_defaults, schema_violations
 from policies import BreakerInputs, ScalingState, decide_breakers
 from tests.harness.properties import examples
-from tests.harness.schema_strategies import from_schema
+from tests.harness.schema_strategies import from_schema, regex_strings
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = 1_700_000_000.0
@@ -122,3 +122,24 @@ def test_promql_fields_have_the_parsers_patterns(kind: str) -> None:
     for name, field in found:
         assert field.get("pattern") == expected[name], f"{kind} {name}"
         re.compile(field["pattern"])
+
+
+def patterns(node: Any) -> set[str]:
+    if isinstance(node, Mapping):
+        own = {str(node["pattern"])} if isinstance(node.get("pattern"), str) else set()
+        return own.union(*(patterns(child) for child in node.values()))
+    if isinstance(node, list):
+        return set().union(*(patterns(child) for child in node))
+    return set()
+
+
+ALL_PATTERNS = sorted(set().union(*(patterns(schema(kind)) for kind in CRDS)))
+
+
+@pytest.mark.parametrize("pattern", ALL_PATTERNS)
+@settings(max_examples=examples(50), deadline=None)
+@given(data=st.data())
+def test_generated_strings_match_their_pattern(pattern: str, data: st.DataObject) -> None:
+    """The generator's strings are the CRD's: ``^$|^[a-z]...$`` once drew '{a0a{' and blamed the parser."""
+    text = data.draw(regex_strings(pattern))
+    assert re.search(pattern, text), text

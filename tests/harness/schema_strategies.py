@@ -133,12 +133,23 @@ _MAX_REPEAT = 4
 def regex_strings(pattern: str) -> st.SearchStrategy[str]:
     """Strings that ``pattern`` matches when searched (text around the match where it is not anchored)."""
     parsed = list(regex_parser.parse(pattern).data)
-    anchored = bool(parsed) and parsed[0] == (regex_parser.AT, regex_parser.AT_BEGINNING)
-    ends = bool(parsed) and parsed[-1] == (regex_parser.AT, regex_parser.AT_END)
+    anchored = _anchored(parsed, 0, regex_parser.AT_BEGINNING)
+    ends = _anchored(parsed, -1, regex_parser.AT_END)
     around = st.text(st.sampled_from(_ANY), max_size=6)
     return st.tuples(st.just("") if anchored else around, _sequence(parsed), st.just("") if ends else around).map(
         "".join
     )
+
+
+def _anchored(items: list[tuple[Any, Any]], at: int, anchor: Any) -> bool:
+    """Whether the pattern is anchored at that end: ``^$|^x$`` parses as ``^(?:$|x$)``, a branch each of
+    whose alternatives ends in ``$``."""
+    if not items:
+        return False
+    op, arg = items[at]
+    if op == regex_parser.BRANCH:
+        return all(_anchored(list(branch), at, anchor) for branch in arg[1])
+    return bool(op == regex_parser.AT and arg == anchor)
 
 
 def _sequence(items: list[tuple[Any, Any]]) -> st.SearchStrategy[str]:

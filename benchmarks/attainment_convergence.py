@@ -38,26 +38,32 @@ def least_headroom(target: float) -> float:
     return math.exp(math.log(NEED_MEDIAN) + NEED_SIGMA * NormalDist().inv_cdf(target))
 
 
-def converge(target: float, start: float, dead_time_s: float, persistence: float, minutes: int, seed: int) -> list[str]:
-    """Each span's realized attainment and mean headroom, as table cells."""
+def minutes_served(
+    target: float, start: float, dead_time_s: float, persistence: float, minutes: int, seed: int
+) -> list[tuple[bool, float]]:
+    """Each minute's outcome (met or not) and the headroom in force as it ended."""
     rng = random.Random(seed)
     state = Attainment(target=target, log_headroom=math.log(start)).forecasting(0.0, 0.0)
     # The headrooms in force at the ends of the last minutes; the oldest serves the coming minute.
     in_force = deque([state.headroom] * (1 + math.ceil(dead_time_s / 60.0)))
-    shock = 0.0
-    met_total, headroom_sum, cells = 0, 0.0, []
+    shock, served = 0.0, []
     for minute in range(1, minutes + 1):
         shock = persistence * shock + math.sqrt(1 - persistence**2) * rng.gauss(0.0, 1.0)
-        need = math.log(NEED_MEDIAN) + NEED_SIGMA * shock
-        met = math.log(in_force[0]) >= need
-        met_total += met
-        headroom_sum += state.headroom
+        met = math.log(in_force[0]) >= math.log(NEED_MEDIAN) + NEED_SIGMA * shock
+        served.append((met, state.headroom))
         state = state.record(met, 60.0 * minute, dead_time_s=dead_time_s)
         in_force.popleft()
         in_force.append(state.headroom)
-        if minute in SPANS:
-            cells.append(f"{met_total / minute:.3f} at {headroom_sum / minute:.2f}")
-    return cells
+    return served
+
+
+def cells(served: list[tuple[bool, float]]) -> list[str]:
+    """Per span of first minutes: the realized attainment at the mean headroom."""
+    return [
+        f"{sum(met for met, _ in served[:span]) / span:.3f} at {sum(h for _, h in served[:span]) / span:.2f}"
+        for span in SPANS
+        if span <= len(served)
+    ]
 
 
 def main() -> None:
@@ -66,18 +72,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     spans = [m for m in SPANS if m <= args.minutes]
-    print("| dead time | persistence | target | start | least headroom | " + " | ".join(f"first {m} min" for m in spans) + " |")
+    print(
+        "| dead time | persistence | target | start | least headroom | "
+        + " | ".join(f"first {m} min" for m in spans)
+        + " |"
+    )
     print("|---:|---:|---|---:|---:|" + "---:|" * len(spans))
     for dead_time_s in DEAD_TIMES_S:
         for persistence in PERSISTENCES:
             for target in (0.95, 0.99):
                 for start in (1.0, 3.0):
-                    cells = converge(target, start, dead_time_s, persistence, args.minutes, args.seed)
-                    print(
-                        f"| {dead_time_s:g} s | {persistence:g} | {target} | {start:g} | {least_headroom(target):.2f} | "
-                        + " | ".join(cells)
-                        + " |"
-                    )
+                    served = minutes_served(target, start, dead_time_s, persistence, args.minutes, args.seed)
+                    case = f"{dead_time_s:g} s | {persistence:g} | {target} | {start:g} | {least_headroom(target):.2f}"
+                    print(f"| {case} | " + " | ".join(cells(served)) + " |")
 
 
 if __name__ == "__main__":

@@ -11,31 +11,33 @@ logarithm, with the miss rate ``1 - target`` as the level:
 
 so a missed minute raises it by ``STEP x target`` and a met one lowers it by ``STEP x (1 - target)``:
 at 0.99, 99 met minutes undo one miss, the rate at which misses are allowed. ACI's argument
-bounds the long-run miss rate whatever the load does, because the log headroom is the running sum
-of those steps and stays within its bounds: over ``T`` minutes the miss rate exceeds
+bounds the long-run miss rate whatever the load does: the log headroom is the running sum of
+those steps and stays within its bounds, so over ``T`` minutes the miss rate exceeds
 ``1 - target`` by at most ``(log(MAX_HEADROOM / MIN_HEADROOM) + STEP) / (STEP x T)`` (1.5 % over a
-day, 0.5 % over three), provided **every miss raises it in full**. Three changes fit it to a
-fleet, none of which drops a miss:
+day, 0.5 % over three), provided **every miss raises it by a full step** (and raises still buy
+replicas: not at ``MAX_HEADROOM`` or the replica cap). Three changes fit it to a fleet, none of
+which drops a miss:
 
 * **the headroom is never lowered while the realized attainment over the recent window is below
   the target** (a met minute then leaves it as it is): it only skips lowering steps, which
   strengthens the bound on misses;
 * **dead time**: a headroom raised now serves only once the replicas it orders are ready, one
   lead time (plus an interval) later, so misses before then are what the old headroom left. They
-  are **held, not dropped**: the first minute judged once the dead time is over applies every
-  held miss's raise at once (and starts a new dead time). Orders stay one per dead time (no
-  second order on top of one not yet delivered, the anti-windup of a loop with dead time), while
-  the sum of steps still counts every miss, as online learning with delayed feedback does
-  (Joulani, Gyorgy & Szepesvari, 2013): the bound loosens only by the misses held at the end,
-  at most one dead time's minutes, ``+ STEP x D`` in the numerator. Dropping them instead, as an
-  earlier version did, let clustered misses raise once per dead time: on a 3-day trace with a
-  300-s cold start 35-72 % of the misses never raised it, and attainment settled below target;
+  are **held**: the first minute judged once the dead time is over raises the headroom by a full
+  step for each (and starts a new dead time). Raises stay one per dead time, no second order on
+  top of one not yet delivered, while every miss still counts, as online learning with delayed
+  feedback applies late feedback instead of dropping it (Joulani, Gyorgy & Szepesvari, 2013).
+  The bound loosens only by the misses still held at the end, at most the ``D`` minutes of one
+  dead time: ``+ STEP x D`` in its numerator. An earlier version dropped them; misses come in runs
+  (a surge lasts minutes), and under a 300-s cold start 35-72 % of the misses on two 3-day traces
+  never raised the headroom, which settled below the target;
 * **warm-up**: the headroom scales what the forecast asks for, so minutes that no forecast-driven
   decision could have served (before the first forecast plus one dead time) are judged and shown
   but do not steer it.
 
 Cost is what the lowering steps buy back while the target is met, so realized attainment
-converges on the target from above at the least headroom that holds it.
+converges on the target from above. Misses in runs behind a long dead time cost the most: their
+held raises land together.
 
 ``STEP`` = 0.1: one miss costs about 10 % more replicas, the granularity of one replica in ten.
 The window over which the realized attainment is shown and checked holds ``2 / (1 - target)``

@@ -4,9 +4,10 @@
 
 The fleet misses a minute when the load's need, relative to what forecast and capacity ask for,
 exceeds the headroom that serves it. The log of the need is normal around log 1.5 with standard
-deviation 0.15 (so every 10 % more headroom cuts the miss probability by about half near the
-target), and an AR(1) in time with ``persistence`` 0 (independent minutes) or 0.9 (misses in runs
-of several minutes, as a surge on a real trace gives them). The headroom that serves a minute is
+deviation 0.15 (10 % more headroom than the least that meets 0.95 cuts the miss probability from
+5 % to 1.1 %: the same spread as the logistic an earlier version of this benchmark used), and an
+AR(1) in time with ``persistence`` 0 (independent minutes) or 0.9 (misses in runs of several
+minutes, as a surge on a real trace gives them). The headroom that serves a minute is
 the one in force one dead time before it starts: a raise orders replicas that are ready only then.
 Dead times: 105 s (a 90 s cold start and a 15 s interval, the default engine) and 315 s (300 s,
 the heavy engine). For each case it prints, per span of minutes, the realized attainment and the

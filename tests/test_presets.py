@@ -170,7 +170,9 @@ def test_failing_pods_are_counted_by_prometheus_itself(
     """The failing-replica signal of the traffic policies, run by ``promtool test rules`` over per-pod series."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
-    query = backend_queries(namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m")
+    query = backend_queries(
+        namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m", interval="5s"
+    )
     workload = 'reporter="destination",destination_workload="vllm",destination_workload_namespace="prod"'
     series = []
     for index, errors in enumerate(errors_per_minute):
@@ -200,3 +202,79 @@ def test_failing_pods_are_counted_by_prometheus_itself(
         [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def evaluated_by_promtool(
+    tmp_path: pathlib.Path, interval: str, series: list[dict[str, str]], tests: list[dict[str, object]]
+) -> None:
+    """``promtool test rules``: Prometheus' own evaluator runs each expression over ``series`` and
+    compares its answer with the expected samples (an empty list: no data)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    (tmp_path / "empty.yaml").write_text(yaml.safe_dump({"groups": []}))
+    test = {
+        "rule_files": ["empty.yaml"],
+        "evaluation_interval": interval,
+        "tests": [{"interval": interval, "input_series": series, "promql_expr_test": tests}],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: A pod serving normally, scraped every second: two sequences running, 40 tokens a second.
+SERVING = ("2x400", "0+40x400", 0)
+
+
+@pytest.mark.parametrize(
+    ("pods", "stalled", "failing"),
+    [
+        ((SERVING,) * 4, 0, 0),
+        ((("2x400", "9000x400", 0), SERVING, SERVING, SERVING), 1, 1),  # hung: sequences running, no token
+        ((("0x400", "9000x400", 0), SERVING, SERVING, SERVING), 0, 0),  # idle: nothing running, nothing made
+        ((("0x397 1 1 1", "9000x400", 0), SERVING, SERVING, SERVING), 0, 0),  # a request arrived, not yet prefilled
+        ((("2x400", "9000x400", 0), ("2x400", "0+40x400", 2)), 1, 2),  # one hung, the other failing: two
+        ((("2x400", "9000x400", 2), SERVING, SERVING, SERVING), 1, 1),  # hung and failing: counted once
+        ((None,) * 4, None, 0),  # no engine series: a stall is unknown, not absent
+    ],
+)
+def test_stalled_pods_are_counted_by_prometheus_itself(
+    tmp_path: pathlib.Path, pods: tuple[tuple[str, str, int] | None, ...], stalled: int | None, failing: int
+) -> None:
+    """The stall signal of the traffic policies over per-pod vLLM and Istio series, at a 5 s interval:
+    a pod with sequences running through the interval and its token counter flat, and the failing
+    pods (an outlier 5xx share, or stalled) counted once each."""
+    query = backend_queries(
+        namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m", interval="5s"
+    )
+    workload = 'reporter="destination",destination_workload="vllm",destination_workload_namespace="prod"'
+    series = []
+    for index, engine in enumerate(pods):
+        pod = f'pod="vllm-7d4b9c6f5d-pod{index:02d}"'
+        errors = engine[2] if engine else 0
+        series.append({"series": f'istio_requests_total{{{workload},{pod},response_code="200"}}', "values": "0+4x400"})
+        if errors:
+            series.append(
+                {"series": f'istio_requests_total{{{workload},{pod},response_code="503"}}', "values": f"0+{errors}x400"}
+            )
+        if engine:
+            running, generated, _ = engine
+            labels = f'namespace="prod",{pod}'
+            series.append({"series": f"vllm:num_requests_running{{{labels}}}", "values": running})
+            series.append({"series": f"vllm:generation_tokens_total{{{labels}}}", "values": generated})
+    expected_stalled = [] if stalled is None else [{"labels": "{}", "value": stalled}]
+    evaluated_by_promtool(
+        tmp_path,
+        "1s",
+        series,
+        [
+            {"expr": query["stalled_replicas"], "eval_time": "400s", "exp_samples": expected_stalled},
+            {
+                "expr": query["failing_replicas"],
+                "eval_time": "400s",
+                "exp_samples": [{"labels": "{}", "value": failing}],
+            },
+        ],
+    )

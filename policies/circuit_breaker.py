@@ -288,4 +288,8 @@ def _per_proxy(per_replica: int, ready: int, proxies: int) -> int:
 def _describe(backend: BackendBreaker) -> str:
     score = "unknown" if backend.verdict.score is None else f"{backend.verdict.score:.2f}"
     state = "tight" if backend.verdict.health.flagged else "relaxed"
+    # A pool tightened for replicas failing on its own says which, though it is not flagged itself.
+    own = [str(r) for r in (Reason.ReplicasStalled, Reason.ReplicasFailing) if r in backend.reasons]
+    if own and not backend.verdict.health.flagged:
+        state = f"tight: {', '.join(own)}"
     return f"{backend.name}: {backend.verdict.reason} (failure score {score}, {state})"

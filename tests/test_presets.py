@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 import re
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, backend_queries, render_preset
+from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, backend_queries, render_preset, stalled
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -220,6 +221,52 @@ def evaluated_by_promtool(
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
     result = subprocess.run(
         [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("running_before", "running_now", "generated_before", "generated_now", "expected"),
+    [
+        (2, 2, 100.0, 140.0, False),  # decoding: tokens every step
+        (2, 2, 100.0, 100.0, True),  # sequences ran through the interval, no token: hung
+        (0, 0, 100.0, 100.0, False),  # idle
+        (0, 1, 100.0, 100.0, False),  # a request arrived during the interval: not running through it
+        (1, 0, 100.0, 100.0, False),  # ... or it left
+        (2, 2, 100.0, 100.5, False),  # a fraction of a step's tokens is progress (the simulator's fluid decode)
+        (2, 2, 900.0, 0.0, True),  # the counter reset (a restart) and nothing since: its increase is 0
+        (2, 2, 900.0, 30.0, False),  # reset, then 30 tokens
+        (None, 2, 100.0, 100.0, None),  # a missing gauge: unknown
+        (2, 2, math.nan, 100.0, None),  # ... or a counter that is not a number
+    ],
+)
+def test_a_stall_is_sequences_running_through_the_interval_without_a_token(
+    running_before: float | None,
+    running_now: float | None,
+    generated_before: float | None,
+    generated_now: float | None,
+    expected: bool | None,
+) -> None:
+    assert stalled(running_before, running_now, generated_before, generated_now) is expected
+
+
+def test_every_servers_backend_queries_are_valid_promql(tmp_path: pathlib.Path) -> None:
+    """``promtool check rules`` parses every traffic signal of every server, the stall queries included."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    queries = {
+        f"{server}/{signal}": promql
+        for server in sorted(SERVERS)
+        for signal, promql in backend_queries(
+            namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m", interval="5s", server=server
+        ).items()
+    }
+    assert {q.split("/")[0] for q in queries if q.endswith("/stalled_replicas")} == {"TGI", "vLLM"}
+    rules = [{"record": f"infercast:backend_{i}", "expr": expr} for i, expr in enumerate(queries.values())]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "backend", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -108,6 +108,49 @@ def test_a_host_sitting_out_an_ejection_still_counts_as_failing() -> None:
     assert reading.values["failing_replicas"] == 1
 
 
+def engine(index: int, running: int, generated: float, responses: int = 5, errors: int = 0) -> HostWindow:
+    """A host at a window's end: ``running`` sequences, ``generated`` tokens since the run started."""
+    return HostWindow(index, responses, responses, errors, (0.3,) * (responses - errors), (), 0, running, 0, False,
+                      generated_tokens=generated)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "stalled", "failing"),
+    [
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 300), engine(1, 2, 250)), 0, 0),  # both decode
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100), engine(1, 2, 250)), 1, 1),  # host 0 hung
+        ((engine(0, 0, 100), engine(1, 2, 100)), (engine(0, 0, 100), engine(1, 2, 250)), 0, 0),  # host 0 idle
+        ((engine(0, 0, 100), engine(1, 2, 100)), (engine(0, 1, 100), engine(1, 2, 250)), 0, 0),  # ... then busy
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100), engine(1, 2, 100)), 2, 2),  # both hung
+        ((engine(0, 2, 100), engine(1, 2, 900)), (engine(0, 2, 100), engine(1, 2, 40)), 1, 1),  # 1 restarted: a reset
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100, 5, 5), engine(1, 2, 250)), 1, 1),  # once
+        (
+            (engine(0, 2, 100), engine(1, 2, 100), engine(2, 2, 100)),
+            (engine(0, 2, 100), engine(1, 2, 250), engine(2, 2, 250, 5, 5)),
+            1,
+            2,  # one hung, another failing
+        ),
+    ],
+)
+def test_stalled_replicas_are_the_hosts_that_ran_through_the_interval_without_a_token(
+    before: tuple[HostWindow, ...], now: tuple[HostWindow, ...], stalled: int, failing: int
+) -> None:
+    view = PrometheusView(60)
+    view.add(observed(0, 5, *before))
+    view.add(observed(5, 10, *now))
+    reading = view.reading("b", "pool", 60, 0.05, 5)
+    assert (reading.values["stalled_replicas"], reading.values["failing_replicas"]) == (stalled, failing)
+
+
+def test_a_stall_is_unknown_until_a_whole_interval_was_observed() -> None:
+    view = PrometheusView(60)
+    view.add(observed(0, 5, engine(0, 2, 0)))
+    assert view.reading("b", "pool", 60, 0.05, 5).values["stalled_replicas"] is None
+    view.add(observed(5, 10, engine(0, 2, 0)))
+    assert view.reading("b", "pool", 60, 0.05, 10).values["stalled_replicas"] is None  # the interval started at 0
+    assert view.reading("b", "pool", 60, 0.05, 5).values["stalled_replicas"] == 1
+
+
 # --- the mapping table ------------------------------------------------------------------------------
 
 

@@ -90,11 +90,13 @@ def http_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class Backend:
-    """What one pool reports: its 5xx share and a TTFT range, both changed by the test."""
+    """What one pool reports: its 5xx share and a TTFT range, both changed by the test, and whether
+    its pod's engine hung (``stalled``: its sequences stay running and its token counter stops)."""
 
     error_rate: float = 0.0
     ttft: tuple[float, float] = (0.2, 0.4)
     pod: str = "pod00"  # a new revision runs new pods, with new series
+    stalled: bool = False
 
 
 @dataclass
@@ -122,15 +124,18 @@ class Traffic:
                 errors = sum(rng.random() < backend.error_rate for _ in range(requests))
                 self.exporter.inc_counter("istio_requests_total", requests - errors, response_code="200", **labels)
                 self.exporter.inc_counter("istio_requests_total", errors, response_code="503", **labels)
+                pod = {
+                    "namespace": self.namespace,
+                    "pod": f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
+                    "model_name": "llama",
+                }
                 for _ in range(5 if requests else 0):  # enough samples for a p95, whatever the weight
                     self.exporter.observe(
-                        "vllm:time_to_first_token_seconds",
-                        rng.uniform(*backend.ttft),
-                        buckets=TTFT_BUCKETS,
-                        namespace=self.namespace,
-                        pod=f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
-                        model_name="llama",
+                        "vllm:time_to_first_token_seconds", rng.uniform(*backend.ttft), buckets=TTFT_BUCKETS, **pod
                     )
+                # Two sequences decoding while requests come, a token each per 25 ms step; none once hung.
+                self.exporter.set_gauge("vllm:num_requests_running", 2 if requests or backend.stalled else 0, **pod)
+                self.exporter.inc_counter("vllm:generation_tokens_total", 0 if backend.stalled else 40, **pod)
 
     def __enter__(self) -> Traffic:
         self._thread.start()

@@ -20,8 +20,9 @@ backend (the subset, what the operator reads today) and for each pod (a host) al
   window holds (the request rate times the window; the histograms' ``_count`` increases).
 
 Per pod and tick the recording also keeps vLLM's ``num_requests_running`` gauge and its
-``generation_tokens_total`` counter as a scrape at the tick reads them: whether a pod stalled over
-an interval (:func:`controller.clients.servers.stalled`) follows from two consecutive ticks.
+``generation_tokens_total`` counter as a scrape at the tick reads them: with ``waiting``, whether a
+pod stalled over an interval (:func:`controller.clients.servers.stalled`) follows from two
+consecutive ticks.
 
 Not simulated, so missing as a query without data is: ``latency_ms`` (Istio's request duration) and
 ``saturation`` (KV-cache usage: the engine has no KV cache). The observations' windows end at the

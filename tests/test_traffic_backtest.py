@@ -108,16 +108,24 @@ def test_a_host_sitting_out_an_ejection_still_counts_as_failing() -> None:
     assert reading.values["failing_replicas"] == 1
 
 
-def engine(index: int, running: int, generated: float, responses: int = 5, errors: int = 0) -> HostWindow:
-    """A host at a window's end: ``running`` sequences, ``generated`` tokens since the run started."""
-    return HostWindow(index, responses, responses, errors, (0.3,) * (responses - errors), (), 0, running, 0, False,
-                      generated_tokens=generated)  # fmt: skip
+def engine(
+    index: int, running: int, generated: float, responses: int = 5, errors: int = 0, waiting: int = 0
+) -> HostWindow:
+    """A host at a window's end: ``running`` and ``waiting`` sequences, ``generated`` tokens since the run started."""
+    return HostWindow(index, responses, responses, errors, (0.3,) * (responses - errors), (), 0, running, waiting,
+                      False, generated_tokens=generated)  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("before", "now", "stalled", "failing"),
     [
         ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 300), engine(1, 2, 250)), 0, 0),  # both decode
+        (
+            (engine(0, 0, 100, waiting=1), engine(1, 2, 100)),
+            (engine(0, 0, 100, waiting=4), engine(1, 2, 250)),
+            1,
+            1,  # host 0 hung between steps: its queue grows, nothing runs
+        ),
         ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100), engine(1, 2, 250)), 1, 1),  # host 0 hung
         ((engine(0, 0, 100), engine(1, 2, 100)), (engine(0, 0, 100), engine(1, 2, 250)), 0, 0),  # host 0 idle
         ((engine(0, 0, 100), engine(1, 2, 100)), (engine(0, 1, 100), engine(1, 2, 250)), 0, 0),  # ... then busy
@@ -132,7 +140,7 @@ def engine(index: int, running: int, generated: float, responses: int = 5, error
         ),
     ],
 )
-def test_stalled_replicas_are_the_hosts_that_ran_through_the_interval_without_a_token(
+def test_stalled_replicas_are_the_hosts_that_held_requests_through_the_interval_without_a_token(
     before: tuple[HostWindow, ...], now: tuple[HostWindow, ...], stalled: int, failing: int
 ) -> None:
     view = PrometheusView(60)

@@ -131,7 +131,7 @@ class ServerProfile:
     ttft_bucket: str | None = None
     tpot_bucket: str | None = None
     cache_usage: tuple[str, ...] = field(default=())
-    stall: tuple[str, str] | None = None
+    stall: tuple[str, str, str] | None = None
 
 
 def _vllm() -> ServerProfile:
@@ -187,8 +187,9 @@ def _vllm() -> ServerProfile:
         ttft_bucket="time_to_first_token_seconds_bucket",
         tpot_bucket="time_per_output_token_seconds_bucket",
         cache_usage=("kv_cache_usage_perc", "gpu_cache_usage_perc"),
-        # Sequences prefilling or decoding; tokens generated, counted at every step (first tokens included).
-        stall=("num_requests_running", "generation_tokens_total"),
+        # Sequences prefilling or decoding, and waiting; tokens generated, counted at every step (first
+        # tokens included).
+        stall=("num_requests_running", "num_requests_waiting", "generation_tokens_total"),
     )
 
 
@@ -236,7 +237,7 @@ def _tgi() -> ServerProfile:
         prefilled={"PrefillTokensPerSecond": "tgi-input-tokens-rate", "RequestsPerSecond": "tgi-request-rate"},
         # TGI's token counters grow only when a request ends; its forward passes (prefill and decode,
         # each a token for every sequence of the batch) are counted as each one ends.
-        stall=("tgi_batch_current_size", "tgi_batch_forward_duration_count"),
+        stall=("tgi_batch_current_size", "tgi_queue_size", "tgi_batch_forward_duration_count"),
     )
 
 
@@ -269,8 +270,8 @@ def _triton() -> ServerProfile:
         },
         # Triton's own metrics count requests, not tokens: a token load needs load.query. It has no
         # per-token latency: the capacity is its service rate (requests per compute-second) alone.
-        # No stall signal: it has no gauge of requests in execution (only of pending ones), and its
-        # execution counter grows when a batch ends, which a long generation may take a while to do.
+        # No stall signal: its execution counter grows when an execution ends, and one execution of a
+        # generative model may last a whole generation, so a flat counter is no evidence of a hang.
         load={"RequestsPerSecond": "triton-request-rate"},
         latency="triton-queue-duration",
         queue="triton-pending-requests",
@@ -451,43 +452,63 @@ def failing_pods(errors: str, requests: str, floor: float, window: str = FAILING
 
 
 def stalled(
-    running_before: float | None, running_now: float | None, generated_before: float | None, generated_now: float | None
+    running: tuple[float | None, float | None],
+    waiting: tuple[float | None, float | None],
+    generated: tuple[float | None, float | None],
 ) -> bool | None:
-    """Whether a replica stalled over a read interval: sequences running at both of its ends and no
-    token generated in between; ``None`` (unknown) when a value is missing or not a number.
+    """Whether a replica stalled over a read interval, from its gauges of sequences running and waiting
+    and its counter of tokens generated, each read at the interval's start and end: requests held
+    at both ends (running, or waiting for a slot) and no token generated in between. ``None``
+    (unknown) when that cannot be told: no counter, or no tokens and a gauge missing.
 
-    It is an invariant of a decoding engine, not a statistic: every engine step emits a token for
-    each sequence it decodes (vLLM and TGI: a step takes tens of milliseconds), and a step that
-    prefills emits the first token of the sequence it prefills, so sequences that run through an
-    interval without a token mean an engine that no longer steps: a hang (a stuck collective, a
-    GPU fault that froze the process without killing it). A healthy engine cannot do it while the
-    interval exceeds its longest step, a whole prefill of the longest prompt (with vLLM's chunked
-    prefill, one chunk; the traffic simulator's longest is under a second against the traffic
-    policies' 5 s interval). So it has no false-alarm rate to budget: it is not one of the
-    detector's tests (:data:`controller.traffic.signals.TESTS_PER_BACKEND`). A counter that went
-    down was reset (the pod restarted): its increase is its new value, as Prometheus' ``increase``.
+    It is an invariant of a decoding engine, not a statistic. An engine that holds a request steps:
+    a waiting request with a free slot is scheduled at the next step, a full engine has running
+    sequences. Every decode step emits a token for each sequence it decodes (vLLM and TGI: tens of
+    milliseconds a step), and a step that prefills emits the first token of the sequence it
+    prefills. So a healthy engine holding requests through an interval longer than its longest step
+    (a whole prefill of the longest prompt; with vLLM's chunked prefill, one chunk) generates a
+    token in it: the traffic simulator's longest prefill is 14,050 tokens at 12,000 tokens/s, 1.2 s,
+    against the traffic policies' 5 s interval. Requests held and no token mean an engine that no
+    longer steps: a hang (a stuck collective, a GPU fault that froze the process without killing
+    it), whether it hung while decoding (its sequences stay running) or between steps (new requests
+    pile up waiting). It has no false-alarm rate to budget: it is not one of the detector's tests
+    (:data:`controller.traffic.signals.TESTS_PER_BACKEND`). A counter that went down was reset (the
+    pod restarted): its increase is its new value, as Prometheus' ``increase``.
     """
-    values = (running_before, running_now, generated_before, generated_now)
-    if any(v is None or not math.isfinite(v) for v in values):
+    before, now = generated
+    if before is None or now is None or not (math.isfinite(before) and math.isfinite(now)):
         return None
-    assert running_before is not None and running_now is not None
-    assert generated_before is not None and generated_now is not None
-    increase = generated_now - generated_before if generated_now >= generated_before else generated_now
-    return running_before > 0 and running_now > 0 and increase <= 0
+    if (now - before if now >= before else now) > 0:
+        return False
+    held = [_held_through(*gauge) for gauge in (running, waiting)]
+    if True in held:
+        return True
+    return None if None in held else False
+
+
+def _held_through(before: float | None, now: float | None) -> bool | None:
+    """A gauge above 0 at both ends (``None``: a value missing or not a number)."""
+    if before is None or now is None or not (math.isfinite(before) and math.isfinite(now)):
+        return None
+    return before > 0 and now > 0
 
 
 def stalled_pods(profile: ServerProfile, pods: str, window: str) -> tuple[str, str] | None:
     """PromQL of the pods :func:`stalled` over ``window`` (the policy's interval) by their ``pod``
-    label, and of the pods it can judge (both series with samples in the window); ``None`` when the
-    server has no stall signal. Every sample of the gauge in the window must be above 0 and the
+    label, and of the pods it can judge (the three series with samples in the window); ``None`` when
+    the server has no stall signal. Every sample of a gauge in the window must be above 0 and the
     counter flat across them: a scrape interval longer than half the window leaves fewer than the
     two samples ``increase`` needs, and the stall is then unknown, never read as "not stalled"."""
     if profile.stall is None:
         return None
-    running, generated = (profile.series(metric, pods) for metric in profile.stall)
+    running, waiting, generated = (profile.series(metric, pods) for metric in profile.stall)
     busy = f"min by (pod) (min_over_time({running}[{window}]))"
+    queued = f"min by (pod) (min_over_time({waiting}[{window}]))"
     progress = f"sum by (pod) (increase({generated}[{window}]))"
-    return f"(({busy} > 0) and ({progress} == 0))", f"({busy} and {progress})"
+    return (
+        f"((({busy} > 0) or ({queued} > 0)) and ({progress} == 0))",
+        f"({busy} and {queued} and {progress})",
+    )
 
 
 def backend_queries(

@@ -133,8 +133,10 @@ class Traffic:
                     self.exporter.observe(
                         "vllm:time_to_first_token_seconds", rng.uniform(*backend.ttft), buckets=TTFT_BUCKETS, **pod
                     )
-                # Two sequences decoding while requests come, a token each per 25 ms step; none once hung.
+                # Two sequences decoding while requests come, a token each per 25 ms step, none waiting;
+                # once hung, they stay running and no token comes.
                 self.exporter.set_gauge("vllm:num_requests_running", 2 if requests or backend.stalled else 0, **pod)
+                self.exporter.set_gauge("vllm:num_requests_waiting", 0, **pod)
                 self.exporter.inc_counter("vllm:generation_tokens_total", 0 if backend.stalled else 40, **pod)
 
     def __enter__(self) -> Traffic:

@@ -10,10 +10,11 @@ it would get in a cluster, and nothing the cluster would not show:
 * ``request_rate``: responses of the backend's hosts per second (first tokens and host failures:
   what ``istio_requests_total{reporter="destination"}`` counts), over the window;
 * ``error_rate``: the 5xx share of those responses; missing when there were none (``0/0``);
-* ``stalled_replicas``: hosts with sequences running at both ends of the policy's last interval
-  and no token generated in it (:func:`controller.clients.servers.stalled`, from vLLM's
-  ``num_requests_running`` gauge and ``generation_tokens_total`` counter, read at the ends of the
-  observation windows as scrapes read them); missing until a whole interval has been observed;
+* ``stalled_replicas``: hosts holding requests (running or waiting) at both ends of the policy's last
+  interval and no token generated in it (:func:`controller.clients.servers.stalled`, from vLLM's
+  ``num_requests_running`` and ``num_requests_waiting`` gauges and ``generation_tokens_total``
+  counter, read at the ends of the observation windows as scrapes read them); missing until a whole
+  interval has been observed;
 * ``failing_replicas``: hosts failing on their own: the stalled ones, and those whose own 5xx share
   is at least the policy's error limit and
   :data:`~controller.clients.servers.FAILING_POD_FACTOR` times the median host's, among the hosts
@@ -152,7 +153,7 @@ class PrometheusView:
             h.host
             for h in self.observations[-1].subset(subset).hosts
             if (b := before.get(h.host)) is not None
-            and stalled(b.running, h.running, b.generated_tokens, h.generated_tokens)
+            and stalled((b.running, h.running), (b.waiting, h.waiting), (b.generated_tokens, h.generated_tokens))
         }
 
 

@@ -23,6 +23,8 @@ VIRTUAL_SERVICES = UPSTREAM_CRDS / "istio-virtualservices.networking.istio.io.ya
 HTTP_ROUTES = UPSTREAM_CRDS / "gateway-api-httproutes.gateway.networking.k8s.io.yaml"
 INFERENCE_POOLS = UPSTREAM_CRDS / "gaie-inferencepools.inference.networking.k8s.io.yaml"
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: A pod's engine gauges and token counter, which the stall signal reads.
+ENGINE_SERIES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:generation_tokens_total")
 
 
 def register_upstream_crds(kube: client.ApiClient) -> None:
@@ -112,6 +114,7 @@ class Traffic:
 
     def _run(self) -> None:
         rng = random.Random(7)
+        engines: dict[str, dict[str, str]] = {}  # each backend's pod, by the labels of its engine series
         while not self._stop.wait(0.5):
             weights = self.weights() if self.weights else None
             for name, backend in self.backends.items():
@@ -129,6 +132,11 @@ class Traffic:
                     "pod": f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
                     "model_name": "llama",
                 }
+                replaced = engines.get(name, pod)
+                if replaced != pod:  # a replaced pod's scrape target goes away: its series go stale
+                    for series in ENGINE_SERIES:
+                        self.exporter.remove(series, **replaced)
+                engines[name] = pod
                 for _ in range(5 if requests else 0):  # enough samples for a p95, whatever the weight
                     self.exporter.observe(
                         "vllm:time_to_first_token_seconds", rng.uniform(*backend.ttft), buckets=TTFT_BUCKETS, **pod

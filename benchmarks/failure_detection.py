@@ -18,9 +18,12 @@ view's signals, ``policy`` that together with the spec's limits. Views:
 * ``pods+source+queue``: and vLLM's waiting requests per pod;
 * ``backend+stall``: the backend's signals, and whether a pod stalled over the tick's interval
   (:func:`controller.clients.servers.stalled`: requests running or waiting at both ticks, no token
-  generated between them), which tightens the operator's circuit breaker as a failing replica does: the
-  signal ``stalled`` scores 1 at such a tick, 0 at a tick where every pod could be judged
-  and none stalled. It is an invariant of the engine, not a calibrated test: no detector, no alert level.
+  generated between them), which tightens the operator's circuit breaker as a failing replica does:
+  a tick with a stalled pod scores 1 (the signal ``stalled``: 1, or 0 when every pod could be judged
+  and none stalled). A tick without a stall leaves the score to the backend's own signals: the lack
+  of a stall is no evidence of calm, so a tick whose signals are missing stays missing and the
+  hysteresis releases nothing on it. It is an invariant of the engine, not a calibrated test: no
+  detector, no alert level.
 
 The detectors' alert level is the operator's at the recording's interval
 (:func:`controller.traffic.signals.alert_level`: a budget of one false alarm per backend-day).
@@ -202,7 +205,8 @@ def score_recording(
             sources = pods if view.per_pod else [backend]
             detectors = [_worst([scores[s] for s in view.signals]) for _, scores in sources]
             policies = [_policy(d, r, view.signals[0], limits) for d, (r, _) in zip(detectors, sources, strict=True)]
-            extra = [stall[tick]] if view.stall else []
+            # A stall flags; its absence is no calm score (a tick whose own signals are missing stays missing).
+            extra = [stall[tick]] if view.stall and stall[tick] == 1.0 else []
             rules[f"{view.name} detector"].append(_worst([*detectors, *extra]))
             rules[f"{view.name} policy"].append(_worst([*policies, *extra]))
             for signal in view.signals:

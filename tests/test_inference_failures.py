@@ -197,3 +197,16 @@ def test_alarms_count_the_policys_flags_not_every_high_score() -> None:
     # Flagged at 10; 0.3 restarts the calm wait; released at 70 (30 s below 0.2 from 40); flagged again at 80,
     # released at 130 (NaN changes nothing), flagged at 140.
     assert alarms(times, scores, limits) == [10.0, 80.0, 140.0]
+
+
+def test_a_stall_flags_the_backend_and_its_absence_is_no_calm_score() -> None:
+    """The operator tightens for a stalled replica; it never releases a flagged backend for the lack of one."""
+    recording = _synthetic(500, onset=10_000)  # no error burst
+    recording.generated[-1] = recording.generated[-2]  # the last tick: the pod runs and makes no token
+    empty = Reading(None, None, None, None, 0.0, 0, 0, 0)
+    recording.backend[-3], recording.pods[-3] = empty, (empty,)  # a tick with nothing read
+    scored = score_recording(recording, HealthLimits(), warmup_points=480)
+    rule, stall = scored.rules["backend+stall policy"], scored.signals[("backend+stall", "stalled")]
+    assert (stall[-3], stall[-1]) == (0.0, 1.0)
+    assert np.isnan(rule[-3]) and rule[-1] == 1.0
+    assert np.nanmax(rule[:-1]) < 0.5

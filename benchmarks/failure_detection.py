@@ -15,7 +15,15 @@ view's signals, ``policy`` that together with the spec's limits. Views:
 * ``backend``: the subset as a whole, error rate, p95 TTFT and p95 TPOT: what the operator reads today;
 * ``pods``: each pod alone, the same signals, the backend's score being its worst pod's;
 * ``pods+source``: the same with the client's count of 5xx (timeouts included);
-* ``pods+source+queue``: and vLLM's waiting requests per pod.
+* ``pods+source+queue``: and vLLM's waiting requests per pod;
+* ``backend+stall``: the backend's signals, and whether a pod stalled over the tick's interval
+  (:func:`controller.clients.servers.stalled`: requests running or waiting at both ticks, no token
+  generated between them), which tightens the operator's circuit breaker as a failing replica does:
+  a tick with a stalled pod scores 1 (the signal ``stalled``: 1, or 0 when every pod could be judged
+  and none stalled). A tick without a stall leaves the score to the backend's own signals: the lack
+  of a stall is no evidence of calm, so a tick whose signals are missing stays missing and the
+  hysteresis releases nothing on it. It is an invariant of the engine, not a calibrated test: no
+  detector, no alert level.
 
 The detectors' alert level is the operator's at the recording's interval
 (:func:`controller.traffic.signals.alert_level`: a budget of one false alarm per backend-day).
@@ -37,6 +45,7 @@ import pandas as pd
 
 from benchmarks.failure_signals import Reading, Recording
 from controller.clients.prometheus import RangeSamples
+from controller.clients.servers import stalled
 from controller.traffic.signals import WARMUP_POINTS, SignalMemory, alert_level
 from forecasting.detector import StreamingDetector
 from policies.health import BackendHealth, BackendSignals, HealthLimits, assess, failure_score
@@ -53,10 +62,13 @@ class View:
     name: str
     per_pod: bool
     signals: tuple[str, ...]
+    stall: bool = False
 
 
+STALLED = "stalled"
 VIEWS = (
     View("backend", False, ("error_rate", "ttft_s", "tpot_s")),
+    View("backend+stall", False, ("error_rate", "ttft_s", "tpot_s"), stall=True),
     View("pods", True, ("error_rate", "ttft_s", "tpot_s")),
     View("pods+source", True, ("source_error_rate", "ttft_s", "tpot_s")),
     View("pods+source+queue", True, ("source_error_rate", "ttft_s", "tpot_s", "waiting")),
@@ -127,6 +139,23 @@ class _Scorer:
         return scores
 
 
+def stall_scores(recording: Recording) -> list[float]:
+    """Per tick, 1 when a pod stalled since the previous tick, 0 when none did, NaN when none could be judged."""
+    scores = [np.nan]
+    for tick in range(1, len(recording.times)):
+        verdicts = [
+            stalled(
+                (recording.running[tick - 1][h], recording.running[tick][h]),
+                (recording.pods[tick - 1][h].waiting, recording.pods[tick][h].waiting),
+                (recording.generated[tick - 1][h], recording.generated[tick][h]),
+            )
+            for h in range(len(recording.running[tick]))
+        ]
+        judged = [v for v in verdicts if v is not None]
+        scores.append(float(any(judged)) if judged else np.nan)
+    return scores
+
+
 def _worst(scores: Sequence[float]) -> float:
     finite = [s for s in scores if not np.isnan(s)]
     return max(finite) if finite else np.nan
@@ -163,8 +192,11 @@ def score_recording(
         scorer.warm(f"pod-{host}", times[:warm], [r[host] for r in recording.pods[:warm]])
     wanted = {scope: {s for v in VIEWS if v.per_pod == scope for s in v.signals} for scope in (False, True)}
     live = range(warm, len(times))
+    stall = stall_scores(recording)
     rules: dict[str, list[float]] = {rule: [] for rule in RULES}
-    signals: dict[tuple[str, str], list[float]] = {(v.name, s): [] for v in VIEWS for s in v.signals}
+    signals: dict[tuple[str, str], list[float]] = {
+        (v.name, s): [] for v in VIEWS for s in (*v.signals, *((STALLED,) if v.stall else ()))
+    }
     for tick in live:
         now = times[tick]
         backend = (recording.backend[tick], scorer.score("backend", now, recording.backend[tick], wanted[False]))
@@ -173,10 +205,14 @@ def score_recording(
             sources = pods if view.per_pod else [backend]
             detectors = [_worst([scores[s] for s in view.signals]) for _, scores in sources]
             policies = [_policy(d, r, view.signals[0], limits) for d, (r, _) in zip(detectors, sources, strict=True)]
-            rules[f"{view.name} detector"].append(_worst(detectors))
-            rules[f"{view.name} policy"].append(_worst(policies))
+            # A stall flags; its absence is no calm score (a tick whose own signals are missing stays missing).
+            extra = [stall[tick]] if view.stall and stall[tick] == 1.0 else []
+            rules[f"{view.name} detector"].append(_worst([*detectors, *extra]))
+            rules[f"{view.name} policy"].append(_worst([*policies, *extra]))
             for signal in view.signals:
                 signals[(view.name, signal)].append(_worst([scores[signal] for _, scores in sources]))
+            if view.stall:
+                signals[(view.name, STALLED)].append(stall[tick])
     return Scored(
         times=np.asarray([recording.times[t] for t in live], dtype=float),
         rules={rule: np.asarray(values, dtype=float) for rule, values in rules.items()},

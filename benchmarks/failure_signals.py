@@ -19,6 +19,11 @@ backend (the subset, what the operator reads today) and for each pod (a host) al
 * ``requests``, ``ttft_samples``, ``tpot_samples``: how many requests, TTFT and TPOT observations the
   window holds (the request rate times the window; the histograms' ``_count`` increases).
 
+Per pod and tick the recording also keeps vLLM's ``num_requests_running`` gauge and its
+``generation_tokens_total`` counter as a scrape at the tick reads them: with ``waiting``, whether a
+pod stalled over an interval (:func:`controller.clients.servers.stalled`) follows from two
+consecutive ticks.
+
 Not simulated, so missing as a query without data is: ``latency_ms`` (Istio's request duration) and
 ``saturation`` (KV-cache usage: the engine has no KV cache). The observations' windows end at the
 ticks, so the window is a whole number of intervals.
@@ -112,12 +117,13 @@ def read(ticks: Sequence[Sequence[HostWindow]]) -> Reading:
 
 @dataclass
 class Recording:
-    """Per tick: its time, the backend's reading, each pod's reading and running sequences."""
+    """Per tick: its time, the backend's reading, each pod's reading, running sequences and tokens generated."""
 
     times: list[float] = field(default_factory=list)
     backend: list[Reading] = field(default_factory=list)
     pods: list[tuple[Reading, ...]] = field(default_factory=list)
     running: list[tuple[int, ...]] = field(default_factory=list)
+    generated: list[tuple[float, ...]] = field(default_factory=list)
 
 
 class Recorder:
@@ -143,6 +149,7 @@ class Recorder:
         self.recording.backend.append(read(self.recent))
         self.recording.pods.append(tuple(read([(tick[h],) for tick in self.recent]) for h in range(len(hosts))))
         self.recording.running.append(tuple(h.running for h in hosts))
+        self.recording.generated.append(tuple(h.generated_tokens for h in hosts))
         return ()
 
 

@@ -5,7 +5,9 @@ For each backend (an Istio DestinationRule subset, or the whole host) the decisi
 * **outlier detection**, at the *tight* end of every spec bound while the backend is flagged
   (:mod:`policies.health`) or one of its replicas fails on its own (its 5xx share an outlier among
   its peers', ``failing_replicas``: the pool as a whole may look healthy while one host fails
-  every other request), and at the *relaxed* end otherwise: fewer consecutive errors before an
+  every other request; or stalled, ``stalled_replicas``: a hung engine answers nothing, so its
+  pool's 5xx share and latency quantiles show it late, while the tight thresholds let Envoy eject
+  it at its first gateway timeout), and at the *relaxed* end otherwise: fewer consecutive errors before an
   ejection, a shorter sweep interval, a longer ejection and more of the pool ejectable;
 * **maxEjectionPercent capped by capacity**: ejecting replicas moves their load onto the others,
   so no more than the spare capacity may go, the capacity the forecast load needs (at the
@@ -176,11 +178,16 @@ def _decide_backend(
     ready = signals.ready_replicas if signals.ready_replicas is not None and signals.ready_replicas >= 0 else None
     needed = finite(signals.needed_replicas)
 
-    failing = signals.failing_replicas
+    failing, stalled = signals.failing_replicas, max(signals.stalled_replicas or 0, 0)
+    if stalled:  # the stalled replicas are among the failing ones (the two counts are read apart)
+        failing = max(failing or 0, stalled)
     # A replica failing on its own tightens its pool's breakers too, the pool being healthy or not.
     tight = verdict.health.flagged or bool(failing)
     if failing and not verdict.health.flagged and not verdict.missing:
-        reasons.append(Reason.ReplicasFailing)
+        if stalled:
+            reasons.append(Reason.ReplicasStalled)
+        if not stalled or failing > stalled:
+            reasons.append(Reason.ReplicasFailing)
     outlier = current.outlier
     if not verdict.missing:
         wanted_ejection = bounds.max_ejection_percent.at(tight)
@@ -281,4 +288,8 @@ def _per_proxy(per_replica: int, ready: int, proxies: int) -> int:
 def _describe(backend: BackendBreaker) -> str:
     score = "unknown" if backend.verdict.score is None else f"{backend.verdict.score:.2f}"
     state = "tight" if backend.verdict.health.flagged else "relaxed"
+    # A pool tightened for replicas failing on its own says which, though it is not flagged itself.
+    own = [str(r) for r in (Reason.ReplicasStalled, Reason.ReplicasFailing) if r in backend.reasons]
+    if own and not backend.verdict.health.flagged:
+        state = f"tight: {', '.join(own)}"
     return f"{backend.name}: {backend.verdict.reason} (failure score {score}, {state})"

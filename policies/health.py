@@ -41,7 +41,9 @@ class BackendSignals:
     ``failure_score`` is the detector's anomaly score in [0, 1] (the largest over the backend's
     metrics); ``error_rate`` the fraction of 5xx responses; ``saturation`` the KV-cache usage
     fraction; ``failing_replicas`` how many replicas fail on their own (their 5xx share an outlier
-    among their peers'); ``needed_replicas`` the replicas the forecast load needs at the policy's quantile;
+    among their peers', or stalled), ``stalled_replicas`` how many of them stalled (sequences
+    running and no token generated over the policy's interval: a hung engine); ``needed_replicas``
+    the replicas the forecast load needs at the policy's quantile;
     ``requests`` how many requests the backend served over the window its rates and quantiles
     are computed on (how much a p95 of that window can be trusted).
     """
@@ -55,6 +57,7 @@ class BackendSignals:
     saturation: float | None = None
     ready_replicas: int | None = None
     failing_replicas: int | None = None
+    stalled_replicas: int | None = None
     needed_replicas: float | None = None
     requests: float | None = None
 

@@ -69,6 +69,9 @@ class Reason(StrEnum):
     """No signal of the backend could be read: its current values and weight are kept."""
     ReplicasFailing = "ReplicasFailing"
     """A replica fails on its own (its 5xx share an outlier among its peers'): its pool's breakers are tight."""
+    ReplicasStalled = "ReplicasStalled"
+    """A replica stalled (sequences running, no token over the interval): its pool's breakers are tight,
+    so Envoy ejects it at its first timeout."""
     EjectionCappedByCapacity = "EjectionCappedByCapacity"
     """maxEjectionPercent was lowered so that ejections never take away capacity the forecast load needs."""
     ConnectionPoolFromCapacity = "ConnectionPoolFromCapacity"

@@ -35,9 +35,9 @@ def test_a_model_name_with_a_quote_selects_only_its_own_series(
     pod = "vllm-7d4b9c6f5d-pod00"
     exporter.set_gauge(KV_CACHE, 0.25, namespace=namespace, pod=pod, model_name=tricky)
     exporter.set_gauge(KV_CACHE, 0.75, namespace=namespace, pod=pod, model_name="llama")
-    query = backend_queries(namespace=namespace, kind="Deployment", name="vllm", model_name=tricky, window="1m")[
-        "saturation"
-    ]
+    query = backend_queries(
+        namespace=namespace, kind="Deployment", name="vllm", model_name=tricky, window="1m", interval="5s"
+    )["saturation"]
     (series,) = prometheus.wait_for_series(query, timeout=20)
     assert float(series["value"][1]) == 0.25
 

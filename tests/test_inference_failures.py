@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.failure_detection import alarms, first_flag, score_recording
+from benchmarks.failure_detection import alarms, first_flag, score_recording, stall_scores
 from benchmarks.failure_episodes import (
     BACKEND,
     FAILURE_KINDS,
@@ -118,6 +118,18 @@ def test_a_hung_host_times_out_requests_only_the_client_counts_as_5xx() -> None:
     )
 
 
+def test_a_hung_host_stalls_from_the_first_interval_it_holds_a_request_through_and_no_host_before() -> None:
+    """Requests of two tokens: a host is mostly idle, so it hangs between steps and its queue grows."""
+    episode = draw_episode("hung_replica", 0, _workload(hosts=2), WARMUP_S)
+    recording, _ = record(episode.scenario(), BACKEND, 5.0, 60.0)
+    times, stall = np.asarray(recording.times), np.asarray(stall_scores(recording))
+    assert np.nansum(stall[times <= episode.onset_s]) == 0 and not np.isnan(stall[1:]).any()
+    first = float(times[stall == 1][0])
+    assert episode.onset_s < first <= episode.onset_s + 10  # the second tick after the onset at the latest
+    during = stall[(times >= episode.onset_s + 10) & (times <= episode.end_s)]
+    assert during.all()
+
+
 @pytest.mark.parametrize("n", CONSECUTIVE)
 def test_the_consecutive_5xx_count_ejects_exactly_when_envoys_outlier_detection_does(n: int) -> None:
     fault = {"type": "error", "subset": "stable", "hosts": [0], "p": 0.5, "status": 503}
@@ -163,6 +175,7 @@ def _synthetic(ticks: int, onset: int) -> Recording:
         recording.backend.append(reading)
         recording.pods.append((reading,))
         recording.running.append((1,))
+        recording.generated.append((40.0 * tick,))
     return recording
 
 
@@ -184,3 +197,16 @@ def test_alarms_count_the_policys_flags_not_every_high_score() -> None:
     # Flagged at 10; 0.3 restarts the calm wait; released at 70 (30 s below 0.2 from 40); flagged again at 80,
     # released at 130 (NaN changes nothing), flagged at 140.
     assert alarms(times, scores, limits) == [10.0, 80.0, 140.0]
+
+
+def test_a_stall_flags_the_backend_and_its_absence_is_no_calm_score() -> None:
+    """The operator tightens for a stalled replica; it never releases a flagged backend for the lack of one."""
+    recording = _synthetic(500, onset=10_000)  # no error burst
+    recording.generated[-1] = recording.generated[-2]  # the last tick: the pod runs and makes no token
+    empty = Reading(None, None, None, None, 0.0, 0, 0, 0)
+    recording.backend[-3], recording.pods[-3] = empty, (empty,)  # a tick with nothing read
+    scored = score_recording(recording, HealthLimits(), warmup_points=480)
+    rule, stall = scored.rules["backend+stall policy"], scored.signals[("backend+stall", "stalled")]
+    assert (stall[-3], stall[-1]) == (0.0, 1.0)
+    assert np.isnan(rule[-3]) and rule[-1] == 1.0
+    assert np.nanmax(rule[:-1]) < 0.5

@@ -265,6 +265,35 @@ def test_a_failing_pool_is_tightened_and_drained_then_recovers_without_flapping(
     assert mesh.status("CircuitBreakerPolicy", "vllm")["flaggedBackends"] == 0
 
 
+def test_a_stalled_replica_tightens_its_healthy_pool_until_it_steps_again(
+    mesh: Mesh, exporter: Exporter, operator: OperatorFactory
+) -> None:
+    """A hung engine answers nothing: its pool's 5xx share and TTFT stay healthy, but its sequences
+    stay running and its token counter stops, which tightens its pool's outlier detection (Envoy
+    ejects it at its first gateway timeout) without flagging the pool or moving its traffic."""
+    pools = two_pools_in_a_mesh(mesh)
+    with Traffic(mesh.namespace, exporter, pools):
+        process = start_operator(operator, mesh.namespace)
+        create_breaker_and_router(mesh, HEALTH)
+        wait_until(lambda: mesh.outlier("h100").get("consecutiveGatewayErrors") == 10, timeout=30)
+
+        pools["h100"].stalled = True
+        wait_until(lambda: mesh.outlier("h100").get("consecutiveGatewayErrors") == 3, timeout=CYCLE_TIMEOUT_S)
+        assert mesh.outlier("l4")["consecutiveGatewayErrors"] == 10, "the other pool stays relaxed"
+        stalled = mesh.status("CircuitBreakerPolicy", "vllm")["lastDecision"]
+        assert "ReplicasStalled" in stalled["reasons"] and "h100: BackendHealthy" in stalled["message"]
+        counts = {b["name"]: (b["stalledReplicas"], b["failingReplicas"]) for b in stalled["inputs"]["backends"]}
+        assert counts == {"h100": (1, 1), "l4": (0, 0)}
+        assert mesh.status("CircuitBreakerPolicy", "vllm")["flaggedBackends"] == 0
+        assert mesh.weights() == {"h100": 50, "l4": 50}, "routing does not drain a pool for one hung replica"
+        events = events_for(client.CoreV1Api(mesh.kube), mesh.namespace, "vllm")
+        assert any("ReplicasStalled" in (e.message or "") for e in events), [e.message for e in events]
+
+        pools["h100"].stalled = False
+        wait_until(lambda: mesh.outlier("h100").get("consecutiveGatewayErrors") == 10, timeout=CYCLE_TIMEOUT_S)
+    assert "ReplicasStalled" in {r for d in decisions(process, "CircuitBreakerPolicy") for r in d["reasons"]}
+
+
 def test_a_worse_canary_is_rolled_back_and_an_as_good_one_is_promoted(
     mesh: Mesh, exporter: Exporter, operator: OperatorFactory
 ) -> None:

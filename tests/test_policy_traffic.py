@@ -247,6 +247,60 @@ def test_a_replica_failing_on_its_own_tightens_a_healthy_pool() -> None:
 
 
 @pytest.mark.parametrize(
+    ("failing", "stalled", "gateway_errors", "why"),
+    [
+        (None, None, 8, set()),  # nothing read about the replicas: relaxed
+        (0, 0, 8, set()),
+        (1, 1, 2, {Reason.ReplicasStalled}),  # the stalled replica is the failing one
+        (None, 1, 2, {Reason.ReplicasStalled}),  # the mesh unread, the engine stalled: tight all the same
+        (0, 1, 2, {Reason.ReplicasStalled}),  # the counts are read apart: a stalled replica is failing anyway
+        (2, 1, 2, {Reason.ReplicasStalled, Reason.ReplicasFailing}),  # one stalled, another failing
+        (1, 0, 2, {Reason.ReplicasFailing}),
+    ],
+)
+def test_a_stalled_replica_tightens_its_healthy_pool_and_says_so(
+    failing: int | None, stalled: int | None, gateway_errors: int, why: set[Reason]
+) -> None:
+    """A hung replica answers nothing: the pool's own signals look healthy while its thresholds let
+    Envoy eject the replica at its first gateway timeout."""
+    signals = BackendSignals(
+        "a", error_rate=0.0, ready_replicas=8, needed_replicas=4, failing_replicas=failing, stalled_replicas=stalled
+    )
+    backend, decision = breaker(signals)
+    assert backend.settings.outlier is not None
+    assert backend.settings.outlier.consecutive_gateway_errors == gateway_errors
+    assert {Reason.ReplicasStalled, Reason.ReplicasFailing} & set(backend.reasons) == why
+    assert not decision.health["a"].flagged
+    assert ("tight: ReplicasStalled" in decision.message) == (Reason.ReplicasStalled in why)
+
+
+@pytest.mark.parametrize(
+    ("needed", "failing", "stalled", "max_ejection"),
+    [
+        (7.5, 1, 1, 12),  # one stalled, the rest short of the load: it alone may go
+        (6, 2, 2, 25),  # two stalled, the six others carry the load: both may go
+        (7.5, 2, 2, 12),  # two stalled, the six others short of the load: one at a time
+        (6, 0, 2, 25),  # read apart from the failing count: the stalled ones count as failing
+        (5, 3, 2, 37),  # three failing of which two stalled: all three may go, the five others carry the load
+    ],
+)
+def test_a_stalled_replica_goes_under_the_failing_replicas_capacity_bound(
+    needed: float, failing: int, stalled: int, max_ejection: int
+) -> None:
+    signals = BackendSignals(
+        "a",
+        error_rate=0.0,
+        ready_replicas=8,
+        needed_replicas=needed,
+        failing_replicas=failing,
+        stalled_replicas=stalled,
+    )
+    backend, _ = breaker(signals)
+    assert backend.settings.outlier is not None
+    assert backend.settings.outlier.max_ejection_percent == max_ejection
+
+
+@pytest.mark.parametrize(
     ("needed", "ttft_s", "retries", "cut"),
     [
         (3, 0.4, 3, False),  # room and fast: the relaxed retries

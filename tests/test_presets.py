@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 import re
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, backend_queries, render_preset
+from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, backend_queries, render_preset, stalled
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -170,7 +171,9 @@ def test_failing_pods_are_counted_by_prometheus_itself(
     """The failing-replica signal of the traffic policies, run by ``promtool test rules`` over per-pod series."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
-    query = backend_queries(namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m")
+    query = backend_queries(
+        namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m", interval="5s"
+    )
     workload = 'reporter="destination",destination_workload="vllm",destination_workload_namespace="prod"'
     series = []
     for index, errors in enumerate(errors_per_minute):
@@ -200,3 +203,130 @@ def test_failing_pods_are_counted_by_prometheus_itself(
         [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def evaluated_by_promtool(
+    tmp_path: pathlib.Path, interval: str, series: list[dict[str, str]], tests: list[dict[str, object]]
+) -> None:
+    """``promtool test rules``: Prometheus' own evaluator runs each expression over ``series`` and
+    compares its answer with the expected samples (an empty list: no data)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    (tmp_path / "empty.yaml").write_text(yaml.safe_dump({"groups": []}))
+    test = {
+        "rule_files": ["empty.yaml"],
+        "evaluation_interval": interval,
+        "tests": [{"interval": interval, "input_series": series, "promql_expr_test": tests}],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+Pair = tuple[float | None, float | None]
+
+
+@pytest.mark.parametrize(
+    ("running", "waiting", "generated", "expected"),
+    [
+        ((2, 2), (0, 0), (100.0, 140.0), False),  # decoding: tokens every step
+        ((2, 2), (0, 0), (100.0, 100.0), True),  # sequences ran through the interval, no token: hung
+        ((0, 0), (3, 9), (100.0, 100.0), True),  # hung between steps: requests pile up waiting
+        ((0, 0), (0, 0), (100.0, 100.0), False),  # idle
+        ((0, 1), (0, 0), (100.0, 100.0), False),  # a request arrived during the interval: not held through it
+        ((1, 0), (0, 1), (100.0, 100.0), False),  # ... nor a gauge above 0 at both ends
+        ((2, 2), (0, 0), (100.0, 100.5), False),  # a fraction of a step's tokens is progress (the fluid decode)
+        ((2, 2), (0, 0), (900.0, 0.0), True),  # the counter reset (a restart) and nothing since: an increase of 0
+        ((2, 2), (0, 0), (900.0, 30.0), False),  # reset, then 30 tokens
+        ((2, 2), (None, None), (100.0, 100.0), True),  # the waiting gauge missing: the running one suffices
+        ((None, 2), (0, 0), (100.0, 100.0), None),  # a gauge missing and no token: unknown
+        ((None, None), (None, None), (100.0, 180.0), False),  # tokens prove progress whatever the gauges
+        ((2, 2), (0, 0), (math.nan, 100.0), None),  # no counter: unknown
+    ],
+)
+def test_a_stall_is_requests_held_through_the_interval_without_a_token(
+    running: Pair, waiting: Pair, generated: Pair, expected: bool | None
+) -> None:
+    assert stalled(running, waiting, generated) is expected
+
+
+def test_every_servers_backend_queries_are_valid_promql(tmp_path: pathlib.Path) -> None:
+    """``promtool check rules`` parses every traffic signal of every server, the stall queries included."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    queries = {
+        f"{server}/{signal}": promql
+        for server in sorted(SERVERS)
+        for signal, promql in backend_queries(
+            namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m", interval="5s", server=server
+        ).items()
+    }
+    assert {q.split("/")[0] for q in queries if q.endswith("/stalled_replicas")} == {"TGI", "vLLM"}
+    rules = [{"record": f"infercast:backend_{i}", "expr": expr} for i, expr in enumerate(queries.values())]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "backend", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: A pod serving normally, scraped every second: two sequences running, none waiting, 40 tokens a
+#: second, and no 5xx among its requests.
+SERVING = ("2x400", "0x400", "0+40x400", 0)
+
+
+@pytest.mark.parametrize(
+    ("pods", "stalled", "failing"),
+    [
+        ((SERVING,) * 4, 0, 0),
+        ((("2x400", "0x400", "9000x400", 0), SERVING, SERVING, SERVING), 1, 1),  # hung while decoding
+        ((("0x400", "0+1x400", "9000x400", 0), SERVING, SERVING, SERVING), 1, 1),  # hung between steps: a queue
+        ((("0x400", "0x400", "9000x400", 0), SERVING, SERVING, SERVING), 0, 0),  # idle: nothing held, nothing made
+        ((("0x397 1 1 1", "0x400", "9000x400", 0), SERVING, SERVING, SERVING), 0, 0),  # a request arrived just now
+        ((("2x400", "0x400", "9000x400", 0), ("2x400", "0x400", "0+40x400", 2)), 1, 2),  # one hung, one failing
+        ((("2x400", "0x400", "9000x400", 2), SERVING, SERVING, SERVING), 1, 1),  # hung and failing: counted once
+        ((None,) * 4, None, 0),  # no engine series: a stall is unknown, not absent
+    ],
+)
+def test_stalled_pods_are_counted_by_prometheus_itself(
+    tmp_path: pathlib.Path, pods: tuple[tuple[str, str, str, int] | None, ...], stalled: int | None, failing: int
+) -> None:
+    """The stall signal of the traffic policies over per-pod vLLM and Istio series, at a 5 s interval:
+    a pod holding requests (running or waiting) through the interval and its token counter flat, and
+    the failing pods (an outlier 5xx share, or stalled) counted once each."""
+    query = backend_queries(
+        namespace="prod", kind="Deployment", name="vllm", model_name=None, window="1m", interval="5s"
+    )
+    workload = 'reporter="destination",destination_workload="vllm",destination_workload_namespace="prod"'
+    series = []
+    for index, engine in enumerate(pods):
+        pod = f'pod="vllm-7d4b9c6f5d-pod{index:02d}"'
+        errors = engine[3] if engine else 0
+        series.append({"series": f'istio_requests_total{{{workload},{pod},response_code="200"}}', "values": "0+4x400"})
+        if errors:
+            series.append(
+                {"series": f'istio_requests_total{{{workload},{pod},response_code="503"}}', "values": f"0+{errors}x400"}
+            )
+        if engine:
+            running, waiting, generated, _ = engine
+            labels = f'namespace="prod",{pod}'
+            series.append({"series": f"vllm:num_requests_running{{{labels}}}", "values": running})
+            series.append({"series": f"vllm:num_requests_waiting{{{labels}}}", "values": waiting})
+            series.append({"series": f"vllm:generation_tokens_total{{{labels}}}", "values": generated})
+    expected_stalled = [] if stalled is None else [{"labels": "{}", "value": stalled}]
+    evaluated_by_promtool(
+        tmp_path,
+        "1s",
+        series,
+        [
+            {"expr": query["stalled_replicas"], "eval_time": "400s", "exp_samples": expected_stalled},
+            {
+                "expr": query["failing_replicas"],
+                "eval_time": "400s",
+                "exp_samples": [{"labels": "{}", "value": failing}],
+            },
+        ],
+    )

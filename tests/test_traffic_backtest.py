@@ -57,11 +57,11 @@ def test_rates_cover_the_rate_window_only() -> None:
     view = PrometheusView(60)
     view.add(observed(0, 30, host(0, 30, errors=30), host(1, 30)))
     view.add(observed(30, 60, host(0, 30), host(1, 30)))
-    first = view.reading("b", "pool", 60, 0.05)
+    first = view.reading("b", "pool", 60, 0.05, 60)
     assert first.values["request_rate"] == pytest.approx(2.0)
     assert first.values["error_rate"] == pytest.approx(0.25)
     view.add(observed(60, 90, host(0, 30), host(1, 30)))
-    later = view.reading("b", "pool", 60, 0.05)
+    later = view.reading("b", "pool", 60, 0.05, 60)
     assert later.values["error_rate"] == 0.0  # the failing half-minute left the window
     assert later.ready_replicas == 2
     assert (later.values["latency_ms"], later.values["saturation"]) == (None, None)  # not simulated: missing
@@ -70,14 +70,14 @@ def test_rates_cover_the_rate_window_only() -> None:
 def test_a_young_run_reports_the_requests_it_saw() -> None:
     view = PrometheusView(60)
     view.add(observed(0, 5, host(0, 10)))
-    reading = view.reading("b", "pool", 60, 0.05)
+    reading = view.reading("b", "pool", 60, 0.05, 60)
     assert reading.values["request_rate"] == pytest.approx(10 / 60)  # rate x window = the 10 requests seen
 
 
 def test_latency_quantiles_come_from_the_servers_histograms() -> None:
     view = PrometheusView(60)
     view.add(observed(0, 60, host(0, 20, ttft=0.3, tpot=0.02), host(1, 20, ttft=0.6, tpot=0.06)))
-    reading = view.reading("b", "pool", 60, 0.05)
+    reading = view.reading("b", "pool", 60, 0.05, 60)
     assert reading.values["ttft_s"] == pytest.approx(histogram_quantile(0.95, [0.3] * 20 + [0.6] * 20, TTFT_BUCKETS_S))
     assert reading.values["tpot_s"] == pytest.approx(0.05 + 0.025 * (38 - 20) / 20)
 
@@ -95,7 +95,7 @@ def test_latency_quantiles_come_from_the_servers_histograms() -> None:
 def test_failing_replicas_are_the_hosts_whose_errors_stand_out(errors: tuple[int, ...], failing: int) -> None:
     view = PrometheusView(60)
     view.add(observed(0, 60, *(host(i, 20, errors=e) for i, e in enumerate(errors))))
-    assert view.reading("b", "pool", 60, 0.06).values["failing_replicas"] == failing
+    assert view.reading("b", "pool", 60, 0.06, 60).values["failing_replicas"] == failing
 
 
 def test_a_host_sitting_out_an_ejection_still_counts_as_failing() -> None:
@@ -103,9 +103,60 @@ def test_a_host_sitting_out_an_ejection_still_counts_as_failing() -> None:
     view.add(observed(0, 60, host(0, 20, errors=20), host(1, 20), host(2, 20)))
     for start in range(60, 240, 60):  # host 0 ejected: it answers nothing for three minutes
         view.add(observed(start, start + 60, host(0, 0), host(1, 20), host(2, 20)))
-    reading = view.reading("b", "pool", 60, 0.05)
+    reading = view.reading("b", "pool", 60, 0.05, 60)
     assert reading.values["error_rate"] == 0.0
     assert reading.values["failing_replicas"] == 1
+
+
+def engine(
+    index: int, running: int, generated: float, responses: int = 5, errors: int = 0, waiting: int = 0
+) -> HostWindow:
+    """A host at a window's end: ``running`` and ``waiting`` sequences, ``generated`` tokens since the run started."""
+    return HostWindow(index, responses, responses, errors, (0.3,) * (responses - errors), (), 0, running, waiting,
+                      False, generated_tokens=generated)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "stalled", "failing"),
+    [
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 300), engine(1, 2, 250)), 0, 0),  # both decode
+        (
+            (engine(0, 0, 100, waiting=1), engine(1, 2, 100)),
+            (engine(0, 0, 100, waiting=4), engine(1, 2, 250)),
+            1,
+            1,  # host 0 hung between steps: its queue grows, nothing runs
+        ),
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100), engine(1, 2, 250)), 1, 1),  # host 0 hung
+        ((engine(0, 0, 100), engine(1, 2, 100)), (engine(0, 0, 100), engine(1, 2, 250)), 0, 0),  # host 0 idle
+        ((engine(0, 0, 100), engine(1, 2, 100)), (engine(0, 1, 100), engine(1, 2, 250)), 0, 0),  # ... then busy
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100), engine(1, 2, 100)), 2, 2),  # both hung
+        ((engine(0, 2, 100), engine(1, 2, 900)), (engine(0, 2, 100), engine(1, 2, 40)), 1, 1),  # 1 restarted: a reset
+        ((engine(0, 2, 100), engine(1, 2, 100)), (engine(0, 2, 100, 5, 5), engine(1, 2, 250)), 1, 1),  # once
+        (
+            (engine(0, 2, 100), engine(1, 2, 100), engine(2, 2, 100)),
+            (engine(0, 2, 100), engine(1, 2, 250), engine(2, 2, 250, 5, 5)),
+            1,
+            2,  # one hung, another failing
+        ),
+    ],
+)
+def test_stalled_replicas_are_the_hosts_that_held_requests_through_the_interval_without_a_token(
+    before: tuple[HostWindow, ...], now: tuple[HostWindow, ...], stalled: int, failing: int
+) -> None:
+    view = PrometheusView(60)
+    view.add(observed(0, 5, *before))
+    view.add(observed(5, 10, *now))
+    reading = view.reading("b", "pool", 60, 0.05, 5)
+    assert (reading.values["stalled_replicas"], reading.values["failing_replicas"]) == (stalled, failing)
+
+
+def test_a_stall_is_unknown_until_a_whole_interval_was_observed() -> None:
+    view = PrometheusView(60)
+    view.add(observed(0, 5, engine(0, 2, 0)))
+    assert view.reading("b", "pool", 60, 0.05, 5).values["stalled_replicas"] is None
+    view.add(observed(5, 10, engine(0, 2, 0)))
+    assert view.reading("b", "pool", 60, 0.05, 10).values["stalled_replicas"] is None  # the interval started at 0
+    assert view.reading("b", "pool", 60, 0.05, 5).values["stalled_replicas"] == 1
 
 
 # --- the mapping table ------------------------------------------------------------------------------

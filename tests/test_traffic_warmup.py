@@ -24,7 +24,7 @@ PROMETHEUS = PrometheusSpec(url="http://prometheus:9090")
 
 def backend_queries() -> dict[str, str]:
     """The PromQL per signal the warm-up reads for BACKEND in namespace ``ns`` over a 1-minute window."""
-    return SignalSource(cast(PrometheusPool, None), PROMETHEUS, Credentials(), "ns", "1m").queries(BACKEND)
+    return SignalSource(cast(PrometheusPool, None), PROMETHEUS, Credentials(), "ns", "1m", "5s").queries(BACKEND)
 
 
 def calm(start: float, step: float, points: int, level: float, noise: float, seed: int = 1) -> RangeSamples:
@@ -52,7 +52,7 @@ class RecordingPool:
 
 async def warm(memory: SignalMemory, pool: RecordingPool, interval_s: int = 5) -> None:
     # A duck-typed fake pool: it answers the range queries a warm-up makes.
-    source = SignalSource(cast(PrometheusPool, pool), PROMETHEUS, Credentials(), "ns", "1m")
+    source = SignalSource(cast(PrometheusPool, pool), PROMETHEUS, Credentials(), "ns", "1m", "5s")
     await warm_up(source, BACKEND, memory, interval_s, NOW)
 
 

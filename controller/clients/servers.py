@@ -10,7 +10,8 @@ Every number a policy reads from Prometheus is written here, and only here:
 * :data:`PRESETS`: every server's presets, plus those of the GPU exporter (DCGM) and the mesh (Istio).
 * :class:`MetricSource`: where a spec's number comes from (a preset, or the spec's own PromQL),
   with :func:`render_source`, its one renderer.
-* :func:`backend_queries`: the per-backend health signals the traffic policies read.
+* :func:`backend_queries`: the per-backend health signals the traffic policies read, among them
+  the pods failing on their own (:func:`failing_pods`) and the stalled ones (:func:`stalled`).
 
 How a preset finds the target's series:
 
@@ -30,6 +31,7 @@ Pure string building: no I/O here.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -129,6 +131,7 @@ class ServerProfile:
     ttft_bucket: str | None = None
     tpot_bucket: str | None = None
     cache_usage: tuple[str, ...] = field(default=())
+    stall: tuple[str, str, str] | None = None
 
 
 def _vllm() -> ServerProfile:
@@ -184,6 +187,9 @@ def _vllm() -> ServerProfile:
         ttft_bucket="time_to_first_token_seconds_bucket",
         tpot_bucket="time_per_output_token_seconds_bucket",
         cache_usage=("kv_cache_usage_perc", "gpu_cache_usage_perc"),
+        # Sequences prefilling or decoding, and waiting; tokens generated, counted at every step (first
+        # tokens included).
+        stall=("num_requests_running", "num_requests_waiting", "generation_tokens_total"),
     )
 
 
@@ -229,6 +235,9 @@ def _tgi() -> ServerProfile:
         generated="tgi-generation-tokens-rate",
         prefill_busy="tgi-prefill-seconds-rate",
         prefilled={"PrefillTokensPerSecond": "tgi-input-tokens-rate", "RequestsPerSecond": "tgi-request-rate"},
+        # TGI's token counters grow only when a request ends; its forward passes (prefill and decode,
+        # each a token for every sequence of the batch) are counted as each one ends.
+        stall=("tgi_batch_current_size", "tgi_queue_size", "tgi_batch_forward_duration_count"),
     )
 
 
@@ -261,6 +270,8 @@ def _triton() -> ServerProfile:
         },
         # Triton's own metrics count requests, not tokens: a token load needs load.query. It has no
         # per-token latency: the capacity is its service rate (requests per compute-second) alone.
+        # No stall signal: its execution counter grows when an execution ends, and one execution of a
+        # generative model may last a whole generation, so a flat counter is no evidence of a hang.
         load={"RequestsPerSecond": "triton-request-rate"},
         latency="triton-queue-duration",
         queue="triton-pending-requests",
@@ -432,12 +443,72 @@ FAILING_POD_WINDOW = "5m"
 
 
 def failing_pods(errors: str, requests: str, floor: float, window: str = FAILING_POD_WINDOW) -> str:
-    """How many pods' 5xx share is at least ``floor`` and :data:`FAILING_POD_FACTOR` times the median
-    pod's, by the scrape's ``pod`` label (a pod without 5xx series has a share of 0); 0 when none."""
+    """The pods whose 5xx share is at least ``floor`` and :data:`FAILING_POD_FACTOR` times the median
+    pod's, by the scrape's ``pod`` label (a pod without 5xx series has a share of 0): a vector."""
     per_pod = f"sum by (pod) (rate({requests}[{window}]))"
     share = f"((sum by (pod) (rate({errors}[{window}])) or {per_pod} * 0) / {per_pod})"
     threshold = f"scalar(clamp_min({FAILING_POD_FACTOR:g} * quantile(0.5, {share}), {floor:g}))"
-    return f"(count({share} >= {threshold}) or vector(0))"
+    return f"({share} >= {threshold})"
+
+
+def stalled(
+    running: tuple[float | None, float | None],
+    waiting: tuple[float | None, float | None],
+    generated: tuple[float | None, float | None],
+) -> bool | None:
+    """Whether a replica stalled over a read interval, from its gauges of sequences running and waiting
+    and its counter of tokens generated, each read at the interval's start and end: requests held
+    at both ends (running, or waiting for a slot) and no token generated in between. ``None``
+    (unknown) when that cannot be told: no counter, or no tokens and a gauge missing.
+
+    It is an invariant of a decoding engine, not a statistic. An engine that holds a request steps:
+    a waiting request with a free slot is scheduled at the next step, a full engine has running
+    sequences. Every decode step emits a token for each sequence it decodes (vLLM and TGI: tens of
+    milliseconds a step), and a step that prefills emits the first token of the sequence it
+    prefills. So a healthy engine holding requests through an interval longer than its longest step
+    (a whole prefill of the longest prompt; with vLLM's chunked prefill, one chunk) generates a
+    token in it: the traffic simulator's longest prefill is 14,050 tokens at 12,000 tokens/s, 1.2 s,
+    against the traffic policies' 5 s interval. Requests held and no token mean an engine that no
+    longer steps: a hang (a stuck collective, a GPU fault that froze the process without killing
+    it), whether it hung while decoding (its sequences stay running) or between steps (new requests
+    pile up waiting). It has no false-alarm rate to budget: it is not one of the detector's tests
+    (:data:`controller.traffic.signals.TESTS_PER_BACKEND`). A counter that went down was reset (the
+    pod restarted): its increase is its new value, as Prometheus' ``increase``.
+    """
+    before, now = generated
+    if before is None or now is None or not (math.isfinite(before) and math.isfinite(now)):
+        return None
+    if (now - before if now >= before else now) > 0:
+        return False
+    held = [_held_through(*gauge) for gauge in (running, waiting)]
+    if True in held:
+        return True
+    return None if None in held else False
+
+
+def _held_through(before: float | None, now: float | None) -> bool | None:
+    """A gauge above 0 at both ends (``None``: a value missing or not a number)."""
+    if before is None or now is None or not (math.isfinite(before) and math.isfinite(now)):
+        return None
+    return before > 0 and now > 0
+
+
+def stalled_pods(profile: ServerProfile, pods: str, window: str) -> tuple[str, str] | None:
+    """PromQL of the pods :func:`stalled` over ``window`` (the policy's interval) by their ``pod``
+    label, and of the pods it can judge (the three series with samples in the window); ``None`` when
+    the server has no stall signal. Every sample of a gauge in the window must be above 0 and the
+    counter flat across them: a scrape interval longer than half the window leaves fewer than the
+    two samples ``increase`` needs, and the stall is then unknown, never read as "not stalled"."""
+    if profile.stall is None:
+        return None
+    running, waiting, generated = (profile.series(metric, pods) for metric in profile.stall)
+    busy = f"min by (pod) (min_over_time({running}[{window}]))"
+    queued = f"min by (pod) (min_over_time({waiting}[{window}]))"
+    progress = f"sum by (pod) (increase({generated}[{window}]))"
+    return (
+        f"((({busy} > 0) or ({queued} > 0)) and ({progress} == 0))",
+        f"({busy} and {queued} and {progress})",
+    )
 
 
 def backend_queries(
@@ -447,6 +518,7 @@ def backend_queries(
     name: str,
     model_name: str | None,
     window: str,
+    interval: str,
     server: Server = "vLLM",
     error_limit: float = 0.05,
 ) -> dict[str, str]:
@@ -455,7 +527,9 @@ def backend_queries(
     The mesh gives the error rate, the request rate, the p95 latency and how many pods fail on their
     own (:func:`failing_pods`, over its own longer range, with ``error_limit`` as the least share that
     counts); the server gives
-    p95 TTFT and TPOT and the mean KV-cache usage (``saturation``) of the workload's pods.
+    p95 TTFT and TPOT, the mean KV-cache usage (``saturation``) of the workload's pods and, over the
+    policy's ``interval``, how many of them stalled (:func:`stalled_pods`: nothing when no pod can be
+    judged). A stalled pod fails on its own too: ``failing_replicas`` counts the pods of either kind once.
     """
     profile = SERVERS[server]
     mesh = istio_selector(namespace=namespace, name=name)
@@ -470,8 +544,15 @@ def backend_queries(
         "error_rate": f"({rate_sum(istio(ISTIO_ERRORS), window)} or vector(0)) / {requests}",
         "request_rate": requests,
         "latency_ms": p95(istio(ISTIO_DURATION_BUCKET), window),
-        "failing_replicas": failing_pods(istio(ISTIO_ERRORS), istio(ISTIO_REQUESTS), error_limit),
     }
+    failing = failing_pods(istio(ISTIO_ERRORS), istio(ISTIO_REQUESTS), error_limit)
+    stall = stalled_pods(profile, pods, interval)
+    if stall is None:
+        queries["failing_replicas"] = f"(count({failing}) or vector(0))"
+    else:
+        stalled_vector, judged = stall
+        queries["failing_replicas"] = f"(count({failing} or {stalled_vector}) or vector(0))"
+        queries["stalled_replicas"] = f"(count({stalled_vector}) or (count({judged}) * 0))"
     if profile.ttft_bucket:
         queries["ttft_s"] = p95(profile.series(profile.ttft_bucket, pods), window)
     if profile.tpot_bucket:

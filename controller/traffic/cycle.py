@@ -119,7 +119,13 @@ async def observe_backends(
     if not found:
         return await report.not_ready("BackendNotFound", f"{none_found} in {where}")
     source = SignalSource(
-        deps.prometheus, prometheus, credentials, namespace, spec.health.rate_window, spec.health.error_limit
+        deps.prometheus,
+        prometheus,
+        credentials,
+        namespace,
+        spec.health.rate_window,
+        f"{spec.interval_s}s",
+        spec.health.error_limit,
     )
     readings = list(
         await asyncio.gather(
@@ -169,6 +175,7 @@ def backend_inputs(signals: Sequence[BackendSignals], readings: Sequence[Backend
             "readyReplicas": s.ready_replicas,
             "neededReplicas": s.needed_replicas,
             "failingReplicas": s.failing_replicas,
+            "stalledReplicas": s.stalled_replicas,
             "requestRate": rates.get(s.name),
         }
         for s in signals

@@ -9,7 +9,9 @@ backtest builds its readings from a simulation and calls the same second step:
 * **readings** from Prometheus: the 5xx fraction and request rate from Istio's
   ``istio_requests_total`` (destination telemetry, selected by the backend's workload), p95 latency
   from ``istio_request_duration_milliseconds``, p95 TTFT and TPOT and the mean KV-cache usage from
-  the vLLM pods. A query that fails is ``None``, never 0 (:class:`~controller.clients.prometheus.PrometheusPool`);
+  the vLLM pods, and the pods failing on their own: an outlier 5xx share, or stalled over the
+  policy's interval (:func:`controller.clients.servers.stalled`). A query that fails is ``None``,
+  never 0 (:class:`~controller.clients.prometheus.PrometheusPool`);
 * **failure scores** from one :class:`forecasting.StreamingDetector` per backend and metric, which
   learns the backend's own baseline. Their alert level follows from a false-alarm budget per backend
   and day (:func:`alert_level`), not from a benchmark. Detectors live in the daemon's memory (:class:`SignalMemory`).
@@ -78,13 +80,15 @@ def alert_level(interval_s: float) -> float:
 @dataclass(frozen=True)
 class SignalSource:
     """Where one policy reads its backends' signals: its Prometheus, as its credentials allow, for
-    its namespace, with rates over its window. The same for every backend and every query of a cycle."""
+    its namespace, with rates over its window and stalls over its interval. The same for every
+    backend and every query of a cycle."""
 
     pool: PrometheusPool
     prometheus: PrometheusSpec
     credentials: Credentials
     namespace: str
     window: str
+    interval: str
     error_limit: float = DEFAULT_MAX_ERROR_RATE  # the least 5xx share of a pod that fails on its own
 
     def queries(self, backend: BackendSpec) -> dict[str, str]:
@@ -97,6 +101,7 @@ class SignalSource:
             model_name=backend.model_name,
             window=self.window,
             error_limit=self.error_limit,
+            interval=self.interval,
         )
 
 
@@ -311,6 +316,7 @@ def backend_signals(
         saturation=values.get("saturation"),
         ready_replicas=reading.ready_replicas,
         failing_replicas=_count(values.get("failing_replicas")),
+        stalled_replicas=_count(values.get("stalled_replicas")),
         needed_replicas=needed,
         requests=_requests_in(values.get("request_rate"), window),
     )

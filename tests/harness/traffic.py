@@ -23,6 +23,8 @@ VIRTUAL_SERVICES = UPSTREAM_CRDS / "istio-virtualservices.networking.istio.io.ya
 HTTP_ROUTES = UPSTREAM_CRDS / "gateway-api-httproutes.gateway.networking.k8s.io.yaml"
 INFERENCE_POOLS = UPSTREAM_CRDS / "gaie-inferencepools.inference.networking.k8s.io.yaml"
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: A pod's engine gauges and token counter, which the stall signal reads.
+ENGINE_SERIES = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:generation_tokens_total")
 
 
 def register_upstream_crds(kube: client.ApiClient) -> None:
@@ -90,11 +92,13 @@ def http_route(name: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class Backend:
-    """What one pool reports: its 5xx share and a TTFT range, both changed by the test."""
+    """What one pool reports: its 5xx share and a TTFT range, both changed by the test, and whether
+    its pod's engine hung (``stalled``: its sequences stay running and its token counter stops)."""
 
     error_rate: float = 0.0
     ttft: tuple[float, float] = (0.2, 0.4)
     pod: str = "pod00"  # a new revision runs new pods, with new series
+    stalled: bool = False
 
 
 @dataclass
@@ -110,6 +114,7 @@ class Traffic:
 
     def _run(self) -> None:
         rng = random.Random(7)
+        engines: dict[str, dict[str, str]] = {}  # each backend's pod, by the labels of its engine series
         while not self._stop.wait(0.5):
             weights = self.weights() if self.weights else None
             for name, backend in self.backends.items():
@@ -122,15 +127,25 @@ class Traffic:
                 errors = sum(rng.random() < backend.error_rate for _ in range(requests))
                 self.exporter.inc_counter("istio_requests_total", requests - errors, response_code="200", **labels)
                 self.exporter.inc_counter("istio_requests_total", errors, response_code="503", **labels)
+                pod = {
+                    "namespace": self.namespace,
+                    "pod": f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
+                    "model_name": "llama",
+                }
+                replaced = engines.get(name, pod)
+                if replaced != pod:  # a replaced pod's scrape target goes away: its series go stale
+                    for series in ENGINE_SERIES:
+                        self.exporter.remove(series, **replaced)
+                engines[name] = pod
                 for _ in range(5 if requests else 0):  # enough samples for a p95, whatever the weight
                     self.exporter.observe(
-                        "vllm:time_to_first_token_seconds",
-                        rng.uniform(*backend.ttft),
-                        buckets=TTFT_BUCKETS,
-                        namespace=self.namespace,
-                        pod=f"vllm-{name}-7d4b9c6f5d-{backend.pod}",
-                        model_name="llama",
+                        "vllm:time_to_first_token_seconds", rng.uniform(*backend.ttft), buckets=TTFT_BUCKETS, **pod
                     )
+                # Two sequences decoding while requests come, a token each per 25 ms step, none waiting;
+                # once hung, they stay running and no token comes.
+                self.exporter.set_gauge("vllm:num_requests_running", 2 if requests or backend.stalled else 0, **pod)
+                self.exporter.set_gauge("vllm:num_requests_waiting", 0, **pod)
+                self.exporter.inc_counter("vllm:generation_tokens_total", 0 if backend.stalled else 40, **pod)
 
     def __enter__(self) -> Traffic:
         self._thread.start()

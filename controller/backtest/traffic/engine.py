@@ -94,6 +94,7 @@ class Host:
         "_step_per_seq_s",
         "_synced_s",
         "active",
+        "generated",
         "index",
         "max_seqs",
         "multiplier",
@@ -126,11 +127,22 @@ class Host:
         self._admissions = 0
         # Attempts the proxy sent here that have not finished or failed (least request reads it).
         self.active = 0
+        # Tokens generated so far, first tokens included (vLLM's generation_tokens_total), up to
+        # _synced_s: an observation only, which no decision of the host reads.
+        self.generated = 0.0
 
     @property
     def running(self) -> int:
         """Sequences being prefilled or decoded (vLLM's num_requests_running)."""
         return (self.prefilling is not None) + len(self._decoding)
+
+    def generated_until(self, now: float) -> float:
+        """Tokens generated up to ``now`` (the counter a scrape at ``now`` would read), without
+        settling anything: decode is a fluid, so between events it adds one token per decoding
+        sequence per step, in fractions."""
+        if self._decoding and self.prefilling is None and not self._hangs:
+            return self.generated + (now - self._synced_s) / self._step_s() * len(self._decoding)
+        return self.generated
 
     def next_event_s(self) -> float:
         """When the next prefill or stream ends if nothing else happens; inf when none will."""
@@ -158,6 +170,7 @@ class Host:
             self.prefilling = None
             self._synced_s = now
             first.first_token_s = now
+            self.generated += 1
             if first.output_tokens > 1:
                 first.state = DECODING
                 entry = (self._counter + first.output_tokens - 1, self._admissions, first)
@@ -166,6 +179,7 @@ class Host:
             else:
                 finished.append(first)
         else:
+            self.generated += (self._decoding[0][0] - self._counter) * len(self._decoding)
             self._counter = self._decoding[0][0]
             self._synced_s = now
             while self._decoding and self._decoding[0][0] <= self._counter:
@@ -232,7 +246,9 @@ class Host:
     def _sync(self, now: float) -> None:
         """Account the decode progress up to ``now`` (decoding runs only when nothing blocks it)."""
         if self._decoding and self.prefilling is None and not self._hangs:
-            self._counter += (now - self._synced_s) / self._step_s()
+            steps = (now - self._synced_s) / self._step_s()
+            self._counter += steps
+            self.generated += steps * len(self._decoding)
         self._synced_s = now
 
     def _prefill_tokens_left(self, now: float) -> float:

@@ -7,8 +7,10 @@ exposes:
 
 * per host, Envoy's per-upstream-host stats and the pod's vLLM ``/metrics``: attempts sent,
   responses and 5xx (of which ``timeouts``: the proxy's own 504s, which the pod never sent), the
-  server-side TTFT (from when the host received the attempt) and TPOT of each response, and the
-  gauges at the window's end (active attempts, running and waiting sequences, ejected or not);
+  server-side TTFT (from when the host received the attempt) and TPOT of each response, the
+  gauges at the window's end (active attempts, running and waiting sequences, ejected or not) and
+  the tokens generated since the run started (vLLM's ``generation_tokens_total`` counter, read at
+  the window's end as a scrape reads it);
 * per subset, the client view (the request's route): requests routed, attempts and retries,
   streams started, client-visible failures by status and those the proxy itself produced,
   client TTFT (from the request's arrival, retries included) and TPOT, the pool gauges (in flight,
@@ -33,7 +35,8 @@ from controller.backtest.traffic.settings import ProxySettings
 
 @dataclass(frozen=True)
 class HostWindow:
-    """One host over the window; gauges (``active`` .. ``ejected``) are taken at its end."""
+    """One host over the window; gauges (``active`` .. ``ejected``) and the ``generated_tokens``
+    counter are taken at its end."""
 
     host: int
     sent: int
@@ -46,6 +49,7 @@ class HostWindow:
     waiting: int
     ejected: bool
     timeouts: int = 0
+    generated_tokens: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class HostTally:
         self.ttft_s: list[float] = []
         self.tpot_s: list[float] = []
 
-    def window(self, host: Host, ejected: bool) -> HostWindow:
+    def window(self, host: Host, ejected: bool, now: float) -> HostWindow:
         return HostWindow(
             host=host.index,
             sent=self.sent,
@@ -134,6 +138,7 @@ class HostTally:
             waiting=host.queued,
             ejected=ejected,
             timeouts=self.timeouts,
+            generated_tokens=host.generated_until(now),
         )
 
 

@@ -83,10 +83,13 @@ class _Loop(Generic[SpecT]):
         return self.spec.interval_s
 
     def readings(self, view: PrometheusView) -> list[BackendReading]:
-        """What the operator's queries would return for each backend (the same error limit for failing pods)."""
+        """What the operator's queries would return for each backend (the same error limit for failing
+        pods, the same interval for stalled ones)."""
         health = self.spec.health
         window = window_seconds(health.rate_window)
-        return [view.reading(b, subset, window, health.error_limit) for b, subset in self.subsets.items()]
+        return [
+            view.reading(b, subset, window, health.error_limit, self.interval_s) for b, subset in self.subsets.items()
+        ]
 
     def verdicts(self, now: float, verdicts: Sequence[BackendVerdict]) -> list[Verdict]:
         return [
@@ -157,7 +160,7 @@ class TrafficPolicies:
             if loop is not None:
                 self.loops.append(loop)
                 served[document.kind].update({subset: document.name for subset in loop.subsets.values()})
-        windows = [window_seconds(loop.spec.health.rate_window) for loop in self.loops]
+        windows = [w for loop in self.loops for w in (window_seconds(loop.spec.health.rate_window), loop.interval_s)]
         self.view = PrometheusView(max(windows, default=60))
         self._interval = math.gcd(*(loop.interval_s for loop in self.loops)) if self.loops else 0
         self._ticks = 0

@@ -10,12 +10,19 @@ it would get in a cluster, and nothing the cluster would not show:
 * ``request_rate``: responses of the backend's hosts per second (first tokens and host failures:
   what ``istio_requests_total{reporter="destination"}`` counts), over the window;
 * ``error_rate``: the 5xx share of those responses; missing when there were none (``0/0``);
-* ``failing_replicas``: hosts whose own 5xx share is at least the policy's error limit and
+* ``stalled_replicas``: hosts holding requests (running or waiting) at both ends of the policy's last
+  interval and no token generated in it (:func:`controller.clients.servers.stalled`, from vLLM's
+  ``num_requests_running`` and ``num_requests_waiting`` gauges and ``generation_tokens_total``
+  counter, read at the ends of the observation windows as scrapes read them); missing until a whole
+  interval has been observed;
+* ``failing_replicas``: hosts failing on their own: the stalled ones, and those whose own 5xx share
+  is at least the policy's error limit and
   :data:`~controller.clients.servers.FAILING_POD_FACTOR` times the median host's, among the hosts
   that answered over the last :data:`~controller.clients.servers.FAILING_POD_WINDOW`
   (:func:`controller.clients.servers.failing_pods`, per pod). A host timeout counts
   as the host's 504 here, as Envoy's outlier detection counts it; a cluster's destination
-  telemetry does not see a hung pod's timeouts (the client's proxy ends the request);
+  telemetry does not see a hung pod's timeouts (the client's proxy ends the request), which is
+  why a hang is seen by its stall;
 * ``ttft_s``, ``tpot_s``: ``histogram_quantile(0.95, ...)`` over vLLM's own bucket bounds of the
   server-side TTFT (from when the host got the attempt) and TPOT samples of the window: the same
   bucket resolution and linear interpolation Prometheus gives (one TPOT observation per request);
@@ -41,7 +48,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from controller.backtest.traffic.observe import Observation, SubsetWindow
-from controller.clients.servers import FAILING_POD_FACTOR, FAILING_POD_WINDOW
+from controller.clients.servers import FAILING_POD_FACTOR, FAILING_POD_WINDOW, stalled
 from controller.traffic.signals import BackendReading
 from controller.traffic.spec import window_seconds
 
@@ -109,9 +116,11 @@ class PrometheusView:
         while self.observations and self.observations[0].end_s <= observation.end_s - self.longest_window_s:
             self.observations.popleft()
 
-    def reading(self, backend: str, subset: str, window_s: float, error_limit: float) -> BackendReading:
+    def reading(
+        self, backend: str, subset: str, window_s: float, error_limit: float, interval_s: float
+    ) -> BackendReading:
         """Backend ``backend`` (serving ``subset``) over the last ``window_s`` seconds; ``error_limit``
-        is the least 5xx share of a failing host."""
+        is the least 5xx share of a failing host, ``interval_s`` the policy's interval (the stall's window)."""
         if not self.observations:
             raise ValueError("nothing observed yet")
         now = self.observations[-1].end_s
@@ -128,23 +137,38 @@ class PrometheusView:
         }
         failing_window_s = window_seconds(FAILING_POD_WINDOW)
         longer = [o.subset(subset) for o in self.observations if o.end_s > now - failing_window_s + 1e-9]
-        values["failing_replicas"] = float(_failing_hosts(longer, error_limit))
+        stalled_hosts = self._stalled_hosts(subset, now, interval_s)
+        values["stalled_replicas"] = None if stalled_hosts is None else float(len(stalled_hosts))
+        values["failing_replicas"] = float(len(_failing_hosts(longer, error_limit) | (stalled_hosts or set())))
         hosts = len(windows[-1].hosts) if windows else None
         return BackendReading(backend, values, hosts)
 
+    def _stalled_hosts(self, subset: str, now: float, interval_s: float) -> set[int] | None:
+        """The hosts stalled over ``(now - interval_s, now]``; ``None`` before an observation ends at its start."""
+        start = next((o for o in self.observations if abs(o.end_s - (now - interval_s)) < 1e-6), None)
+        if start is None:
+            return None
+        before = {h.host: h for h in start.subset(subset).hosts}
+        return {
+            h.host
+            for h in self.observations[-1].subset(subset).hosts
+            if (b := before.get(h.host)) is not None
+            and stalled((b.running, h.running), (b.waiting, h.waiting), (b.generated_tokens, h.generated_tokens))
+        }
 
-def _failing_hosts(windows: Sequence[SubsetWindow], error_limit: float) -> int:
+
+def _failing_hosts(windows: Sequence[SubsetWindow], error_limit: float) -> set[int]:
     responses: dict[int, int] = {}
     errors: dict[int, int] = {}
     for window in windows:
         for host in window.hosts:
             responses[host.host] = responses.get(host.host, 0) + host.responses
             errors[host.host] = errors.get(host.host, 0) + host.errors_5xx
-    shares = [errors[h] / n for h, n in responses.items() if n > 0]
+    shares = {h: errors[h] / n for h, n in responses.items() if n > 0}
     if not shares:
-        return 0
-    threshold = max(FAILING_POD_FACTOR * statistics.median(shares), error_limit)
-    return sum(share >= threshold for share in shares)
+        return set()
+    threshold = max(FAILING_POD_FACTOR * statistics.median(shares.values()), error_limit)
+    return {h for h, share in shares.items() if share >= threshold}
 
 
 def _samples(windows: Sequence[SubsetWindow], which: str) -> list[float]:

@@ -475,7 +475,9 @@ class Simulation:
     def _observe(self, now: float) -> Observation:
         windows = []
         for proxy, tally, host_tallies in zip(self.proxies, self.subset_tallies, self.host_tallies, strict=True):
-            hosts = tuple(t.window(h, proxy.ejected[h.index]) for h, t in zip(proxy.hosts, host_tallies, strict=True))
+            hosts = tuple(
+                t.window(h, proxy.ejected[h.index], now) for h, t in zip(proxy.hosts, host_tallies, strict=True)
+            )
             windows.append(tally.window(proxy.name, proxy.settings, proxy.in_flight, proxy.pending_count, hosts))
             tally.reset()
             for host_tally in host_tallies:

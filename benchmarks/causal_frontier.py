@@ -27,26 +27,21 @@ subprocess, never imported.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.early_minute_need import JUDGE_DIR, SHARED, judge, write_timeline
 from controller.backtest.engine import EngineParams
 from controller.backtest.score import SloTargets, window_table
 from controller.backtest.simulate import FleetView, Observations, simulate
 from controller.backtest.trace import load_trace
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-JUDGE_DIR = SHARED / "bench" / "autoscale"
 DEFAULT_TRACE = SHARED / "data" / "llm_traces" / "multiday_elb_shape_3d.csv.gz"
 #: Our engine flags and the judge's spelling of the same (the rest are spelled alike).
 JUDGE_FLAG = {"prefill_tokens_per_s": "--prefill-tps"}
@@ -122,14 +117,7 @@ def frontier(need: np.ndarray, lag: int, targets: list[float], first_scored: int
     return best
 
 
-def judge(*args: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "evaluate.py", *args], cwd=JUDGE_DIR, capture_output=True, text=True, check=True
-    )
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
-def write_timeline(path: Path, counts: np.ndarray, lead_s: float) -> None:
+def write_counts(path: Path, counts: np.ndarray, lead_s: float) -> None:
     """Each minute's count requested ``lead_s`` before the minute starts (the first one at t = 0, warm)."""
     rows: list[tuple[float, int]] = []
     for minute, count in enumerate(counts.tolist()):
@@ -138,10 +126,7 @@ def write_timeline(path: Path, counts: np.ndarray, lead_s: float) -> None:
             rows[-1] = (time_s, count)
         elif not rows or rows[-1][1] != count:
             rows.append((time_s, count))
-    with path.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["time_s", "desired_replicas"])
-        writer.writerows(rows)
+    write_timeline(path, rows)
 
 
 def main() -> None:
@@ -192,7 +177,7 @@ def main() -> None:
         for lag in args.lag:
             for target, rule in sorted(frontier(need, lag, args.targets, first_scored).items(), reverse=True):
                 path = Path(scratch) / f"lag{lag}-{target}.csv"
-                write_timeline(path, rule.counts(need), params.cold_start_s)
+                write_counts(path, rule.counts(need), params.cold_start_s)
                 scored = judge("--trace", trace, *engine_flags, "--decisions", str(path))
                 print(
                     f"| {lag} | {target:g} | {rule.window}, {rule.factor:g}, {rule.extra} | {rule.misses} | "

@@ -19,18 +19,22 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-JUDGE_DIR = Path("../shared/bench/autoscale")
-DEFAULT_TRACE = Path("../shared/data/llm_traces/azure_llm_2023_code.csv")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+JUDGE_DIR = SHARED / "bench" / "autoscale"
+DEFAULT_TRACE = SHARED / "data" / "llm_traces" / "azure_llm_2023_code.csv"
 
 
-def judge(*args: str) -> dict[str, object]:
+def judge(*args: str) -> dict[str, Any]:
+    """The autoscaling judge's JSON line for ``evaluate.py ARGS`` (run as a subprocess)."""
     command = [sys.executable, "evaluate.py", *args]
     result = subprocess.run(command, cwd=JUDGE_DIR, capture_output=True, text=True, check=True)
-    return dict(json.loads(result.stdout))
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def write_timeline(path: Path, rows: list[tuple[float, int]]) -> None:
+    """A ``time_s,desired_replicas`` decisions file, the judge's input."""
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["time_s", "desired_replicas"])

@@ -49,7 +49,14 @@ async def test_a_saturated_endpoint_does_not_delay_another() -> None:
         outcomes = await asyncio.gather(*waiting, return_exceptions=True)
         await pool.close()
     assert all(isinstance(o, MetricError) and o.reason == "Timeout" for o in outcomes)
-    assert len(slow.requests) == 2, "only the cap's worth was sent; the rest timed out in the queue"
+    # The cap's worth leaves the queue first; a queued query whose deadline is a moment later than
+    # theirs may still take a freed slot before it expires (the six deadlines are microseconds to
+    # milliseconds apart), and one that left the queue may expire before its request arrives, so
+    # exact counts are timing. What is not: a query reported as never having left the queue was
+    # never sent, and the last ones in the queue never left it.
+    left_the_queue = len(outcomes) - sum("stayed busy" in str(o) for o in outcomes)
+    assert len(slow.requests) <= left_the_queue < len(outcomes)
+    assert left_the_queue >= 2 and len(slow.requests) >= 1
     assert "stayed busy" in str(outcomes[-1]), "a query that never left the queue says so"
 
 

@@ -13,6 +13,7 @@ import kopf
 from controller.clients.kube import Kube, load_api_client
 from controller.clients.prometheus import PrometheusPool
 from controller.clients.tenancy import PrometheusAccess
+from controller.handlers.diffbase import SpecDiffBaseStorage
 from controller.observability import MetricsServer, OperatorMetrics
 from controller.observability.decisions import DecisionLog
 from controller.reconcile.cycle import Deps
@@ -34,9 +35,7 @@ DEFAULT_METRICS_PORT = 8080
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's bookkeeping lives in annotations under our own prefix, not in the status we own.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="infercast.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="infercast.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = SpecDiffBaseStorage(prefix="infercast.io", key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30

@@ -30,7 +30,7 @@ import argparse
 import math
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ import pandas as pd
 
 from benchmarks.early_minute_need import JUDGE_DIR, SHARED, judge, write_timeline
 from controller.backtest.engine import EngineParams
+from controller.backtest.run import add_engine_arguments, engine_params
 from controller.backtest.score import SloTargets, window_table
 from controller.backtest.simulate import FleetView, Observations, simulate
 from controller.backtest.trace import load_trace
@@ -91,10 +92,20 @@ def minute_need(trace_path: Path, params: EngineParams, slo: SloTargets, limit: 
     sys.exit(f"benchmarks/causal_frontier.py: {limit} replicas do not meet every minute")
 
 
-def rule_counts(need: np.ndarray, lag: int, window: int, factor: float, extra: int) -> np.ndarray:
-    seen = pd.Series(need).rolling(window, min_periods=1).max().shift(lag).fillna(need[0]).to_numpy(float)
+def seen_need(need: np.ndarray, lag: int, window: int) -> np.ndarray:
+    """The largest need of the last ``window`` minutes seen ``lag`` minutes before each minute."""
+    seen: np.ndarray = pd.Series(need).rolling(window, min_periods=1).max().shift(lag).fillna(need[0]).to_numpy(float)
+    return seen
+
+
+def held(seen: np.ndarray, factor: float, extra: int) -> np.ndarray:
+    """``max(1, ceil(factor x seen) + extra)``: the replicas a rule holds for a seen need."""
     counts: np.ndarray = np.maximum(np.ceil(factor * seen - 1e-9) + extra, 1).astype(np.int64)
     return counts
+
+
+def rule_counts(need: np.ndarray, lag: int, window: int, factor: float, extra: int) -> np.ndarray:
+    return held(seen_need(need, lag, window), factor, extra)
 
 
 def frontier(need: np.ndarray, lag: int, targets: list[float], first_scored: int = 0) -> dict[float, Rule]:
@@ -103,9 +114,10 @@ def frontier(need: np.ndarray, lag: int, targets: list[float], first_scored: int
     best: dict[float, Rule] = {}
     scored = need[first_scored:]
     for window in WINDOWS:
+        seen = seen_need(need, lag, window)
         for factor in FACTORS:
             for extra in (0, 1, 2):
-                counts = rule_counts(need, lag, window, float(factor), extra)
+                counts = held(seen, float(factor), extra)
                 misses = int((counts[first_scored:] < scored).sum())
                 rule = Rule(lag, window, float(factor), extra, counts.sum() / 60.0, misses)
                 for target in targets:
@@ -135,20 +147,14 @@ def main() -> None:
     parser.add_argument("--lag", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--targets", type=float, nargs="+", default=[0.99, 0.98, 0.95])
     parser.add_argument("--score-from-s", type=float, default=0.0, help="as the judge's: minutes before are not scored")
-    engine = parser.add_argument_group("engine (the backtester's flags, passed to the judge alike)")
-    for item in fields(EngineParams):
-        engine.add_argument(f"--{item.name.replace('_', '-')}", type=float, dest=item.name)
+    add_engine_arguments(parser)
     args = parser.parse_args()
     if missing := [path for path in (JUDGE_DIR, args.trace) if not path.exists()]:
         sys.exit(f"benchmarks/causal_frontier.py: {missing[0]} is missing (the judge and traces are in ../shared/)")
-    given = {
-        item.name: getattr(args, item.name) for item in fields(EngineParams) if getattr(args, item.name) is not None
-    }
-    defaults = asdict(EngineParams())
-    params = EngineParams(**{name: type(defaults[name])(value) for name, value in given.items()})
+    params = engine_params(args)
     engine_flags = [
         flag
-        for name, value in given.items()
+        for name, value in asdict(params).items()
         for flag in (JUDGE_FLAG.get(name, f"--{name.replace('_', '-')}"), f"{value:g}")
     ]
     trace = str(args.trace.resolve())

@@ -63,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is no TTY")
     parser.add_argument("--no-plot", action="store_true", help="skip backtest.png")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`EngineParams` field (``--max-seqs``, ...), its default the engine's."""
     engine = parser.add_argument_group("the simulated replica (judge-equivalent engine model)")
     for field, default in asdict(EngineParams()).items():
         engine.add_argument(
@@ -72,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=field,
             help=f"{ENGINE_FLAG_HELP[field]} (default {default})",
         )
+
+
+def engine_params(args: argparse.Namespace) -> EngineParams:
+    """The engine that :func:`add_engine_arguments`' flags describe."""
+    return EngineParams(**{name: getattr(args, name) for name in asdict(EngineParams())})
 
 
 #: What each engine constant means, for ``--help`` (the fields of :class:`EngineParams`).
@@ -231,7 +241,7 @@ def _write_decisions(path: Path, run: Run) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``infercast backtest``; a user's mistake raises :class:`InfercastError`, which the CLI prints in one line."""
-    params = EngineParams(**{name: getattr(args, name) for name in asdict(EngineParams())})
+    params = engine_params(args)
     names = tuple(name for name in args.baselines.split(",") if name)
     unknown = [name for name in names if name not in BASELINES]
     if unknown:

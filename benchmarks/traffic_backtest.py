@@ -20,8 +20,13 @@ as ``decisions.csv``), and checks the issue's targets:
   a healthy canary: promoted no later than Flagger;
 * retry amplification (attempts per request) never above ``istio-typical``'s.
 
-The exit status is 1 when a target is missed. The judge and its data live in ``../shared``;
-without them the script says so and exits.
+``--seeds 0 1 2 ...`` runs every scenario again with each of these seeds in place of its own (the
+judge's draws, hence its arrivals' token counts, fault draws and retries, are a function of the
+seed) and prints, per scenario, how ours compares with the best static baseline across seeds: a
+difference of a few requests at one seed is not a difference of the policies.
+
+The exit status is 1 when a target is missed (at the scenarios' own seeds). The judge and its data
+live in ``../shared``; without them the script says so and exits.
 """
 
 from __future__ import annotations
@@ -98,7 +103,7 @@ class Outcome:
 
 
 def judge_rows(scenario_path: Path, decisions: Path, scratch: Path) -> dict[str, dict[str, Any]]:
-    rows_file = scratch / "rows.jsonl"
+    rows_file = (scratch / "rows.jsonl").resolve()  # the judge runs in its own directory
     command = [
         sys.executable,
         "evaluate.py",
@@ -160,6 +165,36 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def with_seed(path: Path, seed: int, folder: Path) -> Path:
+    """A copy of the scenario file at ``path`` that draws with ``seed``."""
+    raw = json.loads(path.read_text())
+    raw["seed"] = seed
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / path.name
+    copy.write_text(json.dumps(raw))
+    return copy
+
+
+def seeds_table(runs: dict[str, list[Outcome]]) -> str:
+    """Per scenario, ours minus the best static baseline's goodput across seeds, and the targets met."""
+    head = (
+        "| scenario | seeds | ours - best: mean | min | max | seeds ours >= best | seeds ours > best | "
+        "seeds with every other target met |"
+    )
+    lines = [head, "|---" + "|---:" * 7 + "|"]
+    for name, outcomes in runs.items():
+        gaps = [o.ours["goodput"] - o.best_static[1] for o in outcomes]
+        others = sum(
+            all(ok is not False for label, ok in o.checks().items() if label != "goodput >= best static")
+            for o in outcomes
+        )
+        lines.append(
+            f"| {name} | {len(gaps)} | {sum(gaps) / len(gaps):+.5f} | {min(gaps):+.4f} | {max(gaps):+.4f} | "
+            f"{sum(g >= 0 for g in gaps)} | {sum(g > 0 for g in gaps)} | {others} |"
+        )
+    return "\n".join(lines)
+
+
 def judge_table(outcome: Outcome) -> str:
     """The judge's rows of one scenario, in the judge's columns (our row is ``decisions.csv``)."""
     flagger = outcome.rows.get("flagger")
@@ -177,6 +212,7 @@ def main() -> int:
     parser.add_argument("--scenario", action="append", default=[], help="only scenarios whose name starts so")
     parser.add_argument("--out", type=Path, help="keep each scenario's backtest outputs here (default: a temp dir)")
     parser.add_argument("--scorer", choices=("judge", "ours"), default="judge")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[], help="also run every scenario with these seeds")
     args = parser.parse_args()
     if not JUDGE_DIR.is_dir() or not DATA_DIR.is_dir():
         print(f"the traffic judge or its data is not in {SHARED}: nothing to compare with")
@@ -201,6 +237,15 @@ def main() -> int:
             print(table(outcomes))
             for outcome in outcomes:
                 print(f"\n{judge_table(outcome)}")
+            if args.seeds:
+                runs: dict[str, list[Outcome]] = {path.stem: [] for path in paths}
+                for seed, path in ((seed, path) for path in paths for seed in args.seeds):
+                    seed_dir = root / f"seed-{seed}"
+                    runs[path.stem].append(
+                        run_one(with_seed(path, seed, seed_dir), args.policy, seed_dir / path.stem, args.scorer)
+                    )
+                    print(f"{path.stem}, seed {seed}: done", file=sys.stderr, flush=True)
+                print(f"\n### {group}, seeds {' '.join(map(str, args.seeds))}\n\n{seeds_table(runs)}")
     return 1 if missed else 0
 
 

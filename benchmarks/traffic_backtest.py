@@ -239,12 +239,13 @@ def main() -> int:
                 print(f"\n{judge_table(outcome)}")
             if args.seeds:
                 runs: dict[str, list[Outcome]] = {path.stem: [] for path in paths}
-                for seed, path in ((seed, path) for path in paths for seed in args.seeds):
-                    seed_dir = root / f"seed-{seed}"
-                    runs[path.stem].append(
-                        run_one(with_seed(path, seed, seed_dir), args.policy, seed_dir / path.stem, args.scorer)
-                    )
-                    print(f"{path.stem}, seed {seed}: done", file=sys.stderr, flush=True)
+                for path in paths:
+                    for seed in args.seeds:
+                        seed_dir = root / f"seed-{seed}"
+                        runs[path.stem].append(
+                            run_one(with_seed(path, seed, seed_dir), args.policy, seed_dir / path.stem, args.scorer)
+                        )
+                        print(f"{path.stem}, seed {seed}: done", file=sys.stderr, flush=True)
                 print(f"\n### {group}, seeds {' '.join(map(str, args.seeds))}\n\n{seeds_table(runs)}")
     return 1 if missed else 0
 

@@ -12,7 +12,6 @@ from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from forecasting.base import Forecast, NotFittedError, check_request, future_index, make_forecast
 from forecasting.hygiene import regularize
@@ -82,7 +81,13 @@ def _smooth(values: np.ndarray, alpha: float, beta: float, phi: float) -> tuple[
     follows ``x[t] - tr(A) x[t-1] + det(A) x[t-2] = B y[t] + (A - tr(A) I) B y[t-1]``, a second-order
     filter that :func:`scipy.signal.lfilter` runs in C: the same numbers as the Python loop (to
     rounding) at a tenth of its cost, which is most of what a model selection costs.
+
+    ``scipy.signal`` is imported here, at the first fit, not with the module: importing it takes
+    about a second (it loads scipy.stats), which every ``infercast`` command and every operator
+    start would pay, most of them never fitting a model in that process.
     """
+    from scipy.signal import lfilter
+
     a11, a12 = 1 - alpha, (1 - alpha) * phi
     a21, a22 = -alpha * beta, phi * (1 - alpha * beta)
     b1, b2 = alpha, alpha * beta

@@ -33,6 +33,7 @@ from forecasting.robust import (
     TailCalibrator,
     median_and_scale,
     partition_median,
+    trailing_mean,
 )
 
 SECONDS_PER_DAY = 86_400
@@ -87,7 +88,7 @@ class _LevelMemory:
         """Robust distance of the mean of the last k ``values`` from the remembered means, then remember it."""
         if len(values) < self.k:
             return None
-        mean = float(values[-self.k :].mean())
+        mean = trailing_mean(values, self.k)
         statistic = None
         if len(self.means) >= self.MIN_MEANS:
             median, scale = median_and_scale(self.means.values(), floor)
@@ -356,7 +357,7 @@ class StreamingDetector:
                 continue
             median, scale = reference
             expected = median if centre is None else centre
-            statistics.append(abs(float(series[-k:].mean()) - expected) / scale)
+            statistics.append(abs(trailing_mean(series, k) - expected) / scale)
         return statistics
 
     def _spread_statistics(

@@ -47,6 +47,16 @@ class SlidingWindow:
         return min(self._end, self.size)
 
 
+def _median_in_place(values: np.ndarray) -> float:
+    """The median of ``values``, partitioning the array itself (a scratch copy the caller owns)."""
+    half = len(values) // 2
+    if len(values) % 2:
+        values.partition(half)
+        return float(values[half])
+    values.partition((half - 1, half))
+    return float((values[half - 1] + values[half]) / 2.0)
+
+
 def partition_median(values: np.ndarray) -> float:
     """The median of a non-empty array without NaN, as ``np.median`` computes it, at a fraction of its cost.
 
@@ -54,22 +64,26 @@ def partition_median(values: np.ndarray) -> float:
     pair) costs several times the partition itself on the few hundred points a detector update
     looks at, and an update takes about thirty medians.
     """
-    half = len(values) // 2
-    if len(values) % 2:
-        return float(np.partition(values, half)[half])
-    middle = np.partition(values, (half - 1, half))
-    return float((middle[half - 1] + middle[half]) / 2.0)
+    return _median_in_place(values.copy())
 
 
 def median_and_scale(values: np.ndarray, floor: float) -> tuple[float, float]:
     """Median and MAD-based standard deviation of ``values``, the scale never below ``floor``.
 
     The floor keeps a constant (or quantised, mostly constant) stretch from producing a zero scale,
-    which would make the first tiny change infinitely surprising.
+    which would make the first tiny change infinitely surprising. One scratch array serves both
+    medians: the deviations are written over the partitioned copy.
     """
-    centre = partition_median(values)
-    scale = MAD_TO_SIGMA * partition_median(np.abs(values - centre))
-    return centre, max(scale, floor)
+    scratch = values.copy()
+    centre = _median_in_place(scratch)
+    np.subtract(values, centre, out=scratch)
+    np.abs(scratch, out=scratch)
+    return centre, max(MAD_TO_SIGMA * _median_in_place(scratch), floor)
+
+
+def trailing_mean(values: np.ndarray, k: int) -> float:
+    """The mean of the last ``k`` values, bit for bit ``values[-k:].mean()`` without its generic machinery."""
+    return float(np.add.reduce(values[-k:])) / k
 
 
 class TailCalibrator:
@@ -101,7 +115,7 @@ class TailCalibrator:
             return 1.0
         x = math.log1p(statistic)
         b = self._bin(x)
-        at_least = float(self._counts[b:].sum())
+        at_least = float(np.add.reduce(self._counts[b:]))
         if at_least > 0.0:
             # The conformal p-value: the current value itself counts as one of the history.
             return (at_least + 1.0) / (self.total + 1.0)

@@ -14,8 +14,9 @@ optimizes the threshold over the files it scores, so that number is in-sample.
 the alert level is chosen on the other categories from ``LEVELS`` and applied unchanged to the one
 left out. It prints, per category and pooled, the in-sample score (level chosen on all categories)
 beside the left-out one, and the noise band: the pooled score when every fold's level is moved to a
-neighbour. ``--ablation`` does the same for the detector with each part removed; ``--rivals`` for
-river's and rrcf's streaming detectors (the ``bench`` extra), as baselines and as ensemble members.
+neighbour. ``--ablation`` does the same for the detector with each part removed (its HalfSpaceTrees member
+included); ``--rivals`` for river's and rrcf's streaming detectors (rrcf is the ``bench`` extra) as
+baselines, ``--members`` for the same as one more auxiliary family of the detector.
 Per-update surprises are cached under ``<out>/cache`` (keyed by the detector's source), so a second
 run only re-judges.
 """
@@ -68,7 +69,8 @@ DEFAULT_LABELS = Path("../shared/data/nab/labels/windows.json")
 LEVELS = tuple(round(2.0 + 0.05 * i, 2) for i in range(31))
 BAND_SHIFTS = (-0.1, -0.05, 0.05, 0.1)
 ALERT = 0.5  # the detector's own alert: score >= 0.5, i.e. surprise >= alert level outside a dead time
-SOURCES = [Path(__file__).resolve().parent.parent / "forecasting" / name for name in ("detector.py", "robust.py")]
+FORECASTING = Path(__file__).resolve().parent.parent / "forecasting"
+SOURCES = [FORECASTING / name for name in ("detector.py", "robust.py", "shingled.py")]
 
 
 @dataclass(frozen=True)
@@ -86,16 +88,15 @@ class Variant:
 
 
 DEFAULT = Variant("infercast")
-# Each part of the detector removed alone (see docs/detector.md, "Fifth round").
+# Each part of the detector removed alone (see docs/detector.md, fifth and eighth rounds).
 ABLATIONS = (
     Variant("- level family", {"level_scales": ()}),
     Variant("- spread family", {"spread_scales": ()}),
     Variant("- daily family", {"seasonal_scales": ()}),
     Variant("- daily single point", {"seasonal_scales": (16, 64)}),
     Variant("- weekly family", {"weekly_scales": ()}),
-    Variant("- week-level", {"week_level_scales": ()}),
     Variant("- shape novelty", {"shape_scales": ()}),
-    Variant("- long-memory family", {"week_level_scales": (), "shape_scales": ()}),
+    Variant("- HalfSpaceTrees member", {"tree_member": False}),
 )
 
 
@@ -300,6 +301,7 @@ class LocoResult:
     in_sample: float
     left_out: float
     band: tuple[float, float]
+    band_mean: float
     left_out_profiles: dict[str, float]
 
 
@@ -321,9 +323,10 @@ def report_levels(name: str, tables: Tables, us_per_update: float) -> LocoResult
     shifted = [total(left_out(table, chosen, shift).values()).score for shift in BAND_SHIFTS]
     inside_band = [total(left_out(table, dict.fromkeys(categories, in_level), s).values()).score for s in BAND_SHIFTS]
     band = (min([*shifted, pooled]), max([*shifted, pooled]))
+    band_mean = float(np.mean([*shifted, pooled]))
     print(
         f"noise band (every level moved by {BAND_SHIFTS[0]:+.2f}..{BAND_SHIFTS[-1]:+.2f}): "
-        f"left-out {band[0]:.1f}..{band[1]:.1f}, in-sample "
+        f"left-out {band[0]:.1f}..{band[1]:.1f} (mean {band_mean:.1f}), in-sample "
         f"{min([*inside_band, in_sample]):.1f}..{max([*inside_band, in_sample]):.1f}"
     )
     profiles = {}
@@ -332,7 +335,7 @@ def report_levels(name: str, tables: Tables, us_per_update: float) -> LocoResult
         profile_in = total(profile_table[choose(profile_table, categories)].values()).score
         profiles[profile] = total(left_out(profile_table, leave_one_out(profile_table)).values()).score
         print(f"{profile:<20} pooled in-sample {profile_in:5.1f}  left-out {profiles[profile]:5.1f}")
-    return LocoResult(name, in_sample, pooled, band, profiles)
+    return LocoResult(name, in_sample, pooled, band, band_mean, profiles)
 
 
 def report_rival(name: str, judge: Judge, scores: dict[Path, np.ndarray], us_per_update: float) -> LocoResult:
@@ -356,7 +359,7 @@ def report_rival(name: str, judge: Judge, scores: dict[Path, np.ndarray], us_per
     for profile in PROFILES:
         print(f"{profile:<20} pooled in-sample {in_sample[profile][0].score:5.1f}  left-out {profiles[profile]:5.1f}")
     standard = profiles["standard"]
-    return LocoResult(name, in_sample["standard"][0].score, standard, (standard, standard), profiles)
+    return LocoResult(name, in_sample["standard"][0].score, standard, (standard, standard), standard, profiles)
 
 
 def default_level_sweep(judge: Judge, surprises: dict[Path, np.ndarray], detector: StreamingDetector) -> float:
@@ -370,11 +373,14 @@ def default_level_sweep(judge: Judge, surprises: dict[Path, np.ndarray], detecto
 
 def summary(results: list[LocoResult]) -> None:
     print("\n## summary (standard; pooled over 35 files)")
-    print(f"{'detector':<40} {'in-sample':>9} {'left-out':>9} {'band':>12} {'low FP':>7} {'low FN':>7}")
+    print(f"{'detector':<40} {'in-sample':>9} {'left-out':>9} {'band':>12} {'mean':>5} {'low FP':>7} {'low FN':>7}")
     for r in results:
         band = f"{r.band[0]:.1f}..{r.band[1]:.1f}"
         low_fp, low_fn = r.left_out_profiles["reward_low_FP_rate"], r.left_out_profiles["reward_low_FN_rate"]
-        print(f"{r.name:<40} {r.in_sample:>9.1f} {r.left_out:>9.1f} {band:>12} {low_fp:>7.1f} {low_fn:>7.1f}")
+        print(
+            f"{r.name:<40} {r.in_sample:>9.1f} {r.left_out:>9.1f} {band:>12} {r.band_mean:>5.1f}"
+            f" {low_fp:>7.1f} {low_fn:>7.1f}"
+        )
 
 
 def rival_cache(out_dir: Path, rival: str, files: Sequence[Path]) -> tuple[dict[Path, np.ndarray], float]:

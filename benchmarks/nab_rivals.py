@@ -7,8 +7,10 @@ rrcf's streaming example), min-max scaled online where the model expects feature
 rival runs with its library's defaults (rrcf: tree size 256 as in its example, ``RRCF_TREES`` trees
 instead of its example's 40, for run time); nothing is tuned on NAB.
 
-These libraries are the ``bench`` extra (``pip install -e '.[bench]'``), never a dependency of the
-operator; this module must not be imported by the package.
+The river models are shingled by :mod:`forecasting.shingled`, the code through which the detector
+uses HalfSpaceTrees as a member (river is a dependency of the package for that). rrcf is the
+``bench`` extra (``pip install -e '.[bench]'``), never a dependency of the operator; this module must
+not be imported by the package.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import math
 from collections import deque
 from typing import Any, Protocol
 
-SHINGLE = 4
+from forecasting.shingled import SHINGLE, ShingledModel, half_space_trees, padded
+
 RRCF_TREES = 10
 RRCF_TREE_SIZE = 256
 
@@ -30,31 +33,6 @@ class Rival(Protocol):
     def statistic(self, raw: float) -> float:
         """``raw`` as a non-negative statistic whose logarithm spreads its range (for a tail calibrator)."""
         ...
-
-
-def _shingle_features(shingle: deque[float]) -> dict[int, float]:
-    padded = [shingle[0]] * (SHINGLE - len(shingle)) + list(shingle)
-    return dict(enumerate(padded))
-
-
-class RiverShingled:
-    """A river unsupervised anomaly model over the last ``SHINGLE`` values."""
-
-    def __init__(self, model: Any, bounded: bool) -> None:
-        self.model = model
-        self.bounded = bounded  # raw score in [0, 1] (HalfSpaceTrees)
-        self._shingle: deque[float] = deque(maxlen=SHINGLE)
-
-    def score_then_learn(self, value: float) -> float:
-        self._shingle.append(value)
-        features = _shingle_features(self._shingle)
-        raw = float(self.model.score_one(features))
-        self.model.learn_one(features)
-        return raw
-
-    def statistic(self, raw: float) -> float:
-        # HalfSpaceTrees scores 1 - mass / max mass: -log of the mass ratio spreads it; others are >= 0.
-        return -math.log(max(1.0 - raw, 1e-12)) if self.bounded else max(raw, 0.0)
 
 
 class RiverUnivariate:
@@ -89,7 +67,7 @@ class RobustRandomCutForest:
         import numpy as np
 
         self._shingle.append(value)
-        point = np.array(list(_shingle_features(self._shingle).values()))
+        point = np.array(padded(self._shingle))
         total = 0.0
         for tree in self._trees:
             if len(tree.leaves) >= RRCF_TREE_SIZE:
@@ -111,13 +89,13 @@ def make_rival(name: str) -> Rival:
     anomaly: Any = river_anomaly  # river is partly unannotated (GaussianScorer)
 
     if name == "river-hst":
-        return RiverShingled(preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=0), bounded=True)
+        return half_space_trees(seed=0)
     if name == "river-loda":
-        return RiverShingled(anomaly.LODA(seed=0), bounded=False)
+        return ShingledModel(anomaly.LODA(seed=0), bounded=False)
     if name == "river-ocsvm":
-        return RiverShingled(preprocessing.StandardScaler() | anomaly.OneClassSVM(), bounded=False)
+        return ShingledModel(preprocessing.StandardScaler() | anomaly.OneClassSVM(), bounded=False)
     if name == "river-lof":
-        return RiverShingled(anomaly.LocalOutlierFactor(), bounded=False)
+        return ShingledModel(anomaly.LocalOutlierFactor(), bounded=False)
     if name == "river-sad":
         return RiverUnivariate(anomaly.StandardAbsoluteDeviation())
     if name == "river-gaussian":

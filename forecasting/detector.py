@@ -12,8 +12,9 @@ See ``docs/detector.md`` for the design and its measurements. In short, every up
 3. converts each statistic into an upper-tail probability learned from that statistic's own past
    (:class:`forecasting.robust.TailCalibrator`), which makes scores comparable across series with
    very different noise, takes the smallest probability per family and corrects it with a weighted
-   Bonferroni bound over the families (the four core questions weigh 1, the auxiliary long-memory
-   question half: is the recent level or shape unlike anything of the past days), and reports its
+   Bonferroni bound over the families (the four core questions weigh 1, the two auxiliary ones half:
+   shape novelty, is the recent shape unlike any of the past weeks, and river's HalfSpaceTrees on
+   the last four points, an ensemble member kept by leave-one-category-out on NAB), and reports its
    ``-log10`` scaled to [0, 1];
 4. shapes the output for alerting: once a point reaches the alert level, every point of the next
    ``dead_time`` updates is held below it, so one incident raises one alert rather than a burst.
@@ -35,6 +36,7 @@ from forecasting.robust import (
     partition_median,
     trailing_mean,
 )
+from forecasting.shingled import ShingledModel, half_space_trees
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_WEEK = 7
@@ -66,35 +68,6 @@ class _SeasonalResiduals:
             return False
         self.residuals.append(value - expected)
         return True
-
-
-class _LevelMemory:
-    """The last ``memory`` means of k consecutive points, to ask whether the current one is unlike any of them.
-
-    Why: the level family compares the recent mean with the ``window`` points before it (under a day
-    at 5-minute sampling), so a level that comes back after a long quiet spell, or one that creeps
-    for days, is judged against a reference that has already moved with it. A week of k-point means
-    is a long memory of which levels are usual at all; its median and MAD ignore the rare excursions.
-    The statistic needs a day of means (``MIN_MEANS``) before it is computed.
-    """
-
-    MIN_MEANS = 288
-
-    def __init__(self, k: int, memory: int) -> None:
-        self.k = k
-        self.means = SlidingWindow(memory)
-
-    def statistic(self, values: np.ndarray, floor: float) -> float | None:
-        """Robust distance of the mean of the last k ``values`` from the remembered means, then remember it."""
-        if len(values) < self.k:
-            return None
-        mean = trailing_mean(values, self.k)
-        statistic = None
-        if len(self.means) >= self.MIN_MEANS:
-            median, scale = median_and_scale(self.means.values(), floor)
-            statistic = abs(mean - median) / scale
-        self.means.append(mean)
-        return statistic
 
 
 def make_calibrator(memory: float) -> TailCalibrator:
@@ -129,7 +102,7 @@ def alert_level_for_budget(alarms_per_day: float, updates_per_day: float, tests:
     updates of one series are dependent and their exceedances come in clusters that the alert
     shaping (and a policy's hysteresis) count once. The level follows from a budget a person can
     state ("one false alarm per backend a day"), where a level chosen on a benchmark follows from
-    that benchmark's series (NAB's 2.65, the default of :class:`StreamingDetector`).
+    that benchmark's series (NAB's 2.60, the default of :class:`StreamingDetector`).
     """
     if not (alarms_per_day > 0 and updates_per_day > 0 and tests > 0):
         raise ValueError("need a positive budget, positive updates per day and at least one test")
@@ -176,14 +149,9 @@ class StreamingDetector:
     weekly_scales:
         the same for the residuals against the time-of-week profile. Only sustained windows: single
         points are already judged against yesterday, and a week-old single value is a noisier forecast.
-    week_level_scales:
-        lengths of the trailing means compared with the distribution of the same means over the last
-        ``week_level_memory`` updates (in the auxiliary *long-memory* family, see :class:`_LevelMemory`).
-    week_level_memory:
-        how many past k-point means the week-level statistics remember (2,016: a week of 5-minute points).
     shape_scales:
         lengths of the trailing shapes (the last k points in reference robust sigmas, clipped at
-        ``DEVIATION_CLIP``) whose nearest-neighbour novelty joins the long-memory family (see
+        ``DEVIATION_CLIP``) whose nearest-neighbour novelty is the auxiliary *shape* family (see
         :class:`forecasting.robust.ShapeMemory`).
     shape_memory:
         how many past shapes of each length are remembered.
@@ -191,9 +159,16 @@ class StreamingDetector:
         one shape in ``shape_stride`` updates is remembered (2,000 shapes every 4 updates: four weeks
         of 5-minute points).
     auxiliary_weight:
-        the long-memory family's share of the false-alarm budget relative to a core family (weight 1):
-        it re-asks the level and shape questions against a longer memory, so it gets a smaller share
-        and opening it costs the core families little (see :meth:`update`).
+        the share of the false-alarm budget of each auxiliary family (shapes, trees) relative to a core
+        family (weight 1): the shape family re-asks the level and irregularity questions of a recent
+        sequence against weeks of them, and the trees of the last four points together, so each gets
+        a smaller share and opening it costs the core families little (see :meth:`update`).
+    tree_member:
+        whether river's HalfSpaceTrees (:func:`forecasting.shingled.half_space_trees`: its defaults,
+        the last four points min-max scaled) is an auxiliary family, its score ``-log(1 - s)``
+        calibrated like every statistic. Kept because it raised the leave-one-category-out score on
+        NAB beyond the spread across neighbouring alert levels (``docs/detector.md``); False gives the
+        detector without it.
     profile_buckets:
         time-of-day buckets of the daily profile (288 = 5 minutes each); the weekly profile has
         seven times as many, of the same width.
@@ -213,20 +188,22 @@ class StreamingDetector:
     alert_level:
         ``-log10`` of the corrected tail probability that counts as an alert; the score is
         ``-log10(p) / (2 * alert_level)`` clipped to 1, so an alert is a score of at least 0.5.
-        2.65 is the level that leave-one-category-out on NAB chooses on all four categories (each
-        fold chose 2.55 to 2.65 on the other three); with the default memory it is about the
-        corrected surprise of a value beyond everything the calibrators remember, log10(2,017 / 4.5).
+        2.60 is the level that leave-one-category-out on NAB chooses on the pooled categories (each
+        fold chose 2.50 to 2.60 on the other three); with the default memory and families it is about
+        the corrected surprise of a value beyond everything the calibrators remember, log10(2,017 / 5),
+        5 being the families' total weight.
     dead_time:
         updates after an alert during which the score is held below the alert level.
 
     The detector is the state of one series: keep one instance per series and feed it points in
     time order with :meth:`update`. Memory is bounded whatever the stream length: three sliding
-    windows, the daily and weekly profiles, the long-memory family's two memories of means and two
-    memories of shapes (2,000 x (8 + 16) values) and one 400-bin histogram per statistic, about
-    80,000 floats (~630 KB). One update costs O(window + week_level_memory + shape_memory x shape
-    length): about two medians over the window per statistic, one over each memory of means and one
-    nearest-neighbour scan of each memory of shapes (see ``docs/detector.md`` for the measured
-    time). NaN/inf values score 0 and leave the state unchanged.
+    windows, the daily and weekly profiles, two memories of shapes (2,000 x (8 + 16) values) and one
+    400-bin histogram per statistic, about 75,000 floats (~600 KB), and the trees' member (ten trees
+    of 511 nodes counting the points of windows of 250, river's Python objects: ~1.2 MB, most of a
+    detector's ~1.8 MB). One update costs O(window + shape_memory x shape length): about two medians
+    over the window per statistic, one nearest-neighbour scan of each memory of shapes and one walk
+    down each tree (see ``docs/detector.md`` for the measured time). NaN/inf
+    values score 0 and leave the state unchanged.
     """
 
     def __init__(
@@ -236,17 +213,16 @@ class StreamingDetector:
         spread_scales: tuple[int, ...] = (16, 64),
         seasonal_scales: tuple[int, ...] = (1, 16, 64),
         weekly_scales: tuple[int, ...] = (16, 64),
-        week_level_scales: tuple[int, ...] = (16, 64),
-        week_level_memory: int = 2016,
         shape_scales: tuple[int, ...] = (8, 16),
         shape_memory: int = 2000,
         shape_stride: int = 4,
         auxiliary_weight: float = 0.5,
+        tree_member: bool = True,
         profile_buckets: int = 288,
         min_history: int = 50,
         warmup: int = WARMUP,
         memory: float = 2016.0,
-        alert_level: float = 2.65,
+        alert_level: float = 2.60,
         dead_time: int = 144,
     ) -> None:
         self.window = window
@@ -254,12 +230,11 @@ class StreamingDetector:
         self.spread_scales = spread_scales
         self.seasonal_scales = seasonal_scales
         self.weekly_scales = weekly_scales
-        self.week_level_scales = week_level_scales
-        self.week_level_memory = week_level_memory
         self.shape_scales = shape_scales
         self.shape_memory = shape_memory
         self.shape_stride = shape_stride
         self.auxiliary_weight = auxiliary_weight
+        self.tree_member = tree_member
         self.profile_buckets = profile_buckets
         self.min_history = min_history
         self.warmup = warmup
@@ -280,16 +255,18 @@ class StreamingDetector:
                 self.window,
             ),
         ]
-        self.level_memories_ = [_LevelMemory(k, self.week_level_memory) for k in self.week_level_scales]
         self.shape_memories_ = [
             ShapeMemory(k, self.shape_memory, self.shape_stride, SHAPE_MIN_REMEMBERED, SHAPE_NOVELTY_FLOOR)
             for k in self.shape_scales
         ]
-        # In the order _statistics returns them: level, irregularity, daily, weekly, then the auxiliary one.
+        self.member_: ShingledModel | None = half_space_trees() if self.tree_member else None
+        # In the order _statistics returns them: level, irregularity, daily, weekly, then the auxiliary ones.
         core_sizes = [len(self.level_scales), len(self.spread_scales)]
         core_sizes += [len(season.scales) for season in self.seasons_]
-        family_sizes = [*core_sizes, len(self.level_memories_) + len(self.shape_memories_)]
-        self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight]
+        auxiliary_sizes = [len(self.shape_memories_)]
+        auxiliary_sizes += [1] if self.member_ is not None else []
+        family_sizes = core_sizes + auxiliary_sizes
+        self.family_weights_ = [1.0] * len(core_sizes) + [self.auxiliary_weight] * len(auxiliary_sizes)
         self.calibrators_ = [[make_calibrator(self.memory) for _ in range(size)] for size in family_sizes]
         self.n_seen_ = 0
         self.shaper_ = AlertShaper(self.alert_level, self.dead_time)
@@ -299,8 +276,8 @@ class StreamingDetector:
 
         A family is one question asked at several time scales: has the level moved, has the series
         become more irregular (wider spread), is it unlike yesterday, is it unlike last week;
-        and the auxiliary one: is the level unlike any level of the past week, or the recent shape
-        unlike any remembered shape.
+        and the auxiliary ones: is the recent shape unlike any remembered shape; do the last four
+        points fall in a region the trees have rarely seen.
         """
         level = self.values_.values()
         floor = self._scale_floor(level)
@@ -322,10 +299,9 @@ class StreamingDetector:
                 )
             else:
                 families.append([None] * len(season.scales))
-        families.append(
-            [memory.statistic(level, floor) for memory in self.level_memories_]
-            + self._shape_statistics(level, references)
-        )
+        families.append(self._shape_statistics(level, references))
+        if self.member_ is not None:
+            families.append([self.member_.statistic(self.member_.score_then_learn(value))])
         return families
 
     def _references(

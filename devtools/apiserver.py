@@ -37,7 +37,7 @@ import signal
 import string
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp.web
@@ -335,17 +335,41 @@ def _nullable_as_type(schema: Any) -> Any:
     return converted
 
 
-def schema_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """What is wrong with ``obj`` under a CRD's OpenAPI v3 schema, its CEL rules included."""
+SchemaCheck = Callable[[Mapping[str, Any]], list[str]]
+
+
+def compile_schema(schema: Mapping[str, Any]) -> SchemaCheck:
+    """What is wrong with an object under a CRD's OpenAPI v3 schema, its CEL rules included, as a
+    function: the schema is converted and its validator built once, not at every write."""
     # OpenAPI v3.0 schemas follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum), plus ``nullable``.
     validator = jsonschema.Draft4Validator(_nullable_as_type(schema))
-    problems = sorted(
-        f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
-        for error in validator.iter_errors(obj)
-    )
-    # Like the API server, rules are judged only on an object of the right shape: a rule reading a
-    # field of the wrong type would only add a confusing second message.
-    return problems or cel_violations(obj, schema)
+
+    def violations(obj: Mapping[str, Any]) -> list[str]:
+        problems = sorted(
+            f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
+            for error in validator.iter_errors(obj)
+        )
+        # Like the API server, rules are judged only on an object of the right shape: a rule reading a
+        # field of the wrong type would only add a confusing second message.
+        return problems or cel_violations(obj, schema)
+
+    return violations
+
+
+def schema_violations(obj: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """What is wrong with ``obj`` under a CRD's OpenAPI v3 schema, its CEL rules included."""
+    return compile_schema(schema)(obj)
+
+
+def ratcheted(schema: Mapping[str, Any], unchanged: frozenset[str]) -> dict[str, Any]:
+    """``schema`` with the top-level fields of ``unchanged`` accepted as they are.
+
+    The API server's validation ratcheting (GA in Kubernetes 1.33): an update is not refused for a
+    value it leaves unchanged, so a status write is judged on the status alone. The object's own
+    constraints (``required``, rules at the root) still apply.
+    """
+    properties = schema.get("properties") or {}
+    return {**schema, "properties": {key: {} if key in unchanged else sub for key, sub in properties.items()}}
 
 
 def _object_matches(request: kmock.Request, obj: Mapping[str, Any]) -> bool:
@@ -424,6 +448,8 @@ class DevApiServer(kmock.KubernetesEmulator):
     )
     _watchers: set[tuple[kmock.resource, asyncio.Queue[WatchEvent]]] = attrs.field(factory=set, init=False)
     _schemas: dict[kmock.resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
+    # Each schema's checks, compiled once per set of top-level fields an update leaves unchanged.
+    _checks: dict[tuple[kmock.resource, frozenset[str]], SchemaCheck] = attrs.field(factory=dict, init=False)
     #: Where every request is recorded as one JSON line (who, which verb on which resource, the answer),
     #: as a real API server's audit log: the evidence the tests compare RBAC with.
     audit_log: pathlib.Path | None = attrs.field(default=None)
@@ -490,10 +516,12 @@ class DevApiServer(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(await self._update(request))
         if action == kmock.action.DELETE and request.subresource is None:
             return aiohttp.web.json_response(await self._delete(request))
-        if action == kmock.action.FETCH and request.subresource == "scale":
+        if action == kmock.action.FETCH and request.subresource in (None, "scale"):
+            # kmock's own fetch looks for the object among all objects, and its request through every
+            # reaction: one dict lookup does, which a thousand policies' cycles need.
             async with self._lock:
-                obj = self._get(request)
-                return aiohttp.web.json_response(self._scale_of(resource, obj))
+                obj = self._stored(request)
+                return aiohttp.web.json_response(obj if request.subresource is None else self._scale_of(resource, obj))
         return await super()._handle(request)
 
     # -- resources -------------------------------------------------------------------------------
@@ -523,6 +551,7 @@ class DevApiServer(kmock.KubernetesEmulator):
                 subresources=set(subresources),
             )
             schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            self._forget_checks(resource)
             if schema:
                 self._schemas[resource] = schema
             else:
@@ -546,6 +575,11 @@ class DevApiServer(kmock.KubernetesEmulator):
             self._resources.pop(resource, None)
             self._scalable.pop(resource, None)
             self._schemas.pop(resource, None)
+            self._forget_checks(resource)
+
+    def _forget_checks(self, resource: kmock.resource) -> None:
+        for key in [key for key in self._checks if key[0] == resource]:
+            del self._checks[key]
 
     # -- objects ---------------------------------------------------------------------------------
 
@@ -557,12 +591,18 @@ class DevApiServer(kmock.KubernetesEmulator):
         namespaced = self._info(resource).namespaced
         return (resource, namespace if namespaced else None, name)
 
-    def _get(self, request: kmock.Request) -> dict[str, Any]:
+    def _stored(self, request: kmock.Request) -> dict[str, Any]:
+        """The object the request names, as stored: not to be changed (see :meth:`_get`)."""
         assert request.resource is not None and request.name is not None
         key = self._key(request.resource, request.namespace, request.name)
         if key not in self._objects or self._objects[key].deleted:
             raise ApiError(404, "NotFound", f'{request.resource.plural} "{request.name}" not found')
-        return copy.deepcopy(self._objects[key].raw)
+        raw: dict[str, Any] = self._objects[key].raw
+        return raw
+
+    def _get(self, request: kmock.Request) -> dict[str, Any]:
+        """A copy of the object the request names, to change."""
+        return copy.deepcopy(self._stored(request))
 
     async def _store(self, resource: kmock.resource, event: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -578,14 +618,23 @@ class DevApiServer(kmock.KubernetesEmulator):
             if watched == resource:
                 queue.put_nowait(change)
 
-    def _default_and_validate(self, resource: kmock.resource, obj: dict[str, Any]) -> None:
-        """A custom resource gets its schema's defaults, then must match the schema (else 422)."""
+    def _default_and_validate(
+        self, resource: kmock.resource, obj: dict[str, Any], current: Mapping[str, Any] | None = None
+    ) -> None:
+        """A custom resource gets its schema's defaults, then must match the schema (else 422); on an
+        update, the top-level fields equal to ``current``'s are not judged again (:func:`ratcheted`)."""
         schema = self._schemas.get(resource)
         if schema is None:
             return
         prune_unknown_fields(obj, {**schema, "properties": {**schema.get("properties", {}), **_OBJECT_ROOT}})
         apply_defaults(obj, schema)
-        problems = schema_violations(obj, schema)
+        unchanged = frozenset(
+            key for key in (schema.get("properties") or {}) if current is not None and obj.get(key) == current.get(key)
+        )
+        check = self._checks.get((resource, unchanged))
+        if check is None:
+            check = self._checks[resource, unchanged] = compile_schema(ratcheted(schema, unchanged))
+        problems = check(obj)
         if problems:
             name = (obj.get("metadata") or {}).get("name") or (obj.get("metadata") or {}).get("generateName")
             raise ApiError(422, "Invalid", f"{self._info(resource).kind} {name!r} is invalid: {'; '.join(problems)}")
@@ -706,7 +755,7 @@ class DevApiServer(kmock.KubernetesEmulator):
                     wanted["status"] = current.get("status")
             if wanted.get("status") is None:
                 wanted.pop("status", None)
-            self._default_and_validate(resource, wanted)
+            self._default_and_validate(resource, wanted, current)
             updated = await self._commit(resource, current, wanted)
             return self._scale_of(resource, updated) if subresource == "scale" else updated
 

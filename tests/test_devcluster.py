@@ -348,6 +348,41 @@ def test_the_scale_subresource_of_a_crd_maps_to_its_declared_paths(
     assert json_object(custom.get_namespaced_custom_object(*group, "r"))["spec"]["replicas"] == 3
 
 
+@pytest.mark.usefixtures("rollouts")
+@pytest.mark.parametrize("write", ["spec", "status"])
+def test_an_update_is_judged_by_the_schema(custom: client.CustomObjectsApi, namespace: str, write: str) -> None:
+    group = (ROLLOUTS_GROUP, "v1", namespace, "rollouts")
+    custom.create_namespaced_custom_object(*group, rollout("r", replicas=1))
+    patch = custom.patch_namespaced_custom_object if write == "spec" else custom.patch_namespaced_custom_object_status
+    with pytest.raises(ApiException) as error:
+        patch(*group, "r", {write: {"replicas": -1}})
+    assert error.value.status == 422
+
+
+def test_an_update_is_not_refused_for_what_it_leaves_unchanged(
+    kube: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    """Validation ratcheting (Kubernetes 1.33): a stored spec that a newer schema refuses does not
+    block status writes, but a spec write is judged by the newer schema."""
+    extensions = client.ApiextensionsV1Api(kube)
+    crd = rollout_crd("ratchet.test.infercast.io")
+    extensions.create_custom_resource_definition(crd)
+    assert crd.metadata is not None and crd.metadata.name is not None
+    try:
+        group = ("ratchet.test.infercast.io", "v1", namespace, "rollouts")
+        custom.create_namespaced_custom_object(*group, {**rollout("r", replicas=0), "apiVersion": f"{group[0]}/v1"})
+        minimum = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/replicas/minimum"
+        extensions.patch_custom_resource_definition(crd.metadata.name, [{"op": "replace", "path": minimum, "value": 1}])
+
+        patched = json_object(custom.patch_namespaced_custom_object_status(*group, "r", {"status": {"replicas": 0}}))
+        with pytest.raises(ApiException) as error:
+            custom.patch_namespaced_custom_object(*group, "r", {"spec": {"strategy": "BlueGreen"}})
+    finally:
+        extensions.delete_custom_resource_definition(crd.metadata.name)
+    assert (patched["spec"]["replicas"], patched["status"]) == (0, {"replicas": 0})
+    assert error.value.status == 422
+
+
 def test_deleting_a_crd_stops_serving_its_resource(
     kube: client.ApiClient, custom: client.CustomObjectsApi, namespace: str
 ) -> None:

@@ -160,6 +160,15 @@ class FakePrometheus:
             raise MetricError("NoData", "query returned no series")
         return found[0]
 
+    async def query_each(self, spec: Any, credentials: Any, queries: dict[str, str]) -> dict[str, float | MetricError]:
+        values: dict[str, float | MetricError] = {}
+        for name, promql in queries.items():
+            try:
+                values[name] = await self.query(spec, credentials, promql)
+            except MetricError as exc:
+                values[name] = exc
+        return values
+
     async def range_query(
         self, spec: Any, credentials: Any, promql: str, *, start: float, end: float, step_s: float
     ) -> RangeSamples:

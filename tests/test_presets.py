@@ -7,19 +7,34 @@ import pathlib
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 import yaml
 
+from controller.clients.prometheus import union_query
 from controller.clients.servers import CAPACITY_UNITS, PRESETS, SERVERS, backend_queries, render_preset, stalled
+from controller.scaling.observe import predictive_queries
+from controller.scaling.spec import parse_scaling_policy
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:
-    """``promtool check rules`` runs Prometheus' own PromQL parser over each preset and its freshness query."""
+def promtool_check(tmp_path: pathlib.Path, expressions: list[str]) -> None:
+    """``promtool check rules``: Prometheus' own PromQL parser accepts every one of ``expressions``."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
+    rules = [{"record": f"infercast:preset_{i}", "expr": expr} for i, expr in enumerate(expressions)]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "presets", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> None:
+    """Each preset and its freshness query."""
     rendered = [
         render_preset(
             name,
@@ -31,14 +46,21 @@ def test_every_preset_is_valid_promql_for_prometheus(tmp_path: pathlib.Path) -> 
         for name in sorted(PRESETS)
         for kind in ("Deployment", "StatefulSet", "Rollout", "SomethingElse")
     ]
-    expressions = [query for r in rendered for query in (r.value, r.freshness)]
-    rules = [{"record": f"infercast:preset_{i}", "expr": expr} for i, expr in enumerate(expressions)]
-    path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "presets", "rules": rules}]}))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_check(tmp_path, [query for r in rendered for query in (r.value, r.freshness) if query is not None])
+
+
+def test_every_servers_signals_are_valid_promql_in_one_query(tmp_path: pathlib.Path) -> None:
+    """A predictive cycle reads its server's signals in one query (a union of instant vectors)."""
+    spec = parse_scaling_policy(yaml.safe_load((REPO / "examples" / "backtest-policy.yaml").read_text())["spec"])
+    assert spec.forecast is not None
+    unions = [
+        union_query(
+            predictive_queries("prod", spec, replace(spec.forecast, server=server, capacity=capacity)).signals()
+        )
+        for server in SERVERS
+        for capacity in [replace(spec.forecast.capacity, unit=unit) for unit in SERVERS[server].load]
+    ]
+    promtool_check(tmp_path, unions)
 
 
 @pytest.mark.parametrize(
@@ -254,8 +276,6 @@ def test_a_stall_is_requests_held_through_the_interval_without_a_token(
 
 def test_every_servers_backend_queries_are_valid_promql(tmp_path: pathlib.Path) -> None:
     """``promtool check rules`` parses every traffic signal of every server, the stall queries included."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian package prometheus) is required; `make test` installs it"
     queries = {
         f"{server}/{signal}": promql
         for server in sorted(SERVERS)
@@ -264,13 +284,7 @@ def test_every_servers_backend_queries_are_valid_promql(tmp_path: pathlib.Path) 
         ).items()
     }
     assert {q.split("/")[0] for q in queries if q.endswith("/stalled_replicas")} == {"TGI", "vLLM"}
-    rules = [{"record": f"infercast:backend_{i}", "expr": expr} for i, expr in enumerate(queries.values())]
-    path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "backend", "rules": rules}]}))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_check(tmp_path, list(queries.values()))
 
 
 #: A pod serving normally, scraped every second: two sequences running, none waiting, 40 tokens a

@@ -54,6 +54,41 @@ async def test_nothing_is_read_as_zero(
     assert caught.value.rejected is rejected
 
 
+async def test_several_values_in_one_request_each_fail_alone(series: str, prometheus: Prometheus) -> None:
+    """What each query would have read (or why not) on its own, in one request: the predictive
+    policies' server signals, seven per cycle."""
+    pool = PrometheusPool()
+    queries = {
+        "total": f"sum({series})",
+        "largest": f"max({series}) * 2",
+        "empty": f"sum({series}{{pod='nobody'}})",
+        "two": series,
+        "nan": f"sum({series}) / 0 - sum({series}) / 0",
+    }
+
+    values = await pool.query_each(spec_for(prometheus), Credentials(), queries)
+
+    assert pool.requests_sent == 1
+    alone = {name: await _value_or_reason(pool, spec_for(prometheus), promql) for name, promql in queries.items()}
+    assert {name: v.reason if isinstance(v, MetricError) else v for name, v in values.items()} == alone
+    assert alone["total"] == pytest.approx(7.5)
+    assert [alone[name] for name in ("empty", "two", "nan")] == ["NoData", "AmbiguousResult", "InvalidValue"]
+
+
+async def _value_or_reason(pool: PrometheusPool, spec: PrometheusSpec, promql: str) -> float | str:
+    try:
+        return await pool.query(spec, Credentials(), promql)
+    except MetricError as exc:
+        return exc.reason
+
+
+async def test_a_rejected_union_fails_every_value(series: str, prometheus: Prometheus) -> None:
+    pool = PrometheusPool()
+    with pytest.raises(MetricError) as caught:
+        await pool.query_each(spec_for(prometheus), Credentials(), {"ok": f"sum({series})", "bad": f"sum({series}"})
+    assert caught.value.rejected
+
+
 async def test_identical_queries_are_sent_once_per_cycle(series: str, prometheus: Prometheus) -> None:
     clock = FakeClock()
     pool = PrometheusPool(coalesce_s=4.0, clock=clock)

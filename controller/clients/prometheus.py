@@ -1,8 +1,9 @@
 """Reading numbers from Prometheus, safely, for many policies at once, each policy on its own.
 
-Two kinds of read: :meth:`PrometheusPool.query`, the single value of an instant query (what a
-metric is now), and :meth:`PrometheusPool.range_query`, the samples of one series over a time
-range (the load history a forecaster fits on). Both follow the rules below.
+Three kinds of read: :meth:`PrometheusPool.query`, the single value of an instant query (what a
+metric is now); :meth:`PrometheusPool.query_each`, the single values of several instant queries
+in one request (a server's signals); and :meth:`PrometheusPool.range_query`, the samples of one
+series over a time range (the load history a forecaster fits on). All follow the rules below.
 
 * **Never read nothing as zero.** A query that returns no series, several series where one is
   expected, NaN or Inf raises :class:`MetricError`. A policy that sees an error holds its
@@ -38,9 +39,10 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -139,6 +141,39 @@ def parse_single_value(result: list[dict[str, Any]], query: str) -> float:
     if not math.isfinite(value):
         raise MetricError("InvalidValue", f"query returned {value}: {query}")
     return value
+
+
+#: The label :func:`union_query` marks each query's series with.
+QUERY_LABEL = "infercast_query"
+_QUERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def union_query(queries: Mapping[str, str]) -> str:
+    """One PromQL expression with the series of every query of ``queries``, each marked with its name.
+
+    ``or`` keeps every series of both sides whose labels differ, and the names make them differ.
+    """
+    for name in queries:
+        if not _QUERY_NAME.match(name):
+            raise ValueError(f"not a query name: {name!r}")
+    marked = (f'label_replace({promql}, "{QUERY_LABEL}", "{name}", "", "")' for name, promql in queries.items())
+    return " or ".join(marked)
+
+
+def parse_each(result: list[dict[str, Any]], queries: Mapping[str, str]) -> dict[str, float | MetricError]:
+    """Each query's one finite value from the result of its :func:`union_query`, or its own error."""
+    series: dict[str, list[dict[str, Any]]] = {name: [] for name in queries}
+    for item in result:
+        name = (item.get("metric") or {}).get(QUERY_LABEL)
+        if name in series:
+            series[name].append(item)
+    values: dict[str, float | MetricError] = {}
+    for name, promql in queries.items():
+        try:
+            values[name] = parse_single_value(series[name], promql)
+        except MetricError as exc:
+            values[name] = exc
+    return values
 
 
 #: Prometheus refuses a range query of more points than this per series.
@@ -319,6 +354,25 @@ class PrometheusPool:
             "/api/v1/query",
             {"query": promql},
             lambda result: parse_single_value(result, promql),
+        )
+
+    async def query_each(
+        self, spec: PrometheusSpec, credentials: Credentials, queries: Mapping[str, str]
+    ) -> dict[str, float | MetricError]:
+        """The single value of each of ``queries`` (by name), in one request (:func:`union_query`).
+
+        Each value fails alone (``NoData``, ``AmbiguousResult``, ``InvalidValue``) as with
+        :meth:`query`; what fails the request (an outage, a rejected query) raises :class:`MetricError`
+        for all of them.
+        """
+        promql = union_query(queries)
+        return await self._coalesced(
+            (spec.url, _params_key(spec), credentials.fingerprint, promql),
+            spec,
+            credentials,
+            "/api/v1/query",
+            {"query": promql},
+            lambda result: parse_each(result, queries),
         )
 
     async def range_query(

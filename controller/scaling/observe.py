@@ -84,6 +84,19 @@ class PredictiveQueries:
     prefill_busy: str | None = None
     prefilled: str | None = None
 
+    def signals(self) -> dict[str, str]:
+        """The server's signals it exports, by the name of their :class:`ServerSignals` field."""
+        named = {
+            "latency_s": self.latency,
+            "queue": self.queue,
+            "tpot_s": self.tpot,
+            "running": self.running,
+            "generated": self.generated,
+            "prefill_busy": self.prefill_busy,
+            "prefilled": self.prefilled,
+        }
+        return {name: query for name, query in named.items() if query is not None}
+
 
 def predictive_queries(namespace: str, spec: ScalingPolicySpec, forecast: ForecastSpec) -> PredictiveQueries:
     """The load (the spec's query, its preset, or the server's default for the unit) and the capacity signals."""
@@ -171,30 +184,29 @@ async def observe_predictive(
     assert forecast is not None, "only for policies with spec.forecast"
     queries = predictive_queries(policy.namespace, spec, forecast)
 
+    # A missing signal is None: it never grows the capacity nor calms a panic.
     async def read(query: str | None) -> float | None:
         if query is None:
             return None
         try:
             return await deps.prometheus.query(spec.prometheus, credentials, query)
         except MetricError:
-            return None  # a missing signal is None: it never grows the capacity nor calms a panic
+            return None
 
-    signals = (
-        queries.latency,
-        queries.queue,
-        queries.tpot,
-        queries.running,
-        queries.generated,
-        queries.prefill_busy,
-        queries.prefilled,
-    )
-    lead_time, (age, *values) = await asyncio.gather(
-        _lead_time(deps, policy, observed, forecast, now),
-        asyncio.gather(read(queries.load_freshness), *(read(query) for query in signals)),
+    async def read_signals() -> ServerSignals:
+        # One request for all of them: a thousand policies would otherwise send seven each per cycle.
+        try:
+            values = await deps.prometheus.query_each(spec.prometheus, credentials, queries.signals())
+        except MetricError:
+            return ServerSignals()
+        return ServerSignals(**{name: None if isinstance(v, MetricError) else v for name, v in values.items()})
+
+    lead_time, age, server = await asyncio.gather(
+        _lead_time(deps, policy, observed, forecast, now), read(queries.load_freshness), read_signals()
     )
     window_s = lead_time.seconds + spec.interval_s
     outcome = await _forecast(policy, spec, queries.load, credentials, deps, session, now, window_s, age)
-    return PredictiveSignals(lead_time, window_s, ServerSignals(*values), outcome)
+    return PredictiveSignals(lead_time, window_s, server, outcome)
 
 
 async def _lead_time(

@@ -7,6 +7,7 @@ Deployment controller (there is none behind the emulated API server).
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from controller.observability.explain import decision_records
 from devtools.processes import ManagedProcess, operator_argv
 from devtools.prometheus_server import Prometheus
-from tests.conftest import EXPORTER_JOB, OperatorFactory
+from tests.conftest import EXPORTER_JOB, OPERATOR_USER, OperatorFactory
 from tests.harness.exporter import Exporter
 from tests.harness.kube import events_for
 from tests.harness.polling import stays, wait_until
@@ -279,6 +280,40 @@ def test_an_operator_restart_keeps_the_stabilization_state(
     assert decided_at(scaled) - decided_at(last_high) >= window
     assert decided_at(scaled) - decided_at(held) < window, "the history did not survive the restart"
     wait_until(lambda: fleet.replicas() == 1, timeout=DECISION_TIMEOUT_S)
+
+
+def policy_reads(audit_log: pathlib.Path, namespace: str, name: str) -> list[float]:
+    """When the operator read the policy (GET, not the status subresource), from the API server's audit log."""
+    entries = (json.loads(line) for line in audit_log.read_text().splitlines() if line)
+    return [
+        e["time"]
+        for e in entries
+        if e["user"] == OPERATOR_USER
+        and (e.get("verb"), e.get("resource"), e.get("namespace")) == ("get", PLURAL, namespace)
+        and e["path"].endswith(f"/{name}")
+    ]
+
+
+def test_cycles_read_the_policy_from_the_api_only_after_someone_elses_write(
+    fleet: Fleet, prometheus: Prometheus, operator: OperatorFactory, follower: ReadyFollower, audit_log: pathlib.Path
+) -> None:
+    """While the watch shows the policy as the operator's own last status write left it, a cycle starts
+    from the watch's copy; a write by anyone else makes the next cycle read the policy again."""
+    fleet.create(replicas=2)
+    fleet.set_waiting(20)  # exactly the target: hold at 2
+    process = start_operator(operator, fleet.namespace)
+    fleet.create_policy(prometheus.url, name="vllm")
+    wait_until(lambda: len(decision_lines(process)) >= 5, timeout=5 * INTERVAL_S + DECISION_TIMEOUT_S)
+    cycles, reads = len(decision_lines(process)), policy_reads(audit_log, fleet.namespace, "vllm")
+    assert 1 <= len(reads) <= cycles // 2, (len(reads), cycles)
+
+    written = time.time()
+    fleet.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, fleet.namespace, PLURAL, "vllm", {"status": {"desiredReplicas": 7}}
+    )
+    wait_until(lambda: len(decision_lines(process)) >= cycles + 2, timeout=2 * INTERVAL_S + DECISION_TIMEOUT_S)
+    assert [t for t in policy_reads(audit_log, fleet.namespace, "vllm") if t > written], "the write was not read"
+    assert fleet.status("vllm")["desiredReplicas"] == 2
 
 
 class LaggingGauge:

@@ -2,7 +2,8 @@
 
 Each policy runs in its own Kopf daemon: one cycle every ``spec.interval`` seconds at a fixed rate,
 ended early when the operator stops or the policy's spec changes (so an edit takes effect at once
-instead of one interval later). Each cycle reads the policy from the API first. A cycle that
+instead of one interval later). Each cycle starts from the policy as the API has it: as the watch
+delivered it when that is the daemon's own last write, else read from the API. A cycle that
 fails (an API error, a bug) becomes ``Ready=False`` with a reason and one Event, and is retried at
 the next interval, so one broken policy never stops its daemon or touches the others.
 
@@ -109,28 +110,40 @@ def older_claims(namespace: str, name: str, created: str, spec: Mapping[str, Any
 async def run_cycles(
     kind: str, stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, cycle: Cycle
 ) -> None:
-    """The daemon loop: read the policy, run one cycle, sleep until the next; forget its series at the end.
+    """The daemon loop: take the policy, run one cycle, sleep until the next; forget its series at the end.
 
     Every cycle starts from the policy as the API has it, status included, never from what this
     process remembers writing: after a restart, a lost write or a change of leader, the history
-    the rate limits count on is the one persisted. A cycle that fails (an API error, a bug) ends
-    as ``Ready=False`` with a reason and one Warning Event, and the next interval tries again.
+    the rate limits count on is the one persisted. That is Kopf's body (what the watch delivered
+    last) when its ``resourceVersion`` is the one the daemon's own last status write was answered
+    with: nobody changed the policy since, as far as the watch tells. Otherwise (the first cycle, a
+    failed cycle, a write by someone else, a watch that lags) the cycle reads the policy from the
+    API: with a thousand policies, that read was a third of the operator's requests. A cycle that
+    fails (an API error, a bug) ends as ``Ready=False`` with a reason and one Warning Event, and the
+    next interval tries again.
     """
     deps: Deps = memo.deps
     wakeup = memo["wakeup"] = asyncio.Event()
+    written_version: str | None = None
     try:
         while not stopped:
             started = time.monotonic()
             spec: Mapping[str, Any] = dict(body.spec)
             ready = False
             try:
-                snapshot = await read_policy(deps, kind, namespace, name)
+                snapshot = (
+                    snapshot_of(kind, namespace, name, body)
+                    if written_version is not None and body.metadata.get("resourceVersion") == written_version
+                    else await read_policy(deps, kind, namespace, name)
+                )
             except KubeError as exc:
+                written_version = None
                 await report_failure(snapshot_of(kind, namespace, name, body), deps, time.time(), exc)
             else:
                 if snapshot is not None:  # None: deleted, and Kopf stops this daemon
                     spec = snapshot.spec
-                    ready = await run_cycle(snapshot, deps, cycle)
+                    outcome = await run_cycle(snapshot, deps, cycle)
+                    ready, written_version = outcome.ready, outcome.written_version
             deps.metrics.observe_cycle(kind, namespace, name, ready=ready, interval_s=interval_of(spec))
             # A fixed rate, not a fixed pause: the cycle's own duration does not stretch the interval.
             await sleep_until_next_cycle(stopped, wakeup, interval_of(spec) - (time.monotonic() - started))
@@ -161,7 +174,7 @@ async def read_policy(deps: Deps, kind: str, namespace: str, name: str) -> Polic
 
 
 def snapshot_of(kind: str, namespace: str, name: str, body: kopf.Body) -> PolicySnapshot:
-    """The policy as Kopf's watch last delivered it: only to report that reading it failed."""
+    """The policy as Kopf's watch last delivered it."""
     return PolicySnapshot(
         kind=kind,
         namespace=namespace,
@@ -173,16 +186,15 @@ def snapshot_of(kind: str, namespace: str, name: str, body: kopf.Body) -> Policy
     )
 
 
-async def run_cycle(snapshot: PolicySnapshot, deps: Deps, cycle: Cycle) -> bool:
-    """One cycle; whether the policy ended it Ready (a cycle that raised did not)."""
+async def run_cycle(snapshot: PolicySnapshot, deps: Deps, cycle: Cycle) -> CycleOutcome:
+    """One cycle's outcome; a cycle that raised ended not Ready, its writes unknown."""
     now = time.time()
     try:
         with deps.metrics.reconcile_timer(snapshot.kind):
-            outcome = await cycle(snapshot, now)
+            return await cycle(snapshot, now)
     except Exception as exc:  # a failed cycle must not kill the daemon: report it and retry next interval
         await report_failure(snapshot, deps, now, exc)
-        return False
-    return outcome.ready
+        return CycleOutcome(ready=False, reason="Failed")
 
 
 def failure_condition(kind: str, exc: Exception) -> tuple[str, str]:

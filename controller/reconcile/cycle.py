@@ -115,6 +115,8 @@ class CycleOutcome:
     decision: DecisionRecord | None = None
     reason: str = ""
     status: Mapping[str, Any] | None = None  # the whole status as written, None when nothing was
+    written_version: str | None = None
+    """The policy's ``resourceVersion`` after the cycle's last status write; ``None`` when it wrote none."""
 
 
 async def apply_in_auto(

@@ -47,6 +47,8 @@ class Reporter:
     deps: Deps
     now: float
     written: dict[str, Any] | None = None
+    written_version: str | None = None
+    """The policy's ``resourceVersion`` after the last status write, as the API answered it."""
 
     @property
     def conditions(self) -> list[Mapping[str, Any]]:
@@ -67,7 +69,7 @@ class Reporter:
         }
         resource = await self.deps.kube.resource(API_VERSION, self.policy.kind)
         try:
-            await self.deps.kube.merge_patch(
+            answer = await self.deps.kube.merge_patch(
                 resource, self.policy.namespace, self.policy.name, {"status": status}, subresource="status"
             )
         except KubeError as exc:
@@ -75,6 +77,11 @@ class Reporter:
                 raise
             return
         self.written = {**(self.policy.status or {}), **status}
+        version = (answer.get("metadata") or {}).get("resourceVersion") if isinstance(answer, Mapping) else None
+        self.written_version = str(version) if version else None
+
+    def outcome(self, *, ready: bool, reason: str, decision: DecisionRecord | None = None) -> CycleOutcome:
+        return CycleOutcome(ready, decision, reason, self.written, self.written_version)
 
     async def event(self, about: ObjectRef, type_: str, reason: str, message: str) -> None:
         try:
@@ -95,11 +102,11 @@ class Reporter:
             )
             await self.event(self.policy.ref, "Warning", reason, message)
         await self.patch_status({}, [Condition("Ready", "False", reason, message), conflict or NO_CONFLICT])
-        return CycleOutcome(ready=False, reason=reason, status=self.written)
+        return self.outcome(ready=False, reason=reason)
 
     async def off(self) -> CycleOutcome:
         await self.patch_status({}, [Condition("Ready", "True", "Off", "mode is Off: the policy does nothing")])
-        return CycleOutcome(ready=True, reason="Off", status=self.written)
+        return self.outcome(ready=True, reason="Off")
 
     async def decided(
         self,
@@ -139,4 +146,4 @@ class Reporter:
             "decisions are reported, never applied" if recommending else "the policy is active",
         )
         await self.patch_status({**status, "lastDecision": record.to_status()}, [ready, NO_CONFLICT, *conditions])
-        return CycleOutcome(ready=True, decision=record, reason=record.reason, status=self.written)
+        return self.outcome(ready=True, reason=record.reason, decision=record)

@@ -347,14 +347,7 @@ class PrometheusPool:
 
     async def query(self, spec: PrometheusSpec, credentials: Credentials, promql: str) -> float:
         """The single value of ``promql``; raises :class:`MetricError`."""
-        return await self._coalesced(
-            (spec.url, _params_key(spec), credentials.fingerprint, promql),
-            spec,
-            credentials,
-            "/api/v1/query",
-            {"query": promql},
-            lambda result: parse_single_value(result, promql),
-        )
+        return await self._instant(spec, credentials, promql, lambda result: parse_single_value(result, promql))
 
     async def query_each(
         self, spec: PrometheusSpec, credentials: Credentials, queries: Mapping[str, str]
@@ -365,14 +358,18 @@ class PrometheusPool:
         :meth:`query`; what fails the request (an outage, a rejected query) raises :class:`MetricError`
         for all of them.
         """
-        promql = union_query(queries)
+        return await self._instant(spec, credentials, union_query(queries), lambda result: parse_each(result, queries))
+
+    async def _instant(
+        self, spec: PrometheusSpec, credentials: Credentials, promql: str, parse: Callable[[list[dict[str, Any]]], T]
+    ) -> T:
         return await self._coalesced(
             (spec.url, _params_key(spec), credentials.fingerprint, promql),
             spec,
             credentials,
             "/api/v1/query",
             {"query": promql},
-            lambda result: parse_each(result, queries),
+            parse,
         )
 
     async def range_query(

@@ -77,8 +77,7 @@ class Reporter:
                 raise
             return
         self.written = {**(self.policy.status or {}), **status}
-        version = (answer.get("metadata") or {}).get("resourceVersion") if isinstance(answer, Mapping) else None
-        self.written_version = str(version) if version else None
+        self.written_version = (answer.get("metadata") or {}).get("resourceVersion")
 
     def outcome(self, *, ready: bool, reason: str, decision: DecisionRecord | None = None) -> CycleOutcome:
         return CycleOutcome(ready, decision, reason, self.written, self.written_version)

@@ -31,6 +31,7 @@ Pure string building: no I/O here.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -385,6 +386,11 @@ def exported(selector: str) -> str:
     return _POD_LABELS.sub(r"exported_\1", selector)
 
 
+#: Rendered presets kept: a cycle renders up to nine per policy, the same ones every cycle.
+RENDERED_PRESETS_KEPT = 16_384
+
+
+@functools.lru_cache(maxsize=RENDERED_PRESETS_KEPT)
 def render_preset(
     preset_name: str,
     *,
@@ -394,7 +400,11 @@ def render_preset(
     model_name: str | None = None,
     label_selector: str | None = None,
 ) -> RenderedQuery:
-    """The PromQL of a preset for one workload. Raises KeyError for an unknown preset."""
+    """The PromQL of a preset for one workload. Raises KeyError for an unknown preset.
+
+    Kept once rendered (the answer is immutable): rendering was 4 % of the operator's CPU at 300
+    predictive policies, each rendering the same queries every cycle.
+    """
     preset = PRESETS[preset_name]
     selector = label_selector or default_selector(preset, namespace=namespace, kind=kind, name=name)
     selector = with_model(selector, preset.model_label, model_name)

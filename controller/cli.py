@@ -29,7 +29,7 @@ EXTRAS = {"backtest": ("backtest", ("matplotlib", "tqdm")), "backtest-traffic": 
 
 ENVIRONMENT = """environment:
   KUBECONFIG                    kubeconfig of run and explain (default ~/.kube/config; in a pod: its service account)
-  INFERCAST_IO_THREADS          threads for Kubernetes and Prometheus calls of run (default 32)
+  INFERCAST_KUBE_CONNECTIONS    Kubernetes requests in flight at once in run (default 32)
   INFERCAST_FORECAST_PROCESSES  worker processes for forecast model refits of run (default 2; 0: a thread)
   INFERCAST_LEASE_DURATION, INFERCAST_RENEW_DEADLINE, INFERCAST_RETRY_PERIOD  leader election of run (seconds)
   POD_NAMESPACE                 the namespace of run's Lease (set by the Deployment)"""
@@ -95,13 +95,20 @@ def _own_namespace() -> str:
 def _explain(args: argparse.Namespace) -> int:
     import asyncio
 
-    from controller.clients.kube import Kube, load_api_client
+    from kubernetes.client import Configuration
+
+    from controller.clients.kube import Kube, load_configuration
     from controller.observability.explain import KINDS, decision_lines, explain, read_status
 
     namespace, _, name = args.policy.partition("/")
     if not namespace or not name:
         raise InputError("BadPolicyName", "give the policy as NAMESPACE/NAME")
     kind = KINDS[args.kind].kind
+
+    async def read_status_with(configuration: Configuration) -> dict[str, object]:
+        async with Kube(configuration) as kube:
+            return await read_status(kube, kind, namespace, name)
+
     decisions = []
     if args.log:
         try:
@@ -110,7 +117,7 @@ def _explain(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError("UnreadableLog", f"cannot read {args.log}: {exc.strerror or exc}") from exc
     try:
-        obj = asyncio.run(read_status(Kube(load_api_client(args.kubeconfig)), kind, namespace, name))
+        obj = asyncio.run(read_status_with(load_configuration(args.kubeconfig)))
     except InfercastError as exc:
         if not args.log:
             raise

@@ -54,7 +54,7 @@ def test_help_shows_defaults_with_units(command: str) -> None:
     text = " ".join(result.stdout.split())
     assert "(default:" in text
     expected = {
-        "run": ("(default: 8080)", "KUBECONFIG", "INFERCAST_IO_THREADS", "INFERCAST_FORECAST_PROCESSES"),
+        "run": ("(default: 8080)", "KUBECONFIG", "INFERCAST_KUBE_CONNECTIONS", "INFERCAST_FORECAST_PROCESSES"),
         "explain": ("(default: 20)", "KUBECONFIG"),
         "backtest": ("seconds", "infercast[backtest]"),
         "backtest-traffic": (

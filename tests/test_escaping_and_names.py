@@ -16,7 +16,7 @@ import pathlib
 import pytest
 from kubernetes import client
 
-from controller.clients.kube import MAX_NAME_LENGTH, Kube, load_api_client
+from controller.clients.kube import MAX_NAME_LENGTH, Kube, load_configuration
 from controller.clients.refs import ObjectRef
 from controller.clients.servers import backend_queries
 from devtools.prometheus_server import Prometheus
@@ -47,9 +47,13 @@ def test_an_event_about_an_object_with_the_longest_name_is_accepted(
 ) -> None:
     name = "p" * MAX_NAME_LENGTH
     about = ObjectRef("infercast.io/v1alpha1", "ScalingPolicy", namespace, name, None)
-    api = Kube(load_api_client(str(kubeconfig)))
-    asyncio.run(
-        api.post_event(about, type_="Normal", reason="Test", message="a long name", now_iso="2026-01-01T00:00:00Z")
-    )
+
+    async def post() -> None:
+        async with Kube(load_configuration(str(kubeconfig))) as api:
+            await api.post_event(
+                about, type_="Normal", reason="Test", message="a long name", now_iso="2026-01-01T00:00:00Z"
+            )
+
+    asyncio.run(post())
     (event,) = events_for(client.CoreV1Api(kube), namespace, name)
     assert len(present(present(event.metadata).name)) <= MAX_NAME_LENGTH

@@ -145,12 +145,12 @@ def test_a_policy_reads_an_admin_endpoint_by_name(
 def test_a_dripping_prometheus_does_not_stall_the_other_policies(
     namespace: str, kube: client.ApiClient, operator: OperatorFactory, prometheus: Prometheus, tmp_path: pathlib.Path
 ) -> None:
-    # Few I/O threads, as with many more dripping policies on the default 32.
+    # Few Kubernetes connections, as with many more dripping policies on the default 32.
     with FaultyPrometheus(Drip(every_s=0.2)) as drip:
         for i in range(4):
             create_policy(kube, namespace, f"drip-{i}", {"url": drip.url}, f"sum(up{{n='{i}'}})")
         create_policy(kube, namespace, "healthy", {"url": prometheus.url}, "vector(4)")
-        process = operator(operator_argv(namespace, "--metrics-port", "0"), env={"INFERCAST_IO_THREADS": "2"})
+        process = operator(operator_argv(namespace, "--metrics-port", "0"), env={"INFERCAST_KUBE_CONNECTIONS": "2"})
         first = wait_until(lambda: decisions_of(process, namespace, "healthy"), timeout=DECISION_TIMEOUT_S)[0]
         assert first["action"] == "Hold"
         # On schedule: three more decisions in three intervals (plus one of slack).

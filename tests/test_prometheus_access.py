@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from controller.cli import main
-from controller.clients.kube import Kube, load_api_client
+from controller.clients.kube import Kube, load_configuration
 from controller.clients.prometheus import Credentials
 from controller.clients.tenancy import PrometheusAccess, UrlPattern, parse_access
 from controller.errors import SpecError
@@ -106,7 +106,7 @@ async def test_an_endpoint_resolves_to_the_admins_url_credentials_and_namespace(
             "allowedURLs": [],
         }
     )
-    kube = Kube(load_api_client(str(kubeconfig)))
+    kube = Kube(load_configuration(str(kubeconfig)))
     spec = parse_prometheus({"endpoint": "shared", "timeout": 2})
     resolved, credentials = await access.resolve(kube, "team-a", spec)
     assert (resolved.url, resolved.timeout_s, resolved.params) == ("https://thanos.monitoring.svc:9092", 2.0, ())

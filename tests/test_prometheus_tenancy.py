@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from controller.clients.credentials import read_credentials
-from controller.clients.kube import Kube, load_api_client
+from controller.clients.kube import Kube, load_configuration
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
 from controller.clients.refs import PrometheusSpec, SecretKeyRef
 from controller.errors import SpecError
@@ -116,15 +116,15 @@ async def test_a_secret_that_did_not_opt_in_is_never_credentials(
     core.create_namespaced_secret(
         namespace, secret("prometheus", {"token": "t0ken"}, {"infercast.io/prometheus-credentials": "true"})
     )
-    operator_kube = Kube(load_api_client(str(kubeconfig)))
 
     def spec(name: str, key: str) -> PrometheusSpec:
         return PrometheusSpec(url="http://prometheus.monitoring.svc:9090", bearer_token=SecretKeyRef(name, key))
 
-    with pytest.raises(SpecError) as caught:
-        await read_credentials(operator_kube, namespace, spec("database", "password"))
-    assert caught.value.reason == "SecretNotOptedIn"
-    assert "hunter2" not in caught.value.message
-    assert "infercast.io/prometheus-credentials" in caught.value.message, "says how to opt in"
-    credentials = await read_credentials(operator_kube, namespace, spec("prometheus", "token"))
+    async with Kube(load_configuration(str(kubeconfig))) as operator_kube:
+        with pytest.raises(SpecError) as caught:
+            await read_credentials(operator_kube, namespace, spec("database", "password"))
+        assert caught.value.reason == "SecretNotOptedIn"
+        assert "hunter2" not in caught.value.message
+        assert "infercast.io/prometheus-credentials" in caught.value.message, "says how to opt in"
+        credentials = await read_credentials(operator_kube, namespace, spec("prometheus", "token"))
     assert credentials.bearer_token == "t0ken"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from controller.actuators.istio import DestinationRuleActuator, VirtualServiceAc
 from controller.actuators.objects import TrafficObject
 from controller.actuators.ownership import ForeignOwnerError, foreign_manager
 from controller.actuators.patching import patch_ops
-from controller.clients.kube import Kube, KubeError, load_api_client
+from controller.clients.kube import Kube, KubeError, load_configuration
 from controller.clients.refs import BackendRef, TargetRef
 from controller.errors import TargetError
 from policies import BreakerSettings, ConnectionPool, OutlierDetection
@@ -54,10 +54,9 @@ def custom(kube: client.ApiClient, upstream_crds: None) -> client.CustomObjectsA
 
 
 @pytest.fixture
-def adapter(kubeconfig: pathlib.Path) -> Iterator[Kube]:
-    api = load_api_client(str(kubeconfig))
-    yield Kube(api)
-    api.close()
+async def adapter(kubeconfig: pathlib.Path) -> AsyncIterator[Kube]:
+    async with Kube(load_configuration(str(kubeconfig))) as kube:
+        yield kube
 
 
 def create(custom: client.CustomObjectsApi, namespace: str, obj: dict[str, Any]) -> None:

@@ -1,12 +1,22 @@
 """The Kubernetes API as the reconcile step needs it: a few verbs on any resource, by path.
 
-We use the official ``kubernetes`` client for what it is good at (kubeconfig and in-cluster
-credentials, TLS, the HTTP pool) but address resources by path, because the operator works on
-*any* workload with a ``scale`` subresource (Deployments, StatefulSets, Argo Rollouts,
-LeaderWorkerSets...), found by API discovery rather than by a typed class per kind.
+We use the official ``kubernetes`` client for what it is good at, finding the credentials
+(kubeconfig, in-cluster service account, exec plugins and the refresh of their tokens), and send
+the requests ourselves, on the event loop with aiohttp, as Kopf and the Prometheus client do:
 
-The client is synchronous: every call runs in a worker thread (``executor``) so that the
-operator's event loop keeps serving 1,000 policies while one call waits.
+* resources are addressed by path, because the operator works on *any* workload with a ``scale``
+  subresource (Deployments, StatefulSets, Argo Rollouts, LeaderWorkerSets...), found by API
+  discovery rather than by a typed class per kind;
+* no thread per request: the synchronous client needed a hand-off to a worker thread and back for
+  each call, and with its urllib3 stack cost a fifth of the operator's CPU at 300 policies; a
+  request now waits on the loop like every other. At most ``max_connections`` are in flight; more
+  wait for a connection within their deadline.
+
+What is taken from the client's configuration: the server URL, its CA, a client certificate,
+``insecure-skip-tls-verify``, the TLS server name, the ``Authorization`` header (bearer token or
+basic login, re-read through the client's refresh hook at most every :data:`CREDENTIALS_REREAD_S`
+and after a 401), and an HTTP(S) proxy unless ``no_proxy`` exempts the server. A SOCKS proxy is
+refused when loading, with :class:`KubeconfigError`: neither aiohttp nor Kopf's watch speaks it.
 """
 
 from __future__ import annotations
@@ -14,15 +24,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-import urllib3
+import aiohttp
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import is_socks_proxy_url, should_bypass_proxies
 
 from controller.clients.refs import ObjectRef
 from controller.errors import InfercastError, InputError
@@ -32,6 +43,12 @@ TEMPORARY_STATUSES = frozenset({0, 409, 429, 500, 502, 503, 504})
 #: The longest object name the API server takes (a DNS subdomain), Event names included.
 MAX_NAME_LENGTH = 253
 _EVENT_SUFFIX_LENGTH = 17  # "." and 16 hex digits
+#: Requests in flight at once unless configured (``INFERCAST_KUBE_CONNECTIONS`` in the operator).
+DEFAULT_CONNECTIONS = 32
+#: How long an ``Authorization`` header is sent before the client's refresh hook is asked again:
+#: the hook re-reads a kubeconfig or a service-account token, too much to do at every request.
+#: Service-account tokens are rotated long before they expire; a 401 asks again at once.
+CREDENTIALS_REREAD_S = 10.0
 
 
 class KubeError(InfercastError):
@@ -89,17 +106,9 @@ class KubeconfigError(InputError):
     """No credentials for the API: no usable kubeconfig, and not in a pod."""
 
 
-def load_api_client(kubeconfig: str | None = None, *, max_connections: int | None = None) -> client.ApiClient:
-    """Credentials from the pod's service account when in a cluster, else from a kubeconfig.
-
-    ``max_connections`` is the HTTP connection pool: give it the number of threads that call the
-    API at once. The client's default (5 per CPU) is smaller than the operator's I/O pool, and a
-    request beyond the pool opens a connection it then throws away, a TCP (and TLS) handshake per
-    request at scale.
-    """
+def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """Credentials from the pod's service account when in a cluster, else from a kubeconfig."""
     configuration = client.Configuration()
-    if max_connections is not None:
-        configuration.connection_pool_maxsize = max_connections
     try:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
@@ -109,19 +118,85 @@ def load_api_client(kubeconfig: str | None = None, *, max_connections: int | Non
             )
     except (config.ConfigException, OSError) as exc:
         raise KubeconfigError("NoKubeconfig", f"no usable kubeconfig: {exc}") from exc
-    return client.ApiClient(configuration)
+    return configuration
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How requests reach the API server, read once from the client's configuration."""
+
+    url: str
+    tls: ssl.SSLContext | None
+    server_hostname: str | None = None
+    proxy: str | None = None
+    proxy_headers: Mapping[str, str] | None = None
+
+    @classmethod
+    def of(cls, configuration: client.Configuration) -> Connection:
+        """Raises :class:`KubeconfigError` for what cannot be used: unreadable TLS files, a SOCKS proxy."""
+        url = str(configuration.host).rstrip("/")
+        proxy = configuration.proxy
+        if proxy and should_bypass_proxies(url, configuration.no_proxy or ""):
+            proxy = None
+        if proxy and is_socks_proxy_url(proxy):
+            raise KubeconfigError("UnsupportedProxy", f"a SOCKS proxy for the API server is not supported: {proxy}")
+        headers = configuration.proxy_headers
+        return cls(
+            url=url,
+            tls=_tls_context(configuration) if url.startswith("https:") else None,
+            server_hostname=configuration.tls_server_name or None,
+            proxy=proxy or None,
+            proxy_headers={str(k): str(v) for k, v in headers.items()} if proxy and headers else None,
+        )
+
+
+def _tls_context(configuration: client.Configuration) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise KubeconfigError("NoKubeconfig", f"unusable TLS files for the API server: {exc}") from exc
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif configuration.assert_hostname is False:
+        context.check_hostname = False
+    return context
 
 
 @dataclass
 class Kube:
-    """``fence`` is called before every request that writes and raises to refuse it (a
-    :class:`KubeError`): an operator replica that is not the leader writes nothing."""
+    """The API server the ``configuration`` names; call :meth:`close` when done (or use ``async with``).
 
-    api: client.ApiClient
-    executor: Executor | None = None
+    ``fence`` is called before every request that writes and raises to refuse it (a
+    :class:`KubeError`): an operator replica that is not the leader writes nothing.
+    """
+
+    configuration: client.Configuration
+    max_connections: int = DEFAULT_CONNECTIONS
     timeout_s: float = 10.0
     fence: Callable[[], None] | None = None
-    _discovery: dict[str, dict[str, Resource]] = field(default_factory=dict)
+    connection: Connection = field(init=False)
+    _discovery: dict[str, dict[str, Resource]] = field(default_factory=dict, init=False)
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
+    _session_loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _authorization: str | None = field(default=None, init=False)
+    _authorization_until: float = field(default=-1.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.connection = Connection.of(self.configuration)
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def request(
         self,
@@ -132,39 +207,59 @@ class Kube:
         content_type: str = "application/json",
         query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.executor, self._request_sync, method, path, body, content_type, dict(query or {})
-        )
-
-    def _request_sync(
-        self, method: str, path: str, body: Any, content_type: str, query: dict[str, str]
-    ) -> dict[str, Any]:
-        if method != "GET" and self.fence is not None:
-            self.fence()  # checked here, in the thread that sends, as close to the write as can be
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        # The body is plain JSON already: the client's walk over it to serialize its model classes
-        # is skipped, which for a policy's status patch cost as much as sending it.
-        _, url, headers, _, _ = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=list(query.items()),
-            header_params=headers,
-            auth_settings=["BearerToken"],
-        )
+        authorization = self._credentials()
+        if authorization:
+            headers["Authorization"] = authorization
+        data = None if body is None else json.dumps(body).encode()
+        connection = self.connection
+        if method != "GET" and self.fence is not None:
+            self.fence()  # as late as can be: what follows waits only for a connection and the send
         try:
-            response = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=self.timeout_s)
-            response.read()
-        except ApiException as exc:
-            raise _error_from(exc) from exc
-        except (OSError, urllib3.exceptions.HTTPError) as exc:  # no answer: refused, reset, timed out
-            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
-        if response.status >= 400:
-            raise _error_from_body(response.status, response.data)
-        if not response.data:
+            async with self._http().request(
+                method,
+                connection.url + path,
+                params=dict(query) if query else None,
+                data=data,
+                headers=headers,
+                ssl=connection.tls if connection.tls is not None else True,
+                server_hostname=connection.server_hostname,
+                proxy=connection.proxy,
+                proxy_headers=connection.proxy_headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # no answer: refused, reset, timed out
+            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if status == 401:
+            self._authorization_until = -1.0  # a rotated token: ask the refresh hook at the next request
+        if status >= 400:
+            raise _error_from_body(status, raw)
+        if not raw:
             return {}
-        data = json.loads(response.data)
-        return data if isinstance(data, dict) else {"items": data}
+        answer = json.loads(raw)
+        return answer if isinstance(answer, dict) else {"items": answer}
+
+    def _credentials(self) -> str | None:
+        """The ``Authorization`` header, through the client's refresh hook at most every CREDENTIALS_REREAD_S."""
+        now = time.monotonic()
+        if now >= self._authorization_until:
+            bearer = self.configuration.auth_settings().get("BearerToken")
+            self._authorization = str(bearer["value"]) if bearer and bearer.get("value") else None
+            self._authorization_until = now + CREDENTIALS_REREAD_S
+        return self._authorization
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The session, made in the loop that sends (a session belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session_loop = loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                trust_env=False,  # the proxy is the configuration's (which reads the environment's)
+            )
+        return self._session
 
     async def resource(self, api_version: str, kind: str) -> Resource:
         """Discover the resource that serves ``kind`` in ``api_version`` (cached per group/version)."""
@@ -248,12 +343,6 @@ class Kube:
             "count": 1,
         }
         await self.request("POST", EVENTS.path(about.namespace), body)
-
-
-def _error_from(exc: ApiException) -> KubeError:
-    if exc.status:
-        return _error_from_body(int(exc.status), exc.body)
-    return KubeError(0, "Unreachable", str(exc.reason))
 
 
 def _error_from_body(status: int, raw: bytes | str | None) -> KubeError:

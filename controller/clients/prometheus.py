@@ -16,8 +16,8 @@ series over a time range (the load history a forecaster fits on). All follow the
 * **One policy's trouble stays its own.** Every request has a deadline for the whole of it (queueing
   for a connection, connecting, sending, reading the last byte): a server that drips its answer
   a byte at a time cannot hold a policy longer than its ``timeout``. Requests run on the event
-  loop (aiohttp), not in threads, so no number of slow answers can starve the Kubernetes client's
-  worker threads; at most ``max_connections`` requests per endpoint are in flight at once.
+  loop (aiohttp) with connections of their own, so no number of slow answers can take those of the
+  Kubernetes client; at most ``max_connections`` requests per endpoint are in flight at once.
 * **A failing Prometheus is not hammered, and a failing query does not silence the others.** Only
   a failure to connect puts an endpoint into exponential backoff shared by every policy using it;
   a query that times out or meets a server error backs off alone (the same query, endpoint and
@@ -213,7 +213,7 @@ def parse_range(result: list[dict[str, Any]], query: str, step_s: float) -> Rang
 
 
 #: Requests in flight per endpoint unless configured: what the operator's shared thread pool allowed
-#: before (a Prometheus slowed by CPU contention answers in proportion to the queries in flight;
+#: once (a Prometheus slowed by CPU contention answers in proportion to the queries in flight;
 #: beyond its own --query.max-concurrency, 20 by default, it queues them itself).
 DEFAULT_CONNECTIONS = 32
 #: Open connections across all endpoints: bounds the operator's sockets whatever the policies point at.

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp.web
 import kopf
 
-from controller.clients.kube import Kube, load_api_client
+from controller.clients.kube import Kube, load_configuration
 from controller.clients.leases import ElectionSettings, LeaderElector
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,14 @@ async def run_elected(
 ) -> int:
     """Campaign, run the operator while leading, step down on a lost renewal; the process's exit status."""
     # The election's own client is never fenced: the lease is what it writes.
-    elector = LeaderElector(Kube(load_api_client()), election)
+    async with Kube(load_configuration()) as kube:
+        return await _campaign(LeaderElector(kube, election), namespaces=namespaces, liveness=liveness, memo=memo)
+
+
+async def _campaign(
+    elector: LeaderElector, *, namespaces: Collection[str], liveness: str | None, memo: Mapping[str, Any]
+) -> int:
+    election = elector.settings
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

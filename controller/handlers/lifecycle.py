@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import kopf
 
-from controller.clients.kube import Kube, load_api_client
+from controller.clients.kube import DEFAULT_CONNECTIONS, Kube, load_configuration
 from controller.clients.prometheus import PrometheusPool
 from controller.clients.tenancy import PrometheusAccess
 from controller.handlers.diffbase import SpecDiffBaseStorage
@@ -18,9 +18,9 @@ from controller.observability import MetricsServer, OperatorMetrics
 from controller.observability.decisions import DecisionLog
 from controller.reconcile.cycle import Deps
 
-# Blocking Kubernetes client calls run here, never on the event loop. Prometheus has no share in
-# them: its requests are asynchronous, each bounded by its deadline (controller/clients/prometheus.py).
-IO_THREADS = int(os.environ.get("INFERCAST_IO_THREADS", "32"))
+# Kubernetes requests in flight at once; more wait for a connection, within their deadline. Prometheus
+# has its own connections, capped per endpoint (controller/clients/prometheus.py).
+KUBE_CONNECTIONS = int(os.environ.get("INFERCAST_KUBE_CONNECTIONS", str(DEFAULT_CONNECTIONS)))
 # Forecasting model refits (seconds of CPU each) run in these worker processes, shared by every
 # policy, so the event loop never waits for one; 0 runs them in a thread instead.
 FORECAST_PROCESSES = int(os.environ.get("INFERCAST_FORECAST_PROCESSES", "2"))
@@ -39,7 +39,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30
-    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="infercast-kube")
     access: PrometheusAccess = memo.get("prometheus_access") or PrometheusAccess()
     metrics = OperatorMetrics()
     port = int(memo.get("metrics_port", DEFAULT_METRICS_PORT))
@@ -47,7 +46,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.metrics_server = metrics.serve(port, address) if port else None
     memo.deps = Deps(
         # Under leader election the memo carries the Lease's fence: a replica that lost it writes nothing.
-        kube=Kube(load_api_client(max_connections=IO_THREADS), executor=executor, fence=memo.get("fence")),
+        kube=Kube(load_configuration(), max_connections=KUBE_CONNECTIONS, fence=memo.get("fence")),
         prometheus=PrometheusPool(
             on_request=metrics.observe_query, max_connections=access.max_connections_per_endpoint
         ),
@@ -62,7 +61,7 @@ def forecast_pool(processes: int) -> ProcessPoolExecutor | None:
     """The worker processes for model selections, at a lower CPU priority; none for 0."""
     if not processes:
         return None
-    # Spawned, not forked: a fork of a process running threads (Kopf, the I/O pool) can deadlock.
+    # Spawned, not forked: a fork of a process running threads (Kopf's, asyncio's) can deadlock.
     context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(processes, mp_context=context, initializer=os.nice, initargs=(FORECAST_WORKER_NICENESS,))
 
@@ -75,7 +74,6 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
         server.stop()
     if deps is not None:
         await deps.prometheus.close()
-    if deps is not None and deps.kube.executor is not None:
-        deps.kube.executor.shutdown(wait=False, cancel_futures=True)
+        await deps.kube.close()
     if deps is not None and deps.forecast_processes is not None:
         deps.forecast_processes.shutdown(wait=False, cancel_futures=True)

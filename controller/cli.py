@@ -30,7 +30,8 @@ EXTRAS = {"backtest": ("backtest", ("matplotlib", "tqdm")), "backtest-traffic": 
 ENVIRONMENT = """environment:
   KUBECONFIG                    kubeconfig of run and explain (default ~/.kube/config; in a pod: its service account)
   INFERCAST_KUBE_CONNECTIONS    Kubernetes requests in flight at once in run (default 32)
-  INFERCAST_FORECAST_PROCESSES  worker processes for forecast model refits of run (default 2; 0: a thread)
+  INFERCAST_SELECTION_PROCESSES worker processes for forecast model selections of run (default 2; 0: a thread)
+  INFERCAST_FORECAST_PROCESSES  worker processes for the forecast of each new sample in run (default 1; 0: a thread)
   INFERCAST_LEASE_DURATION, INFERCAST_RENEW_DEADLINE, INFERCAST_RETRY_PERIOD  leader election of run (seconds)
   POD_NAMESPACE                 the namespace of run's Lease (set by the Deployment)"""
 

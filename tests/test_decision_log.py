@@ -223,7 +223,7 @@ def predictive_run(
             prometheus=cast(PrometheusPool, prometheus),
             decision_sinks=(),
             metrics=metrics or OperatorMetrics(),
-            forecast_processes=InlineExecutor(),
+            selection_processes=InlineExecutor(),
         )
         session, records = ForecastSession(), []
         status: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""The forecasting loop: the history plan, gaps in the load history, forecast accuracy, and forecasts during a refit."""
+"""The forecasting loop: history plan, gaps in the load history, accuracy, forecasts during a refit, worker pools."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import asyncio
 import functools
 import math
 import os
+import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
@@ -15,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.clients.prometheus import MAX_RANGE_POINTS, RangeSamples
-from controller.handlers.lifecycle import FORECAST_WORKER_NICENESS, forecast_pool
+from controller.handlers.lifecycle import SELECTION_WORKER_NICENESS
 from controller.scaling.forecast_loop import (
     MAX_FILLED_GAP_S,
     Accuracy,
@@ -25,6 +28,7 @@ from controller.scaling.forecast_loop import (
     history_plan,
 )
 from controller.scaling.load_forecast import LoadForecastSettings
+from controller.scaling.workers import worker_pool
 from policies.predictive import LoadForecast
 
 
@@ -82,14 +86,16 @@ class HeldExecutor(Executor):
         self.held.clear()
 
 
+async def fetch(start: float, end: float, step_s: float) -> RangeSamples:
+    """A sawtooth load, one sample every ``step_s`` seconds."""
+    times = tuple(float(t) for t in range(math.ceil(start / step_s) * int(step_s), int(end) + 1, int(step_s)))
+    return RangeSamples(step_s, times, tuple(100.0 + t % 50 for t in times))
+
+
 def test_the_model_chosen_last_forecasts_while_the_next_selection_waits_for_a_worker() -> None:
     settings = LoadForecastSettings(step_s=10, history_s=3_600, refit_interval_s=60, model="Linear", sample_s=10)
     loop, pool = ForecastLoop(settings, "load", 3_600), HeldExecutor()
     refits: list[str] = []
-
-    async def fetch(start: float, end: float, step_s: float) -> RangeSamples:
-        times = tuple(float(t) for t in range(math.ceil(start / step_s) * int(step_s), int(end) + 1, int(step_s)))
-        return RangeSamples(step_s, times, tuple(100.0 + t % 50 for t in times))
 
     async def cycles() -> list[ForecastOutcome]:
         outcomes = []
@@ -110,8 +116,59 @@ def test_the_model_chosen_last_forecasts_while_the_next_selection_waits_for_a_wo
 
 
 def test_model_selections_run_at_a_lower_cpu_priority_than_the_decisions() -> None:
-    pool = forecast_pool(1)
-    assert pool is not None and forecast_pool(0) is None
+    pool = worker_pool(1, SELECTION_WORKER_NICENESS)
+    assert pool is not None and worker_pool(0) is None
     with pool:
         worker_niceness = pool.submit(os.nice, 0).result(timeout=60)
-    assert worker_niceness == min(19, os.nice(0) + FORECAST_WORKER_NICENESS)
+    assert worker_niceness == min(19, os.nice(0) + SELECTION_WORKER_NICENESS)
+
+
+class Counting(Executor):
+    """Counts what is submitted to ``inner``."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner, self.submitted = inner, 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+def test_each_new_sample_is_forecast_once_in_a_worker_process_as_in_the_operators_own() -> None:
+    settings = LoadForecastSettings(step_s=10, history_s=3_600, refit_interval_s=600, model="Linear", sample_s=10)
+    selections = HeldExecutor()
+
+    async def cycles(forecasts: Executor | None) -> list[LoadForecast | None]:
+        loop, outcomes = ForecastLoop(settings, "load", 3_600), []
+        # One sample every 10 s: at 10_005 and 10_008 none is new since 10_000.
+        for now in (10_000, 10_005, 10_008, 10_012, 10_030):
+            selections.release()  # the selection, due at the first cycle, is done by the second
+            await asyncio.sleep(0)
+            outcome = await loop.cycle(fetch, now, 30.0, 300.0, selections, lambda s, m: None, forecasts=forecasts)
+            outcomes.append(outcome.forecast)
+        return outcomes
+
+    pool = worker_pool(1)
+    assert pool is not None
+    with pool:
+        counted = Counting(pool)
+        pooled = asyncio.run(cycles(counted))
+    assert pooled == asyncio.run(cycles(None)), "the same forecasts as in a thread of the operator"
+    assert pooled[0] is None and all(f is not None for f in pooled[1:])
+    assert counted.submitted == 3, "10_005 (the model's first), 10_012 and 10_030: not again without a new sample"
+
+
+def test_a_pool_whose_worker_died_starts_again() -> None:
+    pool = worker_pool(1, name="test")
+    assert pool is not None
+    with pool:
+        first = pool.submit(os.getpid).result(timeout=60)
+        os.kill(first, signal.SIGKILL)
+        answers: list[int] = []
+        for _ in range(100):  # the tasks sent before the pool noticed its worker's death fail with it
+            try:
+                answers.append(pool.submit(os.getpid).result(timeout=60))
+                break
+            except BrokenProcessPool:
+                time.sleep(0.1)
+    assert answers and answers[0] != first, "a new worker answers"

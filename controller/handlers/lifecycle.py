@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import kopf
@@ -17,16 +15,20 @@ from controller.handlers.diffbase import SpecDiffBaseStorage
 from controller.observability import MetricsServer, OperatorMetrics
 from controller.observability.decisions import DecisionLog
 from controller.reconcile.cycle import Deps
+from controller.scaling.workers import worker_pool
 
 # Kubernetes requests in flight at once; more wait for a connection, within their deadline. Prometheus
 # has its own connections, capped per endpoint (controller/clients/prometheus.py).
 KUBE_CONNECTIONS = int(os.environ.get("INFERCAST_KUBE_CONNECTIONS", str(DEFAULT_CONNECTIONS)))
-# Forecasting model refits (seconds of CPU each) run in these worker processes, shared by every
+# Forecasting model selections (seconds of CPU each) run in these worker processes, shared by every
 # policy, so the event loop never waits for one; 0 runs them in a thread instead.
-FORECAST_PROCESSES = int(os.environ.get("INFERCAST_FORECAST_PROCESSES", "2"))
-# How much lower the workers' CPU priority is than the event loop's: when CPU is short, a late
-# decision misses the schedule, while a late selection only stretches its policy's refit interval.
-FORECAST_WORKER_NICENESS = 10
+SELECTION_PROCESSES = int(os.environ.get("INFERCAST_SELECTION_PROCESSES", "2"))
+# How much lower the selection workers' CPU priority is than the event loop's: when CPU is short, a
+# late decision misses the schedule, while a late selection only stretches its policy's refit interval.
+SELECTION_WORKER_NICENESS = 10
+# The forecast of each new sample (milliseconds each, on the decision's path) runs in these, at the
+# event loop's priority, outside its process; 0 runs it in a thread of the operator instead.
+FORECAST_PROCESSES = int(os.environ.get("INFERCAST_FORECAST_PROCESSES", "1"))
 # `infercast run --metrics-port` puts the port into the root memo; 0 serves no metrics.
 DEFAULT_METRICS_PORT = 8080
 
@@ -53,17 +55,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prometheus_access=access,
         decision_sinks=(DecisionLog().emit, metrics.record_decision),
         metrics=metrics,
-        forecast_processes=forecast_pool(FORECAST_PROCESSES),
+        selection_processes=worker_pool(SELECTION_PROCESSES, SELECTION_WORKER_NICENESS, "model selection"),
+        forecast_processes=worker_pool(FORECAST_PROCESSES, name="forecast"),
     )
-
-
-def forecast_pool(processes: int) -> ProcessPoolExecutor | None:
-    """The worker processes for model selections, at a lower CPU priority; none for 0."""
-    if not processes:
-        return None
-    # Spawned, not forked: a fork of a process running threads (Kopf's, asyncio's) can deadlock.
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(processes, mp_context=context, initializer=os.nice, initargs=(FORECAST_WORKER_NICENESS,))
 
 
 @kopf.on.cleanup()
@@ -75,5 +69,6 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if deps is not None:
         await deps.prometheus.close()
         await deps.kube.close()
-    if deps is not None and deps.forecast_processes is not None:
-        deps.forecast_processes.shutdown(wait=False, cancel_futures=True)
+    for pool in (deps.selection_processes, deps.forecast_processes) if deps is not None else ():
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -93,8 +93,9 @@ class Deps:
 
     ``metrics`` is where a cycle reports what no decision record carries, such as the time a
     model refit took (:meth:`~controller.observability.OperatorMetrics.observe_model_refit`).
-    ``forecast_processes`` runs forecasting model refits off the event loop's process (the
-    operator's small shared process pool); ``None`` runs them in a thread instead.
+    ``selection_processes`` runs forecasting model selections, and ``forecast_processes`` each new
+    sample's forecast, off the event loop's process (the operator's small shared process pools,
+    :mod:`controller.scaling.workers`); ``None`` runs them in a thread instead.
     ``prometheus_access`` is the admin's rules for which Prometheus a policy may read and with
     which credentials (the safe defaults unless ``infercast run --prometheus-config`` says more).
     """
@@ -104,6 +105,7 @@ class Deps:
     prometheus_access: PrometheusAccess = field(default_factory=PrometheusAccess)
     decision_sinks: tuple[DecisionSink, ...] = field(default_factory=lambda: (DecisionLog().emit,))
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    selection_processes: Executor | None = None
     forecast_processes: Executor | None = None
 
 

@@ -2,13 +2,15 @@
 
 The costly part of forecasting is choosing and calibrating the model (a rolling-origin
 backtest over the history, :class:`forecasting.AutoForecaster`); it runs every
-``spec.forecast.refitIntervalSeconds`` in the operator's shared **process pool**, so neither
+``spec.forecast.refitIntervalSeconds`` in the operator's shared **selection pool**, so neither
 the event loop nor the other policies wait for it (a copy of the forecaster goes there
-pickled and comes back fitted). A forecast with the chosen model is cheap and runs every cycle
-in a thread, also while the next selection runs: only a policy's first selection leaves it
-without a forecast. Selections wait for a worker in the order they fell due, so when the pool
-cannot keep up (many policies) the selection interval stretches while every cycle still
-forecasts. The "history -> forecast" step itself is
+pickled and comes back fitted). A forecast with the chosen model (refitted on the newest history)
+costs milliseconds; it is made once per new sample in the **forecast pool**, a process of its own,
+also while the next selection runs: only a policy's first selection leaves it without a forecast.
+At a thousand policies those milliseconds are a fifth of a core, which the event loop's process
+cannot spare. Selections wait for a worker in the order they fell due, so when the pool cannot
+keep up (many policies) the selection interval stretches while every cycle still forecasts.
+The "history -> forecast" step itself is
 :class:`controller.scaling.load_forecast.LoadForecaster`, shared with the backtester; this
 module only feeds it and schedules it:
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import logging
 import math
 import time
@@ -155,6 +156,11 @@ def refit_in_worker(forecaster: LoadForecaster, now: float, window_s: float) -> 
     return Refitted(forecaster, seconds, forecaster.chosen_model or forecaster.settings.model)
 
 
+def forecast_in_worker(forecaster: LoadForecaster, now: float, window_s: float) -> LoadForecast | None:
+    """Runs in the worker process (or a thread): the model chosen last, refitted on the history, forecasts."""
+    return forecaster.forecast(now, window_s, select_when_due=False)
+
+
 @dataclass(frozen=True)
 class ForecastOutcome:
     """One cycle of the loop: the forecast for the policy (``None`` when there is none fresh) and why."""
@@ -192,9 +198,12 @@ class ForecastLoop:
         processes: Executor | None,
         on_refit: RefitObserver,
         sample_age_s: float | None = None,
+        *,
+        forecasts: Executor | None = None,
     ) -> ForecastOutcome:
         """Fetch the new history, start a refit when one is due, forecast when the model is fresh.
 
+        Refits run in ``processes``, forecasts in ``forecasts`` (each in a thread when ``None``).
         ``sample_age_s`` is the age of the newest raw sample behind the load (a range query
         answers from samples up to 5 minutes old, so only the raw series tells), when known.
         """
@@ -220,12 +229,23 @@ class ForecastLoop:
             return ForecastOutcome(None, self.forecaster.latest_load(), None, refitting=True)
         # The model chosen last keeps forecasting while its successor is selected, however long the
         # pool takes: with many policies a selection may wait minutes for a worker.
-        forecast = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(self.forecaster.forecast, now, window_s, select_when_due=False)
-        )
+        forecast = await self._forecast(now, window_s, forecasts)
         if forecast is not None:
             self.accuracy = self.accuracy.predicted(forecast, now, window_s)
         return ForecastOutcome(forecast, self.forecaster.latest_load(), None, self.refitting)
+
+    async def _forecast(self, now: float, window_s: float, forecasts: Executor | None) -> LoadForecast | None:
+        """The forecast of the history held, made once: a cycle that brought no new sample takes
+        the one made before. A worker process gets a pickled copy of the forecaster, whose refitted
+        model stays there; only the forecast comes back."""
+        forecaster = self.forecaster
+        if forecaster.has_forecast(now, window_s):
+            return forecaster.forecast(now, window_s, select_when_due=False)
+        forecast = await asyncio.get_running_loop().run_in_executor(
+            forecasts, forecast_in_worker, forecaster, now, window_s
+        )
+        forecaster.remember(now, window_s, forecast)
+        return forecast
 
     def _collect_refit(self, on_refit: RefitObserver) -> None:
         """Adopt a finished refit: its forecaster replaces ours, and this cycle's range query

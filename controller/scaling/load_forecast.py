@@ -226,6 +226,16 @@ class LoadForecaster:
             self._forecasts[horizon] = self._model_forecast(horizon)
         return self._forecasts[horizon]
 
+    def has_forecast(self, now: float, window_s: float) -> bool:
+        """Whether :meth:`forecast` would answer from what it made before (with no new sample nor model since)."""
+        return self.settings.model != "WindowPeak" and self._horizon(now, window_s) in self._forecasts
+
+    def remember(self, now: float, window_s: float, forecast: LoadForecast | None) -> None:
+        """Keep ``forecast``, made elsewhere from a copy of this forecaster as it is now, as what
+        :meth:`forecast` answers until a new sample or model comes."""
+        if self.settings.model != "WindowPeak":
+            self._forecasts[self._horizon(now, window_s)] = forecast
+
     def _model_forecast(self, horizon: int) -> LoadForecast | None:
         series = self._series()
         if series is None or self._end_s is None or self._model is None:

@@ -252,5 +252,12 @@ async def _forecast(
         deps.metrics.observe_model_refit(policy.kind, policy.namespace, policy.name, model, seconds)
 
     return await loop.cycle(
-        fetch, now, window_s, spec.prometheus.max_staleness_s, deps.forecast_processes, refitted, sample_age_s
+        fetch,
+        now,
+        window_s,
+        spec.prometheus.max_staleness_s,
+        deps.selection_processes,
+        refitted,
+        sample_age_s,
+        forecasts=deps.forecast_processes,
     )

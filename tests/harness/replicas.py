@@ -45,6 +45,7 @@ class Election:
             "INFERCAST_LEASE_DURATION": str(self.lease_duration_s),
             "INFERCAST_RENEW_DEADLINE": str(self.renew_deadline_s),
             "INFERCAST_RETRY_PERIOD": str(self.retry_period_s),
+            "INFERCAST_SELECTION_PROCESSES": "0",
             "INFERCAST_FORECAST_PROCESSES": "0",
         }
 

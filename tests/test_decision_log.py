@@ -43,7 +43,7 @@ from controller.observability.decisions import DecisionRecord
 from controller.reconcile.cycle import Deps, PolicySnapshot
 from controller.scaling.cycle import _record
 from controller.scaling.forecast_loop import ForecastSession
-from controller.scaling.observe import MetricReading, observe_predictive
+from controller.scaling.observe import MetricReading, observe_predictive, read_instant
 from controller.scaling.plan import plan_reactive
 from controller.scaling.predictive import plan_predictive
 from controller.scaling.spec import parse_scaling_policy
@@ -233,7 +233,8 @@ def predictive_run(
             policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, status)
             readings = [MetricReading(m, "query", 1.0, None) for m in spec.metrics]
             state = ScalingState.from_dict(status.get("history"))
-            signals = await observe_predictive(policy, spec, observed, Credentials(), deps, session, now)
+            values = (await read_instant(deps.prometheus, "demo", spec, Credentials())).predictive
+            signals = await observe_predictive(policy, spec, observed, Credentials(), deps, session, now, values)
             plan = plan_predictive(spec, observed, readings, signals, state, status, session, now)
             record = _record(policy, spec, observed, readings, plan, False, now)
             records.append(record)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import pytest
 
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool
 from controller.clients.refs import PrometheusSpec
+from controller.scaling.observe import LOAD_AGE, predictive_queries, read_instant
+from controller.scaling.spec import parse_scaling_policy
 from devtools.prometheus_server import Prometheus, free_port
 from tests.harness.exporter import Exporter
 from tests.harness.series import spec_for, two_pod_gauge
@@ -87,6 +90,46 @@ async def test_a_rejected_union_fails_every_value(series: str, prometheus: Prome
     with pytest.raises(MetricError) as caught:
         await pool.query_each(spec_for(prometheus), Credentials(), {"ok": f"sum({series})", "bad": f"sum({series}"})
     assert caught.value.rejected
+
+
+async def test_a_cycles_preset_queries_are_one_request_and_the_specs_own_one_each(
+    series: str, exporter: Exporter, prometheus: Prometheus
+) -> None:
+    """A predictive cycle's instant queries: a preset metric's value and freshness, the load's
+    freshness and the server's signals in one request; each query of the spec's own alone."""
+    run = f"t{secrets.token_hex(4)}"  # the labels vLLM's series have on the session's exporter
+    exporter.set_gauge("vllm:num_requests_waiting", 6.0, model_name="m", namespace=run, pod="a")
+    prometheus.wait_for_series(f'vllm:num_requests_waiting{{namespace="{run}"}}', timeout=20)
+    target = {"type": "AverageValue", "value": 4}
+    spec = parse_scaling_policy(
+        {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "vllm"},
+            "minReplicas": 1,
+            "maxReplicas": 8,
+            "prometheus": {"url": prometheus.url},
+            "metrics": [
+                {
+                    "name": "waiting",
+                    "preset": "vllm-requests-waiting",
+                    "labelSelector": f'namespace="{run}"',
+                    "target": target,
+                },
+                {"name": "own", "query": f"sum({series})", "target": target},
+            ],
+            "forecast": {"capacity": {"unit": "RequestsPerSecond", "perReplica": 100}},
+        }
+    )
+    assert spec.forecast is not None
+    pool = PrometheusPool()
+    try:
+        reads = await read_instant(pool, "nobody", spec, Credentials())
+    finally:
+        await pool.close()
+    assert [(r.value, r.error) for r in reads.metrics] == [(6.0, None), (7.5, None)]
+    assert pool.requests_sent == 2, "the presets' union, then the spec's own query"
+    signals = predictive_queries("nobody", spec, spec.forecast).signals()
+    assert set(reads.predictive) == {*signals, LOAD_AGE}
+    assert all(isinstance(v, MetricError) and v.reason == "NoData" for v in reads.predictive.values())
 
 
 async def test_identical_queries_are_sent_once_per_cycle(series: str, prometheus: Prometheus) -> None:

@@ -33,7 +33,7 @@ from controller.reconcile.conditions import Condition
 from controller.reconcile.cycle import CycleOutcome, Deps, PolicySnapshot, apply_in_auto
 from controller.reconcile.report import Reporter, Wording
 from controller.scaling.forecast_loop import ForecastSession
-from controller.scaling.observe import MetricReading, observe_predictive, read_metrics
+from controller.scaling.observe import MetricReading, observe_predictive, read_instant
 from controller.scaling.plan import ScalingPlan, plan_reactive
 from controller.scaling.predictive import plan_predictive
 from controller.scaling.spec import ScalingPolicySpec, parse_scaling_policy
@@ -93,7 +93,8 @@ async def reconcile_scaling(
     except (TargetError, SpecError) as exc:
         return await report.not_ready(exc.reason, exc.message)
     spec = replace(spec, prometheus=prometheus)  # the URL and parameters the admin's rules resolved
-    readings = await read_metrics(deps.prometheus, policy.namespace, spec, credentials)
+    reads = await read_instant(deps.prometheus, policy.namespace, spec, credentials)
+    readings = reads.metrics
     rejected = [r for r in readings if r.error and r.error.rejected]
     if rejected:
         detail = "; ".join(f"{r.spec.name}: {r.error.message if r.error else ''}" for r in rejected)
@@ -103,7 +104,7 @@ async def reconcile_scaling(
     recorded = _recorded_replicas(previous)
     session = forecasting or ForecastSession()
     signals = (
-        await observe_predictive(policy, spec, observed, credentials, deps, session, now)
+        await observe_predictive(policy, spec, observed, credentials, deps, session, now, reads.predictive)
         if spec.forecast is not None
         else None
     )

@@ -1,7 +1,12 @@
 """What a ScalingPolicy's cycle reads: every input of its decision, and all of its I/O but the write.
 
-* :func:`read_metrics`: the value of every ``spec.metrics`` entry, or why it is missing (an
-  error, never a zero; a preset's newest sample older than ``maxStaleness`` is ``Stale``);
+* :func:`read_instant`: every instant query of the cycle in as few requests as can be. The value
+  of every ``spec.metrics`` entry, or why it is missing (an error, never a zero; a preset's newest
+  sample older than ``maxStaleness`` is ``Stale``), and with ``spec.forecast`` the server's signals
+  and the load's freshness. What comes from presets is one request, their union
+  (:meth:`~controller.clients.prometheus.PrometheusPool.query_each`, where each query still fails
+  alone); each query of the spec's own is sent alone, so that a mistake in it is that metric's
+  error (``QueryRejected`` names the metric) and identical PromQL of many policies is one request;
 * :func:`observe_predictive`, with ``spec.forecast``: the **lead time** learned from the target's
   pods, start-up and waits for a node (:mod:`controller.scaling.leadtime`), the server's
   **signals** over the last minute (p95 TTFT and TPOT, queue, running batch, generated tokens,
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from controller.actuators import ScaleObservation
 from controller.clients.kube import PODS, KubeError
 from controller.clients.prometheus import Credentials, MetricError, PrometheusPool, RangeSamples
+from controller.clients.refs import PrometheusSpec
 from controller.clients.servers import SERVERS, render_preset, render_source
 from controller.reconcile.cycle import Deps, PolicySnapshot
 from controller.scaling.forecast_loop import ForecastOutcome, ForecastSession, history_plan
@@ -41,32 +47,82 @@ class MetricReading:
     error: MetricError | None
 
 
-async def read_metrics(
-    pool: PrometheusPool, namespace: str, spec: ScalingPolicySpec, credentials: Credentials
-) -> list[MetricReading]:
-    """Every metric's value, or why it is missing; a preset's value older than maxStaleness is stale."""
+Values = Mapping[str, float | MetricError]
+#: The name of the load's freshness among a predictive cycle's instant values.
+LOAD_AGE = "load_age"
 
-    async def read(metric: MetricSpec) -> MetricReading:
-        rendered = render_source(metric.source, namespace=namespace, kind=spec.target.kind, name=spec.target.name)
-        try:
-            value, age = await asyncio.gather(
-                pool.query(spec.prometheus, credentials, rendered.value),
-                pool.query(spec.prometheus, credentials, rendered.freshness) if rendered.freshness else _no_age(),
-            )
-        except MetricError as exc:
-            return MetricReading(metric, rendered.value, None, exc)
-        if age is not None and age > spec.prometheus.max_staleness_s:
+
+@dataclass(frozen=True)
+class InstantReads:
+    """What a cycle's instant queries gave: the spec's metrics, and the predictive queries' values by name."""
+
+    metrics: list[MetricReading]
+    predictive: Values
+
+
+async def read_instant(
+    pool: PrometheusPool, namespace: str, spec: ScalingPolicySpec, credentials: Credentials
+) -> InstantReads:
+    """Every metric's value, or why it is missing (a preset's value older than maxStaleness is
+    stale), and with ``spec.forecast`` the predictive instant queries: what comes from presets in
+    one request, each query of the spec alone."""
+    rendered = [
+        render_source(m.source, namespace=namespace, kind=spec.target.kind, name=spec.target.name) for m in spec.metrics
+    ]
+    union: dict[str, str] = {}
+    alone: dict[str, str] = {}
+    for i, (metric, query) in enumerate(zip(spec.metrics, rendered, strict=True)):
+        (alone if metric.source.query else union)[f"metric_{i}"] = query.value
+        if query.freshness:
+            union[f"metric_{i}_age"] = query.freshness
+    if spec.forecast is not None:
+        queries = predictive_queries(namespace, spec, spec.forecast)
+        union.update(queries.signals())
+        if queries.load_freshness:
+            union[LOAD_AGE] = queries.load_freshness
+    values = await _read_each(pool, spec.prometheus, credentials, union, alone)
+    readings = []
+    for i, (metric, query) in enumerate(zip(spec.metrics, rendered, strict=True)):
+        value, age = values[f"metric_{i}"], values.get(f"metric_{i}_age")
+        if isinstance(value, MetricError):
+            readings.append(MetricReading(metric, query.value, None, value))
+        elif isinstance(age, MetricError):
+            readings.append(MetricReading(metric, query.value, None, age))
+        elif age is not None and age > spec.prometheus.max_staleness_s:
             stale = MetricError(
                 "Stale", f"newest sample is {age:.0f}s old (maxStaleness {spec.prometheus.max_staleness_s:.0f}s)"
             )
-            return MetricReading(metric, rendered.value, None, stale)
-        return MetricReading(metric, rendered.value, value, None)
+            readings.append(MetricReading(metric, query.value, None, stale))
+        else:
+            readings.append(MetricReading(metric, query.value, value, None))
+    return InstantReads(readings, {name: v for name, v in values.items() if not name.startswith("metric_")})
 
-    return list(await asyncio.gather(*(read(m) for m in spec.metrics)))
 
+async def _read_each(
+    pool: PrometheusPool,
+    prometheus: PrometheusSpec,
+    credentials: Credentials,
+    union: Mapping[str, str],
+    alone: Mapping[str, str],
+) -> dict[str, float | MetricError]:
+    """The values of ``union`` from one request and of each of ``alone`` from its own, by name."""
 
-async def _no_age() -> None:
-    return None
+    async def one(promql: str) -> float | MetricError:
+        try:
+            return await pool.query(prometheus, credentials, promql)
+        except MetricError as exc:
+            return exc
+
+    async def together() -> dict[str, float | MetricError]:
+        if not union:
+            return {}
+        try:
+            return await pool.query_each(prometheus, credentials, union)
+        except MetricError as exc:  # what fails the request (an outage, a rejection) fails each of them
+            return dict.fromkeys(union, exc)
+
+    values, singles = await asyncio.gather(together(), asyncio.gather(*(one(q) for q in alone.values())))
+    return {**values, **dict(zip(alone, singles, strict=True))}
 
 
 @dataclass(frozen=True)
@@ -179,31 +235,21 @@ async def observe_predictive(
     deps: Deps,
     session: ForecastSession,
     now: float,
+    values: Values,
 ) -> PredictiveSignals:
+    """The lead time, the server's signals and the forecast; ``values`` are :attr:`InstantReads.predictive`."""
     forecast = spec.forecast
     assert forecast is not None, "only for policies with spec.forecast"
     queries = predictive_queries(policy.namespace, spec, forecast)
 
     # A missing signal is None: it never grows the capacity nor calms a panic.
-    async def read(query: str | None) -> float | None:
-        if query is None:
-            return None
-        try:
-            return await deps.prometheus.query(spec.prometheus, credentials, query)
-        except MetricError:
-            return None
+    def known(name: str) -> float | None:
+        value = values.get(name)
+        return None if isinstance(value, MetricError) else value
 
-    async def read_signals() -> ServerSignals:
-        # One request for all of them: a thousand policies would otherwise send seven each per cycle.
-        try:
-            values = await deps.prometheus.query_each(spec.prometheus, credentials, queries.signals())
-        except MetricError:
-            return ServerSignals()
-        return ServerSignals(**{name: None if isinstance(v, MetricError) else v for name, v in values.items()})
-
-    lead_time, age, server = await asyncio.gather(
-        _lead_time(deps, policy, observed, forecast, now), read(queries.load_freshness), read_signals()
-    )
+    server = ServerSignals(**{name: known(name) for name in queries.signals()})
+    lead_time = await _lead_time(deps, policy, observed, forecast, now)
+    age = known(LOAD_AGE)
     window_s = lead_time.seconds + spec.interval_s
     outcome = await _forecast(policy, spec, queries.load, credentials, deps, session, now, window_s, age)
     return PredictiveSignals(lead_time, window_s, server, outcome)

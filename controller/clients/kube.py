@@ -16,7 +16,8 @@ What is taken from the client's configuration: the server URL, its CA, a client 
 ``insecure-skip-tls-verify``, the TLS server name, the ``Authorization`` header (bearer token or
 basic login, re-read through the client's refresh hook at most every :data:`CREDENTIALS_REREAD_S`
 and after a 401), and an HTTP(S) proxy unless ``no_proxy`` exempts the server. A SOCKS proxy is
-refused when loading, with :class:`KubeconfigError`: neither aiohttp nor Kopf's watch speaks it.
+refused when a :class:`Kube` is made (at the operator's start), with :class:`KubeconfigError`:
+neither aiohttp nor Kopf's watch speaks it.
 """
 
 from __future__ import annotations

@@ -233,8 +233,8 @@ def predictive_run(
             policy = PolicySnapshot("ScalingPolicy", "demo", "vllm", "uid", 1, raw_spec, status)
             readings = [MetricReading(m, "query", 1.0, None) for m in spec.metrics]
             state = ScalingState.from_dict(status.get("history"))
-            values = (await read_instant(deps.prometheus, "demo", spec, Credentials())).predictive
-            signals = await observe_predictive(policy, spec, observed, Credentials(), deps, session, now, values)
+            reads = await read_instant(deps.prometheus, "demo", spec, Credentials())
+            signals = await observe_predictive(policy, spec, observed, Credentials(), deps, session, now, reads)
             plan = plan_predictive(spec, observed, readings, signals, state, status, session, now)
             record = _record(policy, spec, observed, readings, plan, False, now)
             records.append(record)

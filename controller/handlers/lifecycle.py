@@ -69,6 +69,6 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     if deps is not None:
         await deps.prometheus.close()
         await deps.kube.close()
-    for pool in (deps.selection_processes, deps.forecast_processes) if deps is not None else ():
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (deps.selection_processes, deps.forecast_processes):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)

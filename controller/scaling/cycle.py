@@ -104,7 +104,7 @@ async def reconcile_scaling(
     recorded = _recorded_replicas(previous)
     session = forecasting or ForecastSession()
     signals = (
-        await observe_predictive(policy, spec, observed, credentials, deps, session, now, reads.predictive)
+        await observe_predictive(policy, spec, observed, credentials, deps, session, now, reads)
         if spec.forecast is not None
         else None
     )

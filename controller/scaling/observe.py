@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controller.actuators import ScaleObservation
 from controller.clients.kube import PODS, KubeError
@@ -54,10 +54,12 @@ LOAD_AGE = "load_age"
 
 @dataclass(frozen=True)
 class InstantReads:
-    """What a cycle's instant queries gave: the spec's metrics, and the predictive queries' values by name."""
+    """What a cycle's instant queries gave: the spec's metrics and, with ``spec.forecast``, the
+    predictive queries and the values of their instant ones by name (signals and :data:`LOAD_AGE`)."""
 
     metrics: list[MetricReading]
-    predictive: Values
+    queries: PredictiveQueries | None = None
+    predictive: Values = field(default_factory=dict)
 
 
 async def read_instant(
@@ -75,11 +77,11 @@ async def read_instant(
         (alone if metric.source.query else union)[f"metric_{i}"] = query.value
         if query.freshness:
             union[f"metric_{i}_age"] = query.freshness
-    if spec.forecast is not None:
-        queries = predictive_queries(namespace, spec, spec.forecast)
-        union.update(queries.signals())
-        if queries.load_freshness:
-            union[LOAD_AGE] = queries.load_freshness
+    queries = predictive_queries(namespace, spec, spec.forecast) if spec.forecast is not None else None
+    predictive = dict(queries.signals()) if queries is not None else {}
+    if queries is not None and queries.load_freshness:
+        predictive[LOAD_AGE] = queries.load_freshness
+    union.update(predictive)
     values = await _read_each(pool, spec.prometheus, credentials, union, alone)
     readings = []
     for i, (metric, query) in enumerate(zip(spec.metrics, rendered, strict=True)):
@@ -95,7 +97,7 @@ async def read_instant(
             readings.append(MetricReading(metric, query.value, None, stale))
         else:
             readings.append(MetricReading(metric, query.value, value, None))
-    return InstantReads(readings, {name: v for name, v in values.items() if not name.startswith("metric_")})
+    return InstantReads(readings, queries, {name: values[name] for name in predictive})
 
 
 async def _read_each(
@@ -235,16 +237,15 @@ async def observe_predictive(
     deps: Deps,
     session: ForecastSession,
     now: float,
-    values: Values,
+    reads: InstantReads,
 ) -> PredictiveSignals:
-    """The lead time, the server's signals and the forecast; ``values`` are :attr:`InstantReads.predictive`."""
-    forecast = spec.forecast
-    assert forecast is not None, "only for policies with spec.forecast"
-    queries = predictive_queries(policy.namespace, spec, forecast)
+    """The lead time, the server's signals (read by :func:`read_instant`) and the forecast."""
+    forecast, queries = spec.forecast, reads.queries
+    assert forecast is not None and queries is not None, "only for policies with spec.forecast"
 
     # A missing signal is None: it never grows the capacity nor calms a panic.
     def known(name: str) -> float | None:
-        value = values.get(name)
+        value = reads.predictive.get(name)
         return None if isinstance(value, MetricError) else value
 
     server = ServerSignals(**{name: known(name) for name in queries.signals()})

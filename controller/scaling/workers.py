@@ -36,8 +36,6 @@ class WorkerPool(Executor):
     def _start(self) -> ProcessPoolExecutor:
         # Spawned, not forked: a fork of a process running threads (Kopf's, asyncio's) can deadlock.
         context = multiprocessing.get_context("spawn")
-        if not self.niceness:
-            return ProcessPoolExecutor(self.processes, mp_context=context)
         return ProcessPoolExecutor(self.processes, mp_context=context, initializer=os.nice, initargs=(self.niceness,))
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:

@@ -92,6 +92,34 @@ async def fetch(start: float, end: float, step_s: float) -> RangeSamples:
     return RangeSamples(step_s, times, tuple(100.0 + t % 50 for t in times))
 
 
+def test_a_cycle_before_the_next_sample_is_due_sends_no_range_query() -> None:
+    settings = LoadForecastSettings(step_s=20, history_s=3_600, refit_interval_s=600, model="Linear", sample_s=20)
+    loop = ForecastLoop(settings, "load", 3_600)
+    asked: list[tuple[float, float]] = []
+    frozen_after = 10_060.0  # Prometheus stops evaluating new samples: every cycle asks again
+
+    async def counted(start: float, end: float, step_s: float) -> RangeSamples:
+        asked.append((start, end))
+        return await fetch(start, min(end, frozen_after), step_s)
+
+    async def cycles() -> list[ForecastOutcome]:
+        outcomes = []
+        for now in range(10_000, 10_300, 15):
+            outcomes.append(await loop.cycle(counted, now, 30.0, 120.0, None, lambda s, m: None))
+            await asyncio.sleep(0.05)  # the first selection, in a thread, finishes
+        return outcomes
+
+    outcomes = asyncio.run(cycles())
+    # Samples every 20 s: at 10_015 and 10_075 the newest one (10_000, 10_060) is already held.
+    assert [end for _, end in asked][:4] == [10_000, 10_030, 10_045, 10_060]
+    assert all(end >= frozen_after + 20 for _, end in asked[4:]), "asked again only once a sample was due"
+    assert len(asked) == len(outcomes) - 2
+    assert outcomes[1].forecast is not None, "a cycle that asked nothing still forecasts from what is held"
+    stale = [o.error.reason for o in outcomes if o.error is not None]
+    assert stale and set(stale) == {"Stale"}, "a history that stopped growing still goes stale"
+    assert outcomes[-1].error is not None and outcomes[-1].forecast is None
+
+
 def test_the_model_chosen_last_forecasts_while_the_next_selection_waits_for_a_worker() -> None:
     settings = LoadForecastSettings(step_s=10, history_s=3_600, refit_interval_s=60, model="Linear", sample_s=10)
     loop, pool = ForecastLoop(settings, "load", 3_600), HeldExecutor()

@@ -15,8 +15,9 @@ The "history -> forecast" step itself is
 module only feeds it and schedules it:
 
 * **History**: one range query of the load over ``historySeconds`` at the start, then only the
-  samples since the newest one held. The sample spacing is the finest divisor of
-  ``stepSeconds`` that keeps the history within Prometheus' points limit.
+  samples since the newest one held, and none in a cycle before the next sample is due (with
+  20 s samples and a 15 s interval, one cycle in four). The sample spacing is the finest divisor
+  of ``stepSeconds`` that keeps the history within Prometheus' points limit.
 * **Gaps**: a short gap (up to :data:`MAX_FILLED_GAP_S`) is filled with the higher of its
   neighbours, never with zero; a longer one starts the history afresh after it, since
   interpolating an outage would invent load.
@@ -50,7 +51,9 @@ MAX_FILLED_GAP_S = 300.0
 ACCURACY_PAIRS = 30
 
 Fetch = Callable[[float, float, float], Awaitable[RangeSamples]]
-"""``fetch(start, end, step_s)``: the load's range query (raises :class:`MetricError`)."""
+"""``fetch(start, end, step_s)``: the load's range query (raises :class:`MetricError`), whose
+samples lie on multiples of ``step_s`` as :meth:`controller.clients.prometheus.PrometheusPool.range_query`
+places them."""
 RefitObserver = Callable[[float, str], None]
 """Told the duration in seconds and the chosen model (:attr:`Refitted.model`) of every refit that finished."""
 
@@ -210,13 +213,15 @@ class ForecastLoop:
         self._collect_refit(on_refit)
         sample = self.settings.sample_s
         held = self.forecaster.end_s
-        start = now - self.history_s if held is None else max(now - self.history_s, held - sample)
-        try:
-            end, values = dense_tail(await fetch(start, now, sample))
-        except MetricError as exc:
-            return ForecastOutcome(None, None, exc, self.refitting)
-        self.forecaster.observe(end, values)
-        age = max(now - (self.forecaster.end_s or end), sample_age_s or 0.0)
+        if held is None or math.floor(now / sample) * sample > held:  # a sample is due that is not held
+            start = now - self.history_s if held is None else max(now - self.history_s, held - sample)
+            try:
+                end, values = dense_tail(await fetch(start, now, sample))
+            except MetricError as exc:
+                return ForecastOutcome(None, None, exc, self.refitting)
+            self.forecaster.observe(end, values)
+            held = self.forecaster.end_s or end
+        age = max(now - held, sample_age_s or 0.0)
         if age > max_staleness_s:
             stale = MetricError("Stale", f"newest load sample is {age:.0f}s old (maxStaleness {max_staleness_s:.0f}s)")
             return ForecastOutcome(None, None, stale, self.refitting)

@@ -463,7 +463,7 @@ def main() -> int:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="infercast-scale-"))
     exporter = Exporter(args.policies, args.predictive)
     servers = misbehaving_servers() if args.misbehaving else {}
-    api = start_apiserver(workdir / "apiserver", crds=[ROOT / "crds"])
+    api = start_apiserver(workdir / "apiserver", crds=[ROOT / "crds"], access_log=False)
     prometheus = Prometheus(
         {"fleet": [exporter.address]}, workdir=workdir / "prometheus", scrape_interval=SCRAPE_INTERVAL_S
     )

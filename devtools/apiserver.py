@@ -42,13 +42,14 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import fastjsonschema
 import jsonpatch
 import jsonschema
 import kmock
 import yaml
 
 from devtools import processes
-from devtools.cel import cel_violations
+from devtools.cel import cel_violations, with_rules_only
 
 logger = logging.getLogger(__name__)
 
@@ -336,22 +337,46 @@ def _nullable_as_type(schema: Any) -> Any:
 
 
 SchemaCheck = Callable[[Mapping[str, Any]], list[str]]
+_DRAFT_4 = "http://json-schema.org/draft-04/schema#"
+
+
+def compile_admits(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
+    """Whether a value matches a JSON Schema draft 4 ``schema``, by code fastjsonschema generates
+    for it: about twenty times faster than :mod:`jsonschema`'s interpreter, which then only
+    explains what is wrong. At a thousand policies' status writes a second, the interpreter alone
+    took a fifth of a core. Neither checks ``format`` or fills in defaults here."""
+    validate = fastjsonschema.compile({**schema, "$schema": _DRAFT_4}, use_default=False, use_formats=False)
+
+    def admits(value: Any) -> bool:
+        try:
+            validate(value)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+
+    return admits
 
 
 def compile_schema(schema: Mapping[str, Any]) -> SchemaCheck:
     """What is wrong with an object under a CRD's OpenAPI v3 schema, its CEL rules included, as a
-    function: the schema is converted and its validator built once, not at every write."""
+    function: the schema is converted and its validators built once, not at every write."""
     # OpenAPI v3.0 schemas follow JSON Schema draft 4 (e.g. a boolean exclusiveMinimum), plus ``nullable``.
-    validator = jsonschema.Draft4Validator(_nullable_as_type(schema))
+    converted = _nullable_as_type(schema)
+    admits, explainer = compile_admits(converted), jsonschema.Draft4Validator(converted)
+    rules = with_rules_only(schema) or {}
 
     def violations(obj: Mapping[str, Any]) -> list[str]:
-        problems = sorted(
-            f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
-            for error in validator.iter_errors(obj)
+        problems = (
+            []
+            if admits(obj)
+            else sorted(
+                f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
+                for error in explainer.iter_errors(obj)
+            )
         )
         # Like the API server, rules are judged only on an object of the right shape: a rule reading a
         # field of the wrong type would only add a confusing second message.
-        return problems or cel_violations(obj, schema)
+        return problems or cel_violations(obj, rules)
 
     return violations
 
@@ -612,7 +637,9 @@ class DevApiServer(kmock.KubernetesEmulator):
         else:
             # A fresh single-version record: kmock's history would otherwise grow with every write.
             self._objects[key] = obj
-        change = WatchEvent(int(meta["resourceVersion"]), resource, {"type": event, "object": copy.deepcopy(obj)})
+        # The event shares the stored object: no write changes a stored object in place (each starts
+        # from a copy, :meth:`_get`), and a copy here was a tenth of the server's time.
+        change = WatchEvent(int(meta["resourceVersion"]), resource, {"type": event, "object": obj})
         self._history.append(change)
         for watched, queue in self._watchers:
             if watched == resource:
@@ -932,8 +959,9 @@ async def serve(
     preloaded: Sequence[Mapping[str, Any]],
     ready_file: pathlib.Path | None,
     audit_log: pathlib.Path | None = None,
+    access_log: bool = True,
 ) -> None:
-    """Serve until SIGTERM or SIGINT."""
+    """Serve until SIGTERM or SIGINT; ``access_log``: a line per request in the log."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -942,7 +970,8 @@ async def serve(
     async with emulator:
         await emulator.preload([*_BUILTIN_NAMESPACES, *preloaded])
         # Open watch streams never finish by themselves: do not wait for them on shutdown.
-        runner = aiohttp.web.ServerRunner(aiohttp.web.Server(emulator), shutdown_timeout=0.5)
+        server = aiohttp.web.Server(emulator) if access_log else aiohttp.web.Server(emulator, access_log=None)
+        runner = aiohttp.web.ServerRunner(server, shutdown_timeout=0.5)
         await runner.setup()
         try:
             site = aiohttp.web.TCPSite(runner, host, port)
@@ -973,9 +1002,13 @@ def start_apiserver(
     *,
     crds: Sequence[pathlib.Path] = (),
     audit_log: pathlib.Path | None = None,
+    access_log: bool = True,
     timeout: float = 15.0,
 ) -> ApiServerProcess:
-    """Start the API server as a child process on a free loopback port and wait until it listens."""
+    """Start the API server as a child process on a free loopback port and wait until it listens.
+
+    ``access_log=False`` leaves out the line per request (a load test's millions of lines, and a
+    tenth of the server's time)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ready_file = workdir / "apiserver.url"
     ready_file.unlink(missing_ok=True)
@@ -985,6 +1018,8 @@ def start_apiserver(
         argv += ["--crd", str(crd)]
     if audit_log is not None:
         argv += ["--audit-log", str(audit_log)]
+    if not access_log:
+        argv.append("--no-access-log")
     process = processes.start_process(argv, log_path=workdir / "apiserver.log")
     try:
         processes.wait_for(
@@ -1024,10 +1059,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--ready-file", type=pathlib.Path, help="where to write the URL once listening")
     parser.add_argument("--audit-log", type=pathlib.Path, help="record every request here, one JSON line each")
+    parser.add_argument("--no-access-log", action="store_true", help="no log line per request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, load_documents(args.crd), args.ready_file, args.audit_log))
+        asyncio.run(
+            serve(
+                args.host,
+                args.port,
+                load_documents(args.crd),
+                args.ready_file,
+                args.audit_log,
+                access_log=not args.no_access_log,
+            )
+        )
     return 0
 
 

@@ -431,7 +431,13 @@ def create_objects(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=120.0, help="measured run after every policy decided once")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=120.0,
+        help="measured run after every policy decided once; --predictive: at least 600 (the refit interval) "
+        "to count model selections, whose first ones run in the warm-up",
+    )
     parser.add_argument(
         "--warmup", type=float, default=0.0, help="seconds to wait after every policy decided once, before measuring"
     )

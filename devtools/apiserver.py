@@ -342,9 +342,10 @@ _DRAFT_4 = "http://json-schema.org/draft-04/schema#"
 
 def compile_admits(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
     """Whether a value matches a JSON Schema draft 4 ``schema``, by code fastjsonschema generates
-    for it: about twenty times faster than :mod:`jsonschema`'s interpreter, which then only
-    explains what is wrong. At a thousand policies' status writes a second, the interpreter alone
-    took a fifth of a core. Neither checks ``format`` or fills in defaults here."""
+    for it; :mod:`jsonschema`'s interpreter then only explains what is wrong. A predictive policy's
+    status write (2 KB) takes 0.05 ms instead of 1.7 (a spec heavy with patterns, 0.33 instead of
+    0.53): at a thousand policies' writes the interpreter alone took a fifth of a core. Neither
+    checks ``format`` nor fills in defaults here."""
     validate = fastjsonschema.compile({**schema, "$schema": _DRAFT_4}, use_default=False, use_formats=False)
 
     def admits(value: Any) -> bool:
@@ -638,7 +639,7 @@ class DevApiServer(kmock.KubernetesEmulator):
             # A fresh single-version record: kmock's history would otherwise grow with every write.
             self._objects[key] = obj
         # The event shares the stored object: no write changes a stored object in place (each starts
-        # from a copy, :meth:`_get`), and a copy here was a tenth of the server's time.
+        # from a copy, :meth:`_get`), so a copy here was 2 % of the server's time for nothing.
         change = WatchEvent(int(meta["resourceVersion"]), resource, {"type": event, "object": obj})
         self._history.append(change)
         for watched, queue in self._watchers:
@@ -1007,8 +1008,8 @@ def start_apiserver(
 ) -> ApiServerProcess:
     """Start the API server as a child process on a free loopback port and wait until it listens.
 
-    ``access_log=False`` leaves out the line per request (a load test's millions of lines, and a
-    tenth of the server's time)."""
+    ``access_log=False`` leaves out the line per request (a load test's millions of lines, and
+    6-10 % of the server's time)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ready_file = workdir / "apiserver.url"
     ready_file.unlink(missing_ok=True)

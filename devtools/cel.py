@@ -70,7 +70,7 @@ def _as_declared(value: Any, schema: Mapping[str, Any]) -> Any:
 def with_rules_only(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """``schema`` without the branches that carry no rule (``None`` when none does), so that
     :func:`cel_violations` walks only where a rule may be: a policy's status has none, and walking
-    it at every status write was a sixteenth of the emulated API server's time. A node with rules
+    it at every status write was about 5 % of the emulated API server's time. A node with rules
     is kept whole, since its rules see its value as declared (:func:`_as_declared`)."""
     if schema.get("x-kubernetes-validations"):
         return schema

@@ -66,7 +66,8 @@ def test_the_fast_checks_judge_as_the_full_ones(crd: str, data: st.DataObject) -
     admits, explainer = JUDGES[crd]
     obj = copy.deepcopy(data.draw(OBJECTS[crd], label="object"))
     places = paths(obj)
-    if places and data.draw(st.booleans(), label="edit"):
+    edit: bool = data.draw(st.booleans(), label="edit")
+    if places and edit:
         *parent, key = data.draw(st.sampled_from(places), label="at")
         holder = obj
         for step in parent:

@@ -1,4 +1,4 @@
-"""The emulated API server's validation is as fast as it can be and says what it said before.
+"""The emulated API server's faster validation gives the verdicts and messages of the full one.
 
 fastjsonschema decides, jsonschema explains; the CEL rules are looked for only where they are.
 
